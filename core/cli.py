@@ -1,0 +1,76 @@
+"""What every `python -m ...` entry point shares: argparse setup, logging, error handling."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn
+
+from core.errors import InputError, ToolkitError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the epilog's example lines as written."""
+
+
+def parser(description: str, example: str) -> argparse.ArgumentParser:
+    """An ArgumentParser with `-v` and an example in the epilog."""
+    p = argparse.ArgumentParser(description=description, epilog=f"example:\n  {example}",
+                                formatter_class=HelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    return p
+
+
+def artifacts_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifacts", type=Path, default=Path("artifacts"), metavar="DIR",
+                   help="artifacts directory to read and write")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give e.g. 500") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give an integer >= 1, e.g. 500")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give e.g. 0.01") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0, e.g. 0.01")
+    return value
+
+
+def ensure_dir(path: Path, create: bool) -> Path:
+    """Check that `path` is (or, with `create`, can become) a writable directory."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory; pass --artifacts DIR with a directory")
+    if not path.exists():
+        if not create:
+            raise InputError(f"{path}: no such directory; run python -m train.all --artifacts {path} first")
+        path.mkdir(parents=True)
+    return path
+
+
+def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> NoReturn:
+    """Configure logging, call `main(args)`, and turn project errors into one line + exit code."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    try:
+        code = main(args) or 0
+    except ToolkitError as exc:
+        if args.verbose:
+            logging.exception("failed")
+        print(f"error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

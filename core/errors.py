@@ -1,0 +1,31 @@
+"""The project's exceptions. CLIs turn them into one line and an exit code."""
+
+
+class ToolkitError(Exception):
+    """Base class for every error the toolkit raises on purpose."""
+
+    exit_code = 2
+
+
+class InputError(ToolkitError, ValueError):
+    """A user-supplied value (flag, file, array) is not what was expected."""
+
+
+class MissingArtifactError(ToolkitError, FileNotFoundError):
+    """A file an earlier stage should have written is not there."""
+
+
+class IntegrityError(ToolkitError):
+    """An artifact's bytes or self-test do not match what the manifest promises."""
+
+    exit_code = 1
+
+
+class ParityError(ToolkitError):
+    """Two formats or runtimes of the same model disagree beyond tolerance."""
+
+    exit_code = 1
+
+
+class DivergenceError(ToolkitError):
+    """Training blew up (loss became NaN/inf or grew by orders of magnitude)."""

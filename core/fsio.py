@@ -1,0 +1,123 @@
+"""Atomic writes, content hashes and the artifacts-directory lock.
+
+Every file the pipeline writes goes to a temporary name in the destination directory and
+is renamed into place, so a crash never leaves a half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of one file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """Hex sha256 of a directory: every file's relative path and content hash, sorted."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(file.relative_to(path).as_posix().encode())
+        h.update(b"\0")
+        h.update(sha256_file(file).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a directory tree (see `sha256_tree`)."""
+    return sha256_tree(path) if path.is_dir() else sha256_file(path)
+
+
+def size_of(path: Path) -> int:
+    """Size in bytes of a file, or the sum over a directory tree."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write(tmp_path)` produce a file or directory, then move it to `path` atomically.
+
+    Used for writers that insist on a path of their own (torch.jit.save, SavedModel). A
+    directory cannot replace a non-empty directory in one rename, so the old one is first
+    renamed aside and removed only after the new one is in place.
+    """
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    target = tmp / path.name
+    try:
+        write(target)
+        if target.is_dir():
+            old = None
+            if path.exists():
+                old = tmp / "old"
+                os.replace(path, old)
+            os.replace(target, path)
+        else:
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(target, path)
+        _fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (a `.lock` file in it) for the block.
+
+    Two exports into the same directory run one after the other instead of interleaving
+    their manifest updates.
+    """
+    with open(Path(directory) / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,96 @@
+"""`artifacts/manifest.json`: the one index the check, the loader and embedding apps read.
+
+Layout (see README "Artifacts"):
+    {"schema_version": 1,
+     "training_record": {"path", "sha256"},
+     "data": {...}, "reference": {...}, "probe": {...},   # copied from the training record
+     "artifacts": [{"name", "model", "format", "framework", "path", "sha256", "size",
+                    "inputs", "outputs", "opset", "producer", "prediction_x10", ...}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError, MissingArtifactError
+from core.fsio import atomic_write_json
+
+MANIFEST = "manifest.json"
+TRAINING_RECORD = "training.json"
+SCHEMA_VERSION = 1
+
+
+def read_json(path: Path, fix: str) -> dict[str, Any]:
+    """Read a JSON object from `path`; a missing or malformed file raises with `fix` in the message."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingArtifactError(f"{path}: not found; run {fix}")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); re-run {fix}") from exc
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(obj).__name__}; re-run {fix}")
+    return obj
+
+
+def load_manifest(artifacts: Path) -> dict[str, Any]:
+    """Load and minimally validate the manifest of an artifacts directory."""
+    path = Path(artifacts) / MANIFEST
+    manifest = read_json(path, "python -m export.all")
+    entries = manifest.get("artifacts")
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and {"name", "path", "format", "sha256"} <= e.keys() for e in entries
+    ):
+        raise InputError(
+            f"{path}: 'artifacts' must be a list of entries with name, path, format and sha256; "
+            "re-run python -m export.all"
+        )
+    return manifest
+
+
+def find_entry(manifest: dict[str, Any], name: str, fmt: str | None = None) -> dict[str, Any]:
+    """The entry whose `name` (e.g. keras_linear.onnx) or `model` (with `fmt`) matches."""
+    for entry in manifest["artifacts"]:
+        if entry["name"] == name or (entry.get("model") == name and entry["format"] == (fmt or entry["format"])):
+            return entry
+    known = ", ".join(sorted(e["name"] for e in manifest["artifacts"])) or "none"
+    raise InputError(f"model {name!r} is not in the manifest; known: {known}")
+
+
+def update_manifest(artifacts: Path, record: dict[str, Any], record_sha256: str,
+                    entries: list[dict[str, Any]]) -> list[str]:
+    """Merge `entries` into the manifest (replacing same-named ones) and write it atomically.
+
+    Entries produced from a different training record are dropped: they describe models
+    that no longer exist. Returns the names of the dropped entries. Callers hold
+    `core.fsio.locked(artifacts)` around this read-modify-write.
+    """
+    path = Path(artifacts) / MANIFEST
+    old: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            old = load_manifest(artifacts)["artifacts"]
+        except InputError:
+            old = []  # a corrupt manifest is rebuilt from what this export writes
+    new_names = {e["name"] for e in entries}
+    kept, dropped = [], []
+    for entry in old:
+        if entry["name"] in new_names:
+            continue
+        if entry.get("training_record_sha256") != record_sha256 or not (Path(artifacts) / entry["path"]).exists():
+            dropped.append(entry["name"])
+            continue
+        kept.append(entry)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "training_record": {"path": TRAINING_RECORD, "sha256": record_sha256},
+        "data": record["data"],
+        "reference": record["reference"],
+        "probe": record["probe"],
+        "artifacts": sorted(kept + entries, key=lambda e: e["name"]),
+    }
+    atomic_write_json(path, manifest)
+    return dropped

@@ -1,0 +1,64 @@
+"""What one framework's training run produced, and the checks every run shares."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from core.errors import DivergenceError
+
+logger = logging.getLogger(__name__)
+
+# Training stops when the loss grows this many times over its first value.
+DIVERGENCE_FACTOR = 1e6
+
+
+@dataclass
+class FitResult:
+    """Learned parameters and history of one framework's run."""
+
+    model: str  # "keras_linear" or "torch_linear"
+    framework: str  # "tensorflow" or "torch"
+    versions: dict[str, str]
+    model_file: str  # file name inside the artifacts directory
+    loss_name: str
+    weights: list[float]
+    bias: float
+    losses: list[float] = field(repr=False)
+    prediction_headline: float = math.nan
+    seconds: float = math.nan
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1]
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "framework": self.framework,
+            "versions": self.versions,
+            "model_file": self.model_file,
+            "loss": self.loss_name,
+            "weights": self.weights,
+            "bias": self.bias,
+            "final_loss": self.final_loss,
+            "prediction_headline": self.prediction_headline,
+            "train_seconds": round(self.seconds, 4),
+            "loss_history": self.losses,
+        }
+
+
+def check_losses(framework: str, losses: list[float], lr: float) -> None:
+    """Raise `DivergenceError` when the loss is NaN/inf or has grown `DIVERGENCE_FACTOR`-fold."""
+    first = losses[0] if losses else math.nan
+    for i, loss in enumerate(losses):
+        if not math.isfinite(loss) or (first > 0 and loss > first * DIVERGENCE_FACTOR):
+            raise DivergenceError(
+                f"{framework}: training diverged at update {i + 1} (loss {loss:.3g}, "
+                f"started at {first:.3g}); use a smaller learning rate than --lr {lr}"
+            )
+
+
+def log_progress(framework: str, step: int, total: int, loss: float) -> None:
+    logger.info("%-10s update %4d/%d  loss %.6g", framework, step, total, loss)

@@ -1,0 +1,72 @@
+"""Train the article's PyTorch model: `python -m train.torch [--seed 0] [--artifacts DIR]`.
+
+`nn.Linear(1, 1)`, SGD(lr 0.01), `MSELoss(reduction="sum")` (the article's
+`size_average=False`), 500 full-batch steps, as in the article.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+from train.data import Dataset, headline_input
+from train.result import FitResult, check_losses, log_progress
+
+MODEL = "torch_linear"
+MODEL_FILE = f"{MODEL}.pt"
+
+
+def build_model(n_features: int) -> nn.Linear:
+    """The article's model: one linear unit."""
+    return nn.Linear(n_features, 1)
+
+
+def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
+    """Seed, build and train the torch model on `data` with the article's Python loop."""
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    model = build_model(data.n_features)
+    criterion = nn.MSELoss(reduction="sum")
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    losses: list[float] = []
+    for step in range(1, config.epochs + 1):
+        loss = criterion(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % config.progress_every == 0 or step == config.epochs:
+            check_losses("torch", losses, config.lr)
+            log_progress("torch", step, config.epochs, losses[-1])
+    with torch.no_grad():
+        prediction = float(model(torch.from_numpy(headline_input(data.n_features)))[0, 0])
+    result = FitResult(
+        model=MODEL, framework="torch", versions={"torch": torch.__version__},
+        model_file=MODEL_FILE, loss_name="squared error summed over the batch (MSELoss(reduction='sum'))",
+        weights=[float(w) for w in model.weight.detach()[0]], bias=float(model.bias.detach()[0]),
+        losses=losses, prediction_headline=prediction, seconds=time.perf_counter() - start,
+    )
+    return model, result
+
+
+def save(model: nn.Linear, path: os.PathLike) -> None:
+    """Save the state_dict only (tensors, no pickled code)."""
+    torch.save(model.state_dict(), path)
+
+
+def load(path: os.PathLike, n_features: int) -> nn.Linear:
+    """Load weights written by `save`; `weights_only=True` refuses pickled objects."""
+    model = build_model(n_features)
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    return model.eval()
+
+
+if __name__ == "__main__":
+    from train.all import main
+
+    main(frameworks=("torch",))
