@@ -11,6 +11,9 @@ from typing import Callable, NoReturn
 from core.errors import InputError, ToolkitError
 
 
+OUR_PACKAGES = ("core", "train", "export", "serve", "bench")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults and keep the epilog's example lines as written."""
 
@@ -61,8 +64,11 @@ def ensure_dir(path: Path, create: bool) -> Path:
 
 def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> NoReturn:
     """Configure logging, call `main(args)`, and turn project errors into one line + exit code."""
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Our own progress at INFO; third-party libraries (tf2onnx, onnxscript, TF) only from WARNING.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)
+    for package in OUR_PACKAGES:
+        logging.getLogger(package).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         code = main(args) or 0
     except ToolkitError as exc:

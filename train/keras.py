@@ -87,9 +87,17 @@ def save(model: keras.Model, path: os.PathLike) -> None:
     model.save(path)
 
 
-def load(path: os.PathLike) -> keras.Model:
+def load(path: os.PathLike, n_features: int) -> keras.Model:
     """Load a `.keras` archive written by `save` (safe mode: no lambda deserialisation)."""
-    return keras.models.load_model(path, compile=False, safe_mode=True)
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    if model.input_shape[-1] != n_features:
+        raise ValueError(f"{path}: model takes {model.input_shape[-1]} features, record says {n_features}")
+    return model
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The model's output for a float32 batch (rows, n), in Keras."""
+    return np.asarray(model(x, training=False))
 
 
 if __name__ == "__main__":

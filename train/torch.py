@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import time
 
+import numpy
+
 import torch
 from torch import nn
 
@@ -64,6 +66,12 @@ def load(path: os.PathLike, n_features: int) -> nn.Linear:
     model = build_model(n_features)
     model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     return model.eval()
+
+
+def predict(model: nn.Module, x: numpy.ndarray) -> numpy.ndarray:
+    """The model's output for a float32 batch (rows, n), in torch."""
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
 
 
 if __name__ == "__main__":

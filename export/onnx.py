@@ -1,0 +1,142 @@
+"""Export both models to ONNX: `python -m export.onnx [--artifacts DIR]`.
+
+Keras -> tf2onnx (`from_function`; `from_keras` breaks on Keras 3), torch -> `torch.onnx.export`
+(the torch.export-based exporter, which runs on onnxscript). Both files get the same contract:
+input `x` / output `y`, float32, shape [batch, n] -> [batch, 1] with the batch dimension named
+`batch`, opset `OPSET`, one self-contained file that passes `onnx.checker` with `full_check`,
+and `metadata_props` an app can read (onnxruntime's `custom_metadata_map`) including a
+self-test: the source model's prediction at x = 10.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
+
+import onnx  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf2onnx  # noqa: E402
+import torch  # noqa: E402
+
+from core.errors import IntegrityError  # noqa: E402
+from core.fsio import atomic_write_bytes  # noqa: E402
+from export._core import Run, Source, entry, export_format, load_source, main_for  # noqa: E402
+
+FORMAT = "onnx"
+# Opset 18: the newest both converters emit natively (tf2onnx 1.17 tops out at 18; torch's
+# exporter starts at 18) and understood by every onnxruntime since 1.14 (2023), including
+# onnxruntime-node and onnxruntime-web, which is what embedding apps run.
+OPSET = 18
+BATCH = "batch"
+
+
+def keras_to_onnx(model: Any, n_features: int) -> onnx.ModelProto:
+    """Convert a Keras model through a `tf.function` with tf2onnx."""
+    spec = [tf.TensorSpec([None, n_features], tf.float32, name="x")]
+    fn = tf.function(lambda x: {"y": model(x, training=False)}, input_signature=spec)
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET)
+    return proto
+
+
+@contextlib.contextmanager
+def _quiet_torch_exporter() -> Iterator[None]:
+    # The exporter logs one warning per torchvision op it cannot register (torchvision is
+    # not a dependency) and pytree raises a FutureWarning from its own internals; neither
+    # is actionable for the user. Everything else still shows.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def torch_to_onnx(model: torch.nn.Module, n_features: int) -> onnx.ModelProto:
+    """Convert a torch module with `torch.onnx.export` (the torch.export-based path)."""
+    # Example batch of 2: torch.export specialises dimensions of size 1.
+    example = (torch.zeros(2, n_features),)
+    with _quiet_torch_exporter():
+        program = torch.onnx.export(
+            model, example, input_names=["x"], output_names=["y"], opset_version=OPSET,
+            dynamic_shapes=({0: torch.export.Dim(BATCH)},), dynamo=True, verbose=False,
+        )
+    return program.model_proto
+
+
+def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.ModelProto:
+    """Give a converted model the shared contract: names, batch dim, opsets, metadata; check it."""
+    graph = proto.graph
+    names = ([i.name for i in graph.input], [o.name for o in graph.output])
+    if names != (["x"], ["y"]):
+        raise IntegrityError(f"{source.name}: converter produced inputs/outputs {names}, expected (['x'], ['y'])")
+    for value in (graph.input[0], graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH
+    del graph.value_info[:]  # intermediate shapes carry the converter's own dim names
+    used = {node.domain for node in graph.node}
+    keep = [op for op in proto.opset_import if op.domain in used or op.domain in ("", "ai.onnx")]
+    del proto.opset_import[:]
+    proto.opset_import.extend(keep)
+    metadata = {
+        "model": source.name,
+        "source_framework": source.framework,
+        "source_framework_version": " ".join(f"{k} {v}" for k, v in source.versions.items()),
+        "training_record_sha256": record_sha256,
+        "n_features": str(source.n_features),
+        "selftest_x": json.dumps([[float(v) for v in [10.0] * source.n_features]]),
+        "selftest_y": repr(source.prediction_x10),
+    }
+    onnx.helper.set_model_props(proto, metadata)
+    proto.doc_string = f"{source.name}: y = x @ w + b, trained in {source.framework}; see manifest.json"
+    onnx.checker.check_model(proto, full_check=True)
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer):
+        raise IntegrityError(f"{source.name}: converter produced external data; expected one self-contained file")
+    return proto
+
+
+_CONVERTERS = {
+    "keras_linear": (keras_to_onnx, lambda: {"tf2onnx": tf2onnx.__version__, "tensorflow": tf.__version__}),
+    "torch_linear": (torch_to_onnx, lambda: {"torch": torch.__version__, "onnxscript": _onnxscript_version()}),
+}
+
+
+def _onnxscript_version() -> str:
+    import onnxscript
+
+    return onnxscript.__version__
+
+
+def _write(run: Run) -> list[dict[str, Any]]:
+    entries = []
+    for name, (convert, producer) in _CONVERTERS.items():
+        source = load_source(run, name)
+        proto = finish(convert(source.model, source.n_features), source, run.record_sha256)
+        path = run.artifacts / f"{name}.onnx"
+        atomic_write_bytes(path, proto.SerializeToString())
+        metadata = {p.key: p.value for p in proto.metadata_props}
+        entries.append(entry(run, source, FORMAT, path, opset=OPSET, ir_version=proto.ir_version,
+                             producer={**producer(), "onnx": onnx.__version__}, metadata=metadata))
+    return entries
+
+
+def export(artifacts: Path) -> list[dict[str, Any]]:
+    """Write both ONNX models and record them in the manifest; returns the manifest entries."""
+    return export_format(artifacts, _write)
+
+
+def main() -> None:
+    main_for(FORMAT, export)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Export the Keras model as a TensorFlow SavedModel: `python -m export.savedmodel`.
+
+Serving signature `serving_default`: input `x` float32 [None, n] -> output `y` float32 [None, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from core.fsio import atomic_write_with  # noqa: E402
+from export._core import Run, entry, export_format, load_source, main_for  # noqa: E402
+
+FORMAT = "savedmodel"
+SIGNATURE = "serving_default"
+
+
+def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
+    """Write `model` as a SavedModel at `path` with one named serving signature."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=lambda x: {"y": model(x, training=False)},
+        input_signature=[tf.TensorSpec([None, n_features], tf.float32, name="x")],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def _write(run: Run) -> list[dict[str, Any]]:
+    source = load_source(run, "keras_linear")
+    path = run.artifacts / f"{source.name}.savedmodel"
+    atomic_write_with(path, lambda p: write_savedmodel(source.model, source.n_features, p))
+    producer = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    return [entry(run, source, FORMAT, path, signature_name=SIGNATURE, producer=producer)]
+
+
+def export(artifacts: Path) -> list[dict[str, Any]]:
+    """Write the SavedModel and record it in the manifest; returns the manifest entries."""
+    return export_format(artifacts, _write)
+
+
+def main() -> None:
+    main_for(FORMAT, export)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Export the torch model as TorchScript: `python -m export.torchscript`.
+
+`torch.jit` is deprecated in torch 2.13 (it says so on every call); the format is still
+what many C++ and mobile runtimes load, so we keep it and silence exactly that warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.fsio import atomic_write_with
+from export._core import Run, entry, export_format, load_source, main_for
+
+FORMAT = "torchscript"
+
+
+def write_torchscript(model: torch.nn.Module, path: Path) -> None:
+    """Script `model` and save it at `path`."""
+    with warnings.catch_warnings():
+        # torch 2.13: "`torch.jit.script` is deprecated. Please switch to `torch.compile` or
+        # `torch.export`." (same for jit.save). Targeted: other warnings still show.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        scripted = torch.jit.script(model)
+        torch.jit.save(scripted, str(path))
+
+
+def _write(run: Run) -> list[dict[str, Any]]:
+    source = load_source(run, "torch_linear")
+    path = run.artifacts / f"{source.name}.torchscript.pt"
+    atomic_write_with(path, lambda p: write_torchscript(source.model, p))
+    return [entry(run, source, FORMAT, path, producer={"torch": torch.__version__})]
+
+
+def export(artifacts: Path) -> list[dict[str, Any]]:
+    """Write the TorchScript file and record it in the manifest; returns the manifest entries."""
+    return export_format(artifacts, _write)
+
+
+def main() -> None:
+    main_for(FORMAT, export)
+
+
+if __name__ == "__main__":
+    main()
