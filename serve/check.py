@@ -1,0 +1,142 @@
+"""Check every exported artifact: `python -m serve.check [--artifacts DIR] [--json]`.
+
+For each manifest entry: verify its sha256, run it in every runtime for its format (ONNX in
+onnxruntime and in onnx.reference; SavedModel in TensorFlow; TorchScript in torch) on the
+probe batch, and compare with (a) the same model in its source framework, recorded at
+export, and (b) the least-squares reference at x = 10. Exit 0 all pass, 1 any fails,
+2 usage error or missing artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import cli
+from core.errors import IntegrityError, MissingArtifactError
+from core.fsio import sha256_path
+from core.manifest import load_manifest
+from serve.runtimes import RUNTIMES
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Pass/fail bounds; defaults from README "The check"."""
+
+    atol: float = 1e-5  # same model across formats/runtimes: |a - b| <= atol + rtol * |b|
+    rtol: float = 1e-6
+    analytic: float = 0.05  # |y(10) - least squares| at the headline point
+
+
+@dataclass
+class Row:
+    """One artifact in one runtime."""
+
+    artifact: str
+    runtime: str
+    ok: bool
+    prediction_x10: float | None = None
+    max_diff_source: float | None = None  # over the probe batch
+    worst_excess: float | None = None  # max(|a - b| - bound) over the probe; <= 0 passes
+    diff_analytic: float | None = None
+    error: str | None = None
+
+
+def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, Any], tol: Tolerances) -> list[Row]:
+    """Verify one artifact's hash, then compare its predictions in each of its runtimes."""
+    path = artifacts / entry["path"]
+    runtimes = RUNTIMES.get(entry["format"], [])
+    fail = lambda msg: [Row(entry["name"], rt, False, error=msg) for rt, _ in runtimes] or [  # noqa: E731
+        Row(entry["name"], "-", False, error=msg)]
+    if not runtimes:
+        return fail(f"unknown format {entry['format']!r}")
+    if not path.exists():
+        return fail(f"{path}: named in the manifest but missing; re-run python -m export.all")
+    actual = sha256_path(path)
+    if actual != entry["sha256"]:
+        return fail(f"{path}: sha256 {actual} != manifest {entry['sha256']}; re-run python -m export.all")
+    probe = np.asarray(manifest["probe"]["x"], dtype=np.float32)
+    source = np.asarray(entry["source_probe_y"], dtype=np.float64)
+    headline = np.asarray([manifest["probe"]["headline_x"]], dtype=np.float32)
+    reference = manifest["probe"]["headline_reference_y"]
+    rows = []
+    for name, factory in runtimes:
+        try:
+            predict = factory(path)
+            y = np.asarray(predict(probe), dtype=np.float64)
+            y10 = float(predict(headline)[0])
+        except Exception as exc:  # any runtime failure is this row's failure, not the check's
+            rows.append(Row(entry["name"], name, False, error=f"{type(exc).__name__}: {exc}"[:300]))
+            continue
+        diff = np.abs(y - source)
+        excess = float(np.max(diff - (tol.atol + tol.rtol * np.abs(source))))
+        analytic = abs(y10 - reference)
+        ok = bool(excess <= 0 and analytic <= tol.analytic and math.isfinite(y10))
+        rows.append(Row(entry["name"], name, ok, y10, float(diff.max()), excess, analytic))
+    return rows
+
+
+def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row], dict[str, Any]]:
+    """Check every artifact in the manifest; returns the rows and the manifest."""
+    artifacts = Path(artifacts)
+    if not artifacts.is_dir():
+        raise MissingArtifactError(f"{artifacts}: no such directory; run python -m train.all "
+                                   f"and python -m export.all with --artifacts {artifacts}")
+    manifest = load_manifest(artifacts)
+    if not manifest["artifacts"]:
+        raise MissingArtifactError(f"{artifacts}/manifest.json lists no artifacts; run python -m export.all")
+    rows = [row for entry in manifest["artifacts"] for row in check_artifact(artifacts, manifest, entry, tol)]
+    return rows, manifest
+
+
+def format_rows(rows: list[Row], manifest: dict[str, Any], tol: Tolerances) -> str:
+    """The checklist a person reads: one line per artifact and runtime."""
+    ref = manifest["probe"]["headline_reference_y"]
+    n_probe = len(manifest["probe"]["x"])
+    lines = [f"{'':7}{'artifact':30}{'runtime':16}{'y(10)':>12}{'max|Δ source|':>15}{f'|y(10)-{ref:g}|':>14}"]
+    for r in rows:
+        mark = "[ok]  " if r.ok else "[FAIL]"
+        if r.error:
+            lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error}")
+            continue
+        lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.prediction_x10:12.6f}"
+                     f"{r.max_diff_source:15.2e}{r.diff_analytic:14.6f}")
+    lines.append(f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·|b| over {n_probe} probe rows; "
+                 f"|y(10) - {ref:g}| <= {tol.analytic:g}")
+    failed = [r for r in rows if not r.ok]
+    lines.append(f"all {len(rows)} checks passed" if not failed else
+                 f"{len(failed)} of {len(rows)} checks FAILED: " + ", ".join(f"{r.artifact} ({r.runtime})" for r in failed))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = cli.parser("Check every exported artifact against its source model and the analytic answer.",
+                   "python -m serve.check --artifacts artifacts --json")
+    cli.artifacts_arg(p)
+    d = Tolerances()
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    p.add_argument("--atol", type=cli.positive_float, default=d.atol, help="absolute tolerance, same model")
+    p.add_argument("--rtol", type=float, default=d.rtol, help="relative tolerance, same model")
+    p.add_argument("--analytic-tol", type=cli.positive_float, default=d.analytic,
+                   help="|y(10) - least squares| bound")
+
+    def _main(args) -> int:
+        tol = Tolerances(args.atol, args.rtol, args.analytic_tol)
+        rows, manifest = run_check(args.artifacts, tol)
+        if args.json:
+            print(json.dumps({"ok": all(r.ok for r in rows), "tolerances": asdict(tol),
+                              "rows": [asdict(r) for r in rows]}, indent=2))
+        else:
+            print(format_rows(rows, manifest, tol))
+        return 0 if all(r.ok for r in rows) else IntegrityError.exit_code
+
+    cli.run(_main, p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
