@@ -2,8 +2,9 @@
 
 `Sequential([Dense(1)])`, SGD(lr 0.01), mean squared error, 500 full-batch epochs, as in the
 article. The 500 updates run in one compiled `tf.function` loop over `Model.train_step`, the
-same step `model.fit` runs, so the weights are bitwise those of `fit(xs, ys, epochs=500)`
-(tests/test_train_keras.py proves it) without fit's ~20 ms per-epoch Python overhead.
+same step `model.fit` runs, on the same (shuffled) batch fit feeds it, so the weights are
+bitwise those of `fit(xs, ys, epochs=500)` (tests/test_train_keras.py proves it) without
+fit's ~20 ms per-epoch Python overhead.
 """
 
 from __future__ import annotations
@@ -33,16 +34,32 @@ def build_model(n_features: int, lr: float) -> keras.Model:
     return model
 
 
+def fit_batch(x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    """The full batch exactly as `model.fit(x, y)` feeds it to `train_step`.
+
+    fit shuffles the rows (shuffle=True by default) with a `tf.random.shuffle` inside its
+    tf.data pipeline; the permutation comes from the global seed and repeats every epoch,
+    and row order changes the float32 sums in the gradient. Taking the batch from Keras's
+    own array adapter (private API, Keras 3.15 pinned) gives the same order, hence bitwise
+    the same updates.
+    """
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    adapter = ArrayDataAdapter(x, y, batch_size=len(x), shuffle=True)
+    bx, by = next(iter(adapter.get_tf_dataset()))
+    return bx, by
+
+
 def fit_compiled(model: keras.Model, x: np.ndarray, y: np.ndarray, steps: int,
                  config: TrainConfig | None = None, losses: list[float] | None = None) -> list[float]:
     """Run `steps` full-batch updates in compiled chunks; returns the per-update loss.
 
-    Each update is `model.train_step((x, y))`, exactly what one epoch of `model.fit` does on
+    Each update is `model.train_step(batch)`, exactly what one epoch of `model.fit` does on
     a batch that holds the whole data set; chunking only decides how often we report.
     """
     config = config or TrainConfig()
     losses = [] if losses is None else losses
-    xt, yt = tf.constant(x), tf.constant(y)
+    xt, yt = fit_batch(x, y)
 
     @tf.function
     def run(n: tf.Tensor) -> tf.Tensor:

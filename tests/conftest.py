@@ -1,0 +1,52 @@
+"""Shared fixtures: seeded models trained and exported once per session into a tmp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 0
+
+
+def run_cli(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python -m ...` from the repository root and capture its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory) -> Path:
+    """Both models trained with the article's setup (seed 0), no exports."""
+    from train.all import train_all
+    from train.config import TrainConfig
+    from train.data import article_data
+
+    artifacts = tmp_path_factory.mktemp("trained")
+    train_all(TrainConfig(artifacts=artifacts, seed=SEED), article_data())
+    return artifacts
+
+
+@pytest.fixture(scope="session")
+def exported_dir(trained_dir, tmp_path_factory) -> Path:
+    """`trained_dir` plus every export format and the manifest. Treat as read-only."""
+    from export.all import export_all
+
+    artifacts = tmp_path_factory.mktemp("exported")
+    shutil.copytree(trained_dir, artifacts, dirs_exist_ok=True)
+    export_all(artifacts)
+    return artifacts
+
+
+@pytest.fixture
+def exported_copy(exported_dir, tmp_path) -> Path:
+    """A private, writable copy of `exported_dir` for tests that damage it."""
+    target = tmp_path / "artifacts"
+    shutil.copytree(exported_dir, target)
+    return target
