@@ -11,7 +11,7 @@ from typing import Callable, NoReturn
 from core.errors import InputError, ToolkitError
 
 
-OUR_PACKAGES = ("core", "train", "export", "serve", "bench")
+OUR_PACKAGES = ("__main__", "core", "train", "export", "serve", "bench")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
