@@ -17,10 +17,9 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
+# train -> export -> check in one process (python -m pipeline; README "Performance" says why).
 run: $(STAMP)
-	$(PY) -m train.all --artifacts $(ARTIFACTS)
-	$(PY) -m export.all --artifacts $(ARTIFACTS)
-	$(PY) -m serve.check --artifacts $(ARTIFACTS)
+	$(PY) -m pipeline --artifacts $(ARTIFACTS)
 
 train: $(STAMP)
 	$(PY) -m train.all --artifacts $(ARTIFACTS)

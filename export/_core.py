@@ -125,6 +125,13 @@ def export_format(artifacts: Path, write: Callable[[Run], list[dict[str, Any]]])
     return entries
 
 
+def print_entries(entries: list[dict[str, Any]], artifacts: Path) -> None:
+    """One line per artifact written, then where everything went."""
+    for e in entries:
+        print(f"[ok] {e['name']:28s} {e['size']:>9,d} bytes  sha256 {e['sha256'][:12]}  y(10) = {e['prediction_x10']:.6f}")
+    print(f"wrote {', '.join(str(artifacts / e['path']) for e in entries)}; manifest {artifacts / 'manifest.json'}")
+
+
 def main_for(fmt: str, export: Callable[[Path], list[dict[str, Any]]]) -> None:
     """The CLI every `python -m export.<format>` shares."""
     p = cli.parser(f"Export the trained models as {fmt} and record them in manifest.json.",
@@ -132,11 +139,7 @@ def main_for(fmt: str, export: Callable[[Path], list[dict[str, Any]]]) -> None:
     cli.artifacts_arg(p)
 
     def _main(args) -> int:
-        entries = export(args.artifacts)
-        for e in entries:
-            print(f"[ok] {e['name']:28s} {e['size']:>9,d} bytes  sha256 {e['sha256'][:12]}  y(10) = {e['prediction_x10']:.6f}")
-        print(f"wrote {', '.join(str(args.artifacts / e['path']) for e in entries)}; "
-              f"manifest {args.artifacts / 'manifest.json'}")
+        print_entries(export(args.artifacts), args.artifacts)
         return 0
 
     cli.run(_main, p.parse_args())

@@ -127,15 +127,20 @@ def main() -> None:
 
     def _main(args) -> int:
         tol = Tolerances(args.atol, args.rtol, args.analytic_tol)
-        rows, manifest = run_check(args.artifacts, tol)
-        if args.json:
-            print(json.dumps({"ok": all(r.ok for r in rows), "tolerances": asdict(tol),
-                              "rows": [asdict(r) for r in rows]}, indent=2))
-        else:
-            print(format_rows(rows, manifest, tol))
-        return 0 if all(r.ok for r in rows) else IntegrityError.exit_code
+        return report(args.artifacts, tol, as_json=args.json)
 
     cli.run(_main, p.parse_args())
+
+
+def report(artifacts: Path, tol: Tolerances = Tolerances(), as_json: bool = False) -> int:
+    """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails."""
+    rows, manifest = run_check(artifacts, tol)
+    if as_json:
+        print(json.dumps({"ok": all(r.ok for r in rows), "tolerances": asdict(tol),
+                          "rows": [asdict(r) for r in rows]}, indent=2))
+    else:
+        print(format_rows(rows, manifest, tol))
+    return 0 if all(r.ok for r in rows) else IntegrityError.exit_code
 
 
 if __name__ == "__main__":

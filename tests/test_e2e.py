@@ -17,3 +17,14 @@ def test_train_export_check(tmp_path):
     assert "all 6 checks passed" in check.stdout
     manifest = json.loads((tmp_path / "artifacts" / "manifest.json").read_text())
     assert len(manifest["artifacts"]) == 4
+
+
+def test_pipeline_runs_all_stages_in_one_process(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    result = run_cli("-m", "pipeline", "--artifacts", str(artifacts), "--seed", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.index("least squares") < out.index("[ok] keras_linear.onnx") < out.index("all 6 checks passed")
+    assert out.strip().splitlines()[-1] == "all 6 checks passed"
+    record = json.loads((artifacts / "training.json").read_text())
+    assert record["config"]["seed"] == 3

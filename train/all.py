@@ -90,7 +90,8 @@ def comparison_table(results: list[FitResult], record: dict) -> str:
     return "\n".join(lines)
 
 
-def _main(args) -> int:
+def run(args) -> int:
+    """Train from parsed CLI arguments and print the comparison table."""
     config = TrainConfig(artifacts=args.artifacts, seed=args.seed, epochs=args.epochs, lr=args.lr)
     logger.info("config: %s", config.to_json())
     data = article_data()
@@ -102,7 +103,8 @@ def _main(args) -> int:
     return 0
 
 
-def main(frameworks=FRAMEWORKS) -> None:
+def build_parser(frameworks=FRAMEWORKS):
+    """The training CLI's parser (also used by `python -m pipeline`)."""
     names = " and ".join(frameworks)
     p = cli.parser(f"Train the article's one-neuron linear regression in {names}.",
                    f"python -m {'train.all' if len(frameworks) > 1 else 'train.' + frameworks[0]} --seed 0")
@@ -112,8 +114,11 @@ def main(frameworks=FRAMEWORKS) -> None:
     p.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs, help="full-batch SGD updates")
     p.add_argument("--lr", type=cli.positive_float, default=defaults.lr, help="SGD learning rate")
     p.set_defaults(frameworks=frameworks)
-    cli.run(_main, p.parse_args())
+    return p
 
+
+def main(frameworks=FRAMEWORKS) -> None:
+    cli.run(run, build_parser(frameworks).parse_args())
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,136 @@
+"""Shared benchmark plumbing: machine facts, interleaved timing, rows, the table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    """One comparison: subject vs baseline, per-repetition values, and the target."""
+
+    row: str
+    subject: str
+    baseline: str
+    metric: str  # "s", "us/call", "ms", "req/s"
+    subject_values: list[float]
+    baseline_values: list[float]
+    target: str = ""
+    target_ratio: float | None = None  # met when ratio <= target_ratio (or >= for higher_is_better)
+    higher_is_better: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def subject_median(self) -> float:
+        return statistics.median(self.subject_values)
+
+    @property
+    def baseline_median(self) -> float:
+        return statistics.median(self.baseline_values)
+
+    @property
+    def ratio(self) -> float:
+        return self.subject_median / self.baseline_median
+
+    @property
+    def met(self) -> bool | None:
+        if self.target_ratio is None:
+            return None
+        ok = self.ratio >= self.target_ratio if self.higher_is_better else self.ratio <= self.target_ratio
+        return ok and all(check() for check in self.extra.get("_checks", []))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["extra"] = {k: v for k, v in self.extra.items() if not k.startswith("_")}
+        for name in ("subject", "baseline"):
+            values = d[f"{name}_values"]
+            d[f"{name}_min"], d[f"{name}_median"], d[f"{name}_max"] = min(values), statistics.median(values), max(values)
+        d["ratio"] = self.ratio
+        d["met"] = self.met
+        return d
+
+
+def interleave(subject: Callable[[], float], baseline: Callable[[], float], reps: int,
+               warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Alternate baseline and subject `reps` times after `warmup` rounds; each call returns its measure."""
+    for _ in range(warmup):
+        baseline()
+        subject()
+    s, b = [], []
+    for i in range(reps):
+        # alternate which goes first so drift in machine load hits both alike
+        if i % 2:
+            s.append(subject())
+            b.append(baseline())
+        else:
+            b.append(baseline())
+            s.append(subject())
+    return s, b
+
+
+def time_process(args: list[str], env: dict | None = None, cwd: Path = ROOT) -> float:
+    """Wall seconds of one process, start to exit; raises when it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}")
+    return elapsed
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def machine() -> dict:
+    """CPU model, cores and the library versions the figures depend on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("numpy", "onnxruntime", "onnx", "tensorflow-cpu", "keras", "torch", "tf2onnx", "starlette",
+                 "uvicorn"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def format_table(rows: list[dict]) -> str:
+    """The table `python -m bench` prints and the README shows (markdown)."""
+    lines = ["| row | subject | baseline | metric | subject min / median / max | baseline min / median / max "
+             "| ratio | target | met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = _fmt(r["metric"])
+        s = " / ".join(fmt(r[f"subject_{k}"]) for k in ("min", "median", "max"))
+        b = " / ".join(fmt(r[f"baseline_{k}"]) for k in ("min", "median", "max"))
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        lines.append(f"| {r['row']} | {r['subject']} | {r['baseline']} | {r['metric']} | {s} | {b} | "
+                     f"{r['ratio']:.3f} | {r['target'] or '-'} | {met} |")
+    return "\n".join(lines)
+
+
+def _fmt(metric: str) -> Callable[[float], str]:
+    if metric in ("req/s", "rows/s"):
+        return lambda v: f"{v:,.0f}"
+    return lambda v: f"{v:.3g}"
