@@ -35,3 +35,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache
+
+bench: $(STAMP)
+	$(PY) -m bench

@@ -79,13 +79,13 @@ def interleave(subject: Callable[[], float], baseline: Callable[[], float], reps
     return s, b
 
 
-def time_process(args: list[str], env: dict | None = None, cwd: Path = ROOT) -> float:
-    """Wall seconds of one process, start to exit; raises when it fails."""
+def time_process(args: list[str], env: dict | None = None, cwd: Path = ROOT, ok_codes=(0,)) -> float:
+    """Wall seconds of one process, start to exit; raises when it exits with another code."""
     start = time.perf_counter()
     result = subprocess.run(args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
                             capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    if result.returncode != 0:
+    if result.returncode not in ok_codes:
         raise RuntimeError(f"{' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}")
     return elapsed
 

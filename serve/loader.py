@@ -95,11 +95,7 @@ class Model:
             batch = x  # fast path: already the model's input
         else:
             batch = self._convert(x)
-        if batch.size == 1:
-            finite = math.isfinite(batch.item())
-        else:
-            finite = bool(np.isfinite(batch).all())
-        if not finite:
+        if not _all_finite(batch):
             raise PredictInputError(f"input contains NaN or infinity (or a value beyond float32's range "
                                     f"±3.4e38): {_preview(x)}; expected finite numbers")
         return batch
@@ -149,6 +145,21 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, path={str(self.path)!r}, n_features={self.n_features})"
+
+
+def _all_finite(batch: np.ndarray) -> bool:
+    """True when no element is NaN or infinite, at close to memory speed.
+
+    A large batch is checked with one BLAS dot product (NaN/inf propagate into it); only when
+    that is not finite (bad input, or squares overflowing for |x| > 1e19) does the exact
+    elementwise test decide. That costs ~1 ms per 10M rows instead of ~2.6 ms (bench row 5).
+    """
+    if batch.size == 1:
+        return math.isfinite(batch.item())
+    if batch.size < 4096:
+        return bool(np.isfinite(batch).all())
+    flat = batch.reshape(-1)
+    return math.isfinite(float(np.dot(flat, flat))) or bool(np.isfinite(batch).all())
 
 
 def _preview(x: Any, limit: int = 80) -> str:

@@ -91,3 +91,32 @@ def test_manifest_entries(exported_dir):
     assert names["keras_linear.onnx"]["opset"] == names["torch_linear.onnx"]["opset"] == OPSET
     assert "tf2onnx" in names["keras_linear.onnx"]["producer"]
     assert "onnxscript" in names["torch_linear.onnx"]["producer"]
+
+
+@pytest.mark.parametrize("name", ["keras_linear.onnx", "torch_linear.onnx"])
+def test_onnx_graph_is_canonical_affine(exported_dir, name):
+    """Both converters' graphs become Mul + Add with [1, 1] constants (onnxruntime's fast path)."""
+    model = onnx.load(exported_dir / name)
+    assert [n.op_type for n in model.graph.node] == ["Mul", "Add"]
+    assert [list(i.dims) for i in model.graph.initializer] == [[1, 1], [1, 1]]
+    assert "rewritten as Mul+Add" in model.doc_string
+
+
+def test_canonical_affine_keeps_other_graphs_and_handles_n_features():
+    from onnx import helper, numpy_helper
+
+    from export.onnx import canonical_affine
+
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 1])
+    w = np.array([[1.0, 2.0, 3.0]], np.float32)
+    gemm = helper.make_model(helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], "g", [x], [y],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([0.5], np.float32), "B")]))
+    assert canonical_affine(gemm) == ["Gemm"]
+    assert [n.op_type for n in gemm.graph.node] == ["MatMul", "Add"]
+    feed = np.array([[1, 1, 1], [0, 2, -1]], np.float32)
+    got = ort.InferenceSession(gemm.SerializeToString()).run(None, {"x": feed})[0]
+    np.testing.assert_allclose(got[:, 0], feed @ w[0] + 0.5)
+    relu = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    assert canonical_affine(relu) == ["Relu"] and [n.op_type for n in relu.graph.node] == ["Relu"]

@@ -1,0 +1,74 @@
+"""Run the benchmark suite: `python -m bench [--quick] [--only 1,3] [--out FILE]`.
+
+Prints a markdown table (the README "Performance" section shows the latest) and writes the
+rows with the machine's facts to `bench/results/latest.json`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from bench._core import ROOT, format_table, machine
+from core import cli
+from core.fsio import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+# row number -> module; rows 1-2 share one module and also produce the artifacts the rest use.
+SUITES = {"1,2": "bench.pipeline", "3": "bench.coldstart", "4": "bench.latency", "5": "bench.throughput",
+          "6": "bench.serving"}
+
+
+def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]:
+    rows: list[dict] = []
+    from bench import pipeline
+
+    if only is None or only & {"1", "2"}:
+        logger.info("rows 1-2: training and main job (whole processes)")
+        for row in pipeline.run(quick=quick, artifacts=artifacts):  # also writes the artifacts
+            if only is None or row.row.split()[0] in only:
+                rows.append(row.to_json())
+    else:
+        pipeline.make_artifacts(artifacts)
+    for key, module in list(SUITES.items())[1:]:
+        if only is not None and key not in only:
+            continue
+        logger.info("row %s: %s", key, module)
+        mod = importlib.import_module(module)
+        result = mod.run(artifacts=artifacts, quick=quick)
+        rows += [r if isinstance(r, dict) else r.to_json() for r in result]
+    return rows
+
+
+def main() -> None:
+    p = cli.parser("Run the benchmarks side by side and print the table.", "python -m bench --quick")
+    p.add_argument("--quick", action="store_true", help="reduced version (under a minute or two)")
+    p.add_argument("--only", default=None, help="comma-separated row numbers, e.g. 3,4")
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json", help="JSON output file")
+
+    def _main(args) -> int:
+        only = set(args.only.split(",")) if args.only else None
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            rows = run_suite(args.quick, only, Path(tmp) / "artifacts")
+        facts = machine()
+        result = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "command": "python -m bench" + (" --quick" if args.quick else ""), "machine": facts,
+                  "rows": rows}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out, result)
+        print(f"machine: {facts['cpu']}, {facts['cores']} cores, Python {facts['python']}")
+        print(format_table(rows))
+        print(f"wrote {args.out}")
+        return 0
+
+    cli.run(_main, p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

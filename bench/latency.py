@@ -1,0 +1,76 @@
+"""Row 4: latency per call at batch 1, in one process.
+
+The loader's `predict` vs a bare `InferenceSession.run` on the same file, plus numpy
+`x * w + b` (the floor), TorchScript in torch and the SavedModel signature in TensorFlow.
+Each sample is the mean over a block of calls; blocks of each subject are interleaved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from bench._core import Row, interleave
+from serve import load
+
+
+def per_call(fn, calls: int):
+    def sample() -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls * 1e6
+
+    return sample
+
+
+def run(artifacts: Path, quick: bool = False) -> list[Row]:
+    calls, reps = (500, 5) if quick else (5000, 15)
+    path = artifacts / "torch_linear.onnx"
+    x = np.array([[10.0]], dtype=np.float32)
+    model = load("torch_linear", artifacts)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    bare = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    record = json.loads((artifacts / "training.json").read_text())["models"]["torch_linear"]
+    w, b = np.float32(record["weights"][0]), np.float32(record["bias"])
+
+    loader_fn = per_call(lambda: model.predict(x), calls)
+    bare_fn = per_call(lambda: bare.run(["y"], {"x": x}), calls)
+    numpy_fn = per_call(lambda: x * w + b, calls)
+    rows = []
+    s, base = interleave(loader_fn, bare_fn, reps)
+    rows.append(Row("4 latency b=1", "loader predict", "bare InferenceSession.run", "us/call", s, base,
+                    target="<= 1.1x", target_ratio=1.1))
+    s, base = interleave(numpy_fn, bare_fn, reps)
+    rows.append(Row("4 latency b=1", "numpy x*w+b (floor)", "bare InferenceSession.run", "us/call", s, base))
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        script = torch.jit.load(str(artifacts / "torch_linear.torchscript.pt"))
+    xt = torch.from_numpy(x)
+    torch.set_num_threads(1)
+
+    def torchscript():
+        with torch.no_grad():
+            return script(xt)
+
+    s, base = interleave(per_call(torchscript, calls), bare_fn, reps)
+    rows.append(Row("4 latency b=1", "TorchScript in torch", "bare InferenceSession.run", "us/call", s, base))
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(artifacts / "keras_linear.savedmodel")).signatures["serving_default"]
+    xtf = tf.constant(x)
+    s, base = interleave(per_call(lambda: signature(x=xtf), max(50, calls // 20)), bare_fn, reps)
+    rows.append(Row("4 latency b=1", "SavedModel signature in TF", "bare InferenceSession.run", "us/call", s, base))
+    return rows
