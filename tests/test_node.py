@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -180,3 +181,22 @@ def test_multi_feature_rows_are_comma_separated(tmp_path):
     assert result.returncode == 2
     assert ('"1" has 1 value(s); the model takes 2 feature(s) per row: give a comma-separated row, e.g. 1,2'
             in result.stderr)
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"\n### {title}\n", 1)[1].split("\n### ", 1)[0]
+
+
+def test_readme_node_commands_run_as_shown(exported_dir):
+    section = readme_section("Node.js")
+    command, printed = re.search(r"\n(node serve/node/predict\.mjs [^\n#]+?)\s+# prints ([^\n]+)", section).groups()
+    args = command.split()[1:]
+    result = node(*[a.replace("artifacts/", f"{exported_dir}/") for a in args])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == printed.split()
+    script = re.search(r"```js\n(.*?)```", section, re.S).group(1)
+    code, expected = script.rsplit("// ", 1)
+    result = node_eval(code.replace('"artifacts/', f'"{exported_dir}/'))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected.strip()

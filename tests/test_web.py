@@ -153,6 +153,15 @@ def test_page_predicts_x10_like_python_onnxruntime(browser, exported_dir, tmp_pa
         assert "is not a number" in page.inner_text("#x-error")
         assert errors == []
         assert (tmp_path / "page.png").stat().st_size > 10_000
+        # The README's browser snippet, run as shown in the page (its console.log captured).
+        section = (ROOT / "README.md").read_text().split("\n### Browser\n", 1)[1].split("\n### ", 1)[0]
+        snippet = re.search(r"```js\n(.*?)```", section, re.S).group(1)
+        logged = page.evaluate("async () => { const out = []; const console = {log: (...a) => out.push(a)};\n"
+                               f"{snippet}\nreturn out; }}")
+        [[prediction, framework]] = logged
+        assert framework == "tensorflow" and len(prediction) == 1
+        assert abs(prediction[0] - python_ort(exported_dir / "keras_linear.onnx", 10.0)) <= 1e-5
+        assert "[18.981693267822266] 'tensorflow'" in snippet
     finally:
         server.close()
 
