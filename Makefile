@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: all install run train export check test bench clean
+.PHONY: all install run train export check test bench clean web
 
 all: run
 
@@ -14,6 +15,13 @@ $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	@touch $@
+
+# npm packages for serve/node and serve/web, re-installed only when the lock changes.
+# --ignore-scripts: onnxruntime-node's postinstall downloads GPU binaries; the CPU ones ship inside.
+# Without npm nothing is installed and the Node/browser tests skip with the reason.
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --ignore-scripts --no-audit --no-fund && touch $@; \
+	else echo "npm not found: Node.js and browser embedding tests will skip (apt-get install -y nodejs npm)"; fi
 
 install: $(STAMP)
 
@@ -30,8 +38,11 @@ export: $(STAMP)
 check: $(STAMP)
 	$(PY) -m serve.check --artifacts $(ARTIFACTS)
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
+
+web: $(STAMP) $(NODE_STAMP)
+	$(PY) -m serve.web --artifacts $(ARTIFACTS)
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

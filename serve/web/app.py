@@ -1,0 +1,102 @@
+"""The ASGI app behind `python -m serve.web`: the page, onnxruntime-web's files and the models.
+
+Only what the page needs is served, each from an allowlist (anything else is a 404, and so is
+any path that leaves its directory):
+
+    /                 serve/web/static/ (index.html, app.mjs, style.css)
+    /lib/<file>       serve/node/core.mjs and onnx_info.mjs (the checks the Node CLI runs)
+    /ort/<file>       onnxruntime-web's WASM build, from node_modules (never a CDN)
+    /artifacts/<file> manifest.json and the ONNX files it lists (re-read on every request,
+                      so a re-export shows up without a restart)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from core.errors import MissingArtifactError
+from core.manifest import MANIFEST, load_manifest
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+STATIC = Path(__file__).resolve().parent / "static"
+NODE_LIB = ROOT / "serve" / "node"
+ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
+NPM_FIX = "npm ci --ignore-scripts (make test and make web run it)"
+
+# The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
+# no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
+ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
+LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs"})
+PAGE_FILES = frozenset({"index.html", "app.mjs", "style.css"})
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """One run of the page server."""
+
+    artifacts: Path = Path("artifacts")  # directory holding manifest.json and the ONNX files
+    host: str = "127.0.0.1"  # loopback by default; the page is a demo, not a public service
+    port: int = 8080  # TCP port; 0 picks a free one
+    ort_dist: Path = ORT_DIST  # onnxruntime-web's dist/ in node_modules
+
+
+class AllowlistFiles(StaticFiles):
+    """StaticFiles that serves only the relative paths `allowed()` returns ("." is the index page)."""
+
+    def __init__(self, directory: Path, allowed: Callable[[], frozenset[str]], html: bool = False):
+        super().__init__(directory=directory, html=html, check_dir=True)
+        self._allowed = allowed
+
+    async def get_response(self, path: str, scope: Any):
+        # `path` is already normalised by StaticFiles.get_path; "../x" stays "../x" and is refused.
+        if path.replace("\\", "/") not in self._allowed():
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
+
+
+def onnx_files(artifacts: Path) -> frozenset[str]:
+    """manifest.json plus the relative paths of the ONNX files it lists (inside `artifacts`)."""
+    try:
+        manifest = json.loads((artifacts / MANIFEST).read_text())
+        entries = manifest["artifacts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return frozenset({MANIFEST})  # let the page fetch it and report what is wrong
+    root = artifacts.resolve()
+    names = set()
+    for entry in entries:
+        rel = entry.get("path") if isinstance(entry, dict) and entry.get("format") == "onnx" else None
+        if isinstance(rel, str) and (root / rel).resolve().is_relative_to(root):
+            names.add(Path(rel).as_posix())
+    return frozenset(names | {MANIFEST})
+
+
+def check_inputs(config: WebConfig) -> None:
+    """Fail early, with the fix, when the manifest or onnxruntime-web's files are missing."""
+    load_manifest(config.artifacts)  # raises MissingArtifactError/InputError naming the fix
+    missing = sorted(name for name in ORT_FILES if not (config.ort_dist / name).is_file())
+    if missing:
+        raise MissingArtifactError(f"{config.ort_dist}: missing {', '.join(missing)}; run {NPM_FIX}")
+
+
+def build_app(config: WebConfig) -> Starlette:
+    """The Starlette app serving the page; checks its inputs first."""
+    check_inputs(config)
+    artifacts = Path(config.artifacts)
+    routes = [
+        Mount("/artifacts", app=AllowlistFiles(artifacts, lambda: onnx_files(artifacts))),
+        Mount("/ort", app=AllowlistFiles(config.ort_dist, lambda: ORT_FILES)),
+        Mount("/lib", app=AllowlistFiles(NODE_LIB, lambda: LIB_FILES)),
+        Mount("/", app=AllowlistFiles(STATIC, lambda: PAGE_FILES | {"."}, html=True)),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,184 @@
+"""serve/web: the allowlisted ASGI app in-process, then the real page in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+with warnings.catch_warnings():  # starlette 1.10 prefers httpx2 for TestClient; httpx is what is pinned
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+from core.errors import MissingArtifactError
+from serve.web.app import ORT_DIST, ORT_FILES, WebConfig, build_app
+from tests.conftest import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+MODELS = ("keras_linear", "torch_linear")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ort_web_installed():
+    if not all((ORT_DIST / name).is_file() for name in ORT_FILES):
+        if shutil.which("npm") is None:
+            pytest.skip("npm not found: install Node.js and npm (apt-get install -y nodejs npm), then "
+                        "`npm ci --ignore-scripts`, to run the browser embedding tests")
+        pytest.fail(f"{ORT_DIST} is missing: run `npm ci --ignore-scripts` at the repository root (make test does)")
+
+
+@pytest.fixture
+def client(exported_dir):
+    with TestClient(build_app(WebConfig(artifacts=exported_dir))) as c:
+        yield c
+
+
+def test_serves_only_what_the_page_needs(client):
+    for path in ("/", "/index.html", "/app.mjs", "/style.css", "/lib/core.mjs", "/lib/onnx_info.mjs",
+                 "/artifacts/manifest.json", "/artifacts/keras_linear.onnx", "/artifacts/torch_linear.onnx",
+                 *(f"/ort/{name}" for name in ORT_FILES)):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/ort/ort-wasm-simd-threaded.wasm").headers["content-type"] == "application/wasm"
+    assert client.get("/app.mjs").headers["content-type"].startswith("text/javascript")
+    for path in ("/artifacts/training.json", "/artifacts/keras_linear.keras", "/artifacts/torch_linear.pt",
+                 "/artifacts/keras_linear.savedmodel/saved_model.pb", "/artifacts/", "/ort/ort.all.js",
+                 "/ort/", "/lib/model.mjs", "/lib/predict.mjs", "/artifacts/../README.md",
+                 "/artifacts/%2e%2e/README.md", "/lib/..%2f..%2fREADME.md", "/../README.md", "/README.md"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_missing_inputs_name_the_fix(exported_dir, tmp_path):
+    with pytest.raises(MissingArtifactError, match="npm ci --ignore-scripts"):
+        build_app(WebConfig(artifacts=exported_dir, ort_dist=tmp_path))
+    result = subprocess.run([sys.executable, "-m", "serve.web", "--artifacts", str(tmp_path / "none")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'none' / 'manifest.json'}: not found; "
+                                                      "run python -m export.all")
+
+
+class WebServer:
+    """`python -m serve.web` on a free loopback port (--port 0), stopped on exit."""
+
+    def __init__(self, artifacts: Path):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "serve.web", "--artifacts", str(artifacts),
+                                      "--port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr], daemon=True).start()
+        seen = []
+        while True:
+            try:
+                line = lines.get(timeout=60)
+            except queue.Empty:
+                self.close()
+                raise AssertionError(f"serve.web did not start within 60 s: {seen}") from None
+            seen.append(line)
+            match = re.search(r"serving (http://127\.0\.0\.1:\d+/)", line)
+            if match:
+                self.url = match.group(1)
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve.web exited {self.proc.returncode}: {seen}")
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's Chromium (apt-get install -y chromium) "
+                    "to run the browser test")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1100, "height": 720})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    return page, errors
+
+
+def python_ort(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return float(session.run(None, {"x": np.array([[x]], dtype=np.float32)})[0][0, 0])
+
+
+@pytest.mark.slow
+def test_page_predicts_x10_like_python_onnxruntime(browser, exported_dir, tmp_path):
+    server = WebServer(exported_dir)
+    try:
+        page, errors = open_page(browser, server.url)
+        page.fill("#x", "10")
+        for key in (*MODELS, "reference"):
+            page.wait_for_selector(f'#pred-{key}[data-x="10"][data-state=ok]', timeout=30_000)
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        for model in MODELS:
+            got = float(page.get_attribute(f"#pred-{model}", "data-value"))
+            assert abs(got - python_ort(exported_dir / f"{model}.onnx", 10.0)) <= 1e-5, model
+            assert page.inner_text(f"#selftest-{model}").startswith("✓ y([[10]])")
+            assert page.inner_text(f"#opset-{model}").startswith("18 ")
+            assert "matches manifest" in page.inner_text(f"#file-{model}")
+        assert page.inner_text("#framework-keras_linear").startswith("tensorflow")
+        assert page.inner_text("#framework-torch_linear").startswith("torch")
+        assert abs(float(page.get_attribute("#pred-reference", "data-value")) - 19.0) <= 1e-9
+        assert "2·x − 1" in page.inner_text("#head-reference")
+        page.fill("#x", "abc")
+        page.wait_for_selector('#pred-keras_linear[data-x="abc"][data-state=error]')
+        assert "is not a number" in page.inner_text("#x-error")
+        assert errors == []
+        assert (tmp_path / "page.png").stat().st_size > 10_000
+        # The README's browser snippet, run as shown in the page (its console.log captured).
+        section = (ROOT / "README.md").read_text().split("\n### Browser\n", 1)[1].split("\n### ", 1)[0]
+        snippet = re.search(r"```js\n(.*?)```", section, re.S).group(1)
+        logged = page.evaluate("async () => { const out = []; const console = {log: (...a) => out.push(a)};\n"
+                               f"{snippet}\nreturn out; }}")
+        [[prediction, framework]] = logged
+        assert framework == "tensorflow" and len(prediction) == 1
+        assert abs(prediction[0] - python_ort(exported_dir / "keras_linear.onnx", 10.0)) <= 1e-5
+        assert "[18.981693267822266] 'tensorflow'" in snippet
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_page_says_when_a_model_fails_to_load(browser, exported_copy, tmp_path):
+    damaged = exported_copy / "torch_linear.onnx"
+    damaged.write_bytes(damaged.read_bytes()[:-20])
+    server = WebServer(exported_copy)
+    try:
+        page, _ = open_page(browser, server.url)
+        message = page.inner_text("#selftest-torch_linear")
+        assert message.startswith("failed to load: /artifacts/torch_linear.onnx: sha256 ")
+        assert "re-run python -m export.onnx" in message
+        assert page.inner_text("#pred-torch_linear") == "unavailable"
+        page.fill("#x", "2")  # the other model still works
+        page.wait_for_selector('#pred-keras_linear[data-x="2"][data-state=ok]')
+        page.screenshot(path=str(tmp_path / "page-failed.png"), full_page=True)
+    finally:
+        server.close()
