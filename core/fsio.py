@@ -113,11 +113,26 @@ def locked(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on `directory` (a `.lock` file in it) for the block.
 
     Two exports into the same directory run one after the other instead of interleaving
-    their manifest updates.
+    their manifest updates. Every writer holds it, so temporaries left by a killed run can
+    be removed on entry: nobody else is writing.
     """
     with open(Path(directory) / ".lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            remove_stale_temporaries(Path(directory))
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Delete `.<name>.<random>.tmp` files and dirs that a killed writer left behind."""
+    removed = []
+    for path in directory.glob(".*.tmp"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path.name)
+    return removed

@@ -140,6 +140,7 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
         "selftest_y": repr(source.prediction_x10),
     }
     onnx.helper.set_model_props(proto, metadata)
+    proto.producer_version = proto.producer_version.removesuffix(" None")  # tf2onnx appends its git hash
     proto.doc_string = f"{source.name}: y = x @ w + b, trained in {source.framework}. {proto.doc_string}".strip()
     onnx.checker.check_model(proto, full_check=True)
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer):

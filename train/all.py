@@ -30,15 +30,17 @@ FRAMEWORKS = ("keras", "torch")  # module names under train/
 def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS) -> list[FitResult]:
     """Train each framework, save its model and merge its result into the training record."""
     artifacts = cli.ensure_dir(Path(config.artifacts), create=True)
-    results = []
+    trained = []
     for name in frameworks:
         trainer = importlib.import_module(f"train.{name}")
-        model, result = trainer.train(data, config)
-        atomic_write_with(artifacts / result.model_file, lambda p: trainer.save(model, p))
-        results.append(result)
+        trained.append((trainer, *trainer.train(data, config)))
+    # All training first, then the writes close together under the lock, record last: a run
+    # killed while training leaves the previous models and record untouched.
     with locked(artifacts):
-        write_record(artifacts, config, data, results)
-    return results
+        for trainer, model, result in trained:
+            atomic_write_with(artifacts / result.model_file, lambda p: trainer.save(model, p))
+        write_record(artifacts, config, data, [result for _, _, result in trained])
+    return [result for _, _, result in trained]
 
 
 def write_record(artifacts: Path, config: TrainConfig, data: Dataset, results: list[FitResult]) -> Path:
