@@ -18,10 +18,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show defaults and keep the epilog's example lines as written."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where to look) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def parser(description: str, example: str) -> argparse.ArgumentParser:
     """An ArgumentParser with `-v` and an example in the epilog."""
-    p = argparse.ArgumentParser(description=description, epilog=f"example:\n  {example}",
-                                formatter_class=HelpFormatter)
+    p = ArgumentParser(description=description, epilog=f"example:\n  {example}",
+                       formatter_class=HelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return p
 
@@ -79,4 +86,16 @@ def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespa
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except OSError as exc:  # permissions, disk full, a path that is a file: the user can fix these
+        if args.verbose:
+            logging.exception("failed")
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; check the path and its permissions"
+              if exc.filename else f"error: {exc}", file=sys.stderr)
+        code = 2
+    except Exception as exc:  # a bug: one line, the traceback with -v
+        if args.verbose:
+            logging.exception("failed")
+        print(f"error: unexpected {type(exc).__name__}: {str(exc)[:300]} (re-run with -v for the traceback)",
+              file=sys.stderr)
+        code = 1
     sys.exit(code)
