@@ -1,11 +1,11 @@
-# `make run`: set up .venv (pinned), then train -> export -> check. `make test`: the suite.
+# `make run`: set up .venv (pinned), then train -> export -> check -> report. `make test`: the suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: all install run train export check test bench clean
+.PHONY: all install run train export check report test bench clean
 
 all: run
 
@@ -21,6 +21,7 @@ run: $(STAMP)
 	$(PY) -m train.all --artifacts $(ARTIFACTS)
 	$(PY) -m export.all --artifacts $(ARTIFACTS)
 	$(PY) -m serve.check --artifacts $(ARTIFACTS)
+	$(PY) -m train.report --artifacts $(ARTIFACTS)
 
 train: $(STAMP)
 	$(PY) -m train.all --artifacts $(ARTIFACTS)
@@ -30,6 +31,9 @@ export: $(STAMP)
 
 check: $(STAMP)
 	$(PY) -m serve.check --artifacts $(ARTIFACTS)
+
+report: $(STAMP)
+	$(PY) -m train.report --artifacts $(ARTIFACTS)
 
 test: $(STAMP)
 	$(PY) -m pytest
