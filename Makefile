@@ -1,4 +1,4 @@
-# `make run`: set up .venv (pinned), then train -> export -> check. `make test`: the suite.
+# `make run`: set up .venv (pinned), then train -> export -> check -> report. `make test`: the suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: all install run train export check test bench clean web
+.PHONY: all install run train export check report test bench clean web
 
 all: run
 
@@ -25,7 +25,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(STAMP)
 
-# train -> export -> check in one process (python -m pipeline; README "Performance" says why).
+# train -> export -> report -> check in one process (python -m pipeline; README "Performance" says why).
 run: $(STAMP)
 	$(PY) -m pipeline --artifacts $(ARTIFACTS)
 
@@ -37,6 +37,9 @@ export: $(STAMP)
 
 check: $(STAMP)
 	$(PY) -m serve.check --artifacts $(ARTIFACTS)
+
+report: $(STAMP)
+	$(PY) -m train.report --artifacts $(ARTIFACTS)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest

@@ -1,7 +1,7 @@
 """The main job in one process: `python -m pipeline [train flags]` (what `make run` runs).
 
-train -> export (every format) -> check, exactly as `python -m train.all`, `python -m
-export.all` and `python -m serve.check` run them one after the other, but importing
+train -> export (every format) -> report -> check, exactly as `python -m train.all`, `python -m
+export.all`, `python -m train.report` and `python -m serve.check` run them one after the other, but importing
 TensorFlow and torch once instead of three times: that import cost (~3-4 s a process here)
 was the biggest item of `make run` (bench row "main job"). Takes `python -m train.all`'s flags.
 """
@@ -15,14 +15,16 @@ from export._core import print_entries
 from export.all import export_all
 from serve import check
 from train import all as train_all
+from train.report import build_report
 
 
 def run(args) -> int:
-    """Train, export and check; returns the check's exit code."""
+    """Train, export, write the report and check (its table last); returns the check's exit code."""
     code = train_all.run(args)
     if code:
         return code
     print_entries(export_all(args.artifacts), args.artifacts)
+    print(f"wrote {', '.join(str(f) for f in build_report(args.artifacts))}")
     sys.stdout.flush()
     return check.report(args.artifacts)
 

@@ -3,7 +3,8 @@
 For each manifest entry: verify its sha256, run it in every runtime for its format (ONNX in
 onnxruntime and in onnx.reference; SavedModel in TensorFlow; TorchScript in torch) on the
 probe batch, and compare with (a) the same model in its source framework, recorded at
-export, and (b) the least-squares reference at x = 10. Exit 0 all pass, 1 any fails,
+export, and (b) the least-squares reference at x = 10; also report (c) the largest distance
+from least squares over the probe batch. Exit 0 all pass, 1 any fails,
 2 usage error or missing artifacts.
 """
 
@@ -28,8 +29,8 @@ from serve.runtimes import RUNTIMES
 class Tolerances:
     """Pass/fail bounds; defaults from README "The check"."""
 
-    atol: float = 1e-5  # same model across formats/runtimes: |a - b| <= atol + rtol * |b|
-    rtol: float = 1e-6
+    atol: float = 1e-5  # same model across formats/runtimes: |a - b| <= atol + rtol * magnitude
+    rtol: float = 1e-6  # magnitude = |b| + sum_i |x_i w_i| (see `magnitudes`)
     analytic: float = 0.05  # |y(10) - least squares| at the headline point
 
 
@@ -44,7 +45,21 @@ class Row:
     max_diff_source: float | None = None  # over the probe batch
     worst_excess: float | None = None  # max(|a - b| - bound) over the probe; <= 0 passes
     diff_analytic: float | None = None
+    max_diff_reference: float | None = None  # max |prediction - least squares| over the probe batch
     error: str | None = None
+
+
+def magnitudes(manifest: dict[str, Any], probe: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Per probe row, the size of the numbers a runtime adds up: |y| + sum_i |x_i w_i| + |b|.
+
+    With n > 1 features, x @ w sums terms that can cancel (1523 - 2000 + 500 = 23 at x = 1000),
+    and runtimes that add in a different order differ by a few float32 ulps of the largest
+    term, not of the result. w and b are the least-squares reference, which the models approach.
+    With one feature and the article's data this is |y| plus |10 w| + |b|: no looser in effect.
+    """
+    weights = np.abs(np.asarray(manifest["reference"]["weights"], dtype=np.float64))
+    terms = np.abs(probe.astype(np.float64)) @ weights + abs(float(manifest["reference"]["bias"]))
+    return np.abs(source) + terms
 
 
 def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, Any], tol: Tolerances) -> list[Row]:
@@ -64,6 +79,8 @@ def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, A
     source = np.asarray(entry["source_probe_y"], dtype=np.float64)
     headline = np.asarray([manifest["probe"]["headline_x"]], dtype=np.float32)
     reference = manifest["probe"]["headline_reference_y"]
+    reference_y = np.asarray(manifest["probe"]["reference_y"], dtype=np.float64)
+    bound = tol.atol + tol.rtol * magnitudes(manifest, probe, source)
     rows = []
     for name, factory in runtimes:
         try:
@@ -74,10 +91,11 @@ def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, A
             rows.append(Row(entry["name"], name, False, error=f"{type(exc).__name__}: {exc}"[:300]))
             continue
         diff = np.abs(y - source)
-        excess = float(np.max(diff - (tol.atol + tol.rtol * np.abs(source))))
+        excess = float(np.max(diff - bound))
         analytic = abs(y10 - reference)
         ok = bool(excess <= 0 and analytic <= tol.analytic and math.isfinite(y10))
-        rows.append(Row(entry["name"], name, ok, y10, float(diff.max()), excess, analytic))
+        vs_reference = float(np.max(np.abs(y - reference_y)))  # reported, not a pass/fail bound
+        rows.append(Row(entry["name"], name, ok, y10, float(diff.max()), excess, analytic, vs_reference))
     return rows
 
 
@@ -98,16 +116,18 @@ def format_rows(rows: list[Row], manifest: dict[str, Any], tol: Tolerances) -> s
     """The checklist a person reads: one line per artifact and runtime."""
     ref = manifest["probe"]["headline_reference_y"]
     n_probe = len(manifest["probe"]["x"])
-    lines = [f"{'':7}{'artifact':30}{'runtime':16}{'y(10)':>12}{'max|Δ source|':>15}{f'|y(10)-{ref:g}|':>14}"]
+    lines = [f"{'':7}{'artifact':30}{'runtime':16}{'y(10)':>12}{'max|Δ source|':>15}{f'|y(10)-{ref:g}|':>16}"
+             f"{'max|Δ lstsq|':>14}"]
     for r in rows:
         mark = "[ok]  " if r.ok else "[FAIL]"
         if r.error:
             lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error}")
             continue
         lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.prediction_x10:12.6f}"
-                     f"{r.max_diff_source:15.2e}{r.diff_analytic:14.6f}")
-    lines.append(f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·|b| over {n_probe} probe rows; "
-                 f"|y(10) - {ref:g}| <= {tol.analytic:g}")
+                     f"{r.max_diff_source:15.2e}{r.diff_analytic:16.6f}{r.max_diff_reference:14.3g}")
+    lines.append(f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·(|b| + Σ|x·w| + |bias|) over "
+                 f"{n_probe} probe rows; |y(10) - {ref:g}| <= {tol.analytic:g}")
+    lines.append("max|Δ lstsq|: largest |prediction - least squares| over the probe rows (reported, not bounded)")
     failed = [r for r in rows if not r.ok]
     lines.append(f"all {len(rows)} checks passed" if not failed else
                  f"{len(failed)} of {len(rows)} checks FAILED: " + ", ".join(f"{r.artifact} ({r.runtime})" for r in failed))

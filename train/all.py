@@ -1,25 +1,30 @@
-"""Train both models on the article's data: `python -m train.all [--seed 0] [--artifacts DIR]`.
+"""Train both models: `python -m train.all [--data CSV [--target y] [--features a,b]] [--seed 0]`.
 
-Writes `keras_linear.keras`, `torch_linear.pt` (a state_dict) and `training.json` (config,
-seed, data sha256, loss histories, final parameters, library versions) to the artifacts
-directory, and prints the article's comparison: final loss, w, b and y(10) per framework.
+Without `--data`, the article's six points. Writes `keras_linear.keras`, `torch_linear.pt`
+(a state_dict) and `training.json` (config, seed, data identity, loss histories, final
+parameters, library versions) to the artifacts directory, and prints the article's
+comparison: final loss, w, b and y(10) per framework. A CSV is validated completely before
+any training, and nothing is written unless every framework trained without diverging.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import importlib
 import logging
+import math
 import platform
 from pathlib import Path
 
 import numpy as np
 
 from core import cli
+from core.errors import InputError
 from core.fsio import atomic_write_json, atomic_write_with, locked, sha256_file
 from core.manifest import TRAINING_RECORD, read_json
-from train.config import TrainConfig
-from train.data import Dataset, article_data, reference_block
+from train.config import LOSSES, TrainConfig
+from train.data import Dataset, article_data, load_csv, reference_block
 from train.result import FitResult
 
 logger = logging.getLogger(__name__)
@@ -27,15 +32,26 @@ logger = logging.getLogger(__name__)
 FRAMEWORKS = ("keras", "torch")  # module names under train/
 
 
+def load_data(config: TrainConfig) -> Dataset:
+    """The article's data, or the validated CSV `config.data` (raises InputError naming file, row, column)."""
+    if config.data is None:
+        return article_data()
+    return load_csv(config.data, config.target, config.features)
+
+
 def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS) -> list[FitResult]:
-    """Train each framework, save its model and merge its result into the training record."""
-    artifacts = cli.ensure_dir(Path(config.artifacts), create=True)
+    """Train each framework, then save every model and merge the results into the training record.
+
+    Nothing is written until all frameworks trained: a bad --probe, a divergence or a run
+    killed while training leaves the artifacts directory as it was.
+    """
+    reference_block(data, config.probe)  # validates --probe against the data's width
     trained = []
     for name in frameworks:
         trainer = importlib.import_module(f"train.{name}")
         trained.append((trainer, *trainer.train(data, config)))
-    # All training first, then the writes close together under the lock, record last: a run
-    # killed while training leaves the previous models and record untouched.
+    artifacts = cli.ensure_dir(Path(config.artifacts), create=True)
+    # The writes close together under the directory lock, the record last.
     with locked(artifacts):
         for trainer, model, result in trained:
             atomic_write_with(artifacts / result.model_file, lambda p: trainer.save(model, p))
@@ -64,7 +80,7 @@ def write_record(artifacts: Path, config: TrainConfig, data: Dataset, results: l
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_json(),
         "data": data.describe(),
-        **reference_block(data),
+        **reference_block(data, config.probe),
         "models": dict(sorted(models.items())),
         "library_versions": {"python": platform.python_version(), "numpy": np.__version__,
                              **{k: v for r in results for k, v in r.versions.items()}},
@@ -80,8 +96,10 @@ def comparison_table(results: list[FitResult], record: dict) -> str:
     x10 = ", ".join(f"{v:g}" for v in record["probe"]["headline_x"])
     cols = [f"{r.model} ({r.framework})" for r in results] + ["least squares"]
     rows = [("final loss", [f"{r.final_loss:.6g}" for r in results] + [""])]
+    names = record["data"].get("features", [])
     for i, w in enumerate(ref["weights"]):
-        rows.append((f"w[{i}]" if len(ref["weights"]) > 1 else "w", [f"{r.weights[i]:.6f}" for r in results] + [f"{w:.6f}"]))
+        label = f"w[{names[i] if i < len(names) else i}]"[:15] if len(ref["weights"]) > 1 else "w"
+        rows.append((label, [f"{r.weights[i]:.6f}" for r in results] + [f"{w:.6f}"]))
     rows.append(("b", [f"{r.bias:.6f}" for r in results] + [f"{ref['bias']:.6f}"]))
     rows.append((f"y(x={x10})", [f"{r.prediction_headline:.6f}" for r in results] + [f"{target:.6f}"]))
     rows.append((f"|y - {target:g}|", [f"{abs(r.prediction_headline - target):.6f}" for r in results] + [""]))
@@ -94,9 +112,16 @@ def comparison_table(results: list[FitResult], record: dict) -> str:
 
 def run(args) -> int:
     """Train from parsed CLI arguments and print the comparison table."""
-    config = TrainConfig(artifacts=args.artifacts, seed=args.seed, epochs=args.epochs, lr=args.lr)
+    if args.data is None and (args.target != "y" or args.features is not None):
+        raise InputError("--target and --features select columns of a CSV; pass --data PATH.csv as well")
+    config = TrainConfig(artifacts=args.artifacts, seed=args.seed, epochs=args.epochs, lr=args.lr,
+                         data=args.data, target=args.target, features=args.features, loss=args.loss,
+                         standardize=args.standardize, probe=args.probe)
     logger.info("config: %s", config.to_json())
-    data = article_data()
+    data = load_data(config)  # validated before anything is trained or written
+    if config.data is not None:
+        logger.info("data: %s, %d rows, features %s, target %s", data.source, len(data.x),
+                    ", ".join(data.features), data.target)
     results = train_all(config, data, args.frameworks)
     record = read_json(Path(config.artifacts) / TRAINING_RECORD, "python -m train.all")
     print(comparison_table(results, record))
@@ -105,22 +130,59 @@ def run(args) -> int:
     return 0
 
 
-def build_parser(frameworks=FRAMEWORKS):
+def column_list(text: str) -> tuple[str, ...]:
+    """`--features a,b,c` -> ("a", "b", "c")."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty column name; give names like a,b,c")
+    return names
+
+
+def probe_points(text: str) -> tuple[tuple[float, ...], ...]:
+    """`--probe 10,-5,1:2:3` -> ((10.0,), (-5.0,), (1.0, 2.0, 3.0))."""
+    points = []
+    for part in text.split(","):
+        try:
+            point = tuple(float(v) for v in part.split(":"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number (or n numbers joined by ':'); "
+                                             "give e.g. 10,-5 or 1:2:3") from None
+        if not all(math.isfinite(v) for v in point):
+            raise argparse.ArgumentTypeError(f"{part!r} is not finite; give finite numbers, e.g. 10,-5")
+        points.append(point)
+    return tuple(points)
+
+
+def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
     """The training CLI's parser (also used by `python -m pipeline`)."""
     names = " and ".join(frameworks)
-    p = cli.parser(f"Train the article's one-neuron linear regression in {names}.",
-                   f"python -m {'train.all' if len(frameworks) > 1 else 'train.' + frameworks[0]} --seed 0")
+    command = "train.all" if len(frameworks) > 1 else "train." + frameworks[0]
+    p = cli.parser(f"Train the article's one-neuron linear regression in {names}, on the article's data "
+                   "or on your CSV.", f"python -m {command} --data houses.csv --target price --standardize")
     cli.artifacts_arg(p)
     defaults = TrainConfig()
+    p.add_argument("--data", type=Path, default=None, metavar="CSV",
+                   help="CSV with a header line to train on; None: the article's six points")
+    p.add_argument("--target", default=defaults.target, metavar="NAME", help="target column of --data")
+    p.add_argument("--features", type=column_list, default=None, metavar="A,B",
+                   help="feature columns of --data; None: every column but the target")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for weight initialisation")
     p.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs, help="full-batch SGD updates")
     p.add_argument("--lr", type=cli.positive_float, default=defaults.lr, help="SGD learning rate")
+    p.add_argument("--loss", choices=LOSSES, default=defaults.loss,
+                   help="squared error reduced by 'mean' or 'sum' in both frameworks; 'article' = Keras mean, "
+                        "torch sum")
+    p.add_argument("--standardize", action="store_true",
+                   help="train on standardized features; mean/scale are folded into the saved weights")
+    p.add_argument("--probe", type=probe_points, default=(), metavar="V[,V...]",
+                   help="extra probe points for the check: V sets every feature to V; a:b:c gives one row")
     p.set_defaults(frameworks=frameworks)
     return p
 
 
 def main(frameworks=FRAMEWORKS) -> None:
     cli.run(run, build_parser(frameworks).parse_args())
+
 
 if __name__ == "__main__":
     main()

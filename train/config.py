@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# --loss names. "article" keeps each framework's loss from the article.
+LOSSES = ("article", "mean", "sum")
+ARTICLE_LOSS = {"keras": "mean", "torch": "sum"}  # Keras: mean_squared_error; torch: MSELoss(size_average=False)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -15,8 +19,21 @@ class TrainConfig:
     epochs: int = 500  # full-batch SGD updates (the article: 500)
     lr: float = 0.01  # SGD learning rate (the article: 0.01 in both)
     progress_every: int = 100  # log the loss every this many updates
+    data: Path | None = None  # CSV to train on; None = the article's six points
+    target: str = "y"  # the CSV's target column
+    features: tuple[str, ...] | None = None  # the CSV's feature columns; None = every other column
+    loss: str = "article"  # "article" (Keras mean, torch sum), or "mean" / "sum" squared error for both
+    standardize: bool = False  # train on standardized features; mean/scale folded into the saved weights
+    probe: tuple[tuple[float, ...], ...] = ()  # extra probe points (--probe), see train.data.probe_rows
+
+    def loss_for(self, framework: str) -> str:
+        """The reduction ("mean" or "sum") `framework` ("keras"/"torch") trains with."""
+        return ARTICLE_LOSS[framework] if self.loss == "article" else self.loss
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["artifacts"] = str(self.artifacts)
+        d["data"] = None if self.data is None else str(self.data)
+        d["features"] = None if self.features is None else list(self.features)
+        d["probe"] = [list(p) for p in self.probe]
         return d

@@ -1,11 +1,18 @@
-"""The article's data, the analytic reference and the probe batch every check uses."""
+"""The training data (the article's six points or a CSV), the analytic reference and the probe batch."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+
+from core.errors import InputError
+from core.fsio import sha256_file
 
 # The article's six points (y = 2x - 1), float32 as both frameworks train on them.
 ARTICLE_X = [-1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
@@ -13,6 +20,8 @@ ARTICLE_Y = [-3.0, -1.0, 1.0, 3.0, 5.0, 7.0]
 HEADLINE_X = 10.0  # the article predicts at x = 10
 PROBE_EXTRA = (0.0, HEADLINE_X, -1000.0, 1000.0)  # points beyond the data's range
 MAX_PROBE_ROWS = 64  # data rows carried into the probe batch
+DEFAULT_TARGET = "y"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,7 @@ class Dataset:
     features: tuple[str, ...]
     target: str
     source: str  # "article" or the CSV path
+    file_sha256: str | None = None  # sha256 of the CSV file's bytes (None for the article's data)
 
     @property
     def n_features(self) -> int:
@@ -39,7 +49,7 @@ class Dataset:
 
     def describe(self) -> dict:
         """The data's identity as recorded in the training record and the manifest."""
-        return {
+        described = {
             "source": self.source,
             "sha256": self.sha256,
             "rows": int(self.x.shape[0]),
@@ -47,6 +57,11 @@ class Dataset:
             "features": list(self.features),
             "target": self.target,
         }
+        if self.file_sha256 is not None:
+            described["file_sha256"] = self.file_sha256
+            described["shape"] = [int(self.x.shape[0]), self.n_features + 1]  # rows x used columns
+            described["columns"] = [*self.features, self.target]
+        return described
 
 
 def article_data() -> Dataset:
@@ -55,6 +70,124 @@ def article_data() -> Dataset:
     y = np.asarray(ARTICLE_Y, dtype=np.float32).reshape(-1, 1)
     return Dataset(x=x, y=y, features=("x",), target="y", source="article")
 
+
+# --- CSV -----------------------------------------------------------------------------------
+
+def _fail(path: Path, where: str, problem: str) -> InputError:
+    return InputError(f"{path}: {where}{problem}")
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, cells) of every non-blank row."""
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise _fail(path, "", f"{what}; pass --data with a CSV file that has a header line, e.g. x,y")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, [c.strip() for c in row]) for row in reader if any(c.strip() for c in row)]
+    except UnicodeDecodeError as exc:
+        raise _fail(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise _fail(path, "", f"not a readable CSV ({exc}); expected comma-separated values") from None
+    if not rows:
+        raise _fail(path, "", "empty file; expected a header line naming the columns (e.g. x,y) and data rows")
+    (line, header), body = rows[0], rows[1:]
+    if all(_is_number(c) for c in header):
+        raise _fail(path, f"line {line}: ", f"no header (the first row {','.join(header)!s} is all numbers); "
+                    "add a first line naming the columns, e.g. x,y")
+    for i, name in enumerate(header):
+        if not name:
+            raise _fail(path, f"line {line}, column {i + 1}: ", "empty column name in the header; name every column")
+        if header.index(name) != i:
+            raise _fail(path, f"line {line}, column {i + 1}: ", f"duplicate column name {name!r}; names must be unique")
+    return header, body
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _select(path: Path, header: list[str], target: str, features: Sequence[str] | None) -> list[int]:
+    """Column indices of the features, then the target."""
+    columns = ", ".join(header)
+    if target not in header:
+        raise _fail(path, "", f"no target column {target!r} (columns: {columns}); pass --target NAME")
+    if features is None:
+        features = [c for c in header if c != target]
+    for name in features:
+        if name not in header:
+            raise _fail(path, "", f"no feature column {name!r} (columns: {columns}); fix --features")
+        if name == target:
+            raise _fail(path, "", f"column {name!r} is the target and cannot also be a feature; fix --features")
+    if not features:
+        raise _fail(path, "", f"no feature columns besides the target {target!r}; add at least one column")
+    if len(set(features)) != len(features):
+        raise _fail(path, "", f"--features names a column twice ({', '.join(features)})")
+    return [header.index(name) for name in features] + [header.index(target)]
+
+
+def _parse(path: Path, header: list[str], body: list[tuple[int, list[str]]], used: list[int]) -> np.ndarray:
+    """The used columns as float32 (rows, len(used)); every bad cell names row, line and column."""
+    values = np.empty((len(body), len(used)), dtype=np.float32)
+    for r, (line, cells) in enumerate(body):
+        where = f"row {r + 1} (line {line})"
+        if len(cells) != len(header):
+            raise _fail(path, f"{where}: ", f"{len(cells)} cells but the header has {len(header)} columns; "
+                        "every row needs one value per column")
+        for c, col in enumerate(used):
+            text, here = cells[col], f"{where}, column {header[col]!r}: "
+            if not text:
+                raise _fail(path, here, "empty cell; every cell must hold a number (fill it or drop the row)")
+            try:
+                value = float(text)
+            except ValueError:
+                raise _fail(path, here, f"{text!r} is not a number; expected e.g. 1.5 or -2e3") from None
+            if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+                raise _fail(path, here, f"{text!r} is not a finite float32 number (|v| <= 3.4e38, no NaN/inf); "
+                            "fix or drop the row")
+            values[r, c] = value
+    return values
+
+
+def _check_fit(path: Path, names: Sequence[str], x: np.ndarray) -> None:
+    """Enough rows, no constant or linearly dependent features: least squares has one answer."""
+    rows, n = x.shape
+    if rows < n + 1:
+        raise _fail(path, "", f"{rows} data rows for {n} feature(s); need at least {n + 1} "
+                    "(features + 1) to determine the weights and the bias; add rows or use fewer --features")
+    for j, name in enumerate(names):
+        if np.all(x[:, j] == x[0, j]):
+            raise _fail(path, f"column {name!r}: ", f"constant (every row is {float(x[0, j]):g}); a constant "
+                        "feature cannot be told apart from the bias; leave it out with --features")
+    design = np.hstack([x.astype(np.float64), np.ones((rows, 1))])
+    rank = np.linalg.matrix_rank((design - design.mean(0)) / np.where(design.std(0) > 0, design.std(0), 1))
+    if n > 1 and rank < n:
+        raise _fail(path, "", f"the feature columns {', '.join(names)} are linearly dependent (rank {rank} of {n}); "
+                    "least squares has no unique answer; leave the redundant column out with --features")
+
+
+def load_csv(path: Path | str, target: str = DEFAULT_TARGET, features: Sequence[str] | None = None) -> Dataset:
+    """Read and validate a CSV with a header: `target` is y, `features` (default: the rest) are x.
+
+    Raises `InputError` with one line naming the file, row (and line) and column of the first
+    problem; nothing is trained or written before this passes.
+    """
+    path = Path(path)
+    header, body = _read_rows(path)
+    used = _select(path, header, target, features)
+    names = tuple(header[i] for i in used[:-1])
+    values = _parse(path, header, body, used)
+    x, y = np.ascontiguousarray(values[:, :-1]), np.ascontiguousarray(values[:, -1:])
+    _check_fit(path, names, x)
+    return Dataset(x=x, y=y, features=names, target=target, source=str(path), file_sha256=sha256_file(path))
+
+
+# --- reference and probe ---------------------------------------------------------------------
 
 def least_squares(data: Dataset) -> tuple[np.ndarray, float]:
     """Ordinary least squares on the data (float64): weights (n,) and bias."""
@@ -68,17 +201,35 @@ def headline_input(n_features: int) -> np.ndarray:
     return np.full((1, n_features), HEADLINE_X, dtype=np.float32)
 
 
-def probe_batch(data: Dataset) -> np.ndarray:
-    """Rows the check compares on: the data's rows, then 0, 10, -1000 and 1000 in every feature."""
+def probe_rows(points: Sequence[Sequence[float]], n_features: int) -> np.ndarray:
+    """`--probe` points as (k, n) rows: a 1-tuple (V,) is V in every feature, an n-tuple is one row."""
+    rows = []
+    for point in points:
+        if len(point) not in (1, n_features):
+            raise InputError(f"--probe point {':'.join(f'{v:g}' for v in point)} has {len(point)} values; the data "
+                             f"has {n_features} features: give one value (used for every feature) or {n_features} "
+                             "separated by ':'")
+        rows.append(list(point) * n_features if len(point) == 1 else list(point))
+    return np.asarray(rows, dtype=np.float32).reshape(-1, n_features)
+
+
+def probe_batch(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> np.ndarray:
+    """Rows the check compares on: the data's rows, then 0, 10, -1000 and 1000 in every feature,
+    then (CSV data) each feature's min - span and max + span, then the `--probe` points."""
     rows = data.x[:MAX_PROBE_ROWS]
-    extra = np.repeat(np.asarray(PROBE_EXTRA, dtype=np.float32)[:, None], data.n_features, axis=1)
-    return np.vstack([rows, extra]).astype(np.float32)
+    fixed = np.repeat(np.asarray(PROBE_EXTRA, dtype=np.float32)[:, None], data.n_features, axis=1)
+    parts = [rows, fixed]
+    if data.source != "article":  # beyond this data's own range, whatever its scale
+        lo, hi = data.x.min(0).astype(np.float64), data.x.max(0).astype(np.float64)
+        parts.append(np.vstack([lo - (hi - lo), hi + (hi - lo)]))
+    parts.append(probe_rows(extra, data.n_features))
+    return np.vstack(parts).astype(np.float32)
 
 
-def reference_block(data: Dataset) -> dict:
+def reference_block(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> dict:
     """The analytic reference (least squares) and the probe batch, as stored in the record."""
     weights, bias = least_squares(data)
-    probe = probe_batch(data).astype(np.float64)
+    probe = probe_batch(data, extra).astype(np.float64)
     headline = headline_input(data.n_features).astype(np.float64)
     return {
         "reference": {"method": "least squares (numpy.linalg.lstsq, float64)",

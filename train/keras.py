@@ -1,10 +1,11 @@
-"""Train the article's Keras model: `python -m train.keras [--seed 0] [--artifacts DIR]`.
+"""Train the article's Keras model: `python -m train.keras [--seed 0] [--artifacts DIR] [--data CSV]`.
 
-`Sequential([Dense(1)])`, SGD(lr 0.01), mean squared error, 500 full-batch epochs, as in the
-article. The 500 updates run in one compiled `tf.function` loop over `Model.train_step`, the
-same step `model.fit` runs, on the same (shuffled) batch fit feeds it, so the weights are
-bitwise those of `fit(xs, ys, epochs=500)` (tests/test_train_keras.py proves it) without
-fit's ~20 ms per-epoch Python overhead.
+`Sequential([Dense(1)])` on n inputs, SGD(lr 0.01), mean squared error, 500 full-batch
+epochs, as in the article (`--loss`, `--standardize` change that; see train/all.py). The
+500 updates run in one compiled `tf.function` loop over `Model.train_step`, the same step
+`model.fit` runs, on the same (shuffled) batch fit feeds it, so the weights are bitwise
+those of `fit(xs, ys, epochs=500)` (tests/test_train_keras.py proves it) without fit's
+~20 ms per-epoch Python overhead.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ import tensorflow as tf  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.data import Dataset, headline_input  # noqa: E402
 from train.result import FitResult, check_losses, log_progress  # noqa: E402
+from train.standardize import Standardizer  # noqa: E402
 
 MODEL = "keras_linear"
 MODEL_FILE = f"{MODEL}.keras"
 
 
-def build_model(n_features: int, lr: float) -> keras.Model:
-    """The article's model: one Dense unit, compiled with SGD and mean squared error."""
+LOSS_NAMES = {"mean": "mean_squared_error (mean over the batch)",
+              "sum": "squared error summed over the batch (MeanSquaredError(reduction='sum'))"}
+
+
+def build_model(n_features: int, lr: float, loss: str = "mean") -> keras.Model:
+    """The article's model: one Dense unit, compiled with SGD and squared error (`loss`: mean or sum)."""
     model = keras.Sequential([keras.Input(shape=(n_features,), name="x"), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mean_squared_error")
+    # "mean" is the article's string loss, kept as is so the default run stays bitwise the same.
+    compiled = "mean_squared_error" if loss == "mean" else keras.losses.MeanSquaredError(reduction="sum")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=compiled)
     return model
 
 
@@ -76,25 +84,33 @@ def fit_compiled(model: keras.Model, x: np.ndarray, y: np.ndarray, steps: int,
         n = min(chunk, steps - done)
         losses.extend(float(v) for v in run(tf.constant(n)).numpy())
         done += n
-        check_losses("keras", losses, config.lr)
+        check_losses("keras", losses, config.lr, config.standardize)
         log_progress("keras", done, steps, losses[-1])
     return losses
 
 
 def train(data: Dataset, config: TrainConfig) -> tuple[keras.Model, FitResult]:
-    """Seed, build and train the Keras model on `data`."""
+    """Seed, build and train the Keras model on `data` (standardized first with `config.standardize`)."""
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
-    model = build_model(data.n_features, config.lr)
-    losses = fit_compiled(model, data.x, data.y, config.epochs, config)
+    loss = config.loss_for("keras")
+    model = build_model(data.n_features, config.lr, loss)
+    scaler = Standardizer.fit(data) if config.standardize else None
+    fit_data = scaler.transform(data) if scaler else data
+    losses = fit_compiled(model, fit_data.x, fit_data.y, config.epochs, config)
+    if scaler:  # fold mean/scale into the layer: the saved model takes raw x
+        kernel, bias = (v.numpy() for v in model.weights)
+        w, b = scaler.fold(kernel[:, 0], float(bias[0]))
+        model.layers[-1].set_weights([w.reshape(-1, 1).astype(np.float32), np.asarray([b], np.float32)])
     kernel, bias = (v.numpy() for v in model.weights)
     prediction = float(model(headline_input(data.n_features), training=False).numpy()[0, 0])
     result = FitResult(
         model=MODEL, framework="tensorflow",
         versions={"tensorflow": tf.__version__, "keras": keras.__version__},
-        model_file=MODEL_FILE, loss_name="mean_squared_error (mean over the batch)",
+        model_file=MODEL_FILE, loss_name=LOSS_NAMES[loss],
         weights=[float(w) for w in kernel[:, 0]], bias=float(bias[0]), losses=losses,
         prediction_headline=prediction, seconds=time.perf_counter() - start,
+        standardization=scaler.to_json() if scaler else None,
     )
     return model, result
 

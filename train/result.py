@@ -28,6 +28,7 @@ class FitResult:
     losses: list[float] = field(repr=False)
     prediction_headline: float = math.nan
     seconds: float = math.nan
+    standardization: dict | None = None  # Standardizer.to_json() when trained with --standardize
 
     @property
     def final_loss(self) -> float:
@@ -45,18 +46,21 @@ class FitResult:
             "final_loss": self.final_loss,
             "prediction_headline": self.prediction_headline,
             "train_seconds": round(self.seconds, 4),
+            "standardization": self.standardization,
             "loss_history": self.losses,
         }
 
 
-def check_losses(framework: str, losses: list[float], lr: float) -> None:
+def check_losses(framework: str, losses: list[float], lr: float, standardized: bool = False) -> None:
     """Raise `DivergenceError` when the loss is NaN/inf or has grown `DIVERGENCE_FACTOR`-fold."""
     first = losses[0] if losses else math.nan
     for i, loss in enumerate(losses):
         if not math.isfinite(loss) or (first > 0 and loss > first * DIVERGENCE_FACTOR):
+            advice = "" if standardized else (
+                ", or pass --standardize (features on large or unequal scales need a tiny lr without it)")
             raise DivergenceError(
                 f"{framework}: training diverged at update {i + 1} (loss {loss:.3g}, "
-                f"started at {first:.3g}); use a smaller learning rate than --lr {lr}"
+                f"started at {first:.3g}); use a smaller learning rate than --lr {lr}{advice}"
             )
 
 

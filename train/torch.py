@@ -1,7 +1,8 @@
-"""Train the article's PyTorch model: `python -m train.torch [--seed 0] [--artifacts DIR]`.
+"""Train the article's PyTorch model: `python -m train.torch [--seed 0] [--artifacts DIR] [--data CSV]`.
 
-`nn.Linear(1, 1)`, SGD(lr 0.01), `MSELoss(reduction="sum")` (the article's
-`size_average=False`), 500 full-batch steps, as in the article.
+`nn.Linear(n, 1)`, SGD(lr 0.01), `MSELoss(reduction="sum")` (the article's
+`size_average=False`), 500 full-batch steps, as in the article (`--loss`, `--standardize`
+change that; see train/all.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from train.config import TrainConfig
 from train.data import Dataset, headline_input
 from train.result import FitResult, check_losses, log_progress
+from train.standardize import Standardizer
 
 MODEL = "torch_linear"
 MODEL_FILE = f"{MODEL}.pt"
@@ -27,14 +29,21 @@ def build_model(n_features: int) -> nn.Linear:
     return nn.Linear(n_features, 1)
 
 
+LOSS_NAMES = {"sum": "squared error summed over the batch (MSELoss(reduction='sum'))",
+              "mean": "mean squared error over the batch (MSELoss(reduction='mean'))"}
+
+
 def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
     """Seed, build and train the torch model on `data` with the article's Python loop."""
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     model = build_model(data.n_features)
-    criterion = nn.MSELoss(reduction="sum")
+    loss_name = config.loss_for("torch")
+    criterion = nn.MSELoss(reduction=loss_name)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    scaler = Standardizer.fit(data) if config.standardize else None
+    fit_data = scaler.transform(data) if scaler else data
+    x, y = torch.from_numpy(fit_data.x), torch.from_numpy(fit_data.y)
     losses: list[float] = []
     for step in range(1, config.epochs + 1):
         loss = criterion(model(x), y)
@@ -43,15 +52,20 @@ def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
         optimizer.step()
         losses.append(loss.item())
         if step % config.progress_every == 0 or step == config.epochs:
-            check_losses("torch", losses, config.lr)
+            check_losses("torch", losses, config.lr, config.standardize)
             log_progress("torch", step, config.epochs, losses[-1])
     with torch.no_grad():
+        if scaler:  # fold mean/scale into the layer: the saved model takes raw x
+            w, b = scaler.fold(model.weight[0].numpy(), float(model.bias[0]))
+            model.weight.copy_(torch.from_numpy(w.astype(numpy.float32)).reshape(1, -1))
+            model.bias.fill_(b)
         prediction = float(model(torch.from_numpy(headline_input(data.n_features)))[0, 0])
     result = FitResult(
         model=MODEL, framework="torch", versions={"torch": torch.__version__},
-        model_file=MODEL_FILE, loss_name="squared error summed over the batch (MSELoss(reduction='sum'))",
+        model_file=MODEL_FILE, loss_name=LOSS_NAMES[loss_name],
         weights=[float(w) for w in model.weight.detach()[0]], bias=float(model.bias.detach()[0]),
         losses=losses, prediction_headline=prediction, seconds=time.perf_counter() - start,
+        standardization=scaler.to_json() if scaler else None,
     )
     return model, result
 

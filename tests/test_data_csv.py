@@ -1,0 +1,103 @@
+"""`--data CSV`: loading, and every validation failure as one line naming file, row and column."""
+
+import json
+
+import numpy as np
+import pytest
+
+from core.errors import InputError
+from core.fsio import sha256_file
+from train.data import load_csv, probe_batch, probe_rows
+from tests.conftest import run_cli
+
+GOOD = "a,b,y\n1,2,5\n2,1,4\n3,5,14\n4,3,11\n"
+
+# name -> (file content or None for no file, extra CLI args, fragments the one error line must contain)
+FAILURES = {
+    "missing file": (None, [], ["no such file", "--data"]),
+    "empty file": ("", [], ["empty file", "header"]),
+    "no header": ("1,2,5\n2,1,4\n3,5,14\n", [], ["line 1", "no header", "e.g. x,y"]),
+    "non-numeric cell": ("a,b,y\n1,2,5\n2,oops,4\n3,5,14\n4,3,11\n", [],
+                         ["row 2 (line 3)", "column 'b'", "'oops' is not a number"]),
+    "empty cell": ("a,b,y\n1,2,5\n2,1,4\n3,,14\n4,3,11\n", [], ["row 3 (line 4)", "column 'b'", "empty cell"]),
+    "nan": ("a,b,y\n1,2,5\n2,1,NaN\n3,5,14\n4,3,11\n", [], ["row 2 (line 3)", "column 'y'", "'NaN'", "finite"]),
+    "inf": ("a,b,y\n1,2,5\n2,1,4\n-inf,5,14\n4,3,11\n", [], ["row 3 (line 4)", "column 'a'", "'-inf'", "finite"]),
+    "beyond float32": ("a,b,y\n1,2,5\n2,1,4\n3,5,1e39\n4,3,11\n", [], ["row 3 (line 4)", "column 'y'", "float32"]),
+    "ragged row": ("a,b,y\n1,2,5\n2,1\n3,5,14\n4,3,11\n", [], ["row 2 (line 3)", "2 cells", "3 columns"]),
+    "too few rows": ("a,b,y\n1,2,5\n2,1,4\n", [], ["2 data rows for 2 feature(s)", "at least 3"]),
+    "constant feature": ("a,b,y\n1,7,5\n2,7,4\n3,7,14\n4,7,11\n", [], ["column 'b'", "constant", "--features"]),
+    "missing target": (GOOD, ["--target", "price"], ["no target column 'price'", "columns: a, b, y", "--target"]),
+    "unknown feature": (GOOD, ["--features", "a,z"], ["no feature column 'z'", "--features"]),
+    "duplicate column": ("a,a,y\n1,2,5\n2,1,4\n3,5,14\n4,3,11\n", [], ["line 1, column 2", "duplicate", "'a'"]),
+    "dependent features": ("a,b,y\n1,2,5\n2,4,4\n3,6,14\n4,8,11\n", [], ["linearly dependent", "--features"]),
+    "bad --probe width": (GOOD, ["--probe", "1:2:3"], ["--probe point 1:2:3", "2 features"]),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_validation_failure_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
+    content, extra, fragments = FAILURES[case]
+    csv_path = tmp_path / "data.csv"
+    if content is not None:
+        csv_path.write_text(content)
+    artifacts = tmp_path / "artifacts"
+    result = run_cli("-m", "train.all", "--data", str(csv_path), "--artifacts", str(artifacts), *extra)
+    assert result.returncode == 2, (case, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()  # the resolved config (INFO), then the one error line
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:] and "Traceback" not in result.stderr, (case, result.stderr)
+    for fragment in fragments + ([str(csv_path)] if case != "bad --probe width" else []):
+        assert fragment in errors[0], (case, fragment, errors[0])
+    assert not artifacts.exists(), f"{case}: created {artifacts}"
+
+
+def test_failure_leaves_an_existing_artifacts_dir_untouched(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "training.json").write_text('{"keep": true}')
+    (tmp_path / "bad.csv").write_text("x,y\n1,2\n2,nope\n3,4\n")
+    result = run_cli("-m", "train.all", "--data", str(tmp_path / "bad.csv"), "--artifacts", str(artifacts))
+    assert result.returncode == 2 and "column 'y'" in result.stderr
+    assert sorted(p.name for p in artifacts.iterdir()) == ["training.json"]
+    assert json.loads((artifacts / "training.json").read_text()) == {"keep": True}
+
+
+def test_target_and_features_need_data(tmp_path):
+    result = run_cli("-m", "train.all", "--features", "a", "--artifacts", str(tmp_path / "a"))
+    assert result.returncode == 2 and "pass --data" in result.stderr and not (tmp_path / "a").exists()
+
+
+def test_load_csv_reads_columns_as_float32_with_identity(tmp_path):
+    path = tmp_path / "d.csv"
+    # a BOM, spaces around cells, a blank line and a trailing newline are all fine
+    path.write_text("\ufeff a , b ,y\n1, 2,5\n\n2,1,4\n3,5,14\n4,3,11\n", encoding="utf-8")
+    data = load_csv(path)
+    assert data.features == ("a", "b") and data.target == "y" and data.n_features == 2
+    assert data.x.dtype == np.float32 and data.x.shape == (4, 2) and data.y.shape == (4, 1)
+    assert data.x[:, 1].tolist() == [2, 1, 5, 3] and data.y[:, 0].tolist() == [5, 4, 14, 11]
+    described = data.describe()
+    assert described["file_sha256"] == sha256_file(path) and described["sha256"] == data.sha256
+    assert described["shape"] == [4, 3] and described["columns"] == ["a", "b", "y"]
+    assert described["source"] == str(path) and described["rows"] == 4
+
+
+def test_target_and_feature_selection(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("id,a,b,price\n1,1,2,5\n2,2,1,4\n3,3,5,14\n4,4,3,11\n")
+    data = load_csv(path, target="price", features=("b", "a"))
+    assert data.features == ("b", "a") and data.x[0].tolist() == [2, 1] and data.y[:, 0].tolist() == [5, 4, 14, 11]
+    with pytest.raises(InputError, match="is the target"):
+        load_csv(path, target="price", features=("a", "price"))
+
+
+def test_probe_values_mean_every_feature_or_one_row(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(GOOD)
+    data = load_csv(path)
+    assert probe_rows([(7.0,), (1.0, 2.0)], 2).tolist() == [[7, 7], [1, 2]]
+    probe = probe_batch(data, [(7.0,)])
+    # rows, then 0, 10, -1000, 1000 in every feature, then min - span and max + span, then --probe
+    assert probe.shape == (4 + 4 + 2 + 1, 2)
+    assert probe[4:8, 0].tolist() == [0, 10, -1000, 1000]
+    assert probe[8].tolist() == [1 - 3, 1 - 4] and probe[9].tolist() == [4 + 3, 5 + 4]
+    assert probe[-1].tolist() == [7, 7]

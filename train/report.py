@@ -1,0 +1,181 @@
+"""Write the visual report: `python -m train.report [--artifacts DIR] [--out DIR]`.
+
+Reads `training.json` (and `manifest.json` when the models were exported) and writes
+`ARTIFACTS/report/`: PNG figures made with matplotlib's Agg backend and an `index.html` with
+the comparison table and the figures. One feature: the data with both fitted lines and the
+least-squares line (and each line's distance from least squares); many features: predicted
+vs actual; always: both training loss curves on a log scale. `make run` runs it after the check.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import cli
+from core.errors import InputError
+from core.fsio import atomic_write_bytes, sha256_file
+from core.manifest import MANIFEST, TRAINING_RECORD, read_json
+from train.data import Dataset, article_data, load_csv
+from train.report_html import render_index
+
+logger = logging.getLogger(__name__)
+
+FIGURES = ("fit.png", "predicted_vs_actual.png", "loss.png")
+STYLES = {"keras_linear": ("tab:blue", "-", "o"), "torch_linear": ("tab:orange", "--", "s")}
+_REFERENCE_STYLE = ("black", ":")
+
+
+def recorded_data(record: dict[str, Any]) -> Dataset:
+    """Re-read the data the record was trained on and make sure it is the same data."""
+    described = record["data"]
+    if described["source"] == "article":
+        data = article_data()
+    else:
+        try:
+            data = load_csv(described["source"], described["target"], described["features"])
+        except InputError as exc:
+            raise InputError(f"cannot re-read the training data for the report: {exc}") from None
+    if data.sha256 != described["sha256"]:
+        raise InputError(f"{described['source']}: data sha256 {data.sha256[:12]}... != training record "
+                         f"{described['sha256'][:12]}...; the file changed since training; re-run python -m train.all")
+    return data
+
+
+def _predict(x: np.ndarray, model: dict[str, Any]) -> np.ndarray:
+    return x.astype(np.float64) @ np.asarray(model["weights"], dtype=np.float64) + model["bias"]
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def fit_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
+    """One feature: data, both fitted lines, least squares; below, each line minus least squares."""
+    ref = record["reference"]
+    headline = record["probe"]["headline_x"][0]
+    x = data.x[:, 0].astype(np.float64)
+    lo, hi = min(x.min(), headline), max(x.max(), headline)
+    pad = 0.05 * (hi - lo)
+    grid = np.linspace(lo - pad, hi + pad, 200)[:, None]
+    reference = _predict(grid, ref)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, height_ratios=(3, 2))
+    top.scatter(x, data.y[:, 0], color="black", zorder=3, label=f"data ({len(x)} rows)")
+    top.plot(grid[:, 0], reference, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], label="least squares")
+    bottom.axhline(0, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], linewidth=1)
+    for name, model in record["models"].items():
+        color, style, marker = STYLES.get(name, ("tab:green", "-.", "^"))
+        pred = _predict(grid, model)
+        top.plot(grid[:, 0], pred, color=color, linestyle=style, label=f"{name}: y = {model['weights'][0]:.6f}·x "
+                 f"{'+' if model['bias'] >= 0 else '-'} {abs(model['bias']):.6f}")
+        top.plot([headline], [model["prediction_headline"]], marker=marker, color=color, linestyle="none")
+        bottom.plot(grid[:, 0], pred - reference, color=color, linestyle=style, label=name)
+    top.axvline(headline, color="grey", linewidth=0.8)
+    top.set_ylabel(data.target)
+    top.set_title(f"{data.source}: fitted lines at x = {headline:g} vs least squares "
+                  f"{record['probe']['headline_reference_y']:.6g}")
+    top.legend(fontsize=8, loc="upper left")
+    bottom.set_xlabel(data.features[0])
+    bottom.set_ylabel("prediction − least squares")
+    bottom.legend(fontsize=8)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def scatter_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
+    """Many features: each model's prediction against the actual target, with the diagonal."""
+    actual = data.y[:, 0].astype(np.float64)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    lo, hi = actual.min(), actual.max()
+    ax.plot([lo, hi], [lo, hi], color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], label="predicted = actual")
+    for name, model in record["models"].items():
+        color, _, marker = STYLES.get(name, ("tab:green", "-.", "^"))
+        pred = _predict(data.x, model)
+        rmse = float(np.sqrt(np.mean((pred - actual) ** 2)))
+        ax.scatter(actual, pred, color=color, marker=marker, alpha=0.6, s=22, label=f"{name} (RMSE {rmse:.4g})")
+    ax.set_xlabel(f"actual {data.target}")
+    ax.set_ylabel(f"predicted {data.target}")
+    ax.set_title(f"{data.source}: {data.n_features} features ({', '.join(data.features)[:60]})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def loss_figure(plt, record: dict[str, Any]) -> bytes:
+    """Both training loss curves, log scale, labelled with what each loss is."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, model in record["models"].items():
+        color, style, _ = STYLES.get(name, ("tab:green", "-.", "^"))
+        history = np.asarray(model["loss_history"], dtype=np.float64)
+        ax.semilogy(np.arange(1, len(history) + 1), history, color=color, linestyle=style,
+                    label=f"{name}: {model['loss']}")
+    ax.set_xlabel("update (full batch)")
+    ax.set_ylabel("training loss (log scale)")
+    ax.set_title("training loss; note the two losses are not on the same scale unless --loss says so")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def build_report(artifacts: Path, out: Path | None = None) -> list[Path]:
+    """Write the figures and index.html into `out` (default ARTIFACTS/report); returns the files."""
+    artifacts = cli.ensure_dir(Path(artifacts), create=False)
+    record_path = artifacts / TRAINING_RECORD
+    record = read_json(record_path, f"python -m train.all --artifacts {artifacts}")
+    manifest = read_json(artifacts / MANIFEST, "python -m export.all") if (artifacts / MANIFEST).is_file() else None
+    data = recorded_data(record)
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display; set before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    figures = {"loss.png": loss_figure(plt, record)}
+    if data.n_features == 1:
+        figures["fit.png"] = fit_figure(plt, data, record)
+    else:
+        figures["predicted_vs_actual.png"] = scatter_figure(plt, data, record)
+    plt.close("all")
+    out = Path(out) if out is not None else artifacts / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in FIGURES:  # a figure from an earlier run on other data would mislead: remove it
+        if name in figures:
+            atomic_write_bytes(out / name, figures[name])
+            written.append(out / name)
+        elif (out / name).exists():
+            (out / name).unlink()
+    html = render_index(record, sha256_file(record_path), manifest, data,
+                        [n for n in FIGURES if n in figures])
+    atomic_write_bytes(out / "index.html", html.encode())
+    written.append(out / "index.html")
+    return written
+
+
+def main() -> None:
+    p = cli.parser("Write the visual report (PNG figures and index.html) from the training record.",
+                   "python -m train.report --artifacts artifacts")
+    cli.artifacts_arg(p)
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="report directory; None: ARTIFACTS/report")
+
+    def _main(args) -> int:
+        files = build_report(args.artifacts, args.out)
+        print(f"wrote {', '.join(str(f) for f in files)}")
+        return 0
+
+    cli.run(_main, p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
