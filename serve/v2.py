@@ -44,7 +44,7 @@ def decode_request(model: Model, body: bytes, header_length: str | None, max_row
     rid = req.get("id")
     if rid is not None and not isinstance(rid, str):
         raise ApiError(400, f"'id' must be a string, got {type(rid).__name__}")
-    params = req.get("parameters") or {}
+    params = req.get("parameters", {})
     if not isinstance(params, dict):
         raise ApiError(400, "'parameters' must be a JSON object")
     inputs = req.get("inputs")
@@ -79,7 +79,7 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks, max_rows: int) -> n
     if rows > max_rows:
         raise ApiError(413, f"input {name!r}: {rows} rows exceed the limit of {max_rows} per request "
                             "(--max-rows); split the batch")
-    params = tensor.get("parameters") or {}
+    params = tensor.get("parameters", {})
     if not isinstance(params, dict):
         raise ApiError(400, f"input {name!r}: 'parameters' must be a JSON object")
     size = params.get("binary_data_size")
@@ -128,7 +128,7 @@ def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[s
         name = out.get("name") if isinstance(out, dict) else None
         if name != model.output_name:
             raise ApiError(400, f"unknown output {_preview(name)}; the model's output is {model.output_name!r}")
-        p = out.get("parameters") or {}
+        p = out.get("parameters", {})
         if not isinstance(p, dict):
             raise ApiError(400, f"output {name!r}: 'parameters' must be a JSON object")
         if p.get("classification"):
