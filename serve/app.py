@@ -42,6 +42,8 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlet
         return json_response(openapi.document(registry.names))
 
     table += [("/metrics", "GET", metrics_endpoint), ("/openapi.json", "GET", openapi_endpoint)]
+    # Starlette tries routes in order: the inference routes first keeps the hot path's matching short.
+    table.sort(key=lambda r: not r[0].endswith(("/infer", ":predict")))
     routes = [Route(path, instrumented(path, handler, metrics.observe), methods=[method])
               for path, method, handler in table]
 

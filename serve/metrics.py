@@ -47,7 +47,11 @@ class Metrics:
         children[1].observe(seconds)
 
     def rows(self, model: str, protocol: str, n: int) -> None:
-        self._rows.labels(model, protocol).inc(n)
+        key = ("rows", model, protocol)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._rows.labels(model, protocol)
+        child.inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
