@@ -18,6 +18,7 @@ import numpy as np
 from serve.httpio import ApiError
 
 HEADER = "inference-header-content-length"
+HEADER_RAW = HEADER.encode()  # ASGI header names are lower-case bytes
 
 # V2 datatype -> little-endian numpy dtype; BF16 is decoded by hand below. BOOL and BYTES are
 # not numbers the model can take.

@@ -39,16 +39,20 @@ def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than `limit` bytes before reading them when possible."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
-                            "(--max-body-bytes); send fewer rows per request")
-    if declared is not None:
-        body = await request.body()
-        if len(body) <= limit:
-            return body
+async def read_body(request: Request, limit: int, header: bytes | None = None) -> tuple[bytes, str | None]:
+    """The request body (413 past `limit` bytes, refused before reading when Content-Length says so),
+    and the value of request header `header` (lower-case bytes) if asked for and present."""
+    declared = value = None
+    for k, v in request.scope["headers"]:  # one pass over the raw ASGI headers; no Headers object
+        if k == b"content-length":
+            declared = v
+        elif k == header:
+            value = v.decode("latin-1")
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+                                "(--max-body-bytes); send fewer rows per request")
+        return await request.body(), value  # the server enforces Content-Length
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
@@ -56,7 +60,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes (--max-body-bytes); "
                                 "send fewer rows per request")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks), value
 
 
 def parse_json_object(data: bytes | memoryview, what: str = "request body") -> dict[str, Any]:
@@ -88,7 +92,7 @@ def instrumented(route: str, handler: Endpoint, observe: Callable[[str, str, int
         except Exception:
             logger.exception("internal error in %s %s", request.method, route)
             response = error_response(500, INTERNAL)
-        observe(route, request.method, response.status_code, time.perf_counter() - start)
+        observe(route, request.scope["method"], response.status_code, time.perf_counter() - start)
         return response
 
     endpoint.__name__ = getattr(handler, "__name__", "endpoint")

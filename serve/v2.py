@@ -26,9 +26,10 @@ SERVER_VERSION = "1.0.0"
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "onnxruntime_onnx"
 INTEGER_TYPES = {t for t in binary.DTYPES if "INT" in t}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-@dataclass
+@dataclass(slots=True)
 class InferRequest:
     """A decoded V2 infer request."""
 
@@ -51,13 +52,17 @@ def decode_request(model: Model, body: bytes, header_length: str | None, max_row
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise ApiError(400, f"'inputs' must be a list of exactly one tensor named {model.input_name!r}, "
                             f"got {_preview(inputs)}")
-    chunks = binary.Chunks(blob)
+    chunks = binary.Chunks(blob) if header_length is not None else None
     batch = _input(model, inputs[0], chunks, max_rows)
-    chunks.finish()
-    return InferRequest(batch, rid, _outputs(model, req.get("outputs"), params))
+    if chunks is not None:
+        chunks.finish()
+    outputs = req.get("outputs")
+    if outputs is None and not params:  # the common case: every output, as JSON
+        return InferRequest(batch, rid, [(model.output_name, False)])
+    return InferRequest(batch, rid, _outputs(model, outputs, params))
 
 
-def _input(model: Model, tensor: Any, chunks: binary.Chunks, max_rows: int) -> np.ndarray:
+def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: int) -> np.ndarray:
     n = model.n_features
     if not isinstance(tensor, dict):
         raise ApiError(400, f"an input tensor must be a JSON object with name, shape, datatype and data; "
@@ -70,8 +75,8 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks, max_rows: int) -> n
         raise ApiError(400, f"input {name!r}: datatype {_preview(datatype)} is not supported; expected one of "
                             f"{', '.join(binary.DTYPES)} (converted to FP32)")
     shape = tensor.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2 or any(type(d) is not int or d < 0 for d in shape)
-            or shape[1] != n):
+    if (type(shape) is not list or len(shape) != 2 or type(shape[0]) is not int or type(shape[1]) is not int
+            or shape[0] < 0 or shape[1] != n):
         raise ApiError(400, f"input {name!r}: shape {_preview(shape)}; expected [rows, {n}]")
     rows = shape[0]
     if rows == 0:
@@ -86,15 +91,22 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks, max_rows: int) -> n
     if size is not None:
         if "data" in tensor:
             raise ApiError(400, f"input {name!r} has both 'data' and binary_data_size; send one of them")
+        chunks = chunks or binary.Chunks(memoryview(b""))  # binary_data_size without the header
         flat = binary.decode(chunks.take(size, name), datatype, rows * n, name)
     else:
         flat = _json_data(tensor.get("data"), datatype, rows * n, name)
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as non-finite by as_batch
-        batch = flat.astype(np.float32).reshape(rows, n)
-    try:
-        return model.as_batch(batch)
-    except PredictInputError as exc:
-        raise ApiError(400, f"input {name!r}: {exc}") from None
+    return _float32(flat).reshape(rows, n)
+
+
+def _float32(flat: np.ndarray) -> np.ndarray:
+    """Cast to float32; values beyond its range become ±inf (rejected by `Model.predict`)."""
+    if flat.dtype == np.float32:
+        return flat
+    if flat.size == 1:  # the common batch-1 case, without np.errstate's cost
+        v = flat.item()
+        return np.array(math.copysign(math.inf, v) if abs(v) > FLOAT32_MAX else v, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return flat.astype(np.float32)
 
 
 def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
@@ -198,16 +210,20 @@ class V2:
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         model = self.registry.model(name, version)
-        body = await read_body(request, self.config.max_body_bytes)
-        req = decode_request(model, body, request.headers.get(binary.HEADER), self.config.max_rows)
-        y = model.predict(req.batch)
+        body, header_length = await read_body(request, self.config.max_body_bytes, binary.HEADER_RAW)
+        req = decode_request(model, body, header_length, self.config.max_rows)
+        try:
+            y = model.predict(req.batch)  # validates: finite float32 (rows, n)
+        except PredictInputError as exc:
+            raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
             raise ApiError(400, "the prediction overflows float32 for this input; send values within "
                                 "about ±1e38 / |weight|")
         self.registry.metrics.rows(name, "v2", len(y))
         content, headers = encode_response(name, req, y)
-        media = "application/octet-stream" if headers else "application/json"
-        return Response(content, media_type=media, headers=headers)
+        if headers:
+            return Response(content, media_type="application/octet-stream", headers=headers)
+        return Response(content, media_type="application/json")
 
     def routes(self) -> list[tuple[str, str, Any]]:
         """(path template, method, handler) for every V2 route."""
