@@ -94,7 +94,11 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
         chunks = chunks or binary.Chunks(memoryview(b""))  # binary_data_size without the header
         flat = binary.decode(chunks.take(size, name), datatype, rows * n, name)
     else:
-        flat = _json_data(tensor.get("data"), datatype, rows * n, name)
+        data = tensor.get("data")
+        if rows * n == 1 and type(data) is list and len(data) == 1 and (
+                type(data[0]) is int or (type(data[0]) is float and datatype not in INTEGER_TYPES)):
+            return np.array([[_clamp(data[0])]], dtype=np.float32)  # batch 1, one feature: skip numpy's parse
+        flat = _json_data(data, datatype, rows * n, name)
     return _float32(flat).reshape(rows, n)
 
 
@@ -103,10 +107,14 @@ def _float32(flat: np.ndarray) -> np.ndarray:
     if flat.dtype == np.float32:
         return flat
     if flat.size == 1:  # the common batch-1 case, without np.errstate's cost
-        v = flat.item()
-        return np.array(math.copysign(math.inf, v) if abs(v) > FLOAT32_MAX else v, dtype=np.float32)
+        return np.array(_clamp(flat.item()), dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         return flat.astype(np.float32)
+
+
+def _clamp(v: float | int) -> float | int:
+    """`v`, or ±inf beyond float32's range (so the cast does not warn; predict rejects inf)."""
+    return v if abs(v) <= FLOAT32_MAX else (math.inf if v > 0 else -math.inf)
 
 
 def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:

@@ -168,3 +168,10 @@ def test_limits_are_413(api):
 def test_unknown_model_infer_is_404(api):
     r = infer(api, {"inputs": [tensor([1], [1, 1])]}, name="nope")
     assert r.status_code == 404 and "keras_linear, torch_linear" in r.json()["error"]
+
+
+@pytest.mark.parametrize("data, datatype, status", [([10**400], "FP32", 400), ([-10**400], "INT64", 400),
+                                                    ([[2.5]], "FP64", 200), ([7], "INT8", 200), ([7.5], "INT8", 400)])
+def test_batch_one_fast_path_agrees(api, data, datatype, status):
+    r = infer(api, {"inputs": [tensor(data, [1, 1], datatype)]})
+    assert r.status_code == status, r.text
