@@ -67,7 +67,8 @@ def _schemas() -> dict[str, Any]:
                               model_version={"type": "string"}, id={"type": "string"},
                               outputs={"type": "array", "items": _ref("InferOutput")}),
         "PredictRequest": {"type": "object", "description": "exactly one of instances (rows) or inputs (columnar)",
-                           "properties": {"signature_name": {"type": "string"}, "instances": {"type": "array"},
+                           "properties": {"signature_name": {"type": "string", "enum": ["serving_default"]},
+                                          "instances": {"type": "array"},
                                           "inputs": {}}},
         "PredictResponse": {"type": "object", "properties": {
             "predictions": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
