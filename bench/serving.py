@@ -1,0 +1,168 @@
+"""Serving benchmark: `python -m bench.serving [--quick] [--artifacts DIR]`.
+
+`python -m serve` against the bare-stack baseline (bench/serving_baseline.py: the same
+Starlette + uvicorn, the same JSON parsing, the same onnxruntime session, nothing else), both
+running at once on loopback, driven by `wrk` (apt-get install -y wrk) with batch-1 V2 JSON
+infer requests at 1 and 16 connections. Repetitions alternate the order of subject and
+baseline, after a warm-up of each. Targets (issue 4): server >= 0.9x the baseline's req/s,
+and p50 <= 0.5 ms at concurrency 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "keras_linear"
+BODY = '{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[10.0]}]}'
+LUA = f"""wrk.method = "POST"
+wrk.body = '{BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+RATIO_TARGET, P50_TARGET_MS = 0.9, 0.5
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _process(args: list[str], ready_url: str, probe: str | None = None) -> Iterator[str]:
+    """Run `python args...` until the block ends; yields once `ready_url` answers 200."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(args)} exited: {proc.stderr.read()}")
+            with contextlib.suppress(httpx.TransportError):
+                r = httpx.post(ready_url, content=BODY) if probe == "post" else httpx.get(ready_url)
+                if r.status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{' '.join(args)} not ready after 60 s")
+            time.sleep(0.1)
+        yield ready_url
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
+    """One wrk run: req/s, p50 and p99 in ms."""
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
+        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
+    pct = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": pct["50"],
+            "p99_ms": pct["99"]}
+
+
+def _artifacts(given: Path | None, scratch: Path) -> Path:
+    if given is not None:
+        return given
+    if (ROOT / "artifacts" / "manifest.json").is_file():
+        return ROOT / "artifacts"
+    for module in ("train.all", "export.onnx"):  # only the ONNX export is needed here
+        subprocess.run([sys.executable, "-m", module, "--artifacts", str(scratch)], cwd=ROOT, check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+    return scratch
+
+
+def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
+    """Measure the server against the bare baseline; one dict per concurrency level."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk not found; install it with: apt-get install -y wrk")
+    seconds, reps, warmup = (2, 3, 1) if quick else (5, 5, 2)
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        tmp = Path(tmp)
+        artifacts = _artifacts(artifacts, tmp / "artifacts")
+        manifest = json.loads((artifacts / "manifest.json").read_text())
+        model_path = artifacts / next(e["path"] for e in manifest["artifacts"]
+                                      if e.get("model") == MODEL and e["format"] == "onnx")
+        script = tmp / "post.lua"
+        script.write_text(LUA)
+        sp, bp = _free_port(), _free_port()
+        path = f"/v2/models/{MODEL}/infer"
+        with _process(["-m", "serve", "--artifacts", str(artifacts), "--port", str(sp)],
+                      f"http://127.0.0.1:{sp}/v2/health/ready"), \
+             _process(["-m", "bench.serving_baseline", "--model", str(model_path), "--port", str(bp)],
+                      f"http://127.0.0.1:{bp}{path}", probe="post"):
+            targets = {"subject": f"http://127.0.0.1:{sp}{path}", "baseline": f"http://127.0.0.1:{bp}{path}"}
+            rows = []
+            for c in (1, 16):
+                for url in targets.values():
+                    wrk(url, c, warmup, script)
+                got: dict[str, list[dict]] = {"subject": [], "baseline": []}
+                for rep in range(reps):
+                    order = ["subject", "baseline"] if rep % 2 == 0 else ["baseline", "subject"]
+                    for who in order:
+                        got[who].append(wrk(targets[who], c, seconds, script))
+                rows.append(_row(c, got))
+    return rows
+
+
+def _row(c: int, got: dict[str, list[dict]]) -> dict:
+    s_rps, b_rps = [r["rps"] for r in got["subject"]], [r["rps"] for r in got["baseline"]]
+    s_med, b_med = statistics.median(s_rps), statistics.median(b_rps)
+    p50 = statistics.median(r["p50_ms"] for r in got["subject"])
+    p99 = statistics.median(r["p99_ms"] for r in got["subject"])
+    ratio = s_med / b_med
+    met = ratio >= RATIO_TARGET and (c != 1 or p50 <= P50_TARGET_MS)
+    target = f">= {RATIO_TARGET}x baseline req/s" + (f", p50 <= {P50_TARGET_MS} ms" if c == 1 else "")
+    return {"row": f"serving c={c}", "subject": "python -m serve (V2 JSON infer, batch 1)",
+            "baseline": "bare Starlette route, same JSON parse + onnxruntime session", "metric": "req/s",
+            "subject_values": s_rps, "baseline_values": b_rps, "subject_median": s_med, "baseline_median": b_med,
+            "ratio": ratio, "p50_ms": p50, "p99_ms": p99,
+            "baseline_p50_ms": statistics.median(r["p50_ms"] for r in got["baseline"]),
+            "baseline_p99_ms": statistics.median(r["p99_ms"] for r in got["baseline"]),
+            "target": target, "met": met}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="example:\n  python -m bench.serving --quick")
+    p.add_argument("--quick", action="store_true", help="2 s x 3 repetitions instead of 5 s x 5")
+    p.add_argument("--artifacts", type=Path, default=None,
+                   help="artifacts with manifest.json (default: artifacts/, else train+export into a temp dir)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
+    args = p.parse_args()
+    rows = run(args.quick, args.artifacts)
+    print(f"{'row':14s} {'server req/s':>13s} {'bare req/s':>11s} {'ratio':>6s} {'p50 ms':>7s} {'p99 ms':>7s}"
+          f" {'bare p50':>9s}  target")
+    for r in rows:
+        print(f"{r['row']:14s} {r['subject_median']:13.0f} {r['baseline_median']:11.0f} {r['ratio']:6.3f} "
+              f"{r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['baseline_p50_ms']:9.3f}  "
+              f"[{'met' if r['met'] else 'MISSED'}] {r['target']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

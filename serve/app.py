@@ -1,0 +1,77 @@
+"""The app factory: `create_app(ServeConfig)` -> a Starlette app serving V2 and TF Serving REST.
+
+Plain Starlette routes, not FastAPI: request validation is hand-written in `serve.v2` /
+`serve.tfserving` (errors name the input and what was expected), and skipping pydantic keeps
+a batch-1 infer near the bare-stack ceiling (bench/serving.py measures it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from serve import openapi
+from serve.config import ServeConfig
+from serve.httpio import INTERNAL, error_response, instrumented, json_response
+from serve.registry import Registry
+from serve.tfserving import TFServing
+from serve.v2 import V2
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlette:
+    """Build the server. Models load in the background after start-up unless `registry` is
+    already loaded (tests pass one); `/v2/health/ready` says when they are."""
+    registry = registry or Registry(config.artifacts, config.threads)
+    metrics = registry.metrics
+    table = V2(registry, config).routes() + TFServing(registry, config).routes()
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    async def openapi_endpoint(request: Request) -> Response:
+        return json_response(openapi.document(registry.names))
+
+    table += [("/metrics", "GET", metrics_endpoint), ("/openapi.json", "GET", openapi_endpoint)]
+    # Starlette tries routes in order: the inference routes first keeps the hot path's matching short.
+    table.sort(key=lambda r: not r[0].endswith(("/infer", ":predict")))
+    routes = [Route(path, instrumented(path, handler, metrics.observe), methods=[method])
+              for path, method, handler in table]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404 (no such route) and 405 (wrong method), as JSON like every other error.
+        assert isinstance(exc, HTTPException)
+        metrics.observe("unmatched", request.method, exc.status_code, 0.0)
+        message = {404: f"no route {request.method} {request.url.path}; see GET /openapi.json",
+                   405: f"method {request.method} is not allowed on {request.url.path}"}
+        response = error_response(exc.status_code, message.get(exc.status_code, str(exc.detail)))
+        response.headers.update(exc.headers or {})  # keeps 405's Allow header
+        return response
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        logger.error("internal error outside a route handler", exc_info=exc)
+        return error_response(500, INTERNAL)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = None
+        if not registry.loaded:  # load after the socket is up, so /v2/health/live answers meanwhile
+            task = asyncio.get_running_loop().run_in_executor(None, registry.load_all)
+        yield
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await task
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: internal_error})
+    app.state.registry, app.state.config = registry, config
+    return app

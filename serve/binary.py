@@ -1,0 +1,86 @@
+"""Triton's binary tensor data extension for the V2 HTTP protocol.
+
+Spec: github.com/triton-inference-server/server docs/protocol/extension_binary_data.md.
+A request may carry tensors as raw little-endian bytes after its JSON header: the header
+`Inference-Header-Content-Length` gives the JSON's size, and each such input says
+`"parameters": {"binary_data_size": N}`; the chunks follow in input order. An output is
+returned in binary when its `parameters.binary_data` is true or, when it does not say, when
+the request's `parameters.binary_data_output` is true (tritonclient.http sets that when no
+outputs are requested). The response then carries the same header and the raw bytes after it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from serve.httpio import ApiError
+
+HEADER = "inference-header-content-length"
+HEADER_RAW = HEADER.encode()  # ASGI header names are lower-case bytes
+
+# V2 datatype -> little-endian numpy dtype; BF16 is decoded by hand below. BOOL and BYTES are
+# not numbers the model can take.
+DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BF16": "<u2",
+          "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+          "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
+
+
+def split(body: bytes, header_length: str | None) -> tuple[memoryview | bytes, memoryview]:
+    """Split a request body into its JSON header and the binary tensor data after it."""
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(body):
+        raise ApiError(400, f"Inference-Header-Content-Length {header_length!r} is not a byte count between 0 "
+                            f"and the body size {len(body)}; it must give the size of the JSON header")
+    view = memoryview(body)
+    return view[:n], view[n:]
+
+
+class Chunks:
+    """The binary section of a request, handed out to inputs in order."""
+
+    def __init__(self, blob: memoryview):
+        self.blob, self.offset = blob, 0
+
+    def take(self, size: object, name: str) -> memoryview:
+        if type(size) is not int or size < 0:
+            raise ApiError(400, f"input {name!r}: binary_data_size {size!r} is not a byte count; "
+                                "expected a non-negative integer")
+        if self.offset + size > len(self.blob):
+            raise ApiError(400, f"input {name!r}: binary_data_size {size} but only {len(self.blob) - self.offset} "
+                                "bytes of binary data follow the JSON header (Inference-Header-Content-Length)")
+        chunk = self.blob[self.offset:self.offset + size]
+        self.offset += size
+        return chunk
+
+    def finish(self) -> None:
+        if self.offset != len(self.blob):
+            raise ApiError(400, f"{len(self.blob) - self.offset} bytes of binary data after the JSON header "
+                                "belong to no input; check binary_data_size and Inference-Header-Content-Length")
+
+
+def decode(raw: memoryview, datatype: str, count: int, name: str) -> np.ndarray:
+    """Raw little-endian bytes of `count` elements of `datatype` -> a flat numpy array."""
+    dtype = np.dtype(DTYPES[datatype])
+    if len(raw) != count * dtype.itemsize:
+        raise ApiError(400, f"input {name!r}: {len(raw)} bytes of binary data, but {count} {datatype} elements "
+                            f"take {count * dtype.itemsize}; binary_data_size must equal elements x "
+                            f"{dtype.itemsize} bytes")
+    arr = np.frombuffer(raw, dtype=dtype)
+    if datatype == "BF16":  # bfloat16 is the top half of a float32
+        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr
+
+
+def encode(header: dict, buffers: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    """A response body (JSON then raw outputs) and its headers; plain JSON when nothing is binary."""
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if not buffers:
+        return text, {}
+    return b"".join([text, *buffers]), {"Inference-Header-Content-Length": str(len(text))}

@@ -1,0 +1,99 @@
+"""HTTP plumbing shared by the V2 and TF Serving routes: errors, JSON bodies, instrumented endpoints.
+
+Every error leaves the server as `{"error": "..."}` with 400/404/413/503; anything unexpected
+is logged with its traceback and answered 500 with a fixed message (no paths, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+INTERNAL = "internal server error; the server log has the details"
+
+
+class ApiError(Exception):
+    """A request the server refuses, with the HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """`obj` as compact JSON. `allow_nan=False`: a NaN would make the body invalid JSON."""
+    return Response(json.dumps(obj, separators=(",", ":"), allow_nan=False), status_code=status,
+                    media_type=JSON, headers=headers)
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+async def read_body(request: Request, limit: int, header: bytes | None = None) -> tuple[bytes, str | None]:
+    """The request body (413 past `limit` bytes, refused before reading when Content-Length says so),
+    and the value of request header `header` (lower-case bytes) if asked for and present."""
+    declared = value = None
+    for k, v in request.scope["headers"]:  # one pass over the raw ASGI headers; no Headers object
+        if k == b"content-length":
+            declared = v
+        elif k == header:
+            value = v.decode("latin-1")
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+                                "(--max-body-bytes); send fewer rows per request")
+        return await request.body(), value  # the server enforces Content-Length
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes (--max-body-bytes); "
+                                "send fewer rows per request")
+        chunks.append(chunk)
+    return b"".join(chunks), value
+
+
+def parse_json_object(data: bytes | memoryview, what: str = "request body") -> dict[str, Any]:
+    """Parse a JSON object or raise 400 saying what was wrong."""
+    try:
+        obj = json.loads(bytes(data) if isinstance(data, memoryview) else data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"{what} is not valid JSON ({exc}); expected a JSON object") from None
+    if not isinstance(obj, dict):
+        raise ApiError(400, f"{what} is a JSON {type(obj).__name__}; expected a JSON object")
+    return obj
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def instrumented(route: str, handler: Endpoint, observe: Callable[[str, str, int, float], None]) -> Endpoint:
+    """Wrap `handler`: ApiError -> its JSON error, anything else -> logged 500; time and count it.
+
+    A wrapper per route instead of a middleware keeps the hot path short and labels metrics
+    by the route template (bounded cardinality) rather than the raw path.
+    """
+    async def endpoint(request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.message)
+        except Exception:
+            logger.exception("internal error in %s %s", request.method, route)
+            response = error_response(500, INTERNAL)
+        observe(route, request.scope["method"], response.status_code, time.perf_counter() - start)
+        return response
+
+    endpoint.__name__ = getattr(handler, "__name__", "endpoint")
+    return endpoint

@@ -1,0 +1,105 @@
+"""The models a server serves: every ONNX entry in the manifest, loaded with `serve.loader.load`.
+
+Loading (sha256, onnxruntime session, self-test) runs after the server starts listening, so
+`/v2/health/live` answers at once and `/v2/health/ready` turns 200 only when every model has
+loaded and passed its self-test. A model that fails stays failed (and the server not ready):
+the log says why; clients get a message without filesystem paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import MissingArtifactError
+from core.manifest import load_manifest
+from serve.httpio import ApiError
+from serve.loader import Model, load
+from serve.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+VERSION = "1"  # one version per model: the artifact in the manifest
+LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
+
+
+@dataclass
+class ModelState:
+    """One model's load state; `error` is safe to send to clients."""
+
+    name: str
+    state: str = LOADING
+    model: Model | None = None
+    error: str | None = None
+
+
+class Registry:
+    """Model name -> state, from the manifest of an artifacts directory."""
+
+    def __init__(self, artifacts: Path, threads: int = 1, metrics: Metrics | None = None):
+        self.artifacts = Path(artifacts)
+        self.threads = threads
+        self.metrics = metrics or Metrics()
+        manifest = load_manifest(self.artifacts)
+        names = sorted({e.get("model", e["name"]) for e in manifest["artifacts"] if e["format"] == "onnx"})
+        if not names:
+            raise MissingArtifactError(f"{self.artifacts / 'manifest.json'}: no ONNX models; "
+                                       f"run python -m export.onnx --artifacts {self.artifacts}")
+        self.states = {name: ModelState(name) for name in names}
+        for name in names:
+            self.metrics.model_loaded.labels(name).set(0)
+            self.metrics.model_load_failed.labels(name).set(0)
+        self.metrics.ready.set(0)
+        self.loaded = False  # load_all has run (whatever its outcome)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.states)
+
+    @property
+    def ready(self) -> bool:
+        return all(s.state == READY for s in self.states.values())
+
+    def load_all(self) -> bool:
+        """Load and self-test every model; returns whether all of them passed."""
+        for state in self.states.values():
+            start = time.perf_counter()
+            try:
+                model = load(state.name, self.artifacts, threads=self.threads, selftest=False)
+                expected, actual = model.selftest()  # raises IntegrityError beyond 1e-5
+            except Exception as exc:  # one bad model must not stop the others from loading
+                state.state, state.error = FAILED, (f"model {state.name} failed to load or failed its "
+                                                    f"self-test ({type(exc).__name__}); see the server log")
+                self.metrics.model_load_failed.labels(state.name).set(1)
+                logger.error("model %s: %s", state.name, exc, exc_info=not isinstance(exc, ValueError))
+                continue
+            seconds = time.perf_counter() - start
+            state.model, state.state = model, READY
+            self.metrics.model_loaded.labels(state.name).set(1)
+            self.metrics.selftest_error.labels(state.name).set(abs(actual - expected))
+            self.metrics.load_seconds.labels(state.name).set(seconds)
+            logger.info("model %s ready: n_features %d, self-test y(%s) = %.6f (stored %.6f), %.1f ms",
+                        state.name, model.n_features, model.metadata.get("selftest_x"), actual, expected,
+                        seconds * 1e3)
+        self.loaded = True
+        self.metrics.ready.set(1 if self.ready else 0)
+        return self.ready
+
+    def state(self, name: str, version: str | None = None) -> ModelState:
+        """The named model's state; 404 for an unknown model or version."""
+        state = self.states.get(name)
+        if state is None:
+            raise ApiError(404, f"unknown model {name!r}; this server serves {', '.join(self.states)}")
+        if version is not None and version != VERSION:
+            raise ApiError(404, f"model {name!r} has no version {version!r}; available versions: {VERSION}")
+        return state
+
+    def model(self, name: str, version: str | None = None) -> Model:
+        """The named model, ready to predict; 404 unknown, 503 still loading or failed."""
+        state = self.state(name, version)
+        if state.model is None:
+            raise ApiError(503, state.error or f"model {name!r} is still loading; retry when "
+                                               f"GET /v2/models/{name}/ready returns 200")
+        return state.model

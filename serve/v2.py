@@ -1,0 +1,243 @@
+"""Open Inference Protocol (KServe V2) REST routes, with Triton's binary tensor data extension.
+
+Spec: kserve.github.io/website (V2 protocol) and Triton's docs/protocol. Routes:
+GET /v2/health/live, /v2/health/ready, /v2; GET /v2/models/{name}[/versions/{v}][/ready];
+POST /v2/models/{name}[/versions/{v}]/infer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve import binary
+from serve.config import ServeConfig
+from serve.httpio import ApiError, json_response, parse_json_object, read_body
+from serve.loader import Model, PredictInputError
+from serve.registry import VERSION, Registry
+
+SERVER_NAME = "one-neuron-serve"
+SERVER_VERSION = "1.0.0"
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORM = "onnxruntime_onnx"
+INTEGER_TYPES = {t for t in binary.DTYPES if "INT" in t}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded V2 infer request."""
+
+    batch: np.ndarray  # float32 (rows, n)
+    id: str | None
+    outputs: list[tuple[str, bool]]  # (output name, as binary)
+
+
+def decode_request(model: Model, body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
+    """Parse and validate a V2 infer request (JSON, or JSON + binary tensor data) for `model`."""
+    head, blob = binary.split(body, header_length)
+    req = parse_json_object(head, "inference request")
+    rid = req.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise ApiError(400, f"'id' must be a string, got {type(rid).__name__}")
+    params = req.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ApiError(400, "'parameters' must be a JSON object")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        raise ApiError(400, f"'inputs' must be a list of exactly one tensor named {model.input_name!r}, "
+                            f"got {_preview(inputs)}")
+    chunks = binary.Chunks(blob) if header_length is not None else None
+    batch = _input(model, inputs[0], chunks, max_rows)
+    if chunks is not None:
+        chunks.finish()
+    outputs = req.get("outputs")
+    if outputs is None and not params:  # the common case: every output, as JSON
+        return InferRequest(batch, rid, [(model.output_name, False)])
+    return InferRequest(batch, rid, _outputs(model, outputs, params))
+
+
+def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: int) -> np.ndarray:
+    n = model.n_features
+    if not isinstance(tensor, dict):
+        raise ApiError(400, f"an input tensor must be a JSON object with name, shape, datatype and data; "
+                            f"got {_preview(tensor)}")
+    name = tensor.get("name")
+    if name != model.input_name:
+        raise ApiError(400, f"unknown input {name!r}; the model's input is {model.input_name!r}")
+    datatype = tensor.get("datatype")
+    if datatype not in binary.DTYPES:
+        raise ApiError(400, f"input {name!r}: datatype {_preview(datatype)} is not supported; expected one of "
+                            f"{', '.join(binary.DTYPES)} (converted to FP32)")
+    shape = tensor.get("shape")
+    if (type(shape) is not list or len(shape) != 2 or type(shape[0]) is not int or type(shape[1]) is not int
+            or shape[0] < 0 or shape[1] != n):
+        raise ApiError(400, f"input {name!r}: shape {_preview(shape)}; expected [rows, {n}]")
+    rows = shape[0]
+    if rows == 0:
+        raise ApiError(400, f"input {name!r}: shape {shape} has no rows; expected at least one")
+    if rows > max_rows:
+        raise ApiError(413, f"input {name!r}: {rows} rows exceed the limit of {max_rows} per request "
+                            "(--max-rows); split the batch")
+    params = tensor.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ApiError(400, f"input {name!r}: 'parameters' must be a JSON object")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if "data" in tensor:
+            raise ApiError(400, f"input {name!r} has both 'data' and binary_data_size; send one of them")
+        chunks = chunks or binary.Chunks(memoryview(b""))  # binary_data_size without the header
+        flat = binary.decode(chunks.take(size, name), datatype, rows * n, name)
+    else:
+        data = tensor.get("data")
+        if rows * n == 1 and type(data) is list and len(data) == 1 and (
+                type(data[0]) is int or (type(data[0]) is float and datatype not in INTEGER_TYPES)):
+            return np.array([[_clamp(data[0])]], dtype=np.float32)  # batch 1, one feature: skip numpy's parse
+        flat = _json_data(data, datatype, rows * n, name)
+    return _float32(flat).reshape(rows, n)
+
+
+def _float32(flat: np.ndarray) -> np.ndarray:
+    """Cast to float32; values beyond its range become ±inf (rejected by `Model.predict`)."""
+    if flat.dtype == np.float32:
+        return flat
+    if flat.size == 1:  # the common batch-1 case, without np.errstate's cost
+        return np.array(_clamp(flat.item()), dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return flat.astype(np.float32)
+
+
+def _clamp(v: float | int) -> float | int:
+    """`v`, or ±inf beyond float32's range (so the cast does not warn; predict rejects inf)."""
+    return v if abs(v) <= FLOAT32_MAX else (math.inf if v > 0 else -math.inf)
+
+
+def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise ApiError(400, f"input {name!r}: 'data' must be a list of numbers (flat or nested), got "
+                            f"{_preview(data)}; or send binary_data_size with binary data")
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(400, f"input {name!r}: nested 'data' is not rectangular; give a flat list of "
+                            f"{count} numbers or nested lists matching the shape") from None
+    if arr.dtype.kind not in "iuf" or (datatype in INTEGER_TYPES and arr.dtype.kind == "f"):
+        kinds = "integers" if datatype in INTEGER_TYPES else "numbers"
+        raise ApiError(400, f"input {name!r}: 'data' {_preview(data)} holds values that are not {kinds} "
+                            f"for datatype {datatype}")
+    if arr.size != count:
+        raise ApiError(400, f"input {name!r}: shape needs {count} values, 'data' has {arr.size}")
+    return arr.reshape(-1)
+
+
+def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[str, bool]]:
+    default = params.get("binary_data_output", False)
+    if not isinstance(default, bool):
+        raise ApiError(400, f"parameter binary_data_output must be true or false, got {_preview(default)}")
+    if outputs is None or outputs == []:
+        return [(model.output_name, default)]
+    if not isinstance(outputs, list):
+        raise ApiError(400, f"'outputs' must be a list of {{\"name\": ...}} objects, got {_preview(outputs)}")
+    chosen = []
+    for out in outputs:
+        name = out.get("name") if isinstance(out, dict) else None
+        if name != model.output_name:
+            raise ApiError(400, f"unknown output {_preview(name)}; the model's output is {model.output_name!r}")
+        p = out.get("parameters", {})
+        if not isinstance(p, dict):
+            raise ApiError(400, f"output {name!r}: 'parameters' must be a JSON object")
+        if p.get("classification"):
+            raise ApiError(400, "the classification extension is not supported: the model is a regression")
+        as_binary = p.get("binary_data", default)
+        if not isinstance(as_binary, bool):
+            raise ApiError(400, f"output {name!r}: binary_data must be true or false, got {_preview(as_binary)}")
+        chosen.append((name, as_binary))
+    return chosen
+
+
+def encode_response(model_name: str, req: InferRequest, y: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """The V2 infer response for prediction `y` (float32 rows x 1), JSON or JSON + binary."""
+    outputs, buffers = [], []
+    for name, as_binary in req.outputs:
+        tensor: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(y.shape)}
+        if as_binary:
+            raw = y.astype("<f4", copy=False).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+        else:
+            tensor["data"] = y.ravel().tolist()
+        outputs.append(tensor)
+    header: dict[str, Any] = {"model_name": model_name, "model_version": VERSION, "outputs": outputs}
+    if req.id is not None:
+        header["id"] = req.id
+    return binary.encode(header, buffers)
+
+
+def _preview(x: Any, limit: int = 60) -> str:
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class V2:
+    """The V2 route handlers over a registry."""
+
+    def __init__(self, registry: Registry, config: ServeConfig):
+        self.registry, self.config = registry, config
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        if not self.registry.ready:
+            waiting = [f"{s.name} ({s.state.lower()})" for s in self.registry.states.values() if s.state != "READY"]
+            raise ApiError(503, f"not ready: {', '.join(waiting)}")
+        return json_response({"ready": True})
+
+    async def server_metadata(self, request: Request) -> Response:
+        return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+    async def model_metadata(self, request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        model = self.registry.model(name, version)
+        sig = model.signature
+        tensors = lambda args: [{"name": a["name"], "datatype": "FP32",  # noqa: E731
+                                 "shape": [-1 if d is None else d for d in a["shape"]]} for a in args]
+        return json_response({"name": name, "versions": [VERSION], "platform": PLATFORM,
+                              "inputs": tensors(sig["inputs"]), "outputs": tensors(sig["outputs"])})
+
+    async def model_ready(self, request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        self.registry.model(name, version)  # 404 / 503
+        return json_response({"name": name, "ready": True})
+
+    async def infer(self, request: Request) -> Response:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        model = self.registry.model(name, version)
+        body, header_length = await read_body(request, self.config.max_body_bytes, binary.HEADER_RAW)
+        req = decode_request(model, body, header_length, self.config.max_rows)
+        try:
+            y = model.predict(req.batch)  # validates: finite float32 (rows, n)
+        except PredictInputError as exc:
+            raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
+        if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
+            raise ApiError(400, "the prediction overflows float32 for this input; send values within "
+                                "about ±1e38 / |weight|")
+        self.registry.metrics.rows(name, "v2", len(y))
+        content, headers = encode_response(name, req, y)
+        if headers:
+            return Response(content, media_type="application/octet-stream", headers=headers)
+        return Response(content, media_type="application/json")
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """(path template, method, handler) for every V2 route."""
+        out = [("/v2/health/live", "GET", self.live), ("/v2/health/ready", "GET", self.ready),
+               ("/v2", "GET", self.server_metadata)]
+        for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            out += [(base, "GET", self.model_metadata), (base + "/ready", "GET", self.model_ready),
+                    (base + "/infer", "POST", self.infer)]
+        return out

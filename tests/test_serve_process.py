@@ -1,0 +1,93 @@
+"""`python -m serve` as a real process on a free loopback port, driven by tritonclient.http and httpx."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from tests.conftest import ROOT
+from tests.serve_app import MODELS, reference
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(exported_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "serve", "--artifacts", str(exported_dir), "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server not ready within 60 s"
+        time.sleep(0.1)
+    yield proc, port
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient(server, exported_dir, binary):
+    _, port = server
+    triton = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert "binary_tensor_data" in triton.get_server_metadata()["extensions"]
+    for name in MODELS:
+        assert triton.is_model_ready(name)
+        meta = triton.get_model_metadata(name)
+        assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}]
+        for x in (np.array([[10.0]], np.float32), np.array([[-1], [0], [1], [2], [3], [4]], np.float32)):
+            inp = httpclient.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            outputs = None if binary else [httpclient.InferRequestedOutput("y", binary_data=False)]
+            y = triton.infer(name, [inp], outputs=outputs, request_id="r1").as_numpy("y")
+            np.testing.assert_allclose(y, reference(exported_dir, name, x), atol=1e-6, rtol=0)
+    with pytest.raises(Exception, match="unknown model"):
+        triton.get_model_metadata("nope")
+    triton.close()
+
+
+def test_tfserving_predict_over_http(server, exported_dir):
+    _, port = server
+    for name in MODELS:
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/models/{name}:predict", json={"instances": [[10.0], [2.0]]})
+        assert r.status_code == 200
+        np.testing.assert_allclose(r.json()["predictions"], reference(exported_dir, name, [10, 2]), atol=1e-6, rtol=0)
+
+
+def test_sigterm_shuts_down_gracefully(server):
+    proc, _ = server
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    # uvicorn finishes in-flight requests and the lifespan, then re-raises SIGTERM so that the exit
+    # status says "terminated by SIGTERM" to the supervisor (uvicorn >= 0.29).
+    assert proc.returncode in (0, -signal.SIGTERM), stderr
+    assert "Application shutdown complete" in stderr
+    assert "Finished server process" in stderr and "Traceback" not in stderr
+
+
+def test_missing_artifacts_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "serve", "--artifacts", str(tmp_path / "none")], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no such directory" in proc.stderr
