@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,16 @@ logger = logging.getLogger(__name__)
 # row number -> module; rows 1-2 share one module and also produce the artifacts the rest use.
 SUITES = {"1,2": "bench.pipeline", "3": "bench.coldstart", "4": "bench.latency", "5": "bench.throughput",
           "6": "bench.serving"}
+
+
+def complete(row: dict) -> dict:
+    """Add min / median / max for suites that return plain dicts (bench.serving)."""
+    for name in ("subject", "baseline"):
+        values = row[f"{name}_values"]
+        row.setdefault(f"{name}_min", min(values))
+        row.setdefault(f"{name}_median", statistics.median(values))
+        row.setdefault(f"{name}_max", max(values))
+    return row
 
 
 def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]:
@@ -46,7 +57,7 @@ def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]
         logger.info("row %s: %s", key, module)
         mod = importlib.import_module(module)
         result = mod.run(artifacts=artifacts, quick=quick)
-        rows += [r if isinstance(r, dict) else r.to_json() for r in result]
+        rows += [complete(r) if isinstance(r, dict) else r.to_json() for r in result]
     return rows
 
 

@@ -134,7 +134,7 @@ def _row(c: int, got: dict[str, list[dict]]) -> dict:
     ratio = s_med / b_med
     met = ratio >= RATIO_TARGET and (c != 1 or p50 <= P50_TARGET_MS)
     target = f">= {RATIO_TARGET}x baseline req/s" + (f", p50 <= {P50_TARGET_MS} ms" if c == 1 else "")
-    return {"row": f"serving c={c}", "subject": "python -m serve (V2 JSON infer, batch 1)",
+    return {"row": f"6 serving c={c}", "subject": "python -m serve (V2 JSON infer, batch 1)",
             "baseline": "bare Starlette route, same JSON parse + onnxruntime session", "metric": "req/s",
             "subject_values": s_rps, "baseline_values": b_rps, "subject_median": s_med, "baseline_median": b_med,
             "ratio": ratio, "p50_ms": p50, "p99_ms": p99,

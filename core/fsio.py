@@ -64,6 +64,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; artifacts are read by servers and other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -136,3 +137,52 @@ def remove_stale_temporaries(directory: Path) -> list[str]:
                 path.unlink()
         removed.append(path.name)
     return removed
+
+
+def versioned_name(name: str, sha256: str) -> str:
+    """`keras_linear.onnx` + hash -> `keras_linear.<12 hex>.onnx` (the hash goes after the first dot)."""
+    stem, _, rest = name.partition(".")
+    return f"{stem}.{sha256[:12]}.{rest}" if rest else f"{stem}.{sha256[:12]}"
+
+
+def store_immutable(directory: Path, name: str, write: Callable[[Path], None]) -> tuple[Path, str]:
+    """Let `write(tmp)` produce a file or directory, then move it to its content-addressed name.
+
+    Returns (path, sha256). A stored version is never modified afterwards, so a manifest
+    naming it stays true whatever happens to later writes.
+    """
+    directory = Path(directory)
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".{name}.", suffix=".tmp"))
+    try:
+        target = tmp / name
+        write(target)
+        if target.is_file():
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
+        digest = sha256_path(target)
+        final = directory / versioned_name(name, digest)
+        if not final.exists():  # same content already stored: keep the existing one
+            os.replace(target, final)
+            _fsync_dir(directory)
+        return final, digest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def point_alias(directory: Path, alias: str, target: Path) -> None:
+    """Make `directory/alias` name `target` atomically: a hard link for a file, a symlink for a dir."""
+    directory = Path(directory)
+    current = directory / alias
+    if current.exists() and os.path.samefile(current, target):
+        return  # already points there (rename of two links to one inode would be a no-op)
+    link = directory / f".{alias}.{os.getpid()}.alias.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    if target.is_dir():
+        os.symlink(target.name, link)
+        old = directory / alias
+        if old.is_dir() and not old.is_symlink():  # a real directory from an older layout
+            shutil.rmtree(old)
+    else:
+        os.link(target, link)
+    os.replace(link, directory / alias)

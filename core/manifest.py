@@ -10,12 +10,15 @@ Layout (see README "Artifacts"):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from core.errors import InputError, MissingArtifactError
-from core.fsio import atomic_write_json
+from core.fsio import atomic_write_json, point_alias
 
 MANIFEST = "manifest.json"
 TRAINING_RECORD = "training.json"
@@ -94,3 +97,32 @@ def update_manifest(artifacts: Path, record: dict[str, Any], record_sha256: str,
     }
     atomic_write_json(path, manifest)
     return dropped
+
+
+# `<model>.<12 hex>.<format suffix>`: a stored version written by core.fsio.store_immutable.
+VERSIONED = re.compile(r"^[^.]+\.[0-9a-f]{12}(\..+)?$")
+
+
+def refresh_aliases(artifacts: Path) -> list[str]:
+    """After a manifest commit: point each entry's stable name at its stored version, then
+    delete stored versions no entry names. Returns the removed names.
+
+    Runs under the directory lock. A run killed before or during this step leaves the
+    manifest and every file it names intact; only an alias may still show the previous
+    version, which the loader and the check detect by hash.
+    """
+    artifacts = Path(artifacts)
+    manifest = load_manifest(artifacts)
+    referenced = set()
+    for entry in manifest["artifacts"]:
+        referenced.add(entry["path"])
+        alias = entry.get("alias")
+        if alias and alias != entry["path"] and (artifacts / entry["path"]).exists():
+            point_alias(artifacts, alias, artifacts / entry["path"])
+    removed = []
+    for path in artifacts.iterdir():
+        if VERSIONED.match(path.name) and path.name not in referenced and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path.name)
+    return removed

@@ -13,8 +13,8 @@ import numpy as np
 
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
-from core.fsio import locked, sha256_file, sha256_path, size_of
-from core.manifest import TRAINING_RECORD, read_json, update_manifest
+from core.fsio import locked, sha256_file, size_of, store_immutable
+from core.manifest import TRAINING_RECORD, read_json, refresh_aliases, update_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +89,29 @@ def signature(n_features: int, batch: str | None = "batch") -> dict[str, list]:
     }
 
 
-def entry(run: Run, source: Source, fmt: str, path: Path, **extra: Any) -> dict[str, Any]:
-    """A manifest entry for an artifact just written at `path`."""
+def store(run: Run, name: str, write: Callable[[Path], None]) -> tuple[Path, str]:
+    """Write artifact `name` (e.g. keras_linear.onnx) as an immutable stored version.
+
+    `write(tmp_path)` produces the file or directory. The manifest names the stored version
+    (`keras_linear.<sha12>.onnx`) and `name` becomes an alias of it once the manifest is
+    committed, so a run killed at any point never leaves the manifest naming changed bytes.
+    """
+    return store_immutable(run.artifacts, name, write)
+
+
+def entry(run: Run, source: Source, fmt: str, name: str, stored: tuple[Path, str],
+          **extra: Any) -> dict[str, Any]:
+    """A manifest entry for artifact `name` whose stored version `store` returned."""
+    path, digest = stored
     return {
-        "name": path.name,
+        "name": name,
+        "alias": name,
         "model": source.name,
         "format": fmt,
         "framework": source.framework,
         "framework_versions": source.versions,
         "path": path.relative_to(run.artifacts).as_posix(),
-        "sha256": sha256_path(path),
+        "sha256": digest,
         "size": size_of(path),
         **signature(source.n_features),
         **extra,
@@ -113,12 +126,14 @@ def export_format(artifacts: Path, write: Callable[[Run], list[dict[str, Any]]])
     """Run one format's `write(run) -> entries` and merge the entries into the manifest.
 
     The whole export holds the directory lock, so two exports into one directory run one
-    after the other; each file is renamed into place and the manifest is written last.
+    after the other. Files go to new immutable names, the manifest is written last (the
+    commit point), then the stable names are pointed at the new versions and old ones removed.
     """
     run = open_run(artifacts)
     with locked(run.artifacts):
         entries = write(run)
         dropped = update_manifest(run.artifacts, run.record, run.record_sha256, entries)
+        refresh_aliases(run.artifacts)
     if dropped:
         logger.warning("dropped stale manifest entries from an earlier training run: %s; "
                        "re-run python -m export.all to export them again", ", ".join(dropped))
@@ -129,7 +144,7 @@ def print_entries(entries: list[dict[str, Any]], artifacts: Path) -> None:
     """One line per artifact written, then where everything went."""
     for e in entries:
         print(f"[ok] {e['name']:28s} {e['size']:>9,d} bytes  sha256 {e['sha256'][:12]}  y(10) = {e['prediction_x10']:.6f}")
-    print(f"wrote {', '.join(str(artifacts / e['path']) for e in entries)}; manifest {artifacts / 'manifest.json'}")
+    print(f"wrote {', '.join(str(artifacts / e['name']) for e in entries)}; manifest {artifacts / 'manifest.json'}")
 
 
 def main_for(fmt: str, export: Callable[[Path], list[dict[str, Any]]]) -> None:

@@ -26,8 +26,7 @@ import tf2onnx  # noqa: E402
 import torch  # noqa: E402
 
 from core.errors import IntegrityError  # noqa: E402
-from core.fsio import atomic_write_bytes  # noqa: E402
-from export._core import Run, Source, entry, export_format, load_source, main_for  # noqa: E402
+from export._core import Run, Source, entry, export_format, load_source, main_for, store  # noqa: E402
 
 FORMAT = "onnx"
 # Opset 18: the newest both converters emit natively (tf2onnx 1.17 tops out at 18; torch's
@@ -165,10 +164,10 @@ def _write(run: Run) -> list[dict[str, Any]]:
     for name, (convert, producer) in _CONVERTERS.items():
         source = load_source(run, name)
         proto = finish(convert(source.model, source.n_features), source, run.record_sha256)
-        path = run.artifacts / f"{name}.onnx"
-        atomic_write_bytes(path, proto.SerializeToString())
+        data = proto.SerializeToString()
+        stored = store(run, f"{name}.onnx", lambda p: p.write_bytes(data))
         metadata = {p.key: p.value for p in proto.metadata_props}
-        entries.append(entry(run, source, FORMAT, path, opset=OPSET, ir_version=proto.ir_version,
+        entries.append(entry(run, source, FORMAT, f"{name}.onnx", stored, opset=OPSET, ir_version=proto.ir_version,
                              graph=[node.op_type for node in proto.graph.node],
                              producer={**producer(), "onnx": onnx.__version__}, metadata=metadata))
     return entries

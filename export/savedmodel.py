@@ -14,8 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: n
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from core.fsio import atomic_write_with  # noqa: E402
-from export._core import Run, entry, export_format, load_source, main_for  # noqa: E402
+from export._core import Run, entry, export_format, load_source, main_for, store  # noqa: E402
 
 FORMAT = "savedmodel"
 SIGNATURE = "serving_default"
@@ -35,10 +34,10 @@ def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
 
 def _write(run: Run) -> list[dict[str, Any]]:
     source = load_source(run, "keras_linear")
-    path = run.artifacts / f"{source.name}.savedmodel"
-    atomic_write_with(path, lambda p: write_savedmodel(source.model, source.n_features, p))
+    name = f"{source.name}.savedmodel"
+    stored = store(run, name, lambda p: write_savedmodel(source.model, source.n_features, p))
     producer = {"tensorflow": tf.__version__, "keras": keras.__version__}
-    return [entry(run, source, FORMAT, path, signature_name=SIGNATURE, producer=producer)]
+    return [entry(run, source, FORMAT, name, stored, signature_name=SIGNATURE, producer=producer)]
 
 
 def export(artifacts: Path) -> list[dict[str, Any]]:

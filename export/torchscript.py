@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 
-from core.fsio import atomic_write_with
-from export._core import Run, entry, export_format, load_source, main_for
+from export._core import Run, entry, export_format, load_source, main_for, store
 
 FORMAT = "torchscript"
 
@@ -30,9 +29,9 @@ def write_torchscript(model: torch.nn.Module, path: Path) -> None:
 
 def _write(run: Run) -> list[dict[str, Any]]:
     source = load_source(run, "torch_linear")
-    path = run.artifacts / f"{source.name}.torchscript.pt"
-    atomic_write_with(path, lambda p: write_torchscript(source.model, p))
-    return [entry(run, source, FORMAT, path, producer={"torch": torch.__version__})]
+    name = f"{source.name}.torchscript.pt"
+    stored = store(run, name, lambda p: write_torchscript(source.model, p))
+    return [entry(run, source, FORMAT, name, stored, producer={"torch": torch.__version__})]
 
 
 def export(artifacts: Path) -> list[dict[str, Any]]:

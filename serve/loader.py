@@ -187,7 +187,9 @@ def resolve(model: str | Path, artifacts: str | Path | None) -> tuple[Path, dict
             return candidate, None
         manifest = load_manifest(directory)
         for entry in manifest["artifacts"]:
-            if (directory / entry["path"]).resolve() == candidate.resolve():
+            # the stored version itself, or its stable alias (keras_linear.onnx)
+            if (directory / entry["path"]).resolve() == candidate.resolve() or (
+                    candidate.parent.resolve() == directory.resolve() and candidate.name == entry.get("alias")):
                 return candidate, entry
         return candidate, None
     directory = Path(artifacts if artifacts is not None else "artifacts")

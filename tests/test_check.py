@@ -43,10 +43,12 @@ def test_flipped_byte_fails_with_sha256_message(exported_copy):
 
 
 def test_manifest_naming_a_missing_file_fails_clearly(exported_copy):
-    (exported_copy / "keras_linear.onnx").unlink()
+    manifest = json.loads((exported_copy / "manifest.json").read_text())
+    stored = next(e["path"] for e in manifest["artifacts"] if e["name"] == "keras_linear.onnx")
+    (exported_copy / stored).unlink()
     result = run_cli("-m", "serve.check", "--artifacts", str(exported_copy))
     assert result.returncode == 1
-    assert "keras_linear.onnx: named in the manifest but missing" in result.stdout
+    assert f"{stored}: named in the manifest but missing" in result.stdout
 
 
 def test_missing_artifacts_exit_2_with_fix(tmp_path):

@@ -56,7 +56,9 @@ async function checkSha256(file, bytes) {
     if (err.code === "ENOENT") return; // a lone .onnx file: the self-test still runs
     throw new IntegrityError(`${path.join(directory, MANIFEST)}: unreadable (${err.message}); re-run ${EXPORT_FIX}`);
   }
-  const entry = (manifest.artifacts ?? []).find((a) => path.resolve(directory, a.path) === path.resolve(file));
+  // the stored version itself, or its stable alias (keras_linear.onnx -> keras_linear.<sha12>.onnx)
+  const entry = (manifest.artifacts ?? []).find((a) => path.resolve(directory, a.path) === path.resolve(file) ||
+    (a.alias !== undefined && path.resolve(directory, a.alias) === path.resolve(file)));
   if (!entry) return;
   const actual = createHash("sha256").update(bytes).digest("hex");
   if (actual !== entry.sha256) {
