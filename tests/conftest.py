@@ -47,6 +47,9 @@ def exported_dir(trained_dir, tmp_path_factory) -> Path:
 @pytest.fixture
 def exported_copy(exported_dir, tmp_path) -> Path:
     """A private, writable copy of `exported_dir` for tests that damage it."""
+    from core.manifest import refresh_aliases
+
     target = tmp_path / "artifacts"
     shutil.copytree(exported_dir, target)
+    refresh_aliases(target)  # copytree copies hard links as separate files: link the aliases again
     return target

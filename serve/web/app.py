@@ -75,9 +75,11 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
     root = artifacts.resolve()
     names = set()
     for entry in entries:
-        rel = entry.get("path") if isinstance(entry, dict) and entry.get("format") == "onnx" else None
-        if isinstance(rel, str) and (root / rel).resolve().is_relative_to(root):
-            names.add(Path(rel).as_posix())
+        if not (isinstance(entry, dict) and entry.get("format") == "onnx"):
+            continue
+        for rel in (entry.get("path"), entry.get("alias")):  # the stored version and its stable name
+            if isinstance(rel, str) and (root / rel).resolve().is_relative_to(root):
+                names.add(Path(rel).as_posix())
     return frozenset(names | {MANIFEST})
 
 
