@@ -21,7 +21,7 @@ import numpy as np
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
 from core.fsio import sha256_path
-from core.manifest import load_manifest
+from core.manifest import load_manifest, require_files
 from serve.runtimes import RUNTIMES
 
 
@@ -108,6 +108,7 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
     manifest = load_manifest(artifacts)
     if not manifest["artifacts"]:
         raise MissingArtifactError(f"{artifacts}/manifest.json lists no artifacts; run python -m export.all")
+    require_files(artifacts, manifest)  # a missing input is exit 2, like every other command
     rows = [row for entry in manifest["artifacts"] for row in check_artifact(artifacts, manifest, entry, tol)]
     return rows, manifest
 

@@ -1,17 +1,18 @@
 """HTTP plumbing shared by the V2 and TF Serving routes: errors, JSON bodies, instrumented endpoints.
 
-Every error leaves the server as `{"error": "..."}` with 400/404/413/503; anything unexpected
+Every error leaves the server as `{"error": "..."}` with 400/404/408/413/503; anything unexpected
 is logged with its traceback and answered 500 with a fixed message (no paths, no traceback).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 logger = logging.getLogger(__name__)
@@ -23,10 +24,11 @@ INTERNAL = "internal server error; the server log has the details"
 class ApiError(Exception):
     """A request the server refuses, with the HTTP status and a message for the client."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -35,13 +37,31 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
                     media_type=JSON, headers=headers)
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message}, status, headers)
 
 
-async def read_body(request: Request, limit: int, header: bytes | None = None) -> tuple[bytes, str | None]:
+async def read_body(request: Request, limit: int, header: bytes | None = None,
+                    timeout: float | None = None) -> tuple[bytes, str | None]:
     """The request body (413 past `limit` bytes, refused before reading when Content-Length says so),
-    and the value of request header `header` (lower-case bytes) if asked for and present."""
+    and the value of request header `header` (lower-case bytes) if asked for and present.
+
+    A body not received in full within `timeout` seconds is answered 408 with `Connection: close`:
+    a client that sends headers and stalls (slowloris) holds a connection only that long. uvicorn
+    has no such timeout of its own (its --timeout-keep-alive covers idle connections only).
+    """
+    try:
+        async with asyncio.timeout(timeout):  # one timer handle, no extra task on the hot path
+            return await _read_body(request, limit, header)
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {timeout:g} s (--body-timeout); send the whole "
+                            "body promptly", headers={"Connection": "close"}) from None
+    except ClientDisconnect:  # nobody is left to read the answer; counted as a bad request
+        raise ApiError(400, "client disconnected before sending the whole body",
+                       headers={"Connection": "close"}) from None
+
+
+async def _read_body(request: Request, limit: int, header: bytes | None) -> tuple[bytes, str | None]:
     declared = value = None
     for k, v in request.scope["headers"]:  # one pass over the raw ASGI headers; no Headers object
         if k == b"content-length":
@@ -88,7 +108,7 @@ def instrumented(route: str, handler: Endpoint, observe: Callable[[str, str, int
         try:
             response = await handler(request)
         except ApiError as exc:
-            response = error_response(exc.status, exc.message)
+            response = error_response(exc.status, exc.message, exc.headers)
         except Exception:
             logger.exception("internal error in %s %s", request.method, route)
             response = error_response(500, INTERNAL)

@@ -65,7 +65,7 @@ class TFServing:
     async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         model = self.registry.model(name, version)
-        body = parse_json_object((await read_body(request, self.config.max_body_bytes))[0])
+        body = parse_json_object((await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0])
         batch, key = decode_predict(model, body, self.config.max_rows)
         y = model.predict(batch)
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):

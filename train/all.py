@@ -117,6 +117,8 @@ def run(args) -> int:
     config = TrainConfig(artifacts=args.artifacts, seed=args.seed, epochs=args.epochs, lr=args.lr,
                          data=args.data, target=args.target, features=args.features, loss=args.loss,
                          standardize=args.standardize, probe=args.probe)
+    if Path(config.artifacts).exists() and not Path(config.artifacts).is_dir():  # say so before training
+        cli.ensure_dir(Path(config.artifacts), create=False)
     logger.info("config: %s", config.to_json())
     data = load_data(config)  # validated before anything is trained or written
     if config.data is not None:
