@@ -88,7 +88,8 @@ def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, A
             y = np.asarray(predict(probe), dtype=np.float64)
             y10 = float(predict(headline)[0])
         except Exception as exc:  # any runtime failure is this row's failure, not the check's
-            rows.append(Row(entry["name"], name, False, error=f"{type(exc).__name__}: {exc}"[:300]))
+            rows.append(Row(entry["name"], name, False, error=f"{path}: {name} cannot run it ({type(exc).__name__}: "
+                                                              f"{str(exc)[:200]}); re-run python -m export.all"))
             continue
         diff = np.abs(y - source)
         excess = float(np.max(diff - bound))
