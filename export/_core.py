@@ -13,7 +13,7 @@ import numpy as np
 
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
-from core.fsio import locked, sha256_file, sha256_path, size_of
+from core.fsio import locked, sha256_file, sha256_path, size_of, staged, transaction
 from core.manifest import TRAINING_RECORD, read_json, update_manifest
 
 logger = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ def entry(run: Run, source: Source, fmt: str, path: Path, **extra: Any) -> dict[
         "framework": source.framework,
         "framework_versions": source.versions,
         "path": path.relative_to(run.artifacts).as_posix(),
-        "sha256": sha256_path(path),
-        "size": size_of(path),
+        "sha256": sha256_path(staged(path)),  # the file this export wrote, before its commit
+        "size": size_of(staged(path)),
         **signature(source.n_features),
         **extra,
         "prediction_x10": source.prediction_x10,
@@ -116,7 +116,7 @@ def export_format(artifacts: Path, write: Callable[[Run], list[dict[str, Any]]])
     after the other; each file is renamed into place and the manifest is written last.
     """
     run = open_run(artifacts)
-    with locked(run.artifacts):
+    with locked(run.artifacts), transaction(run.artifacts):  # files and manifest land together
         entries = write(run)
         dropped = update_manifest(run.artifacts, run.record, run.record_sha256, entries)
     if dropped:
