@@ -2,11 +2,14 @@
 
 Every file the pipeline writes goes to a temporary name in the destination directory and
 is renamed into place, so a crash never leaves a half-written file where a good one was.
+Inside a `transaction` the renames wait until the block ends and then happen together, from
+a journal, so a crash never leaves new files beside an old manifest either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import json
@@ -17,6 +20,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 _CHUNK = 1 << 20
+JOURNAL = ".commit.json"  # the renames a transaction is committing (see `transaction`)
+# (directory, [(staged temporary, final path), ...]) of the transaction in progress, if any.
+_PENDING: contextvars.ContextVar[tuple[Path, list[tuple[Path, Path]]] | None] = contextvars.ContextVar(
+    "fsio_pending", default=None)
 
 
 def sha256_file(path: Path) -> str:
@@ -69,6 +76,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if _defer(Path(tmp), path):
+            return
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -92,8 +101,15 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     target = tmp / path.name
+    deferred = False
     try:
         write(target)
+        if target.is_file():
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
+        deferred = _defer(target, path)
+        if deferred:
+            return
         if target.is_dir():
             old = None
             if path.exists():
@@ -101,12 +117,92 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
                 os.replace(path, old)
             os.replace(target, path)
         else:
-            with open(target, "rb") as f:
-                os.fsync(f.fileno())
             os.replace(target, path)
         _fsync_dir(path.parent)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not deferred:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _defer(staged_tmp: Path, path: Path) -> bool:
+    """Inside a transaction on `path`'s directory, record the rename for the commit instead."""
+    current = _PENDING.get()
+    if current is None or not path.resolve().is_relative_to(current[0]):
+        return False
+    current[1].append((staged_tmp, path))
+    return True
+
+
+def staged(path: Path) -> Path:
+    """Where `path`'s newest content is: its staged temporary inside a transaction, else `path`."""
+    current = _PENDING.get()
+    for tmp, final in reversed(current[1] if current else []):
+        if final == Path(path):
+            return tmp
+    return Path(path)
+
+
+@contextlib.contextmanager
+def transaction(directory: Path) -> Iterator[None]:
+    """Stage every atomic write into `directory` made in the block; commit them all at the end.
+
+    The commit writes a journal (`.commit.json`: the renames, in order, the manifest or
+    record last), then renames everything into place and removes the journal. A writer
+    killed before the journal exists leaves only temporaries (removed by the next `locked`);
+    killed during the renames, the next `locked` finishes them from the journal. Readers see
+    old or new files only, except in the few milliseconds of the renames themselves.
+    Hold `locked(directory)` around it.
+    """
+    directory = Path(directory).resolve()
+    pending: list[tuple[Path, Path]] = []
+    token = _PENDING.set((directory, pending))
+    try:
+        yield
+    except BaseException:
+        _PENDING.reset(token)
+        for tmp, final in pending:
+            if tmp.parent != final.parent:  # atomic_write_with's own temporary directory
+                shutil.rmtree(tmp.parent, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        raise
+    _PENDING.reset(token)
+    if not pending:
+        return
+    renames = [[os.path.relpath(tmp.resolve(), directory), os.path.relpath(final.resolve(), directory)]
+               for tmp, final in pending]
+    atomic_write_bytes(directory / JOURNAL, json.dumps({"renames": renames}).encode())
+    roll_forward(directory)
+
+
+def roll_forward(directory: Path) -> int:
+    """Finish the renames of a committed transaction (its journal), if any; returns how many were done."""
+    journal = Path(directory) / JOURNAL
+    if not journal.exists():
+        return 0
+    try:
+        renames = json.loads(journal.read_text())["renames"]
+    except (ValueError, KeyError, TypeError):
+        journal.unlink()  # written atomically, so never torn; a foreign file: nothing to finish
+        return 0
+    done = 0
+    for tmp_rel, final_rel in renames:
+        tmp, final = Path(directory) / tmp_rel, Path(directory) / final_rel
+        if not tmp.exists() and not tmp.is_symlink():
+            continue  # renamed before a crash
+        holder = tmp.parent if tmp.parent != final.parent else None  # atomic_write_with's directory
+        if tmp.is_dir() and final.exists():  # a directory cannot replace a non-empty one: set it aside
+            os.replace(final, (holder or Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.",
+                                                               suffix=".tmp"))) / "old")
+        os.replace(tmp, final)
+        if holder is not None:
+            shutil.rmtree(holder, ignore_errors=True)
+        done += 1
+    _fsync_dir(Path(directory))
+    journal.unlink()
+    _fsync_dir(Path(directory))
+    return done
 
 
 @contextlib.contextmanager
@@ -120,6 +216,7 @@ def locked(directory: Path) -> Iterator[None]:
     with open(Path(directory) / ".lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            roll_forward(Path(directory))  # a writer killed mid-commit: finish its renames first
             remove_stale_temporaries(Path(directory))
             yield
         finally:

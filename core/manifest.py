@@ -54,6 +54,16 @@ def load_manifest(artifacts: Path) -> dict[str, Any]:
     return manifest
 
 
+def require_files(artifacts: Path, manifest: dict[str, Any], fmt: str | None = None) -> None:
+    """Raise MissingArtifactError for the first entry (of format `fmt`) whose file is not there."""
+    for entry in manifest["artifacts"]:
+        if fmt is None or entry["format"] == fmt:
+            path = Path(artifacts) / entry["path"]
+            if not path.exists():
+                raise MissingArtifactError(f"{path}: named in {Path(artifacts) / MANIFEST} but missing; "
+                                           f"re-run python -m export.all --artifacts {artifacts}")
+
+
 def find_entry(manifest: dict[str, Any], name: str, fmt: str | None = None) -> dict[str, Any]:
     """The entry whose `name` (e.g. keras_linear.onnx) or `model` (with `fmt`) matches."""
     for entry in manifest["artifacts"]:

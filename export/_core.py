@@ -130,6 +130,8 @@ def export_format(artifacts: Path, write: Callable[[Run], list[dict[str, Any]]])
     commit point), then the stable names are pointed at the new versions and old ones removed.
     """
     run = open_run(artifacts)
+    # No journal needed here (unlike training, core.fsio.transaction): stored versions are
+    # immutable and the manifest's atomic rename is the single commit point.
     with locked(run.artifacts):
         entries = write(run)
         dropped = update_manifest(run.artifacts, run.record, run.record_sha256, entries)

@@ -42,12 +42,16 @@ def main() -> None:
                    help="larger request bodies are refused with 413")
     p.add_argument("--max-rows", type=cli.positive_int, default=d.max_rows,
                    help="more rows in one request are refused with 413")
+    p.add_argument("--body-timeout", type=cli.positive_float, default=d.body_timeout, metavar="SECONDS",
+                   help="a request body not received in full within this time is answered 408 and the "
+                        "connection closed")
     p.add_argument("--threads", type=cli.positive_int, default=d.threads, help="onnxruntime intra-op threads per model")
     p.add_argument("--access-log", action="store_true", help="log every request (slower)")
 
     def _main(args) -> int:
         config = ServeConfig(artifacts=args.artifacts, host=args.host, port=args.port,
                              max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, threads=args.threads,
+                             body_timeout=args.body_timeout,
                              access_log=args.access_log)
         print(f"config {json.dumps(config.describe())}", flush=True)
         serve(config)

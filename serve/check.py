@@ -21,7 +21,7 @@ import numpy as np
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
 from core.fsio import sha256_path
-from core.manifest import load_manifest
+from core.manifest import load_manifest, require_files
 from serve.runtimes import RUNTIMES
 
 
@@ -88,7 +88,8 @@ def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, A
             y = np.asarray(predict(probe), dtype=np.float64)
             y10 = float(predict(headline)[0])
         except Exception as exc:  # any runtime failure is this row's failure, not the check's
-            rows.append(Row(entry["name"], name, False, error=f"{type(exc).__name__}: {exc}"[:300]))
+            rows.append(Row(entry["name"], name, False, error=f"{path}: {name} cannot run it ({type(exc).__name__}: "
+                                                              f"{str(exc)[:200]}); re-run python -m export.all"))
             continue
         diff = np.abs(y - source)
         excess = float(np.max(diff - bound))
@@ -108,6 +109,7 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
     manifest = load_manifest(artifacts)
     if not manifest["artifacts"]:
         raise MissingArtifactError(f"{artifacts}/manifest.json lists no artifacts; run python -m export.all")
+    require_files(artifacts, manifest)  # a missing input is exit 2, like every other command
     rows = [row for entry in manifest["artifacts"] for row in check_artifact(artifacts, manifest, entry, tol)]
     return rows, manifest
 

@@ -18,6 +18,7 @@ class ServeConfig:
     port: int = 8000
     max_body_bytes: int = 4 * MiB  # larger request bodies get 413
     max_rows: int = 65536  # more rows in one request get 413
+    body_timeout: float = 10.0  # seconds to receive a whole request body; a stalled client gets 408
     threads: int = 1  # onnxruntime intra-op threads per model; 1 is fastest for small batches
     access_log: bool = False  # uvicorn's per-request log line (costs ~5% throughput)
 

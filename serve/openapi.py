@@ -12,7 +12,8 @@ from serve.binary import DTYPES
 from serve.registry import VERSION
 
 JSON = "application/json"
-ERROR_CODES = {"400": "bad request", "404": "unknown model or version", "413": "request too large",
+ERROR_CODES = {"400": "bad request", "404": "unknown model or version",
+               "408": "request body not received within --body-timeout", "413": "request too large",
                "500": "internal fault (logged by the server)", "503": "not ready"}
 
 
@@ -117,12 +118,12 @@ def document(models: list[str]) -> dict[str, Any]:
                                              params=params)}
         paths[base + "/infer"] = {"post": _op(
             "inference (JSON, or JSON + binary tensor data)",
-            _responses("result", _ref("InferResponse"), ("400", "404", "413", "503"), ok_extra=binary),
+            _responses("result", _ref("InferResponse"), ("400", "404", "408", "413", "503"), ok_extra=binary),
             infer_body, params + [header])}
     for base, params in (("/v1/models/{name}", [name]), ("/v1/models/{name}/versions/{version}", [name, version])):
         paths[base + ":predict"] = {"post": _op("TF Serving predict",
                                                 _responses("predictions", _ref("PredictResponse"),
-                                                           ("400", "404", "413", "503")), predict_body, params)}
+                                                           ("400", "404", "408", "413", "503")), predict_body, params)}
         paths[base] = {"get": _op("TF Serving model status", _responses("status", _ref("ModelStatus"), ("404",)),
                                   params=params)}
         paths[base + "/metadata"] = {"get": _op("TF Serving model metadata",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import MissingArtifactError
-from core.manifest import load_manifest
+from core.manifest import load_manifest, require_files
 from serve.httpio import ApiError
 from serve.loader import Model, load
 from serve.metrics import Metrics
@@ -47,6 +47,7 @@ class Registry:
         if not names:
             raise MissingArtifactError(f"{self.artifacts / 'manifest.json'}: no ONNX models; "
                                        f"run python -m export.onnx --artifacts {self.artifacts}")
+        require_files(self.artifacts, manifest, "onnx")  # a missing file fails at start-up, exit 2
         self.states = {name: ModelState(name) for name in names}
         for name in names:
             self.metrics.model_loaded.labels(name).set(0)

@@ -47,6 +47,9 @@ def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[n
                 raise ApiError(400, f"'inputs' object must have exactly the key {model.input_name!r}, "
                                     f"got {sorted(data)}")
             data = data[model.input_name]
+        if not isinstance(data, list):  # a bare number would be a rank-0 tensor, not a batch
+            raise ApiError(400, f"'inputs' must be a list of rows (or {{{model.input_name!r}: [...]}}), e.g. "
+                                "[[1.0], [2.0]]; got a JSON " + type(data).__name__)
     if isinstance(data, list) and len(data) > max_rows:
         raise ApiError(413, f"{len(data)} rows exceed the limit of {max_rows} per request (--max-rows); "
                             "split the batch")
@@ -65,7 +68,7 @@ class TFServing:
     async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         model = self.registry.model(name, version)
-        body = parse_json_object((await read_body(request, self.config.max_body_bytes))[0])
+        body = parse_json_object((await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0])
         batch, key = decode_predict(model, body, self.config.max_rows)
         y = model.predict(batch)
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):

@@ -218,7 +218,7 @@ class V2:
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         model = self.registry.model(name, version)
-        body, header_length = await read_body(request, self.config.max_body_bytes, binary.HEADER_RAW)
+        body, header_length = await read_body(request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout)
         req = decode_request(model, body, header_length, self.config.max_rows)
         try:
             y = model.predict(req.batch)  # validates: finite float32 (rows, n)

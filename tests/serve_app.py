@@ -19,9 +19,29 @@ from serve.config import ServeConfig
 from serve.registry import Registry
 
 MODELS = ["keras_linear", "torch_linear"]
+LEAK_MARKERS = ("Traceback", "/tmp", 'File "')  # plus the artifacts path of the server at hand
 
 
-def client(artifacts: Path, load_models: bool = True, **overrides) -> TestClient:
+def assert_no_leak(body: str, artifacts: Path | str) -> None:
+    """An HTTP error body must not carry a stack trace or a filesystem path (README "Reliability")."""
+    for marker in (*LEAK_MARKERS, str(artifacts), str(Path(artifacts).resolve())):
+        assert marker not in body, f"error body leaks {marker!r}: {body[:300]}"
+
+
+class CheckedClient(TestClient):
+    """A TestClient that checks every error response it receives for stack traces and paths,
+    so every server test also tests that (README "Reliability")."""
+
+    artifacts: Path
+
+    def request(self, *args, **kwargs):
+        response = super().request(*args, **kwargs)
+        if response.status_code >= 400:
+            assert_no_leak(response.text, self.artifacts)
+        return response
+
+
+def client(artifacts: Path, load_models: bool = True, **overrides) -> CheckedClient:
     """A TestClient for a server over `artifacts`; models loaded synchronously unless told not to.
 
     Without `load_models` the client is not entered, so the lifespan never starts loading them
@@ -31,7 +51,9 @@ def client(artifacts: Path, load_models: bool = True, **overrides) -> TestClient
     registry = Registry(artifacts)
     if load_models:
         registry.load_all()
-    return TestClient(create_app(config, registry), raise_server_exceptions=False)
+    api = CheckedClient(create_app(config, registry), raise_server_exceptions=False)
+    api.artifacts = Path(artifacts)
+    return api
 
 
 def reference(artifacts: Path, name: str, x) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from core import cli
 from core.errors import InputError
-from core.fsio import atomic_write_json, atomic_write_with, locked, sha256_file
+from core.fsio import atomic_write_json, atomic_write_with, locked, sha256_file, staged, transaction
 from core.manifest import TRAINING_RECORD, read_json
 from train.config import LOSSES, TrainConfig
 from train.data import Dataset, article_data, load_csv, reference_block
@@ -52,7 +52,7 @@ def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS) -> list
         trained.append((trainer, *trainer.train(data, config)))
     artifacts = cli.ensure_dir(Path(config.artifacts), create=True)
     # The writes close together under the directory lock, the record last.
-    with locked(artifacts):
+    with locked(artifacts), transaction(artifacts):  # models and record land together
         for trainer, model, result in trained:
             atomic_write_with(artifacts / result.model_file, lambda p: trainer.save(model, p))
         write_record(artifacts, config, data, [result for _, _, result in trained])
@@ -73,7 +73,7 @@ def write_record(artifacts: Path, config: TrainConfig, data: Dataset, results: l
     for r in results:
         entry = r.to_json()
         entry["config"] = config.to_json()
-        entry["model_sha256"] = sha256_file(artifacts / r.model_file)
+        entry["model_sha256"] = sha256_file(staged(artifacts / r.model_file))
         models[r.model] = entry
     record = {
         "schema_version": 1,
@@ -117,6 +117,8 @@ def run(args) -> int:
     config = TrainConfig(artifacts=args.artifacts, seed=args.seed, epochs=args.epochs, lr=args.lr,
                          data=args.data, target=args.target, features=args.features, loss=args.loss,
                          standardize=args.standardize, probe=args.probe)
+    if Path(config.artifacts).exists() and not Path(config.artifacts).is_dir():  # say so before training
+        cli.ensure_dir(Path(config.artifacts), create=False)
     logger.info("config: %s", config.to_json())
     data = load_data(config)  # validated before anything is trained or written
     if config.data is not None:

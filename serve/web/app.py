@@ -24,7 +24,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from core.errors import MissingArtifactError
-from core.manifest import MANIFEST, load_manifest
+from core.manifest import MANIFEST, load_manifest, require_files
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
 
 def check_inputs(config: WebConfig) -> None:
     """Fail early, with the fix, when the manifest or onnxruntime-web's files are missing."""
-    load_manifest(config.artifacts)  # raises MissingArtifactError/InputError naming the fix
+    # raises MissingArtifactError/InputError naming the fix
+    require_files(config.artifacts, load_manifest(config.artifacts), "onnx")
     missing = sorted(name for name in ORT_FILES if not (config.ort_dist / name).is_file())
     if missing:
         raise MissingArtifactError(f"{config.ort_dist}: missing {', '.join(missing)}; run {NPM_FIX}")
