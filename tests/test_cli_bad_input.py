@@ -10,6 +10,7 @@ Cases that do not apply to a command are left out, each for the reason given in 
 from __future__ import annotations
 
 import runpy
+import json
 import shutil
 import sys
 import warnings
@@ -58,8 +59,13 @@ def argv_for(case: str, kind: str, flag: str | None, exported_dir, tmp_path) -> 
     shutil.copytree(exported_dir, artifacts)
     if case == "bad_json":  # the JSON this command reads first
         (artifacts / ("training.json" if kind in ("export", "report") else "manifest.json")).write_text("{not json")
-    else:  # missing_file: what the command's input names
-        for name in (("keras_linear.keras", "torch_linear.pt") if kind == "export" else ("keras_linear.onnx",)):
+    elif kind == "export":  # missing_file: what the command's input names
+        for name in ("keras_linear.keras", "torch_linear.pt"):
+            (artifacts / name).unlink()
+    else:  # the manifest names the stored version (keras_linear.<sha12>.onnx); its alias goes too
+        manifest = json.loads((artifacts / "manifest.json").read_text())
+        entry = next(e for e in manifest["artifacts"] if e["name"] == "keras_linear.onnx")
+        for name in (entry["path"], entry["alias"]):
             (artifacts / name).unlink()
     return ["--artifacts", str(artifacts)]
 
