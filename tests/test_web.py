@@ -182,3 +182,45 @@ def test_page_says_when_a_model_fails_to_load(browser, exported_copy, tmp_path):
         page.screenshot(path=str(tmp_path / "page-failed.png"), full_page=True)
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def three_feature_dir(tmp_path_factory):
+    """Both models trained on a small 3-feature CSV (y = 1.5a - 2b + 0.5c + 3) and exported to ONNX."""
+    from tests.conftest import run_cli
+
+    work = tmp_path_factory.mktemp("three")
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(30, 3))
+    y = x @ np.array([1.5, -2.0, 0.5]) + 3.0
+    (work / "data.csv").write_text("a,b,c,y\n" + "".join(f"{r[0]},{r[1]},{r[2]},{t}\n" for r, t in zip(x, y)))
+    art = work / "artifacts"
+    trained = run_cli("-m", "train.all", "--data", str(work / "data.csv"), "--artifacts", str(art),
+                      "--epochs", "200", "--standardize")
+    assert trained.returncode == 0, trained.stderr
+    exported = run_cli("-m", "export.onnx", "--artifacts", str(art))
+    assert exported.returncode == 0, exported.stderr
+    return art
+
+
+@pytest.mark.slow
+def test_page_shows_one_box_per_feature(browser, three_feature_dir, tmp_path):
+    server = WebServer(three_feature_dir)
+    try:
+        page, errors = open_page(browser, server.url)
+        assert not page.is_visible("#x")
+        assert [page.inner_text(f"label:has(#x-{i})").strip() for i in (1, 2, 3)] == ["a", "b", "c"]
+        for i, value in enumerate(("1", "-2", "0.5"), start=1):
+            page.fill(f"#x-{i}", value)
+        for key in (*MODELS, "reference"):
+            page.wait_for_selector(f'#pred-{key}[data-x="1,-2,0.5"][data-state=ok]', timeout=30_000)
+        page.screenshot(path=str(tmp_path / "page3.png"), full_page=True)
+        row = np.array([[1.0, -2.0, 0.5]], dtype=np.float32)
+        for model in MODELS:
+            session = ort.InferenceSession(str(three_feature_dir / f"{model}.onnx"), providers=["CPUExecutionProvider"])
+            expected = float(session.run(None, {"x": row})[0][0, 0])
+            assert abs(float(page.get_attribute(f"#pred-{model}", "data-value")) - expected) <= 1e-5, model
+        assert abs(float(page.get_attribute("#pred-reference", "data-value")) - 8.75) <= 1e-6
+        assert errors == []
+    finally:
+        server.close()

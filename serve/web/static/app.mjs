@@ -107,8 +107,29 @@ function reference(manifest) {
 
 let sequence = 0;
 
-async function update(columns, ref) {
-  const text = $("x").value.trim();
+// One feature: the single box #x. n features: one box per feature (#x-1 ... #x-n, labelled with
+// the manifest's feature names); their values join into the comma-separated row parseRow reads.
+function featureBoxes(ref, names) {
+  if (ref.nFeatures === 1) return () => $("x").value.trim();
+  const boxes = Array.from({ length: ref.nFeatures }, (_, i) => {
+    const label = document.createElement("label");
+    label.className = "feature";
+    label.textContent = `${names[i] ?? `x${i + 1}`} `;
+    const input = document.createElement("input");
+    input.id = `x-${i + 1}`;
+    input.inputMode = "decimal";
+    input.placeholder = String(i + 1);
+    label.append(input);
+    $("x").before(label);
+    return input;
+  });
+  $("x").hidden = true;
+  $("x-label").textContent = `x (${ref.nFeatures} features)`;
+  return () => (boxes.every((b) => !b.value.trim()) ? "" : boxes.map((b) => b.value.trim()).join(","));
+}
+
+async function update(columns, ref, readX) {
+  const text = readX();
   const mine = ++sequence;
   $("x-error").textContent = "";
   const cells = [["reference", null], ...columns.filter((c) => c.model).map((c) => [c.key, c.model])];
@@ -149,10 +170,7 @@ async function start() {
     return;
   }
   const ref = reference(manifest);
-  if (ref.nFeatures > 1) {
-    $("x-label").textContent = `x (${ref.nFeatures} comma-separated numbers)`;
-    $("x").placeholder = Array.from({ length: ref.nFeatures }, (_, i) => i + 1).join(",");
-  }
+  const readX = featureBoxes(ref, manifest.data?.features ?? []);
   const entries = manifest.artifacts.filter((a) => a.format === "onnx");
   const columns = entries.map((entry) => ({ entry, key: entry.model ?? entry.name, model: null }));
   for (const c of columns) {
@@ -172,9 +190,9 @@ async function start() {
       showFailure(c.key, error);
     }
   }));
-  $("x").addEventListener("input", () => update(columns, ref));
-  $("form").addEventListener("submit", (event) => { event.preventDefault(); update(columns, ref); });
-  await update(columns, ref);
+  $("form").addEventListener("input", () => update(columns, ref, readX));
+  $("form").addEventListener("submit", (event) => { event.preventDefault(); update(columns, ref, readX); });
+  await update(columns, ref, readX);
   document.body.dataset.ready = "true";
 }
 
