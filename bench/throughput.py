@@ -20,17 +20,24 @@ from serve import load
 
 ROWS = 10_000_000
 PEAK = """
-import json, resource, numpy as np
+import json, numpy as np
 from serve import load
+
+def kib(key):  # from /proc/self/status, e.g. "VmHWM:   81234 kB"
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
 m = load("torch_linear", {art!r}, threads={threads})
-x = np.random.default_rng(0).random(({rows}, 1), dtype=np.float32)  # no float64 temporary:
-x *= 2000                                                              # it would raise the peak
-x -= 1000                                                              # before predict runs
+x = np.random.default_rng(0).random(({rows}, 1), dtype=np.float32)
+x *= 2000
+x -= 1000
 m.predict(x[:1000])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+    f.write("5")
+before = kib("VmRSS")
 y = m.predict(x)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"grew_bytes": (after - before) * 1024, "input_bytes": x.nbytes, "io_bytes": x.nbytes + y.nbytes}}))
+print(json.dumps({{"grew_bytes": (kib("VmHWM") - before) * 1024, "input_bytes": x.nbytes,
+                  "io_bytes": x.nbytes + y.nbytes}}))
 """
 
 
@@ -46,8 +53,8 @@ def timed(fn):
 def peak_memory(artifacts: Path, rows: int, threads: int) -> dict:
     """Peak memory of one predict in a fresh process, as a multiple of input + output bytes.
 
-    ru_maxrss only moves when the process passes its earlier peak, so the input is allocated
-    before the first reading; peak = input + the growth during predict (output + temporaries).
+    peak = input + the growth of VmHWM during predict (output + temporaries). Not ru_maxrss:
+    Linux carries the parent's peak into a child across fork and exec, which hid the growth.
     """
     out = subprocess.run(python("-c", PEAK.format(art=str(artifacts), rows=rows, threads=threads)),
                          cwd=ROOT, capture_output=True, text=True, check=True,
