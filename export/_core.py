@@ -159,4 +159,4 @@ def main_for(fmt: str, export: Callable[[Path], list[dict[str, Any]]]) -> None:
         print_entries(export(args.artifacts), args.artifacts)
         return 0
 
-    cli.run(_main, p.parse_args())
+    cli.run(_main, p.parse_args(), fast_exit=True)

@@ -10,12 +10,18 @@ any training, and nothing is written unless every framework trained without dive
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import logging
 import math
+import multiprocessing
 import platform
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -39,24 +45,55 @@ def load_data(config: TrainConfig) -> Dataset:
     return load_csv(config.data, config.target, config.features)
 
 
-def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS) -> list[FitResult]:
+def _fit_and_save(name: str, data: Dataset, config: TrainConfig, path: Path) -> FitResult:
+    """Train one framework and save its model to `path` (runs in a child process)."""
+    trainer = importlib.import_module(f"train.{name}")
+    model, result = trainer.train(data, config)
+    trainer.save(model, path)
+    return result
+
+
+def _child_logging(verbose: bool) -> None:
+    cli.configure_logging(verbose)
+
+
+def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS, parallel: bool = False) -> list[FitResult]:
     """Train each framework, then save every model and merge the results into the training record.
 
-    Nothing is written until all frameworks trained: a bad --probe, a divergence or a run
-    killed while training leaves the artifacts directory as it was.
+    With `parallel` (the CLI's default) and both frameworks, torch trains in a child process while this one imports TensorFlow and
+    trains Keras: the two imports (~2 s and ~1 s) and trainings overlap on the two cores, the
+    biggest item of `python -m train.all`'s wall time (bench row 1). Each framework is seeded the
+    same way either way, so the parameters are identical. Nothing is written until all
+    frameworks trained: a bad --probe, a divergence or a run killed while training leaves the
+    artifacts directory as it was.
     """
     reference_block(data, config.probe)  # validates --probe against the data's width
-    trained = []
-    for name in frameworks:
-        trainer = importlib.import_module(f"train.{name}")
-        trained.append((trainer, *trainer.train(data, config)))
-    artifacts = cli.ensure_dir(Path(config.artifacts), create=True)
-    # The writes close together under the directory lock, the record last.
-    with locked(artifacts), transaction(artifacts):  # models and record land together
-        for trainer, model, result in trained:
-            atomic_write_with(artifacts / result.model_file, lambda p: trainer.save(model, p))
-        write_record(artifacts, config, data, [result for _, _, result in trained])
-    return [result for _, _, result in trained]
+    saves: list[tuple[FitResult, Callable[[Path], None]]] = []
+    with tempfile.TemporaryDirectory(prefix="train-") as scratch, contextlib.ExitStack() as stack:
+        side = None
+        if parallel and len(frameworks) > 1 and "torch" in frameworks:
+            pool = stack.enter_context(ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_logging,
+                initargs=(logging.getLogger("train").getEffectiveLevel() <= logging.DEBUG,)))
+            staged = Path(scratch) / "torch_model"
+            side = pool.submit(_fit_and_save, "torch", data, config, staged)
+        for name in frameworks:
+            if side is not None and name == "torch":
+                continue
+            trainer = importlib.import_module(f"train.{name}")
+            model, result = trainer.train(data, config)
+            saves.append((result, lambda p, trainer=trainer, model=model: trainer.save(model, p)))
+        if side is not None:
+            result = side.result()  # re-raises the child's DivergenceError etc.
+            pool.shutdown(wait=False)  # its work is done; do not wait for torch's teardown
+            saves.insert(frameworks.index("torch"), (result, lambda p: shutil.copyfile(staged, p)))
+        artifacts = cli.ensure_dir(Path(config.artifacts), create=True)
+        # The writes close together under the directory lock, the record last.
+        with locked(artifacts), transaction(artifacts):  # models and record land together
+            for result, save in saves:
+                atomic_write_with(artifacts / result.model_file, save)
+            write_record(artifacts, config, data, [result for result, _ in saves])
+    return [result for result, _ in saves]
 
 
 def write_record(artifacts: Path, config: TrainConfig, data: Dataset, results: list[FitResult]) -> Path:
@@ -124,7 +161,7 @@ def run(args) -> int:
     if config.data is not None:
         logger.info("data: %s, %d rows, features %s, target %s", data.source, len(data.x),
                     ", ".join(data.features), data.target)
-    results = train_all(config, data, args.frameworks)
+    results = train_all(config, data, args.frameworks, parallel=True)
     record = read_json(Path(config.artifacts) / TRAINING_RECORD, "python -m train.all")
     print(comparison_table(results, record))
     files = [str(Path(config.artifacts) / r.model_file) for r in results]
@@ -183,7 +220,7 @@ def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
 
 
 def main(frameworks=FRAMEWORKS) -> None:
-    cli.run(run, build_parser(frameworks).parse_args())
+    cli.run(run, build_parser(frameworks).parse_args(), fast_exit=True)
 
 
 if __name__ == "__main__":
