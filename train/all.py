@@ -16,10 +16,11 @@ import importlib
 import logging
 import math
 import multiprocessing
+import os
 import platform
 import shutil
+import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -46,15 +47,61 @@ def load_data(config: TrainConfig) -> Dataset:
 
 
 def _fit_and_save(name: str, data: Dataset, config: TrainConfig, path: Path) -> FitResult:
-    """Train one framework and save its model to `path` (runs in a child process)."""
+    """Train one framework and save its model to `path`."""
     trainer = importlib.import_module(f"train.{name}")
     model, result = trainer.train(data, config)
     trainer.save(model, path)
     return result
 
 
-def _child_logging(verbose: bool) -> None:
+def _child_context() -> multiprocessing.context.BaseContext:
+    """fork while no framework (and so no framework thread) is loaded: it skips the child's
+    interpreter start and imports; spawn otherwise, which is always safe."""
+    heavy = {"tensorflow", "torch", "keras"} & set(sys.modules)
+    return multiprocessing.get_context("spawn" if heavy else "fork")
+
+
+def _child_main(conn, name: str, data: Dataset, config: TrainConfig, path: Path, verbose: bool) -> None:
+    """Child process: train, send ("ok", result) or ("error", exception), exit at once.
+
+    `os._exit` skips torch's interpreter teardown: the model file is written and the parent
+    has the result, and the parent's pipes stay open only until the child is gone.
+    """
     cli.configure_logging(verbose)
+    try:
+        reply = ("ok", _fit_and_save(name, data, config, path))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which re-raises it
+        reply = ("error", exc)
+    with contextlib.suppress(OSError):
+        conn.send(reply)
+        conn.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+class _Side:
+    """One framework trained in a child process while this one trains the others."""
+
+    def __init__(self, name: str, data: Dataset, config: TrainConfig, path: Path):
+        ctx = _child_context()
+        self._recv, send = ctx.Pipe(duplex=False)
+        verbose = logging.getLogger("train").getEffectiveLevel() <= logging.DEBUG
+        self._proc = ctx.Process(target=_child_main, args=(send, name, data, config, path, verbose), daemon=True)
+        self._proc.start()
+        send.close()
+
+    def result(self) -> FitResult:
+        try:
+            kind, payload = self._recv.recv()
+        except EOFError:
+            raise RuntimeError(f"the training process for torch died (exit code {self._proc.exitcode})") from None
+        finally:
+            self._proc.join()
+        if kind == "error":
+            raise payload
+        return payload
 
 
 def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS, parallel: bool = False) -> list[FitResult]:
@@ -69,14 +116,11 @@ def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS, paralle
     """
     reference_block(data, config.probe)  # validates --probe against the data's width
     saves: list[tuple[FitResult, Callable[[Path], None]]] = []
-    with tempfile.TemporaryDirectory(prefix="train-") as scratch, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="train-") as scratch:
         side = None
         if parallel and len(frameworks) > 1 and "torch" in frameworks:
-            pool = stack.enter_context(ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_logging,
-                initargs=(logging.getLogger("train").getEffectiveLevel() <= logging.DEBUG,)))
             staged = Path(scratch) / "torch_model"
-            side = pool.submit(_fit_and_save, "torch", data, config, staged)
+            side = _Side("torch", data, config, staged)
         for name in frameworks:
             if side is not None and name == "torch":
                 continue
@@ -85,7 +129,6 @@ def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS, paralle
             saves.append((result, lambda p, trainer=trainer, model=model: trainer.save(model, p)))
         if side is not None:
             result = side.result()  # re-raises the child's DivergenceError etc.
-            pool.shutdown(wait=False)  # its work is done; do not wait for torch's teardown
             saves.insert(frameworks.index("torch"), (result, lambda p: shutil.copyfile(staged, p)))
         artifacts = cli.ensure_dir(Path(config.artifacts), create=True)
         # The writes close together under the directory lock, the record last.
