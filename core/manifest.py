@@ -15,7 +15,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from core.errors import InputError, MissingArtifactError
 from core.fsio import atomic_write_json, point_alias
@@ -110,28 +110,38 @@ def update_manifest(artifacts: Path, record: dict[str, Any], record_sha256: str,
 
 
 # `<model>.<12 hex>.<format suffix>`: a stored version written by core.fsio.store_immutable.
-VERSIONED = re.compile(r"^[^.]+\.[0-9a-f]{12}(\..+)?$")
+VERSIONED = re.compile(r"^(?P<model>[^.]+)\.[0-9a-f]{12}(\..+)?$")
 
 
-def refresh_aliases(artifacts: Path) -> list[str]:
-    """After a manifest commit: point each entry's stable name at its stored version, then
-    delete stored versions no entry names. Returns the removed names.
+def refresh_aliases(artifacts: Path, dropped: Iterable[str] = ()) -> list[str]:
+    """After a manifest commit: point each entry's stable name at its stored version, remove the
+    stable names of `dropped` entries, then delete stored versions no entry names. Returns the
+    removed names.
 
     Runs under the directory lock. A run killed before or during this step leaves the
     manifest and every file it names intact; only an alias may still show the previous
-    version, which the loader and the check detect by hash.
+    version, which the loader and the check detect by hash. Only `<model>.<12 hex>.<suffix>`
+    names of the manifest's own models are ever deleted.
     """
     artifacts = Path(artifacts)
     manifest = load_manifest(artifacts)
-    referenced = set()
+    referenced, models = set(), set()
     for entry in manifest["artifacts"]:
         referenced.add(entry["path"])
+        models.add(entry.get("model"))
         alias = entry.get("alias")
         if alias and alias != entry["path"] and (artifacts / entry["path"]).exists():
             point_alias(artifacts, alias, artifacts / entry["path"])
     removed = []
+    for name in dropped:
+        alias = artifacts / name
+        if name not in referenced and (alias.is_symlink() or alias.is_file()):
+            alias.unlink()
+            removed.append(name)
     for path in artifacts.iterdir():
-        if VERSIONED.match(path.name) and path.name not in referenced and not path.is_symlink():
+        match = VERSIONED.match(path.name)
+        if match and match.group("model") in models | {name.partition(".")[0] for name in dropped} \
+                and path.name not in referenced and not path.is_symlink():
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             removed.append(path.name)

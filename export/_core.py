@@ -135,7 +135,7 @@ def export_format(artifacts: Path, write: Callable[[Run], list[dict[str, Any]]])
     with locked(run.artifacts):
         entries = write(run)
         dropped = update_manifest(run.artifacts, run.record, run.record_sha256, entries)
-        refresh_aliases(run.artifacts)
+        refresh_aliases(run.artifacts, dropped)
     if dropped:
         logger.warning("dropped stale manifest entries from an earlier training run: %s; "
                        "re-run python -m export.all to export them again", ", ".join(dropped))

@@ -56,3 +56,17 @@ def test_retraining_drops_stale_entries(exported_copy):
     assert result.returncode == 0 and "dropped stale manifest entries" in result.stderr
     manifest = json.loads((exported_copy / "manifest.json").read_text())
     assert {e["format"] for e in manifest["artifacts"]} == {"onnx"}
+
+
+def test_stale_aliases_and_versions_are_removed_but_nothing_else(exported_copy):
+    (exported_copy / "notes.0123456789ab.txt").write_text("a user's file that looks versioned")
+    assert run_cli("-m", "train.all", "--artifacts", str(exported_copy), "--seed", "4").returncode == 0
+    assert run_cli("-m", "export.onnx", "--artifacts", str(exported_copy)).returncode == 0
+    manifest = json.loads((exported_copy / "manifest.json").read_text())
+    stored = {e["path"] for e in manifest["artifacts"]}
+    names = {p.name for p in exported_copy.iterdir()}
+    # the dropped SavedModel/TorchScript entries lose their aliases and stored versions
+    assert not {"keras_linear.savedmodel", "torch_linear.torchscript.pt"} & names
+    assert not [n for n in names if ".savedmodel" in n or ".torchscript" in n]
+    assert {n for n in names if n.endswith(".onnx")} == stored | {"keras_linear.onnx", "torch_linear.onnx"}
+    assert "notes.0123456789ab.txt" in names
