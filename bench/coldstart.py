@@ -19,12 +19,12 @@ TORCHSCRIPT = ("import warnings; warnings.simplefilter('ignore'); import torch; 
 
 
 def run(artifacts: Path, quick: bool = False) -> list[Row]:
-    reps = 3 if quick else 7
+    reps, warmup = (2, 0) if quick else (7, 1)
     art = str(artifacts)
     loader = lambda: time_process(python("-c", LOADER.format(name="keras_linear", art=art)))  # noqa: E731
     savedmodel = lambda: time_process(python("-c", SAVEDMODEL.format(path=f"{art}/keras_linear.savedmodel")))  # noqa: E731
     torchscript = lambda: time_process(python("-c", TORCHSCRIPT.format(path=f"{art}/torch_linear.torchscript.pt")))  # noqa: E731
-    s1, b1 = interleave(loader, savedmodel, reps, warmup=1)
+    s1, b1 = interleave(loader, savedmodel, reps, warmup=warmup)
     s2, b2 = interleave(loader, torchscript, reps, warmup=0)
     row = Row("3 cold start", "loader (ONNX)", "SavedModel in TensorFlow", "s", s1, b1,
               target="loader <= 0.5 s and >= 5x faster", target_ratio=0.2)

@@ -97,7 +97,7 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
     """Measure the server against the bare baseline; one dict per concurrency level."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not found; install it with: apt-get install -y wrk")
-    seconds, reps, warmup = (2, 3, 1) if quick else (5, 5, 2)
+    seconds, reps, warmup = (1, 2, 1) if quick else (5, 5, 2)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp = Path(tmp)
         artifacts = _artifacts(artifacts, tmp / "artifacts")
@@ -147,7 +147,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 epilog="example:\n  python -m bench.serving --quick")
-    p.add_argument("--quick", action="store_true", help="2 s x 3 repetitions instead of 5 s x 5")
+    p.add_argument("--quick", action="store_true", help="1 s x 2 repetitions instead of 5 s x 5")
     p.add_argument("--artifacts", type=Path, default=None,
                    help="artifacts with manifest.json (default: artifacts/, else train+export into a temp dir)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
