@@ -11,12 +11,11 @@ import importlib
 import importlib.util
 import json
 import logging
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from bench._core import ROOT, format_table, machine
+from bench._core import ROOT, add_stats, format_table, machine
 from core import cli
 from core.fsio import atomic_write_json
 
@@ -25,16 +24,6 @@ logger = logging.getLogger(__name__)
 # row number -> module; rows 1-2 share one module and also produce the artifacts the rest use.
 SUITES = {"1,2": "bench.pipeline", "3": "bench.coldstart", "4": "bench.latency", "5": "bench.throughput",
           "6": "bench.serving"}
-
-
-def complete(row: dict) -> dict:
-    """Add min / median / max for suites that return plain dicts (bench.serving)."""
-    for name in ("subject", "baseline"):
-        values = row[f"{name}_values"]
-        row.setdefault(f"{name}_min", min(values))
-        row.setdefault(f"{name}_median", statistics.median(values))
-        row.setdefault(f"{name}_max", max(values))
-    return row
 
 
 def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]:
@@ -57,7 +46,7 @@ def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]
         logger.info("row %s: %s", key, module)
         mod = importlib.import_module(module)
         result = mod.run(artifacts=artifacts, quick=quick)
-        rows += [complete(r) if isinstance(r, dict) else r.to_json() for r in result]
+        rows += [add_stats(r) if isinstance(r, dict) else r.to_json() for r in result]  # bench.serving: dicts
     return rows
 
 

@@ -53,12 +53,20 @@ class Row:
     def to_json(self) -> dict:
         d = asdict(self)
         d["extra"] = {k: v for k, v in self.extra.items() if not k.startswith("_")}
-        for name in ("subject", "baseline"):
-            values = d[f"{name}_values"]
-            d[f"{name}_min"], d[f"{name}_median"], d[f"{name}_max"] = min(values), statistics.median(values), max(values)
+        add_stats(d)
         d["ratio"] = self.ratio
         d["met"] = self.met
         return d
+
+
+def add_stats(row: dict) -> dict:
+    """Add subject/baseline min / median / max from their per-repetition values (kept if present)."""
+    for name in ("subject", "baseline"):
+        values = row[f"{name}_values"]
+        row.setdefault(f"{name}_min", min(values))
+        row.setdefault(f"{name}_median", statistics.median(values))
+        row.setdefault(f"{name}_max", max(values))
+    return row
 
 
 def interleave(subject: Callable[[], float], baseline: Callable[[], float], reps: int,

@@ -94,9 +94,10 @@ def atomic_write_json(path: Path, obj: object) -> None:
 def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
     """Let `write(tmp_path)` produce a file or directory, then move it to `path` atomically.
 
-    Used for writers that insist on a path of their own (torch.jit.save, SavedModel). A
-    directory cannot replace a non-empty directory in one rename, so the old one is first
-    renamed aside and removed only after the new one is in place.
+    Used for writers that insist on a path of their own (keras `model.save`, `torch.save`);
+    inside a `transaction` the rename waits for the commit. A directory cannot replace a
+    non-empty directory in one rename, so the old one is first renamed aside and removed only
+    after the new one is in place. (Exports use `store_immutable` instead.)
     """
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
