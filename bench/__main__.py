@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import importlib.util
-import json
 import logging
 import sys
 import tempfile
