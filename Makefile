@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: all install run train export check report test bench clean web
+.PHONY: all install run train export check report test lint bench clean web
 
 all: run
 
@@ -41,7 +41,12 @@ check: $(STAMP)
 report: $(STAMP)
 	$(PY) -m train.report --artifacts $(ARTIFACTS)
 
-test: $(STAMP) $(NODE_STAMP)
+# ruff lint + format check (configured in pyproject.toml); `make test` (so CI) fails on any finding.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) $(NODE_STAMP) lint
 	$(PY) -m pytest
 
 web: $(STAMP) $(NODE_STAMP)

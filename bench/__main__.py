@@ -21,8 +21,13 @@ from core.fsio import atomic_write_json
 logger = logging.getLogger(__name__)
 
 # row number -> module; rows 1-2 share one module and also produce the artifacts the rest use.
-SUITES = {"1,2": "bench.pipeline", "3": "bench.coldstart", "4": "bench.latency", "5": "bench.throughput",
-          "6": "bench.serving"}
+SUITES = {
+    "1,2": "bench.pipeline",
+    "3": "bench.coldstart",
+    "4": "bench.latency",
+    "5": "bench.throughput",
+    "6": "bench.serving",
+}
 
 
 def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]:
@@ -60,9 +65,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             rows = run_suite(args.quick, only, Path(tmp) / "artifacts")
         facts = machine()
-        result = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "command": "python -m bench" + (" --quick" if args.quick else ""), "machine": facts,
-                  "rows": rows}
+        result = {
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": "python -m bench" + (" --quick" if args.quick else ""),
+            "machine": facts,
+            "rows": rows,
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out, result)
         print(f"machine: {facts['cpu']}, {facts['cores']} cores, Python {facts['python']}")

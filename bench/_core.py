@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,8 +70,9 @@ def add_stats(row: dict) -> dict:
     return row
 
 
-def interleave(subject: Callable[[], float], baseline: Callable[[], float], reps: int,
-               warmup: int = 1) -> tuple[list[float], list[float]]:
+def interleave(
+    subject: Callable[[], float], baseline: Callable[[], float], reps: int, warmup: int = 1
+) -> tuple[list[float], list[float]]:
     """Alternate baseline and subject `reps` times after `warmup` rounds; each call returns its measure."""
     for _ in range(warmup):
         baseline()
@@ -90,8 +92,13 @@ def interleave(subject: Callable[[], float], baseline: Callable[[], float], reps
 def time_process(args: list[str], env: dict | None = None, cwd: Path = ROOT, ok_codes=(0,)) -> float:
     """Wall seconds of one process, start to exit; raises when it exits with another code."""
     start = time.perf_counter()
-    result = subprocess.run(args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        args,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - start
     if result.returncode not in ok_codes:
         raise RuntimeError(f"{' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}")
@@ -113,28 +120,44 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for dist in ("numpy", "onnxruntime", "onnx", "tensorflow-cpu", "keras", "torch", "tf2onnx", "starlette",
-                 "uvicorn"):
-        try:
+    for dist in (
+        "numpy",
+        "onnxruntime",
+        "onnx",
+        "tensorflow-cpu",
+        "keras",
+        "torch",
+        "tf2onnx",
+        "starlette",
+        "uvicorn",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def format_table(rows: list[dict]) -> str:
     """The table `python -m bench` prints and the README shows (markdown)."""
-    lines = ["| row | subject | baseline | metric | subject min / median / max | baseline min / median / max "
-             "| ratio | target | met |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| row | subject | baseline | metric | subject min / median / max | baseline min / median / max "
+        "| ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         fmt = _fmt(r["metric"])
         s = " / ".join(fmt(r[f"subject_{k}"]) for k in ("min", "median", "max"))
         b = " / ".join(fmt(r[f"baseline_{k}"]) for k in ("min", "median", "max"))
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
-        lines.append(f"| {r['row']} | {r['subject']} | {r['baseline']} | {r['metric']} | {s} | {b} | "
-                     f"{r['ratio']:.3f} | {r['target'] or '-'} | {met} |")
+        lines.append(
+            f"| {r['row']} | {r['subject']} | {r['baseline']} | {r['metric']} | {s} | {b} | "
+            f"{r['ratio']:.3f} | {r['target'] or '-'} | {met} |"
+        )
     return "\n".join(lines)
 
 

@@ -11,11 +11,15 @@ from pathlib import Path
 from bench._core import Row, interleave, python, time_process
 
 LOADER = "from serve import load; print(load({name!r}, {art!r}).predict(10.0)[0, 0])"
-SAVEDMODEL = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'; import tensorflow as tf; "
-              "f = tf.saved_model.load({path!r}).signatures['serving_default']; "
-              "print(f(x=tf.constant([[10.0]]))['y'].numpy()[0, 0])")
-TORCHSCRIPT = ("import warnings; warnings.simplefilter('ignore'); import torch; m = torch.jit.load({path!r}); "
-               "print(m(torch.tensor([[10.0]])).item())")
+SAVEDMODEL = (
+    "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'; import tensorflow as tf; "
+    "f = tf.saved_model.load({path!r}).signatures['serving_default']; "
+    "print(f(x=tf.constant([[10.0]]))['y'].numpy()[0, 0])"
+)
+TORCHSCRIPT = (
+    "import warnings; warnings.simplefilter('ignore'); import torch; m = torch.jit.load({path!r}); "
+    "print(m(torch.tensor([[10.0]])).item())"
+)
 
 
 def run(artifacts: Path, quick: bool = False) -> list[Row]:
@@ -23,10 +27,21 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     art = str(artifacts)
     loader = lambda: time_process(python("-c", LOADER.format(name="keras_linear", art=art)))  # noqa: E731
     savedmodel = lambda: time_process(python("-c", SAVEDMODEL.format(path=f"{art}/keras_linear.savedmodel")))  # noqa: E731
-    torchscript = lambda: time_process(python("-c", TORCHSCRIPT.format(path=f"{art}/torch_linear.torchscript.pt")))  # noqa: E731
+
+    def torchscript():
+        return time_process(python("-c", TORCHSCRIPT.format(path=f"{art}/torch_linear.torchscript.pt")))
+
     s1, b1 = interleave(loader, savedmodel, reps, warmup=warmup)
     s2, b2 = interleave(loader, torchscript, reps, warmup=0)
-    row = Row("3 cold start", "loader (ONNX)", "SavedModel in TensorFlow", "s", s1, b1,
-              target="loader <= 0.5 s and >= 5x faster", target_ratio=0.2)
+    row = Row(
+        "3 cold start",
+        "loader (ONNX)",
+        "SavedModel in TensorFlow",
+        "s",
+        s1,
+        b1,
+        target="loader <= 0.5 s and >= 5x faster",
+        target_ratio=0.2,
+    )
     row.extra["_checks"] = [lambda: row.subject_median <= 0.5]
     return [row, Row("3 cold start", "loader (ONNX)", "TorchScript in torch", "s", s2, b2)]

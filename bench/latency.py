@@ -46,8 +46,18 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     numpy_fn = per_call(lambda: x * w + b, calls)
     rows = []
     s, base = interleave(loader_fn, bare_fn, reps)
-    rows.append(Row("4 latency b=1", "loader predict", "bare InferenceSession.run", "us/call", s, base,
-                    target="<= 1.1x", target_ratio=1.1))
+    rows.append(
+        Row(
+            "4 latency b=1",
+            "loader predict",
+            "bare InferenceSession.run",
+            "us/call",
+            s,
+            base,
+            target="<= 1.1x",
+            target_ratio=1.1,
+        )
+    )
     s, base = interleave(numpy_fn, bare_fn, reps)
     rows.append(Row("4 latency b=1", "numpy x*w+b (floor)", "bare InferenceSession.run", "us/call", s, base))
 
@@ -72,5 +82,7 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     signature = tf.saved_model.load(str(artifacts / "keras_linear.savedmodel")).signatures["serving_default"]
     xtf = tf.constant(x)
     s, base = interleave(per_call(lambda: signature(x=xtf), max(50, calls // 20)), bare_fn, reps)
-    rows.append(Row("4 latency b=1", "SavedModel signature in TF", "bare InferenceSession.run", "us/call", s, base))
+    rows.append(
+        Row("4 latency b=1", "SavedModel signature in TF", "bare InferenceSession.run", "us/call", s, base)
+    )
     return rows

@@ -23,8 +23,9 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[Row]:
     artifacts = artifacts or work / "artifacts"
 
     def baseline() -> float:
-        return (time_process(python(str(ROOT / "bench/article_keras.py"), epochs))
-                + time_process(python(str(ROOT / "bench/article_torch.py"), epochs)))
+        return time_process(python(str(ROOT / "bench/article_keras.py"), epochs)) + time_process(
+            python(str(ROOT / "bench/article_torch.py"), epochs)
+        )
 
     def train() -> float:
         return time_process(python("-m", "train.all", "--artifacts", str(work / "train"), "--epochs", epochs))
@@ -33,8 +34,10 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[Row]:
         shutil.rmtree(artifacts, ignore_errors=True)
         # --quick trains 50 epochs: Keras is then far from 19 and the check's analytic row
         # fails by design (exit 1); everything still runs end to end.
-        return time_process(python("-m", "pipeline", "--artifacts", str(artifacts), "--epochs", epochs),
-                            ok_codes=(0, 1) if quick else (0,))
+        return time_process(
+            python("-m", "pipeline", "--artifacts", str(artifacts), "--epochs", epochs),
+            ok_codes=(0, 1) if quick else (0,),
+        )
 
     # one interleaved series: baseline, train.all, pipeline per repetition
     base, trains, mains = [], [], []
@@ -47,10 +50,26 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[Row]:
     shutil.rmtree(work / "train", ignore_errors=True)
     note = f"{epochs} epochs" + (" (--quick)" if quick else "")
     return [
-        Row("1 training", "python -m train.all", f"article_keras.py + article_torch.py ({note})", "s",
-            trains, base, target="<= 0.25x", target_ratio=0.25),
-        Row("2 main job", "python -m pipeline (train+export+check)", f"same baseline ({note})", "s",
-            mains, base, target="<= 0.5x", target_ratio=0.5),
+        Row(
+            "1 training",
+            "python -m train.all",
+            f"article_keras.py + article_torch.py ({note})",
+            "s",
+            trains,
+            base,
+            target="<= 0.25x",
+            target_ratio=0.25,
+        ),
+        Row(
+            "2 main job",
+            "python -m pipeline (train+export+check)",
+            f"same baseline ({note})",
+            "s",
+            mains,
+            base,
+            target="<= 0.5x",
+            target_ratio=0.5,
+        ),
     ]
 
 

@@ -22,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
@@ -48,8 +48,14 @@ def _free_port() -> int:
 def _process(args: list[str], ready_url: str, probe: str | None = None) -> Iterator[str]:
     """Run `python args...` until the block ends; yields once `ready_url` answers 200."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -73,13 +79,23 @@ def _process(args: list[str], ready_url: str, probe: str | None = None) -> Itera
 
 def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
     """One wrk run: req/s, p50 and p99 in ms."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
     if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
-    pct = {p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": pct["50"],
-            "p99_ms": pct["99"]}
+    pct = {
+        p: float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": pct["50"],
+        "p99_ms": pct["99"],
+    }
 
 
 def _artifacts(given: Path | None, scratch: Path) -> Path:
@@ -88,8 +104,13 @@ def _artifacts(given: Path | None, scratch: Path) -> Path:
     if (ROOT / "artifacts" / "manifest.json").is_file():
         return ROOT / "artifacts"
     for module in ("train.all", "export.onnx"):  # only the ONNX export is needed here
-        subprocess.run([sys.executable, "-m", module, "--artifacts", str(scratch)], cwd=ROOT, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", module, "--artifacts", str(scratch)],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+        )
     return scratch
 
 
@@ -102,16 +123,24 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
         tmp = Path(tmp)
         artifacts = _artifacts(artifacts, tmp / "artifacts")
         manifest = json.loads((artifacts / "manifest.json").read_text())
-        model_path = artifacts / next(e["path"] for e in manifest["artifacts"]
-                                      if e.get("model") == MODEL and e["format"] == "onnx")
+        model_path = artifacts / next(
+            e["path"] for e in manifest["artifacts"] if e.get("model") == MODEL and e["format"] == "onnx"
+        )
         script = tmp / "post.lua"
         script.write_text(LUA)
         sp, bp = _free_port(), _free_port()
         path = f"/v2/models/{MODEL}/infer"
-        with _process(["-m", "serve", "--artifacts", str(artifacts), "--port", str(sp)],
-                      f"http://127.0.0.1:{sp}/v2/health/ready"), \
-             _process(["-m", "bench.serving_baseline", "--model", str(model_path), "--port", str(bp)],
-                      f"http://127.0.0.1:{bp}{path}", probe="post"):
+        with (
+            _process(
+                ["-m", "serve", "--artifacts", str(artifacts), "--port", str(sp)],
+                f"http://127.0.0.1:{sp}/v2/health/ready",
+            ),
+            _process(
+                ["-m", "bench.serving_baseline", "--model", str(model_path), "--port", str(bp)],
+                f"http://127.0.0.1:{bp}{path}",
+                probe="post",
+            ),
+        ):
             targets = {"subject": f"http://127.0.0.1:{sp}{path}", "baseline": f"http://127.0.0.1:{bp}{path}"}
             rows = []
             for c in (1, 16):
@@ -134,31 +163,51 @@ def _row(c: int, got: dict[str, list[dict]]) -> dict:
     ratio = s_med / b_med
     met = ratio >= RATIO_TARGET and (c != 1 or p50 <= P50_TARGET_MS)
     target = f">= {RATIO_TARGET}x baseline req/s" + (f", p50 <= {P50_TARGET_MS} ms" if c == 1 else "")
-    return {"row": f"6 serving c={c}", "subject": "python -m serve (V2 JSON infer, batch 1)",
-            "baseline": "bare Starlette route, same JSON parse + onnxruntime session", "metric": "req/s",
-            "subject_values": s_rps, "baseline_values": b_rps, "subject_median": s_med, "baseline_median": b_med,
-            "ratio": ratio, "p50_ms": p50, "p99_ms": p99,
-            "baseline_p50_ms": statistics.median(r["p50_ms"] for r in got["baseline"]),
-            "baseline_p99_ms": statistics.median(r["p99_ms"] for r in got["baseline"]),
-            "target": target, "met": met}
+    return {
+        "row": f"6 serving c={c}",
+        "subject": "python -m serve (V2 JSON infer, batch 1)",
+        "baseline": "bare Starlette route, same JSON parse + onnxruntime session",
+        "metric": "req/s",
+        "subject_values": s_rps,
+        "baseline_values": b_rps,
+        "subject_median": s_med,
+        "baseline_median": b_med,
+        "ratio": ratio,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "baseline_p50_ms": statistics.median(r["p50_ms"] for r in got["baseline"]),
+        "baseline_p99_ms": statistics.median(r["p99_ms"] for r in got["baseline"]),
+        "target": target,
+        "met": met,
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog="example:\n  python -m bench.serving --quick")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example:\n  python -m bench.serving --quick",
+    )
     p.add_argument("--quick", action="store_true", help="1 s x 2 repetitions instead of 5 s x 5")
-    p.add_argument("--artifacts", type=Path, default=None,
-                   help="artifacts with manifest.json (default: artifacts/, else train+export into a temp dir)")
+    p.add_argument(
+        "--artifacts",
+        type=Path,
+        default=None,
+        help="artifacts with manifest.json (default: artifacts/, else train+export into a temp dir)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = p.parse_args()
     rows = run(args.quick, args.artifacts)
-    print(f"{'row':14s} {'server req/s':>13s} {'bare req/s':>11s} {'ratio':>6s} {'p50 ms':>7s} {'p99 ms':>7s}"
-          f" {'bare p50':>9s}  target")
+    print(
+        f"{'row':14s} {'server req/s':>13s} {'bare req/s':>11s} {'ratio':>6s} {'p50 ms':>7s} {'p99 ms':>7s}"
+        f" {'bare p50':>9s}  target"
+    )
     for r in rows:
-        print(f"{r['row']:14s} {r['subject_median']:13.0f} {r['baseline_median']:11.0f} {r['ratio']:6.3f} "
-              f"{r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['baseline_p50_ms']:9.3f}  "
-              f"[{'met' if r['met'] else 'MISSED'}] {r['target']}")
+        print(
+            f"{r['row']:14s} {r['subject_median']:13.0f} {r['baseline_median']:11.0f} {r['ratio']:6.3f} "
+            f"{r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['baseline_p50_ms']:9.3f}  "
+            f"[{'met' if r['met'] else 'MISSED'}] {r['target']}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.out}")

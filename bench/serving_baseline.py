@@ -31,8 +31,13 @@ def create_app(model_path: str) -> Starlette:
         tensor = body["inputs"][0]
         x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
         y = session.run([y_name], {x_name: x})[0]
-        out = {"model_name": request.path_params["name"], "model_version": "1",
-               "outputs": [{"name": y_name, "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}]}
+        out = {
+            "model_name": request.path_params["name"],
+            "model_version": "1",
+            "outputs": [
+                {"name": y_name, "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}
+            ],
+        }
         return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
 
     return Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"])])
@@ -44,8 +49,15 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()
     # The same uvicorn settings as serve/__main__.py.
-    uvicorn.run(create_app(args.model), host="127.0.0.1", port=args.port, log_level="warning",
-                access_log=False, lifespan="on", log_config=None)
+    uvicorn.run(
+        create_app(args.model),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        log_config=None,
+    )
 
 
 if __name__ == "__main__":

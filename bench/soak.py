@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +80,14 @@ def start_server(artifacts: Path, *args: str, timeout: float = 60) -> tuple[subp
     """`python -m serve` on a free loopback port, once /v2/health/ready answers 200."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "--artifacts", str(artifacts), "--port", str(port), *args],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serve", "--artifacts", str(artifacts), "--port", str(port), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -119,8 +124,16 @@ def rss_kib(pid: int) -> int:
 class Client:
     """One client: a keep-alive connection and a deterministic mix of requests."""
 
-    INVALID = ("malformed_json", "shape_mismatch", "nan", "unknown_model", "binary_lies", "too_many_rows",
-               "body_too_large", "wrong_method")
+    INVALID = (
+        "malformed_json",
+        "shape_mismatch",
+        "nan",
+        "unknown_model",
+        "binary_lies",
+        "too_many_rows",
+        "body_too_large",
+        "wrong_method",
+    )
     VALID = ("v2_json", "v2_binary", "v1_predict")
 
     def __init__(self, index: int, url: str, reference: dict[str, Any], summary: Summary, config: SoakConfig):
@@ -134,8 +147,9 @@ class Client:
             self.summary.examples.append(f"{kind}: {what[:300]}")
 
     async def run(self, until: float) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10,
-                                     limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)) as http:
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=10, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        ) as http:
             while time.monotonic() < until:
                 kind = self.kinds[self.i % len(self.kinds)]
                 self.i += 1
@@ -156,10 +170,17 @@ class Client:
             r = await http.post(infer, json={"inputs": [{**tensor, "data": x.ravel().tolist()}]})
             y = r.json()["outputs"][0]["data"] if r.status_code == 200 else None
         elif kind == "v2_binary":
-            head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 4 * rows}}],
-                               "parameters": {"binary_data_output": True}}).encode()
-            r = await http.post(infer, content=head + x.astype("<f4").tobytes(),
-                                headers={"Inference-Header-Content-Length": str(len(head))})
+            head = json.dumps(
+                {
+                    "inputs": [{**tensor, "parameters": {"binary_data_size": 4 * rows}}],
+                    "parameters": {"binary_data_output": True},
+                }
+            ).encode()
+            r = await http.post(
+                infer,
+                content=head + x.astype("<f4").tobytes(),
+                headers={"Inference-Header-Content-Length": str(len(head))},
+            )
             y = None
             if r.status_code == 200:
                 n = int(r.headers["inference-header-content-length"])
@@ -177,7 +198,9 @@ class Client:
                 self.fail(kind, f"status {r.status_code}, expected {expected}: {r.text}")
             try:
                 error = r.json()["error"]
-                assert isinstance(error, str) and not any(m in error for m in (*LEAKS, str(self.config.artifacts)))
+                assert isinstance(error, str) and not any(
+                    m in error for m in (*LEAKS, str(self.config.artifacts))
+                )
             except Exception:
                 s.bad_error_bodies += 1
                 self.fail(kind, f"error body {r.text!r}")
@@ -199,18 +222,28 @@ class Client:
         if kind == "malformed_json":
             return await http.post(infer, content=b'{"inputs": [{"name": "x", '), 400
         if kind == "shape_mismatch":
-            return await http.post(infer, json={"inputs": [{**tensor, "shape": [len(x) + 1, 1],
-                                                            "data": x.ravel().tolist()}]}), 400
+            return await http.post(
+                infer, json={"inputs": [{**tensor, "shape": [len(x) + 1, 1], "data": x.ravel().tolist()}]}
+            ), 400
         if kind == "nan":
-            return await http.post(f"/v1/models/{name}:predict", content=b'{"instances": [[1.0], [NaN]]}'), 400
+            return await http.post(
+                f"/v1/models/{name}:predict", content=b'{"instances": [[1.0], [NaN]]}'
+            ), 400
         if kind == "unknown_model":
             return await http.post("/v2/models/..%2F..%2Fetc%2Fpasswd/infer", json={"inputs": []}), 404
         if kind == "binary_lies":
-            head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 4 * len(x) + 4}}]}).encode()
-            return await http.post(infer, content=head + x.astype("<f4").tobytes(),
-                                   headers={"Inference-Header-Content-Length": str(len(head))}), 400
+            head = json.dumps(
+                {"inputs": [{**tensor, "parameters": {"binary_data_size": 4 * len(x) + 4}}]}
+            ).encode()
+            return await http.post(
+                infer,
+                content=head + x.astype("<f4").tobytes(),
+                headers={"Inference-Header-Content-Length": str(len(head))},
+            ), 400
         if kind == "too_many_rows":
-            return await http.post(f"/v1/models/{name}:predict", json={"instances": [[1.0]] * (MAX_ROWS + 1)}), 413
+            return await http.post(
+                f"/v1/models/{name}:predict", json={"instances": [[1.0]] * (MAX_ROWS + 1)}
+            ), 413
         if kind == "body_too_large":
             return await http.post(infer, content=b" " * (MAX_BODY + 1)), 413
         return await http.get(infer), 405  # wrong_method
@@ -227,7 +260,9 @@ async def _drive(config: SoakConfig, port: int, pid: int, reference: dict[str, A
     summary = Summary()
     start = time.monotonic()
     until = start + config.seconds
-    clients = [Client(i, f"http://127.0.0.1:{port}", reference, summary, config) for i in range(config.clients)]
+    clients = [
+        Client(i, f"http://127.0.0.1:{port}", reference, summary, config) for i in range(config.clients)
+    ]
     tasks = [asyncio.create_task(c.run(until)) for c in clients]
     samples = []
     await asyncio.sleep(config.warmup)
@@ -250,22 +285,33 @@ def soak(config: SoakConfig) -> Summary:
     from serve import load  # the reference: what an embedding app computes
 
     reference = {name: load(name, config.artifacts).predict for name in MODELS}
-    proc, port = start_server(config.artifacts, "--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY))
+    proc, port = start_server(
+        config.artifacts, "--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY)
+    )
     try:
         summary = asyncio.run(_drive(config, port, proc.pid, reference))
         summary.server_alive = proc.poll() is None
     finally:
         stop_server(proc)
-    summary.ok = (summary.requests > 0 and summary.server_alive and summary.server_errors_5xx == 0 and summary.wrong_status == 0
-                  and summary.wrong_numbers == 0 and summary.bad_error_bodies == 0
-                  and summary.transport_errors == 0 and summary.rss_growth < 0.10)
+    summary.ok = (
+        summary.requests > 0
+        and summary.server_alive
+        and summary.server_errors_5xx == 0
+        and summary.wrong_status == 0
+        and summary.wrong_numbers == 0
+        and summary.bad_error_bodies == 0
+        and summary.transport_errors == 0
+        and summary.rss_growth < 0.10
+    )
     return summary
 
 
 def main() -> None:
     d = SoakConfig()
-    p = cli.parser("Soak the inference server: concurrent valid and invalid requests, checked.",
-                   "python -m bench.soak --artifacts artifacts --seconds 30 --clients 16")
+    p = cli.parser(
+        "Soak the inference server: concurrent valid and invalid requests, checked.",
+        "python -m bench.soak --artifacts artifacts --seconds 30 --clients 16",
+    )
     cli.artifacts_arg(p)
     p.add_argument("--seconds", type=cli.positive_float, default=d.seconds, help="duration, warm-up included")
     p.add_argument("--clients", type=cli.positive_int, default=d.clients, help="concurrent clients")
@@ -273,8 +319,9 @@ def main() -> None:
     def _main(args) -> int:
         cli.ensure_dir(args.artifacts, create=False)
         warmup = min(d.warmup, args.seconds / 3)
-        summary = soak(SoakConfig(artifacts=args.artifacts, seconds=args.seconds, clients=args.clients,
-                                  warmup=warmup))
+        summary = soak(
+            SoakConfig(artifacts=args.artifacts, seconds=args.seconds, clients=args.clients, warmup=warmup)
+        )
         print(json.dumps(asdict(summary), indent=2))
         return 0 if summary.ok else 1
 

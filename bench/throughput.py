@@ -56,9 +56,14 @@ def peak_memory(artifacts: Path, rows: int, threads: int) -> dict:
     peak = input + the growth of VmHWM during predict (output + temporaries). Not ru_maxrss:
     Linux carries the parent's peak into a child across fork and exec, which hid the growth.
     """
-    out = subprocess.run(python("-c", PEAK.format(art=str(artifacts), rows=rows, threads=threads)),
-                         cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        python("-c", PEAK.format(art=str(artifacts), rows=rows, threads=threads)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     facts = json.loads(out.stdout)
     facts["peak_ratio"] = (facts["input_bytes"] + facts["grew_bytes"]) / facts["io_bytes"]
     return facts
@@ -83,10 +88,26 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     s2, b2 = interleave(loader, copy, reps)
     memory = peak_memory(artifacts, rows, threads)
     label = f"{rows:,} rows, threads={threads}"
-    speed = Row("5 throughput", f"loader predict ({label})", "numpy x*w+b", "ms", s1, b1,
-                target="<= 1.0x; peak mem <= 2x (in+out)", target_ratio=1.0,
-                extra={"outputs_within_tolerance": ok, **memory})
+    speed = Row(
+        "5 throughput",
+        f"loader predict ({label})",
+        "numpy x*w+b",
+        "ms",
+        s1,
+        b1,
+        target="<= 1.0x; peak mem <= 2x (in+out)",
+        target_ratio=1.0,
+        extra={"outputs_within_tolerance": ok, **memory},
+    )
     speed.extra["_checks"] = [lambda: ok, lambda: memory["peak_ratio"] <= 2.0]
-    limit = Row("5 throughput", f"loader predict ({label})", "memory copy of the input", "ms", s2, b2,
-                target="<= 3x", target_ratio=3.0)
+    limit = Row(
+        "5 throughput",
+        f"loader predict ({label})",
+        "memory copy of the input",
+        "ms",
+        s2,
+        b2,
+        target="<= 3x",
+        target_ratio=3.0,
+    )
     return [speed, limit]

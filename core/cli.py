@@ -6,11 +6,11 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from core.errors import InputError, ToolkitError
-
 
 OUR_PACKAGES = ("__main__", "core", "train", "export", "serve", "bench")
 
@@ -28,15 +28,21 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parser(description: str, example: str) -> argparse.ArgumentParser:
     """An ArgumentParser with `-v` and an example in the epilog."""
-    p = ArgumentParser(description=description, epilog=f"example:\n  {example}",
-                       formatter_class=HelpFormatter)
+    p = ArgumentParser(
+        description=description, epilog=f"example:\n  {example}", formatter_class=HelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return p
 
 
 def artifacts_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--artifacts", type=Path, default=Path("artifacts"), metavar="DIR",
-                   help="artifacts directory to read and write")
+    p.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("artifacts"),
+        metavar="DIR",
+        help="artifacts directory to read and write",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -72,14 +78,16 @@ def ensure_dir(path: Path, create: bool) -> Path:
 
 def configure_logging(verbose: bool) -> None:
     """Our own progress at INFO; third-party libraries (tf2onnx, onnxscript, TF) only from WARNING."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
     for package in OUR_PACKAGES:
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
-        fast_exit: bool = False) -> NoReturn:
+def run(
+    main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, fast_exit: bool = False
+) -> NoReturn:
     """Configure logging, call `main(args)`, and turn project errors into one line + exit code.
 
     With `fast_exit`, a successful run ends with `os._exit(0)` after flushing: with TensorFlow
@@ -100,14 +108,20 @@ def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespa
     except OSError as exc:  # permissions, disk full, a path that is a file: the user can fix these
         if args.verbose:
             logging.exception("failed")
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; check the path and its permissions"
-              if exc.filename else f"error: {exc}", file=sys.stderr)
+        print(
+            f"error: {exc.filename or ''}: {exc.strerror or exc}; check the path and its permissions"
+            if exc.filename
+            else f"error: {exc}",
+            file=sys.stderr,
+        )
         code = 2
     except Exception as exc:  # a bug: one line, the traceback with -v
         if args.verbose:
             logging.exception("failed")
-        print(f"error: unexpected {type(exc).__name__}: {str(exc)[:300]} (re-run with -v for the traceback)",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {str(exc)[:300]} (re-run with -v for the traceback)",
+            file=sys.stderr,
+        )
         code = 1
     if fast_exit and code == 0:
         logging.shutdown()

@@ -16,14 +16,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 _CHUNK = 1 << 20
 JOURNAL = ".commit.json"  # the renames a transaction is committing (see `transaction`)
 # (directory, [(staged temporary, final path), ...]) of the transaction in progress, if any.
 _PENDING: contextvars.ContextVar[tuple[Path, list[tuple[Path, Path]]] | None] = contextvars.ContextVar(
-    "fsio_pending", default=None)
+    "fsio_pending", default=None
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -171,8 +172,10 @@ def transaction(directory: Path) -> Iterator[None]:
     _PENDING.reset(token)
     if not pending:
         return
-    renames = [[os.path.relpath(tmp.resolve(), directory), os.path.relpath(final.resolve(), directory)]
-               for tmp, final in pending]
+    renames = [
+        [os.path.relpath(tmp.resolve(), directory), os.path.relpath(final.resolve(), directory)]
+        for tmp, final in pending
+    ]
     atomic_write_bytes(directory / JOURNAL, json.dumps({"renames": renames}).encode())
     roll_forward(directory)
 
@@ -194,8 +197,11 @@ def roll_forward(directory: Path) -> int:
             continue  # renamed before a crash
         holder = tmp.parent if tmp.parent != final.parent else None  # atomic_write_with's directory
         if tmp.is_dir() and final.exists():  # a directory cannot replace a non-empty one: set it aside
-            os.replace(final, (holder or Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.",
-                                                               suffix=".tmp"))) / "old")
+            os.replace(
+                final,
+                (holder or Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")))
+                / "old",
+            )
         os.replace(tmp, final)
         if holder is not None:
             shutil.rmtree(holder, ignore_errors=True)

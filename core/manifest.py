@@ -14,8 +14,9 @@ import contextlib
 import json
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from core.errors import InputError, MissingArtifactError
 from core.fsio import atomic_write_json, point_alias
@@ -60,21 +61,26 @@ def require_files(artifacts: Path, manifest: dict[str, Any], fmt: str | None = N
         if fmt is None or entry["format"] == fmt:
             path = Path(artifacts) / entry["path"]
             if not path.exists():
-                raise MissingArtifactError(f"{path}: named in {Path(artifacts) / MANIFEST} but missing; "
-                                           f"re-run python -m export.all --artifacts {artifacts}")
+                raise MissingArtifactError(
+                    f"{path}: named in {Path(artifacts) / MANIFEST} but missing; "
+                    f"re-run python -m export.all --artifacts {artifacts}"
+                )
 
 
 def find_entry(manifest: dict[str, Any], name: str, fmt: str | None = None) -> dict[str, Any]:
     """The entry whose `name` (e.g. keras_linear.onnx) or `model` (with `fmt`) matches."""
     for entry in manifest["artifacts"]:
-        if entry["name"] == name or (entry.get("model") == name and entry["format"] == (fmt or entry["format"])):
+        if entry["name"] == name or (
+            entry.get("model") == name and entry["format"] == (fmt or entry["format"])
+        ):
             return entry
     known = ", ".join(sorted(e["name"] for e in manifest["artifacts"])) or "none"
     raise InputError(f"model {name!r} is not in the manifest; known: {known}")
 
 
-def update_manifest(artifacts: Path, record: dict[str, Any], record_sha256: str,
-                    entries: list[dict[str, Any]]) -> list[str]:
+def update_manifest(
+    artifacts: Path, record: dict[str, Any], record_sha256: str, entries: list[dict[str, Any]]
+) -> list[str]:
     """Merge `entries` into the manifest (replacing same-named ones) and write it atomically.
 
     Entries produced from a different training record are dropped: they describe models
@@ -93,7 +99,10 @@ def update_manifest(artifacts: Path, record: dict[str, Any], record_sha256: str,
     for entry in old:
         if entry["name"] in new_names:
             continue
-        if entry.get("training_record_sha256") != record_sha256 or not (Path(artifacts) / entry["path"]).exists():
+        if (
+            entry.get("training_record_sha256") != record_sha256
+            or not (Path(artifacts) / entry["path"]).exists()
+        ):
             dropped.append(entry["name"])
             continue
         kept.append(entry)
@@ -140,8 +149,12 @@ def refresh_aliases(artifacts: Path, dropped: Iterable[str] = ()) -> list[str]:
             removed.append(name)
     for path in artifacts.iterdir():
         match = VERSIONED.match(path.name)
-        if match and match.group("model") in models | {name.partition(".")[0] for name in dropped} \
-                and path.name not in referenced and not path.is_symlink():
+        if (
+            match
+            and match.group("model") in models | {name.partition(".")[0] for name in dropped}
+            and path.name not in referenced
+            and not path.is_symlink()
+        ):
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             removed.append(path.name)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -68,11 +69,15 @@ def load_source(run: Run, name: str) -> Source:
     info = run.record.get("models", {}).get(name)
     path = run.artifacts / (info["model_file"] if info else name)
     if info is None or not path.is_file():
-        raise MissingArtifactError(f"{path}: trained model {name} not found; run {TRAIN_FIX} --artifacts {run.artifacts}")
+        raise MissingArtifactError(
+            f"{path}: trained model {name} not found; run {TRAIN_FIX} --artifacts {run.artifacts}"
+        )
     actual = sha256_file(path)
     if actual != info["model_sha256"]:
-        raise IntegrityError(f"{path}: sha256 {actual[:12]}... != training record {info['model_sha256'][:12]}...; "
-                             f"re-run {TRAIN_FIX} --artifacts {run.artifacts}")
+        raise IntegrityError(
+            f"{path}: sha256 {actual[:12]}... != training record {info['model_sha256'][:12]}...; "
+            f"re-run {TRAIN_FIX} --artifacts {run.artifacts}"
+        )
     trainer = importlib.import_module(TRAINERS[name])
     n = run.record["data"]["n_features"]
     model = trainer.load(path, n)
@@ -99,8 +104,9 @@ def store(run: Run, name: str, write: Callable[[Path], None]) -> tuple[Path, str
     return store_immutable(run.artifacts, name, write)
 
 
-def entry(run: Run, source: Source, fmt: str, name: str, stored: tuple[Path, str],
-          **extra: Any) -> dict[str, Any]:
+def entry(
+    run: Run, source: Source, fmt: str, name: str, stored: tuple[Path, str], **extra: Any
+) -> dict[str, Any]:
     """A manifest entry for artifact `name` whose stored version `store` returned."""
     path, digest = stored
     return {
@@ -118,7 +124,7 @@ def entry(run: Run, source: Source, fmt: str, name: str, stored: tuple[Path, str
         "prediction_x10": source.prediction_x10,
         "source_probe_y": source.probe_y,
         "training_record_sha256": run.record_sha256,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -137,22 +143,33 @@ def export_format(artifacts: Path, write: Callable[[Run], list[dict[str, Any]]])
         dropped = update_manifest(run.artifacts, run.record, run.record_sha256, entries)
         refresh_aliases(run.artifacts, dropped)
     if dropped:
-        logger.warning("dropped stale manifest entries from an earlier training run: %s; "
-                       "re-run python -m export.all to export them again", ", ".join(dropped))
+        logger.warning(
+            "dropped stale manifest entries from an earlier training run: %s; "
+            "re-run python -m export.all to export them again",
+            ", ".join(dropped),
+        )
     return entries
 
 
 def print_entries(entries: list[dict[str, Any]], artifacts: Path) -> None:
     """One line per artifact written, then where everything went."""
     for e in entries:
-        print(f"[ok] {e['name']:28s} {e['size']:>9,d} bytes  sha256 {e['sha256'][:12]}  y(10) = {e['prediction_x10']:.6f}")
-    print(f"wrote {', '.join(str(artifacts / e['name']) for e in entries)}; manifest {artifacts / 'manifest.json'}")
+        print(
+            f"[ok] {e['name']:28s} {e['size']:>9,d} bytes  sha256 {e['sha256'][:12]}"
+            f"  y(10) = {e['prediction_x10']:.6f}"
+        )
+    print(
+        f"wrote {', '.join(str(artifacts / e['name']) for e in entries)}; "
+        f"manifest {artifacts / 'manifest.json'}"
+    )
 
 
 def main_for(fmt: str, export: Callable[[Path], list[dict[str, Any]]]) -> None:
     """The CLI every `python -m export.<format>` shares."""
-    p = cli.parser(f"Export the trained models as {fmt} and record them in manifest.json.",
-                   f"python -m export.{fmt} --artifacts artifacts")
+    p = cli.parser(
+        f"Export the trained models as {fmt} and record them in manifest.json.",
+        f"python -m export.{fmt} --artifacts artifacts",
+    )
     cli.artifacts_arg(p)
 
     def _main(args) -> int:

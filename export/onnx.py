@@ -15,18 +15,19 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
 
-import onnx  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf2onnx  # noqa: E402
-import torch  # noqa: E402
+import onnx
+import tensorflow as tf
+import tf2onnx
+import torch
 
-from core.errors import IntegrityError  # noqa: E402
-from export._core import Run, Source, entry, export_format, load_source, main_for, store  # noqa: E402
+from core.errors import IntegrityError
+from export._core import Run, Source, entry, export_format, load_source, main_for, store
 
 FORMAT = "onnx"
 # Opset 18: the newest both converters emit natively (tf2onnx 1.17 tops out at 18; torch's
@@ -54,8 +55,9 @@ def _quiet_torch_exporter() -> Iterator[None]:
     registration.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                                    category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+            )
             yield
     finally:
         registration.setLevel(level)
@@ -67,8 +69,14 @@ def torch_to_onnx(model: torch.nn.Module, n_features: int) -> onnx.ModelProto:
     example = (torch.zeros(2, n_features),)
     with _quiet_torch_exporter():
         program = torch.onnx.export(
-            model, example, input_names=["x"], output_names=["y"], opset_version=OPSET,
-            dynamic_shapes=({0: torch.export.Dim(BATCH)},), dynamo=True, verbose=False,
+            model,
+            example,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=OPSET,
+            dynamic_shapes=({0: torch.export.Dim(BATCH)},),
+            dynamo=True,
+            verbose=False,
         )
     return program.model_proto
 
@@ -105,10 +113,18 @@ def canonical_affine(proto: onnx.ModelProto) -> list[str]:
         return ops
     del graph.node[:]
     del graph.initializer[:]
-    graph.initializer.extend([numpy_helper.from_array(weights.reshape(n, 1).astype("float32"), "weight"),
-                              numpy_helper.from_array(bias.reshape(1, 1).astype("float32"), "bias")])
-    graph.node.extend([onnx.helper.make_node("Mul" if n == 1 else "MatMul", ["x", "weight"], ["xw"]),
-                       onnx.helper.make_node("Add", ["xw", "bias"], ["y"])])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(weights.reshape(n, 1).astype("float32"), "weight"),
+            numpy_helper.from_array(bias.reshape(1, 1).astype("float32"), "bias"),
+        ]
+    )
+    graph.node.extend(
+        [
+            onnx.helper.make_node("Mul" if n == 1 else "MatMul", ["x", "weight"], ["xw"]),
+            onnx.helper.make_node("Add", ["xw", "bias"], ["y"]),
+        ]
+    )
     return ops
 
 
@@ -117,14 +133,18 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
     graph = proto.graph
     names = ([i.name for i in graph.input], [o.name for o in graph.output])
     if names != (["x"], ["y"]):
-        raise IntegrityError(f"{source.name}: converter produced inputs/outputs {names}, expected (['x'], ['y'])")
+        raise IntegrityError(
+            f"{source.name}: converter produced inputs/outputs {names}, expected (['x'], ['y'])"
+        )
     for value in (graph.input[0], graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH
     del graph.value_info[:]  # intermediate shapes carry the converter's own dim names
     converted_ops = canonical_affine(proto)
     if converted_ops != [node.op_type for node in graph.node]:
-        proto.doc_string = f"converter graph {'+'.join(converted_ops)} rewritten as " \
-                           f"{'+'.join(n.op_type for n in graph.node)} (export/onnx.py canonical_affine)"
+        proto.doc_string = (
+            f"converter graph {'+'.join(converted_ops)} rewritten as "
+            f"{'+'.join(n.op_type for n in graph.node)} (export/onnx.py canonical_affine)"
+        )
     used = {node.domain for node in graph.node}
     keep = [op for op in proto.opset_import if op.domain in used or op.domain in ("", "ai.onnx")]
     del proto.opset_import[:]
@@ -140,16 +160,23 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
     }
     onnx.helper.set_model_props(proto, metadata)
     proto.producer_version = proto.producer_version.removesuffix(" None")  # tf2onnx appends its git hash
-    proto.doc_string = f"{source.name}: y = x @ w + b, trained in {source.framework}. {proto.doc_string}".strip()
+    proto.doc_string = (
+        f"{source.name}: y = x @ w + b, trained in {source.framework}. {proto.doc_string}".strip()
+    )
     onnx.checker.check_model(proto, full_check=True)
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer):
-        raise IntegrityError(f"{source.name}: converter produced external data; expected one self-contained file")
+        raise IntegrityError(
+            f"{source.name}: converter produced external data; expected one self-contained file"
+        )
     return proto
 
 
 _CONVERTERS = {
     "keras_linear": (keras_to_onnx, lambda: {"tf2onnx": tf2onnx.__version__, "tensorflow": tf.__version__}),
-    "torch_linear": (torch_to_onnx, lambda: {"torch": torch.__version__, "onnxscript": _onnxscript_version()}),
+    "torch_linear": (
+        torch_to_onnx,
+        lambda: {"torch": torch.__version__, "onnxscript": _onnxscript_version()},
+    ),
 }
 
 
@@ -165,11 +192,22 @@ def _write(run: Run) -> list[dict[str, Any]]:
         source = load_source(run, name)
         proto = finish(convert(source.model, source.n_features), source, run.record_sha256)
         data = proto.SerializeToString()
-        stored = store(run, f"{name}.onnx", lambda p: p.write_bytes(data))
+        stored = store(run, f"{name}.onnx", lambda p, data=data: p.write_bytes(data))
         metadata = {p.key: p.value for p in proto.metadata_props}
-        entries.append(entry(run, source, FORMAT, f"{name}.onnx", stored, opset=OPSET, ir_version=proto.ir_version,
-                             graph=[node.op_type for node in proto.graph.node],
-                             producer={**producer(), "onnx": onnx.__version__}, metadata=metadata))
+        entries.append(
+            entry(
+                run,
+                source,
+                FORMAT,
+                f"{name}.onnx",
+                stored,
+                opset=OPSET,
+                ir_version=proto.ir_version,
+                graph=[node.op_type for node in proto.graph.node],
+                producer={**producer(), "onnx": onnx.__version__},
+                metadata=metadata,
+            )
+        )
     return entries
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from export._core import Run, entry, export_format, load_source, main_for, store  # noqa: E402
+from export._core import Run, entry, export_format, load_source, main_for, store
 
 FORMAT = "savedmodel"
 SIGNATURE = "serving_default"

@@ -22,7 +22,9 @@ def write_torchscript(model: torch.nn.Module, path: Path) -> None:
     with warnings.catch_warnings():
         # torch 2.13: "`torch.jit.script` is deprecated. Please switch to `torch.compile` or
         # `torch.export`." (same for jit.save). Targeted: other warnings still show.
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
         scripted = torch.jit.script(model)
         torch.jit.save(scripted, str(path))
 

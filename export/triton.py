@@ -47,8 +47,10 @@ def _tensors(values: Any) -> list[tuple[str, str, list[int]]]:
     for v in values:
         t = v.type.tensor_type
         if t.elem_type not in TRITON_TYPES:
-            raise IntegrityError(f"tensor {v.name}: ONNX element type {t.elem_type} has no Triton mapping here; "
-                                 "the models are float32")
+            raise IntegrityError(
+                f"tensor {v.name}: ONNX element type {t.elem_type} has no Triton mapping here; "
+                "the models are float32"
+            )
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
         out.append((v.name, TRITON_TYPES[t.elem_type], dims[1:]))
     return out
@@ -56,17 +58,23 @@ def _tensors(values: Any) -> list[tuple[str, str, list[int]]]:
 
 def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
     """The config.pbtxt text for one ONNX model, from its graph's inputs and outputs."""
+
     def block(kind: str, tensors: list[tuple[str, str, list[int]]]) -> str:
-        items = ",\n".join(f'  {{\n    name: "{n}"\n    data_type: {t}\n    dims: [ {", ".join(map(str, d))} ]\n  }}'
-                           for n, t, d in tensors)
+        items = ",\n".join(
+            f'  {{\n    name: "{n}"\n    data_type: {t}\n    dims: [ {", ".join(map(str, d))} ]\n  }}'
+            for n, t, d in tensors
+        )
         return f"{kind} [\n{items}\n]\n"
 
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
-    return (f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {cfg.max_batch_size}\n'
-            + block("input", _tensors(inputs)) + block("output", _tensors(model.graph.output))
-            + f"dynamic_batching {{\n  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n}}\n"
-            + f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {cfg.instances}\n  }}\n]\n")
+    return (
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {cfg.max_batch_size}\n'
+        + block("input", _tensors(inputs))
+        + block("output", _tensors(model.graph.output))
+        + f"dynamic_batching {{\n  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n}}\n"
+        + f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {cfg.instances}\n  }}\n]\n"
+    )
 
 
 def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = TritonConfig()) -> list[Path]:
@@ -77,31 +85,43 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
     with locked(artifacts):  # the manifest and the files it names do not change underneath us
         entries = [e for e in load_manifest(artifacts)["artifacts"] if e["format"] == "onnx"]
         if not entries:
-            raise MissingArtifactError(f"{artifacts / 'manifest.json'}: no ONNX models; run {ONNX_FIX} "
-                                       f"--artifacts {artifacts}")
+            raise MissingArtifactError(
+                f"{artifacts / 'manifest.json'}: no ONNX models; run {ONNX_FIX} --artifacts {artifacts}"
+            )
         for entry in entries:
             src = artifacts / entry["path"]
             if not src.is_file():
                 raise MissingArtifactError(f"{src}: named in the manifest but missing; re-run {ONNX_FIX}")
             data = src.read_bytes()
             if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise IntegrityError(f"{src}: sha256 differs from the manifest's {entry['sha256'][:12]}...; "
-                                     f"re-run {ONNX_FIX}")
+                raise IntegrityError(
+                    f"{src}: sha256 differs from the manifest's {entry['sha256'][:12]}...; re-run {ONNX_FIX}"
+                )
             name = entry.get("model", src.stem)
             model_dir = out / name
             (model_dir / "1").mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(model_dir / "1" / "model.onnx", data)
-            atomic_write_bytes(model_dir / "config.pbtxt", config_pbtxt(name, onnx.load_from_string(data), cfg).encode())
+            atomic_write_bytes(
+                model_dir / "config.pbtxt", config_pbtxt(name, onnx.load_from_string(data), cfg).encode()
+            )
             logger.info("[ok] %s: %s -> %s", name, src.name, model_dir)
             written.append(model_dir)
     return written
 
 
 def main() -> None:
-    p = cli.parser("Write a Triton model repository (config.pbtxt + 1/model.onnx per ONNX model).",
-                   "python -m export.triton --artifacts artifacts && tritonserver --model-repository=artifacts/triton")
+    p = cli.parser(
+        "Write a Triton model repository (config.pbtxt + 1/model.onnx per ONNX model).",
+        "python -m export.triton --artifacts artifacts && tritonserver --model-repository=artifacts/triton",
+    )
     cli.artifacts_arg(p)
-    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="repository directory (default: ARTIFACTS/triton)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="repository directory (default: ARTIFACTS/triton)",
+    )
     p.add_argument("--max-batch-size", type=cli.positive_int, default=TritonConfig.max_batch_size)
 
     def _main(args) -> int:

@@ -64,12 +64,18 @@ def magnitudes(manifest: dict[str, Any], probe: np.ndarray, source: np.ndarray) 
     return np.abs(source) + terms
 
 
-def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, Any], tol: Tolerances) -> list[Row]:
+def check_artifact(
+    artifacts: Path, manifest: dict[str, Any], entry: dict[str, Any], tol: Tolerances
+) -> list[Row]:
     """Verify one artifact's hash, then compare its predictions in each of its runtimes."""
     path = artifacts / entry["path"]
     runtimes = RUNTIMES.get(entry["format"], [])
-    fail = lambda msg: [Row(entry["name"], rt, False, error=msg) for rt, _ in runtimes] or [  # noqa: E731
-        Row(entry["name"], "-", False, error=msg)]
+
+    def fail(msg):
+        return [Row(entry["name"], rt, False, error=msg) for rt, _ in runtimes] or [
+            Row(entry["name"], "-", False, error=msg)
+        ]
+
     if not runtimes:
         return fail(f"unknown format {entry['format']!r}")
     if not path.exists():
@@ -90,8 +96,15 @@ def check_artifact(artifacts: Path, manifest: dict[str, Any], entry: dict[str, A
             y = np.asarray(predict(probe), dtype=np.float64)
             y10 = float(predict(headline)[0])
         except Exception as exc:  # any runtime failure is this row's failure, not the check's
-            rows.append(Row(entry["name"], name, False, error=f"{path}: {name} cannot run it ({type(exc).__name__}: "
-                                                              f"{str(exc)[:200]}); re-run python -m export.all"))
+            rows.append(
+                Row(
+                    entry["name"],
+                    name,
+                    False,
+                    error=f"{path}: {name} cannot run it ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); re-run python -m export.all",
+                )
+            )
             continue
         diff = np.abs(y - source)
         excess = float(np.max(diff - bound))
@@ -106,8 +119,10 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
     """Check every artifact in the manifest; returns the rows and the manifest."""
     artifacts = Path(artifacts)
     if not artifacts.is_dir():
-        raise MissingArtifactError(f"{artifacts}: no such directory; run python -m train.all "
-                                   f"and python -m export.all with --artifacts {artifacts}")
+        raise MissingArtifactError(
+            f"{artifacts}: no such directory; run python -m train.all "
+            f"and python -m export.all with --artifacts {artifacts}"
+        )
     manifest = load_manifest(artifacts)
     if not manifest["artifacts"]:
         raise MissingArtifactError(f"{artifacts}/manifest.json lists no artifacts; run python -m export.all")
@@ -120,35 +135,50 @@ def format_rows(rows: list[Row], manifest: dict[str, Any], tol: Tolerances) -> s
     """The checklist a person reads: one line per artifact and runtime."""
     ref = manifest["probe"]["headline_reference_y"]
     n_probe = len(manifest["probe"]["x"])
-    lines = [f"{'':7}{'artifact':30}{'runtime':16}{'y(10)':>12}{'max|Δ source|':>15}{f'|y(10)-{ref:g}|':>16}"
-             f"{'max|Δ lstsq|':>14}"]
+    lines = [
+        f"{'':7}{'artifact':30}{'runtime':16}{'y(10)':>12}{'max|Δ source|':>15}{f'|y(10)-{ref:g}|':>16}"
+        f"{'max|Δ lstsq|':>14}"
+    ]
     for r in rows:
         mark = "[ok]  " if r.ok else "[FAIL]"
         if r.error:
             lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error}")
             continue
-        lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.prediction_x10:12.6f}"
-                     f"{r.max_diff_source:15.2e}{r.diff_analytic:16.6f}{r.max_diff_reference:14.3g}")
+        lines.append(
+            f"{mark} {r.artifact:30}{r.runtime:16}{r.prediction_x10:12.6f}"
+            f"{r.max_diff_source:15.2e}{r.diff_analytic:16.6f}{r.max_diff_reference:14.3g}"
+        )
     magnitude = "|b|" if len(manifest["reference"]["weights"]) == 1 else "(|b| + Σ|x·w| + |bias|)"
-    lines.append(f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·{magnitude} over "
-                 f"{n_probe} probe rows; |y(10) - {ref:g}| <= {tol.analytic:g}")
-    lines.append("max|Δ lstsq|: largest |prediction - least squares| over the probe rows (reported, not bounded)")
+    lines.append(
+        f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·{magnitude} over "
+        f"{n_probe} probe rows; |y(10) - {ref:g}| <= {tol.analytic:g}"
+    )
+    lines.append(
+        "max|Δ lstsq|: largest |prediction - least squares| over the probe rows (reported, not bounded)"
+    )
     failed = [r for r in rows if not r.ok]
-    lines.append(f"all {len(rows)} checks passed" if not failed else
-                 f"{len(failed)} of {len(rows)} checks FAILED: " + ", ".join(f"{r.artifact} ({r.runtime})" for r in failed))
+    lines.append(
+        f"all {len(rows)} checks passed"
+        if not failed
+        else f"{len(failed)} of {len(rows)} checks FAILED: "
+        + ", ".join(f"{r.artifact} ({r.runtime})" for r in failed)
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
-    p = cli.parser("Check every exported artifact against its source model and the analytic answer.",
-                   "python -m serve.check --artifacts artifacts --json")
+    p = cli.parser(
+        "Check every exported artifact against its source model and the analytic answer.",
+        "python -m serve.check --artifacts artifacts --json",
+    )
     cli.artifacts_arg(p)
     d = Tolerances()
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.add_argument("--atol", type=cli.positive_float, default=d.atol, help="absolute tolerance, same model")
     p.add_argument("--rtol", type=float, default=d.rtol, help="relative tolerance, same model")
-    p.add_argument("--analytic-tol", type=cli.positive_float, default=d.analytic,
-                   help="|y(10) - least squares| bound")
+    p.add_argument(
+        "--analytic-tol", type=cli.positive_float, default=d.analytic, help="|y(10) - least squares| bound"
+    )
 
     def _main(args) -> int:
         tol = Tolerances(args.atol, args.rtol, args.analytic_tol)
@@ -161,8 +191,12 @@ def report(artifacts: Path, tol: Tolerances = Tolerances(), as_json: bool = Fals
     """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails."""
     rows, manifest = run_check(artifacts, tol)
     if as_json:
-        print(json.dumps({"ok": all(r.ok for r in rows), "tolerances": asdict(tol),
-                          "rows": [asdict(r) for r in rows]}, indent=2))
+        print(
+            json.dumps(
+                {"ok": all(r.ok for r in rows), "tolerances": asdict(tol), "rows": [asdict(r) for r in rows]},
+                indent=2,
+            )
+        )
     else:
         print(format_rows(rows, manifest, tol))
     return 0 if all(r.ok for r in rows) else IntegrityError.exit_code

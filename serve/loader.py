@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from core.errors import IntegrityError, InputError, MissingArtifactError
+from core.errors import InputError, IntegrityError, MissingArtifactError
 from core.fsio import sha256_file
 from core.manifest import MANIFEST, find_entry, load_manifest
 
@@ -59,12 +59,21 @@ class Model:
         try:
             self._session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise IntegrityError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); "
-                                 f"re-run {EXPORT_FIX}") from exc
+            raise IntegrityError(
+                f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); "
+                f"re-run {EXPORT_FIX}"
+            ) from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2:
-            raise IntegrityError(f"{self.path}: expected one float32 input [batch, n] and one output, got "
-                                 f"{[(i.name, i.type, i.shape) for i in inputs]} -> {[o.name for o in outputs]}")
+        if (
+            len(inputs) != 1
+            or len(outputs) != 1
+            or inputs[0].type != "tensor(float)"
+            or len(inputs[0].shape) != 2
+        ):
+            raise IntegrityError(
+                f"{self.path}: expected one float32 input [batch, n] and one output, got "
+                f"{[(i.name, i.type, i.shape) for i in inputs]} -> {[o.name for o in outputs]}"
+            )
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self.n_features = int(inputs[0].shape[1])
         self._outputs = [self.output_name]
@@ -75,10 +84,21 @@ class Model:
     @property
     def signature(self) -> dict[str, list[dict[str, Any]]]:
         """Inputs and outputs as {name, dtype, shape} with the batch dimension as None."""
+
         def describe(args):
-            return [{"name": a.name, "dtype": "float32",
-                     "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
-        return {"inputs": describe(self._session.get_inputs()), "outputs": describe(self._session.get_outputs())}
+            return [
+                {
+                    "name": a.name,
+                    "dtype": "float32",
+                    "shape": [d if isinstance(d, int) else None for d in a.shape],
+                }
+                for a in args
+            ]
+
+        return {
+            "inputs": describe(self._session.get_inputs()),
+            "outputs": describe(self._session.get_outputs()),
+        }
 
     def predict(self, x: Any) -> np.ndarray:
         """Predict for a number, list or array of rows; returns float32 of shape (rows, 1).
@@ -89,8 +109,13 @@ class Model:
         """
         # Inline fast path for the model's own input (bench row 4: per-call overhead vs a bare
         # InferenceSession.run); everything else goes through the full conversion.
-        if type(x) is np.ndarray and x.dtype == _FLOAT32 and x.ndim == 2 and x.shape[1] == self.n_features \
-                and x.shape[0]:
+        if (
+            type(x) is np.ndarray
+            and x.dtype == _FLOAT32
+            and x.ndim == 2
+            and x.shape[1] == self.n_features
+            and x.shape[0]
+        ):
             if not (math.isfinite(x.item()) if x.size == 1 else _all_finite(x)):
                 raise _non_finite(x)
             return self._run(self._outputs, {self.input_name: x})[0]
@@ -105,18 +130,26 @@ class Model:
 
     def _convert(self, x: Any) -> np.ndarray:
         n = self.n_features
-        expected = (f"a number, a list or an array of shape (rows,) or (rows, 1)" if n == 1
-                    else f"an array of shape ({n},) for one row or (rows, {n})")
+        expected = (
+            "a number, a list or an array of shape (rows,) or (rows, 1)"
+            if n == 1
+            else f"an array of shape ({n},) for one row or (rows, {n})"
+        )
         if isinstance(x, (str, bytes)) or (isinstance(x, numbers.Number) and not isinstance(x, numbers.Real)):
-            raise PredictInputError(f"got {type(x).__name__} {_preview(x)}; expected {expected} of real numbers")
+            raise PredictInputError(
+                f"got {type(x).__name__} {_preview(x)}; expected {expected} of real numbers"
+            )
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as exc:
-            raise PredictInputError(f"got {_preview(x)}, which is not a rectangular array ({exc}); "
-                                    f"expected {expected}") from None
+            raise PredictInputError(
+                f"got {_preview(x)}, which is not a rectangular array ({exc}); expected {expected}"
+            ) from None
         if arr.dtype.kind not in "iuf":
-            raise PredictInputError(f"got dtype {arr.dtype} from {_preview(x)}; expected {expected} "
-                                    "of real numbers (int or float)")
+            raise PredictInputError(
+                f"got dtype {arr.dtype} from {_preview(x)}; expected {expected} "
+                "of real numbers (int or float)"
+            )
         if arr.ndim == 0:
             arr = arr.reshape(1, 1) if n == 1 else arr.reshape(0, n)
         elif arr.ndim == 1:
@@ -137,13 +170,16 @@ class Model:
             x = np.asarray(json.loads(self.metadata["selftest_x"]), dtype=np.float32)
             expected = float(self.metadata["selftest_y"])
         except (KeyError, ValueError) as exc:
-            raise IntegrityError(f"{self.path}: metadata has no usable selftest_x/selftest_y ({exc}); "
-                                 f"re-run {EXPORT_FIX}") from None
+            raise IntegrityError(
+                f"{self.path}: metadata has no usable selftest_x/selftest_y ({exc}); re-run {EXPORT_FIX}"
+            ) from None
         actual = float(self.predict(x)[0, 0])
         if not abs(actual - expected) <= SELFTEST_ATOL + SELFTEST_RTOL * abs(expected):
-            raise IntegrityError(f"{self.path}: self-test at x = {x.ravel().tolist()} expected {expected!r}, "
-                                 f"got {actual!r} (tolerance {SELFTEST_ATOL} + {SELFTEST_RTOL}·|y|); "
-                                 f"re-run {EXPORT_FIX}")
+            raise IntegrityError(
+                f"{self.path}: self-test at x = {x.ravel().tolist()} expected {expected!r}, "
+                f"got {actual!r} (tolerance {SELFTEST_ATOL} + {SELFTEST_RTOL}·|y|); "
+                f"re-run {EXPORT_FIX}"
+            )
         return expected, actual
 
     def __repr__(self) -> str:
@@ -166,8 +202,10 @@ def _all_finite(batch: np.ndarray) -> bool:
 
 
 def _non_finite(x: Any) -> PredictInputError:
-    return PredictInputError(f"input contains NaN or infinity (or a value beyond float32's range "
-                             f"±3.4e38): {_preview(x)}; expected finite numbers")
+    return PredictInputError(
+        f"input contains NaN or infinity (or a value beyond float32's range "
+        f"±3.4e38): {_preview(x)}; expected finite numbers"
+    )
 
 
 def _preview(x: Any, limit: int = 80) -> str:
@@ -179,8 +217,10 @@ def check_sha256(path: Path, entry: dict[str, Any]) -> None:
     """Raise IntegrityError when the file's sha256 differs from its manifest entry."""
     actual = sha256_file(path)
     if actual != entry["sha256"]:
-        raise IntegrityError(f"{path}: sha256 {actual} != manifest {entry['sha256']}; "
-                             f"the file was changed or truncated after export; re-run {EXPORT_FIX}")
+        raise IntegrityError(
+            f"{path}: sha256 {actual} != manifest {entry['sha256']}; "
+            f"the file was changed or truncated after export; re-run {EXPORT_FIX}"
+        )
 
 
 def resolve(model: str | Path, artifacts: str | Path | None) -> tuple[Path, dict[str, Any] | None]:
@@ -188,8 +228,9 @@ def resolve(model: str | Path, artifacts: str | Path | None) -> tuple[Path, dict
     candidate = Path(model)
     if candidate.suffix == ".onnx" or candidate.exists():
         if not candidate.is_file():
-            raise MissingArtifactError(f"{candidate}: no such file; run {EXPORT_FIX}, or pass a model name "
-                                       "and artifacts=DIR")
+            raise MissingArtifactError(
+                f"{candidate}: no such file; run {EXPORT_FIX}, or pass a model name and artifacts=DIR"
+            )
         directory = Path(artifacts) if artifacts is not None else candidate.parent
         if not (directory / MANIFEST).is_file():
             return candidate, None
@@ -197,22 +238,33 @@ def resolve(model: str | Path, artifacts: str | Path | None) -> tuple[Path, dict
         for entry in manifest["artifacts"]:
             # the stored version itself, or its stable alias (keras_linear.onnx)
             if (directory / entry["path"]).resolve() == candidate.resolve() or (
-                    candidate.parent.resolve() == directory.resolve() and candidate.name == entry.get("alias")):
+                candidate.parent.resolve() == directory.resolve() and candidate.name == entry.get("alias")
+            ):
                 return candidate, entry
         return candidate, None
     directory = Path(artifacts if artifacts is not None else "artifacts")
     entry = find_entry(load_manifest(directory), str(model), "onnx")
     if entry["format"] != "onnx":
-        raise InputError(f"{entry['name']} is a {entry['format']} artifact; the loader runs ONNX models only "
-                         f"(code-bearing formats are never loaded here)")
+        raise InputError(
+            f"{entry['name']} is a {entry['format']} artifact; the loader runs ONNX models only "
+            f"(code-bearing formats are never loaded here)"
+        )
     path = directory / entry["path"]
     if not path.is_file():
-        raise MissingArtifactError(f"{path}: named in {directory / MANIFEST} but missing; re-run {EXPORT_FIX}")
+        raise MissingArtifactError(
+            f"{path}: named in {directory / MANIFEST} but missing; re-run {EXPORT_FIX}"
+        )
     return path, entry
 
 
-def load(model: str | Path, artifacts: str | Path | None = None, *, verify_sha256: bool = True,
-         selftest: bool = True, threads: int = 1) -> Model:
+def load(
+    model: str | Path,
+    artifacts: str | Path | None = None,
+    *,
+    verify_sha256: bool = True,
+    selftest: bool = True,
+    threads: int = 1,
+) -> Model:
     """Load an ONNX model by path or by manifest name, verify it and return a `Model`.
 
     Args:

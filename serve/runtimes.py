@@ -7,8 +7,8 @@ never by the loader or the server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -49,7 +49,9 @@ def torch_torchscript(path: Path) -> Predict:
     import torch
 
     with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit; see export/torchscript.py
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
         module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def predict(x: np.ndarray) -> np.ndarray:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
-
-import warnings
 
 import numpy as np
 
@@ -14,9 +13,9 @@ with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClie
     from starlette.testclient import TestClient
 
 from serve import load
-from serve.app import create_app
-from serve.config import ServeConfig
-from serve.registry import Registry
+from serve.http.app import create_app
+from serve.http.config import ServeConfig
+from serve.http.registry import Registry
 
 MODELS = ["keras_linear", "torch_linear"]
 LEAK_MARKERS = ("Traceback", "/tmp", 'File "')  # plus the artifacts path of the server at hand

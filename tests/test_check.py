@@ -7,9 +7,14 @@ from tests.conftest import run_cli
 def test_every_artifact_passes_in_every_runtime(exported_dir):
     rows, _ = run_check(exported_dir)
     seen = {(r.artifact, r.runtime) for r in rows}
-    assert seen == {("keras_linear.onnx", "onnxruntime"), ("keras_linear.onnx", "onnx.reference"),
-                    ("torch_linear.onnx", "onnxruntime"), ("torch_linear.onnx", "onnx.reference"),
-                    ("keras_linear.savedmodel", "tensorflow"), ("torch_linear.torchscript.pt", "torch")}
+    assert seen == {
+        ("keras_linear.onnx", "onnxruntime"),
+        ("keras_linear.onnx", "onnx.reference"),
+        ("torch_linear.onnx", "onnxruntime"),
+        ("torch_linear.onnx", "onnx.reference"),
+        ("keras_linear.savedmodel", "tensorflow"),
+        ("torch_linear.torchscript.pt", "torch"),
+    }
     assert all(r.ok for r in rows), [r for r in rows if not r.ok]
     for r in rows:
         assert r.max_diff_source <= 1e-5 and r.diff_analytic <= 0.05
@@ -39,7 +44,9 @@ def test_flipped_byte_fails_with_sha256_message(exported_copy):
     assert result.returncode == 1
     fail_lines = [line for line in result.stdout.splitlines() if line.startswith("[FAIL]")]
     assert len(fail_lines) == 2 and all("torch_linear.onnx" in line for line in fail_lines)
-    assert "sha256" in fail_lines[0] and "!= manifest" in fail_lines[0] and "python -m export" in fail_lines[0]
+    assert (
+        "sha256" in fail_lines[0] and "!= manifest" in fail_lines[0] and "python -m export" in fail_lines[0]
+    )
 
 
 def test_manifest_naming_a_missing_file_fails_clearly(exported_copy):
@@ -55,7 +62,11 @@ def test_missing_artifacts_exit_2_with_fix(tmp_path):
     result = run_cli("-m", "serve.check", "--artifacts", str(tmp_path / "nope"))
     assert result.returncode == 2 and "python -m train.all" in result.stderr
     result = run_cli("-m", "serve.check", "--artifacts", str(tmp_path))
-    assert result.returncode == 2 and "manifest.json" in result.stderr and "python -m export.all" in result.stderr
+    assert (
+        result.returncode == 2
+        and "manifest.json" in result.stderr
+        and "python -m export.all" in result.stderr
+    )
     (tmp_path / "manifest.json").write_text("{not json")
     result = run_cli("-m", "serve.check", "--artifacts", str(tmp_path))
     assert result.returncode == 2 and "not valid JSON" in result.stderr and "Traceback" not in result.stderr

@@ -9,8 +9,8 @@ Cases that do not apply to a command are left out, each for the reason given in 
 
 from __future__ import annotations
 
-import runpy
 import json
+import runpy
 import shutil
 import sys
 import warnings
@@ -22,11 +22,19 @@ import uvicorn
 # and the training record; "export" reads training.json and the trained models; "report" reads
 # training.json (and the manifest); "reader" reads manifest.json and the files it names.
 CLIS = {
-    "train.all": ("train", "--epochs"), "train.keras": ("train", "--epochs"), "train.torch": ("train", "--epochs"),
-    "pipeline": ("train", "--epochs"), "train.report": ("report", None),
-    "export.all": ("export", None), "export.onnx": ("export", None), "export.savedmodel": ("export", None),
-    "export.torchscript": ("export", None), "export.triton": ("reader", "--max-batch-size"),
-    "serve.check": ("reader", "--atol"), "serve": ("reader", "--max-rows"), "serve.web": ("reader", "--port"),
+    "train.all": ("train", "--epochs"),
+    "train.keras": ("train", "--epochs"),
+    "train.torch": ("train", "--epochs"),
+    "pipeline": ("train", "--epochs"),
+    "train.report": ("report", None),
+    "export.all": ("export", None),
+    "export.onnx": ("export", None),
+    "export.savedmodel": ("export", None),
+    "export.torchscript": ("export", None),
+    "export.triton": ("reader", "--max-batch-size"),
+    "serve.check": ("reader", "--atol"),
+    "serve": ("reader", "--max-rows"),
+    "serve.web": ("reader", "--port"),
 }
 CASES = ["unknown_flag", "missing_dir", "not_a_dir", "non_numeric", "negative", "bad_json", "missing_file"]
 
@@ -58,7 +66,9 @@ def argv_for(case: str, kind: str, flag: str | None, exported_dir, tmp_path) -> 
     artifacts = tmp_path / "artifacts"
     shutil.copytree(exported_dir, artifacts)
     if case == "bad_json":  # the JSON this command reads first
-        (artifacts / ("training.json" if kind in ("export", "report") else "manifest.json")).write_text("{not json")
+        (artifacts / ("training.json" if kind in ("export", "report") else "manifest.json")).write_text(
+            "{not json"
+        )
     elif kind == "export":  # missing_file: what the command's input names
         for name in ("keras_linear.keras", "torch_linear.pt"):
             (artifacts / name).unlink()
@@ -70,8 +80,12 @@ def argv_for(case: str, kind: str, flag: str | None, exported_dir, tmp_path) -> 
     return ["--artifacts", str(artifacts)]
 
 
-PARAMS = [pytest.param(cmd, case, id=f"{cmd}-{case}") for cmd, (kind, flag) in CLIS.items() for case in CASES
-          if applies(kind, flag, case)]
+PARAMS = [
+    pytest.param(cmd, case, id=f"{cmd}-{case}")
+    for cmd, (kind, flag) in CLIS.items()
+    for case in CASES
+    if applies(kind, flag, case)
+]
 
 
 @pytest.mark.parametrize("command, case", PARAMS)

@@ -1,7 +1,14 @@
 import numpy as np
 
-from train.data import (ARTICLE_X, ARTICLE_Y, article_data, headline_input, least_squares, probe_batch,
-                        reference_block)
+from train.data import (
+    ARTICLE_X,
+    ARTICLE_Y,
+    article_data,
+    headline_input,
+    least_squares,
+    probe_batch,
+    reference_block,
+)
 
 
 def test_article_data_is_float32_columns():
@@ -17,8 +24,9 @@ def test_least_squares_recovers_the_line_from_the_data():
     np.testing.assert_allclose(weights, [2.0], atol=1e-12)
     assert abs(bias + 1.0) < 1e-12
     # and it is computed, not a literal: other data gives another line
-    other = article_data().__class__(x=article_data().x, y=article_data().y * 3, features=("x",), target="y",
-                                     source="t")
+    other = article_data().__class__(
+        x=article_data().x, y=article_data().y * 3, features=("x",), target="y", source="t"
+    )
     np.testing.assert_allclose(least_squares(other)[0], [6.0], atol=1e-12)
 
 
@@ -37,6 +45,7 @@ def test_reference_block_headline_is_19():
 def test_sha256_depends_on_values_only():
     a, b = article_data(), article_data()
     assert a.sha256 == b.sha256 and len(a.sha256) == 64
-    changed = a.__class__(x=a.x, y=np.asarray(ARTICLE_Y, np.float32).reshape(-1, 1) + 1, features=("x",),
-                          target="y", source="t")
+    changed = a.__class__(
+        x=a.x, y=np.asarray(ARTICLE_Y, np.float32).reshape(-1, 1) + 1, features=("x",), target="y", source="t"
+    )
     assert changed.sha256 != a.sha256

@@ -7,8 +7,8 @@ import pytest
 
 from core.errors import InputError
 from core.fsio import sha256_file
-from train.data import load_csv, probe_batch, probe_rows
 from tests.conftest import run_cli
+from train.data import load_csv, probe_batch, probe_rows
 
 GOOD = "a,b,y\n1,2,5\n2,1,4\n3,5,14\n4,3,11\n"
 
@@ -17,18 +17,49 @@ FAILURES = {
     "missing file": (None, [], ["no such file", "--data"]),
     "empty file": ("", [], ["empty file", "header"]),
     "no header": ("1,2,5\n2,1,4\n3,5,14\n", [], ["line 1", "no header", "e.g. x,y"]),
-    "non-numeric cell": ("a,b,y\n1,2,5\n2,oops,4\n3,5,14\n4,3,11\n", [],
-                         ["row 2 (line 3)", "column 'b'", "'oops' is not a number"]),
-    "empty cell": ("a,b,y\n1,2,5\n2,1,4\n3,,14\n4,3,11\n", [], ["row 3 (line 4)", "column 'b'", "empty cell"]),
-    "nan": ("a,b,y\n1,2,5\n2,1,NaN\n3,5,14\n4,3,11\n", [], ["row 2 (line 3)", "column 'y'", "'NaN'", "finite"]),
-    "inf": ("a,b,y\n1,2,5\n2,1,4\n-inf,5,14\n4,3,11\n", [], ["row 3 (line 4)", "column 'a'", "'-inf'", "finite"]),
-    "beyond float32": ("a,b,y\n1,2,5\n2,1,4\n3,5,1e39\n4,3,11\n", [], ["row 3 (line 4)", "column 'y'", "float32"]),
+    "non-numeric cell": (
+        "a,b,y\n1,2,5\n2,oops,4\n3,5,14\n4,3,11\n",
+        [],
+        ["row 2 (line 3)", "column 'b'", "'oops' is not a number"],
+    ),
+    "empty cell": (
+        "a,b,y\n1,2,5\n2,1,4\n3,,14\n4,3,11\n",
+        [],
+        ["row 3 (line 4)", "column 'b'", "empty cell"],
+    ),
+    "nan": (
+        "a,b,y\n1,2,5\n2,1,NaN\n3,5,14\n4,3,11\n",
+        [],
+        ["row 2 (line 3)", "column 'y'", "'NaN'", "finite"],
+    ),
+    "inf": (
+        "a,b,y\n1,2,5\n2,1,4\n-inf,5,14\n4,3,11\n",
+        [],
+        ["row 3 (line 4)", "column 'a'", "'-inf'", "finite"],
+    ),
+    "beyond float32": (
+        "a,b,y\n1,2,5\n2,1,4\n3,5,1e39\n4,3,11\n",
+        [],
+        ["row 3 (line 4)", "column 'y'", "float32"],
+    ),
     "ragged row": ("a,b,y\n1,2,5\n2,1\n3,5,14\n4,3,11\n", [], ["row 2 (line 3)", "2 cells", "3 columns"]),
     "too few rows": ("a,b,y\n1,2,5\n2,1,4\n", [], ["2 data rows for 2 feature(s)", "at least 3"]),
-    "constant feature": ("a,b,y\n1,7,5\n2,7,4\n3,7,14\n4,7,11\n", [], ["column 'b'", "constant", "--features"]),
-    "missing target": (GOOD, ["--target", "price"], ["no target column 'price'", "columns: a, b, y", "--target"]),
+    "constant feature": (
+        "a,b,y\n1,7,5\n2,7,4\n3,7,14\n4,7,11\n",
+        [],
+        ["column 'b'", "constant", "--features"],
+    ),
+    "missing target": (
+        GOOD,
+        ["--target", "price"],
+        ["no target column 'price'", "columns: a, b, y", "--target"],
+    ),
     "unknown feature": (GOOD, ["--features", "a,z"], ["no feature column 'z'", "--features"]),
-    "duplicate column": ("a,a,y\n1,2,5\n2,1,4\n3,5,14\n4,3,11\n", [], ["line 1, column 2", "duplicate", "'a'"]),
+    "duplicate column": (
+        "a,a,y\n1,2,5\n2,1,4\n3,5,14\n4,3,11\n",
+        [],
+        ["line 1, column 2", "duplicate", "'a'"],
+    ),
     "dependent features": ("a,b,y\n1,2,5\n2,4,4\n3,6,14\n4,8,11\n", [], ["linearly dependent", "--features"]),
     "bad --probe width": (GOOD, ["--probe", "1:2:3"], ["--probe point 1:2:3", "2 features"]),
 }
@@ -85,7 +116,11 @@ def test_target_and_feature_selection(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("id,a,b,price\n1,1,2,5\n2,2,1,4\n3,3,5,14\n4,4,3,11\n")
     data = load_csv(path, target="price", features=("b", "a"))
-    assert data.features == ("b", "a") and data.x[0].tolist() == [2, 1] and data.y[:, 0].tolist() == [5, 4, 14, 11]
+    assert (
+        data.features == ("b", "a")
+        and data.x[0].tolist() == [2, 1]
+        and data.y[:, 0].tolist() == [5, 4, 14, 11]
+    )
     with pytest.raises(InputError, match="is the target"):
         load_csv(path, target="price", features=("a", "price"))
 

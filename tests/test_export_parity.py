@@ -65,7 +65,9 @@ def test_onnx_contract(exported_dir, name):
     assert meta["source_framework"] == ("tensorflow" if name.startswith("keras") else "torch")
     assert meta["training_record_sha256"] == manifest["training_record"]["sha256"]
     assert json.loads(meta["selftest_x"]) == [[10.0]]
-    assert float(meta["selftest_y"]) == pytest.approx(source_predictions(exported_dir, name[:-5])[6], abs=1e-6)
+    assert float(meta["selftest_y"]) == pytest.approx(
+        source_predictions(exported_dir, name[:-5])[6], abs=1e-6
+    )
 
 
 def test_savedmodel_signature(exported_dir):
@@ -81,11 +83,24 @@ def test_savedmodel_signature(exported_dir):
 def test_manifest_entries(exported_dir):
     manifest = json.loads((exported_dir / "manifest.json").read_text())
     names = {e["name"]: e for e in manifest["artifacts"]}
-    assert set(names) == {"keras_linear.onnx", "torch_linear.onnx", "keras_linear.savedmodel",
-                          "torch_linear.torchscript.pt"}
+    assert set(names) == {
+        "keras_linear.onnx",
+        "torch_linear.onnx",
+        "keras_linear.savedmodel",
+        "torch_linear.torchscript.pt",
+    }
     for e in names.values():
-        assert {"path", "format", "framework", "sha256", "size", "inputs", "outputs", "producer",
-                "prediction_x10"} <= e.keys()
+        assert {
+            "path",
+            "format",
+            "framework",
+            "sha256",
+            "size",
+            "inputs",
+            "outputs",
+            "producer",
+            "prediction_x10",
+        } <= e.keys()
         assert e["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1]}]
         assert (exported_dir / e["path"]).exists() and e["size"] > 0
     assert names["keras_linear.onnx"]["opset"] == names["torch_linear.onnx"]["opset"] == OPSET
@@ -110,9 +125,15 @@ def test_canonical_affine_keeps_other_graphs_and_handles_n_features():
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 1])
     w = np.array([[1.0, 2.0, 3.0]], np.float32)
-    gemm = helper.make_model(helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], "g", [x], [y],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([0.5], np.float32), "B")]))
+    gemm = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)],
+            "g",
+            [x],
+            [y],
+            [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([0.5], np.float32), "B")],
+        )
+    )
     assert canonical_affine(gemm) == ["Gemm"]
     assert [n.op_type for n in gemm.graph.node] == ["MatMul", "Add"]
     feed = np.array([[1, 1, 1], [0, 2, -1]], np.float32)

@@ -1,6 +1,5 @@
 """export.triton: the repository layout, and config.pbtxt parsed with Triton's own ModelConfig protobuf."""
 
-
 import onnx
 import pytest
 from google.protobuf import text_format

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from core import fsio
-from core.fsio import JOURNAL, atomic_write_bytes, atomic_write_json, atomic_write_with, locked, staged, transaction
+from core.fsio import (
+    JOURNAL,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_with,
+    locked,
+    staged,
+    transaction,
+)
 from tests.conftest import run_cli
 
 
@@ -23,13 +31,18 @@ def write_generation(directory: Path, gen: int) -> None:
     def make_dir(p: Path) -> None:
         p.mkdir()
         (p / "inner.txt").write_text(f"d{gen}")
+
     atomic_write_with(directory / "d.dir", make_dir)
     atomic_write_json(directory / "manifest.json", {"gen": gen})
 
 
 def state(directory: Path) -> tuple:
-    return ((directory / "a.bin").read_text(), (directory / "b.bin").read_text(),
-            (directory / "d.dir" / "inner.txt").read_text(), json.loads((directory / "manifest.json").read_text())["gen"])
+    return (
+        (directory / "a.bin").read_text(),
+        (directory / "b.bin").read_text(),
+        (directory / "d.dir" / "inner.txt").read_text(),
+        json.loads((directory / "manifest.json").read_text())["gen"],
+    )
 
 
 def leftovers(directory: Path) -> list[str]:

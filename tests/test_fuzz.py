@@ -17,17 +17,21 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
-from serve.app import create_app
-from serve.config import ServeConfig
-from serve.openapi import document
-from serve.registry import Registry
+from serve.http.app import create_app
+from serve.http.config import ServeConfig
+from serve.http.openapi import document
+from serve.http.registry import Registry
 from tests.serve_app import MODELS, assert_no_leak
 
 EXAMPLES = 100  # per operation and generation mode
 # (path, method, mode): negative cases only where there is something to get wrong (parameters or a body).
-OPERATIONS = [(path, method.upper(), mode) for path, item in document(MODELS)["paths"].items()
-              for method, op in item.items() for mode in GenerationMode
-              if mode is GenerationMode.POSITIVE or op.get("parameters") or op.get("requestBody")]
+OPERATIONS = [
+    (path, method.upper(), mode)
+    for path, item in document(MODELS)["paths"].items()
+    for method, op in item.items()
+    for mode in GenerationMode
+    if mode is GenerationMode.POSITIVE or op.get("parameters") or op.get("requestBody")
+]
 CASES = {"tried": 0, "by_status": {}}
 
 
@@ -39,13 +43,20 @@ def api_schema(exported_dir):
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
-@pytest.mark.parametrize("path, method, mode", OPERATIONS, ids=[f"{m} {p} {g.value}" for p, m, g in OPERATIONS])
+@pytest.mark.parametrize(
+    "path, method, mode", OPERATIONS, ids=[f"{m} {p} {g.value}" for p, m, g in OPERATIONS]
+)
 def test_every_route_conforms(api_schema, exported_dir, path, method, mode):
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-              database=None)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
     def fuzz(case):
         response = case.call()
         CASES["tried"] += 1

@@ -48,7 +48,9 @@ KINDS = ["tampered", "truncated", "zero_byte", "non_onnx", "non_onnx_rehashed"]
 
 def assert_names_everything(message: str, kind: str, expected: str, actual: str) -> None:
     # the stored version (keras_linear.<sha12>.onnx) or, where only the name is known, keras_linear.onnx
-    assert re.search(r"keras_linear(\.[0-9a-f]{12})?\.onnx", message) and "re-run python -m export" in message, message
+    assert (
+        re.search(r"keras_linear(\.[0-9a-f]{12})?\.onnx", message) and "re-run python -m export" in message
+    ), message
     if kind == "non_onnx_rehashed":  # the hash matches: the message says what is wrong instead
         assert "not a loadable ONNX model" in message or "cannot run it" in message, message
     else:
@@ -78,11 +80,15 @@ def test_check_refuses(exported_copy, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_server_refuses_logs_why_and_serves_the_rest(exported_copy, kind, caplog):
     expected, actual = damage(exported_copy, kind)
-    with caplog.at_level(logging.ERROR, logger="serve.registry"):
+    with caplog.at_level(logging.ERROR, logger="serve.http.registry"):
         api = client(exported_copy)
     assert_names_everything(caplog.text, kind, expected, actual)  # the operator's log says it all
-    r = api.post("/v2/models/keras_linear/infer",
-                 json={"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]})
-    assert r.status_code == 503 and "keras_linear" in r.json()["error"]  # the client: no paths (CheckedClient)
+    r = api.post(
+        "/v2/models/keras_linear/infer",
+        json={"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]},
+    )
+    assert (
+        r.status_code == 503 and "keras_linear" in r.json()["error"]
+    )  # the client: no paths (CheckedClient)
     assert api.get("/v2/health/ready").status_code == 503
     assert api.post("/v1/models/torch_linear:predict", json={"instances": [[10.0]]}).status_code == 200

@@ -17,17 +17,31 @@ def model(exported_dir):
 
 
 def test_imports_only_numpy_and_onnxruntime(exported_dir):
-    code = (f"import sys; from serve import load; m = load('torch_linear', {str(exported_dir)!r}); m.predict(1.0);"
-            "heavy = sorted({k.split('.')[0] for k in sys.modules} & "
-            "{'tensorflow', 'torch', 'keras', 'onnx', 'tf2onnx', 'fastapi', 'starlette'}); print(heavy)")
+    code = (
+        f"import sys; from serve import load; m = load('torch_linear', {str(exported_dir)!r}); "
+        "m.predict(1.0);"
+        "heavy = sorted({k.split('.')[0] for k in sys.modules} & "
+        "{'tensorflow', 'torch', 'keras', 'onnx', 'tf2onnx', 'fastapi', 'starlette'}); print(heavy)"
+    )
     result = run_cli("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("x, rows", [(10, 1), (10.0, 1), ([10.0], 1), ([1, 2, 3], 3), ([[1], [2]], 2),
-                                     (np.arange(4, dtype=np.int16), 4), (np.ones((5, 1), np.float64), 5),
-                                     (np.float16(2.5), 1), (np.uint8(7), 1)])
+@pytest.mark.parametrize(
+    "x, rows",
+    [
+        (10, 1),
+        (10.0, 1),
+        ([10.0], 1),
+        ([1, 2, 3], 3),
+        ([[1], [2]], 2),
+        (np.arange(4, dtype=np.int16), 4),
+        (np.ones((5, 1), np.float64), 5),
+        (np.float16(2.5), 1),
+        (np.uint8(7), 1),
+    ],
+)
 def test_predict_accepts_numbers_lists_and_arrays(model, x, rows):
     y = model.predict(x)
     assert y.dtype == np.float32 and y.shape == (rows, 1)
@@ -42,12 +56,25 @@ def test_predict_matches_manifest_prediction(model, exported_dir):
     assert float(model.predict(10)[0, 0]) == pytest.approx(entry["prediction_x10"], abs=1e-5)
 
 
-@pytest.mark.parametrize("bad, words", [
-    ("10", "str"), (b"1", "bytes"), ([], "empty"), (np.zeros((0, 1)), "empty"), ([[1, 2]], "shape (1, 2)"),
-    (np.zeros((2, 1, 1)), "shape (2, 1, 1)"), ([float("nan")], "NaN"), ([1.0, float("inf")], "infinity"),
-    ([1e39], "float32"), (None, "dtype object"), ([[1], [2, 3]], "rectangular"), (True, "bool"),
-    (1 + 2j, "complex"), (np.array(["a"]), "dtype <U1"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("10", "str"),
+        (b"1", "bytes"),
+        ([], "empty"),
+        (np.zeros((0, 1)), "empty"),
+        ([[1, 2]], "shape (1, 2)"),
+        (np.zeros((2, 1, 1)), "shape (2, 1, 1)"),
+        ([float("nan")], "NaN"),
+        ([1.0, float("inf")], "infinity"),
+        ([1e39], "float32"),
+        (None, "dtype object"),
+        ([[1], [2, 3]], "rectangular"),
+        (True, "bool"),
+        (1 + 2j, "complex"),
+        (np.array(["a"]), "dtype <U1"),
+    ],
+)
 def test_bad_input_raises_a_clear_value_error(model, bad, words):
     with pytest.raises(PredictInputError) as info:
         model.predict(bad)
@@ -86,7 +113,9 @@ def test_tampered_file_is_refused_naming_both_hashes(exported_copy):
     message = str(info.value)
     assert re.search(r"keras_linear\.[0-9a-f]{12}\.onnx: sha256", message) and "!= manifest" in message
     assert "python -m export.onnx" in message
-    with pytest.raises(IntegrityError, match="not a loadable ONNX model"):  # hash check off: the parser notices
+    with pytest.raises(
+        IntegrityError, match="not a loadable ONNX model"
+    ):  # hash check off: the parser notices
         load("keras_linear", exported_copy, verify_sha256=False)
 
 

@@ -9,8 +9,24 @@ from hypothesis.extra import numpy as hnp
 
 from serve import PredictInputError, load
 
-DTYPES = st.sampled_from([np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
-                          np.uint32, np.uint64, np.bool_, np.complex64, np.str_, np.object_])
+DTYPES = st.sampled_from(
+    [
+        np.float16,
+        np.float32,
+        np.float64,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint32,
+        np.uint64,
+        np.bool_,
+        np.complex64,
+        np.str_,
+        np.object_,
+    ]
+)
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)
 
 
@@ -26,13 +42,20 @@ def arrays():
         if dtype in (np.str_, np.object_):
             return hnp.arrays(dtype, SHAPES, elements=st.text(max_size=3) if dtype is np.str_ else st.none())
         return hnp.arrays(dtype, SHAPES)
+
     return DTYPES.flatmap(build)
 
 
 PYTHON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**40, 10**40) | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=3) | st.complex_numbers(max_magnitude=10),
-    lambda children: st.lists(children, max_size=4) | st.tuples(children, children), max_leaves=10)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**40), 10**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=3)
+    | st.complex_numbers(max_magnitude=10),
+    lambda children: st.lists(children, max_size=4) | st.tuples(children, children),
+    max_leaves=10,
+)
 
 
 def check(model, bare, x):

@@ -16,8 +16,11 @@ from onnx import TensorProto, helper
 from tests.conftest import ROOT
 
 NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node not found: install Node.js 20+ "
-                                "(apt-get install -y nodejs npm) to run the Node.js embedding tests")
+pytestmark = pytest.mark.skipif(
+    NODE is None,
+    reason="node not found: install Node.js 20+ "
+    "(apt-get install -y nodejs npm) to run the Node.js embedding tests",
+)
 CLI = "serve/node/predict.mjs"
 MODELS = ("keras_linear", "torch_linear")
 
@@ -25,8 +28,10 @@ MODELS = ("keras_linear", "torch_linear")
 @pytest.fixture(scope="module", autouse=True)
 def node_modules():
     if not (ROOT / "node_modules" / "onnxruntime-node" / "package.json").is_file():
-        pytest.fail("node_modules/onnxruntime-node is missing: run `npm ci --ignore-scripts` at the repository "
-                    "root (make test does)")
+        pytest.fail(
+            "node_modules/onnxruntime-node is missing: run `npm ci --ignore-scripts` at the repository "
+            "root (make test does)"
+        )
 
 
 def node(*args: str) -> subprocess.CompletedProcess:
@@ -62,9 +67,11 @@ def test_json_output_and_importable_module(exported_dir):
     out = json.loads(result.stdout)
     assert out["model"] == "torch_linear" and out["source_framework"] == "torch" and out["opset"] == 18
     assert out["x"] == [[10]] and out["selftest"]["expected"] == out["selftest"]["actual"]
-    script = (f"import {{ load, predict }} from './serve/node/model.mjs';"
-              f"const m = await load({json.dumps(str(path))});"
-              "console.log(JSON.stringify({y: await predict(m, [1, 2]), n: m.nFeatures, md: m.metadata}));")
+    script = (
+        f"import {{ load, predict }} from './serve/node/model.mjs';"
+        f"const m = await load({json.dumps(str(path))});"
+        "console.log(JSON.stringify({y: await predict(m, [1, 2]), n: m.nFeatures, md: m.metadata}));"
+    )
     result = node_eval(script)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -76,8 +83,10 @@ def test_bad_path(tmp_path):
     missing = tmp_path / "nope.onnx"
     result = node(CLI, str(missing), "10")
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: {missing}: no such file; give the path of an exported .onnx file "
-                                     "(e.g. artifacts/keras_linear.onnx; python -m export.onnx writes them)")
+    assert result.stderr.strip() == (
+        f"error: {missing}: no such file; give the path of an exported .onnx file "
+        "(e.g. artifacts/keras_linear.onnx; python -m export.onnx writes them)"
+    )
     result = node(CLI, str(tmp_path), "10")
     assert result.returncode == 2 and "is a directory" in result.stderr
 
@@ -138,20 +147,25 @@ def test_metadata_reader_matches_onnx(exported_dir, tmp_path):
     paths = [exported_dir / f"{m}.onnx" for m in MODELS]
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes((exported_dir / "torch_linear.onnx").read_bytes()[:100])
-    script = ("import { readOnnxInfo } from './serve/node/onnx_info.mjs'; import fs from 'node:fs';"
-              f"const out = {json.dumps([str(p) for p in paths])}.map(p => readOnnxInfo(fs.readFileSync(p)));"
-              "for (const bad of [new Uint8Array(0), fs.readFileSync(" + json.dumps(str(truncated)) + ")]) {"
-              "  try { readOnnxInfo(bad); out.push('parsed'); } catch (e) { out.push(e.constructor.name); } }"
-              "console.log(JSON.stringify(out));")
+    script = (
+        "import { readOnnxInfo } from './serve/node/onnx_info.mjs'; import fs from 'node:fs';"
+        f"const out = {json.dumps([str(p) for p in paths])}.map(p => readOnnxInfo(fs.readFileSync(p)));"
+        "for (const bad of [new Uint8Array(0), fs.readFileSync(" + json.dumps(str(truncated)) + ")]) {"
+        "  try { readOnnxInfo(bad); out.push('parsed'); } catch (e) { out.push(e.constructor.name); } }"
+        "console.log(JSON.stringify(out));"
+    )
     result = node_eval(script)
     assert result.returncode == 0, result.stderr
     *infos, empty, cut = json.loads(result.stdout)
-    for path, info in zip(paths, infos):
+    for path, info in zip(paths, infos, strict=True):
         proto = onnx.load(path)
         assert info["metadata"] == {p.key: p.value for p in proto.metadata_props}
         assert info["opsets"] == {o.domain: o.version for o in proto.opset_import}
         assert info["irVersion"] == proto.ir_version
-        assert (info["producerName"], info["producerVersion"]) == (proto.producer_name, proto.producer_version)
+        assert (info["producerName"], info["producerVersion"]) == (
+            proto.producer_name,
+            proto.producer_version,
+        )
     assert empty == "OnnxFormatError" and cut == "OnnxFormatError"
 
 
@@ -162,11 +176,23 @@ def two_feature_model(path, w=(2.0, -3.0), b=0.5):
         "two_features",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
-        [helper.make_tensor("w", TensorProto.FLOAT, [2, 1], list(w)), helper.make_tensor("b", TensorProto.FLOAT, [1], [b])])
+        [
+            helper.make_tensor("w", TensorProto.FLOAT, [2, 1], list(w)),
+            helper.make_tensor("b", TensorProto.FLOAT, [1], [b]),
+        ],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
     selftest_y = float(np.float32(10 * w[0] + 20 * w[1] + b))
-    helper.set_model_props(proto, {"model": "two_features", "source_framework": "onnx.helper", "n_features": "2",
-                                   "selftest_x": "[[10.0, 20.0]]", "selftest_y": repr(selftest_y)})
+    helper.set_model_props(
+        proto,
+        {
+            "model": "two_features",
+            "source_framework": "onnx.helper",
+            "n_features": "2",
+            "selftest_x": "[[10.0, 20.0]]",
+            "selftest_y": repr(selftest_y),
+        },
+    )
     onnx.save(proto, path)
     return path
 
@@ -179,8 +205,10 @@ def test_multi_feature_rows_are_comma_separated(tmp_path):
     np.testing.assert_allclose(got, python_ort(path, [[1, 2], [-3, 4.5]]), rtol=0, atol=1e-6)
     result = node(CLI, str(path), "1")
     assert result.returncode == 2
-    assert ('"1" has 1 value(s); the model takes 2 feature(s) per row: give a comma-separated row, e.g. 1,2'
-            in result.stderr)
+    assert (
+        '"1" has 1 value(s); the model takes 2 feature(s) per row: give a comma-separated row, e.g. 1,2'
+        in result.stderr
+    )
 
 
 def readme_section(title: str) -> str:
@@ -190,7 +218,9 @@ def readme_section(title: str) -> str:
 
 def test_readme_node_commands_run_as_shown(exported_dir):
     section = readme_section("Node.js")
-    command, printed = re.search(r"\n(node serve/node/predict\.mjs [^\n#]+?)\s+# prints ([^\n]+)", section).groups()
+    command, printed = re.search(
+        r"\n(node serve/node/predict\.mjs [^\n#]+?)\s+# prints ([^\n]+)", section
+    ).groups()
     args = command.split()[1:]
     result = node(*[a.replace("artifacts/", f"{exported_dir}/") for a in args])
     assert result.returncode == 0, result.stderr

@@ -28,7 +28,7 @@ def make_csv(path):
     rng = np.random.default_rng(42)
     x = np.column_stack([rng.normal(0, 1, ROWS), rng.uniform(0, 10, ROWS), rng.normal(5, 2, ROWS)])
     y = x @ TRUE_W + TRUE_B + rng.normal(0, SIGMA, ROWS)
-    lines = ["a,b,c,y"] + [",".join(f"{v:.6f}" for v in (*row, t)) for row, t in zip(x, y)]
+    lines = ["a,b,c,y"] + [",".join(f"{v:.6f}" for v in (*row, t)) for row, t in zip(x, y, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return x
 
@@ -47,8 +47,19 @@ def own(tmp_path_factory):
     root = tmp_path_factory.mktemp("own")
     x = make_csv(root / "data.csv")
     artifacts = root / "artifacts"
-    result = run_cli("-m", "train.all", "--data", str(root / "data.csv"), "--standardize", "--epochs", str(EPOCHS),
-                     "--probe", "2,1:2:3", "--artifacts", str(artifacts))
+    result = run_cli(
+        "-m",
+        "train.all",
+        "--data",
+        str(root / "data.csv"),
+        "--standardize",
+        "--epochs",
+        str(EPOCHS),
+        "--probe",
+        "2,1:2:3",
+        "--artifacts",
+        str(artifacts),
+    )
     assert result.returncode == 0, result.stderr
     export_all(artifacts)
     return {"artifacts": artifacts, "x": x, "stdout": result.stdout, "csv": root / "data.csv"}
@@ -98,7 +109,10 @@ def test_loader_predicts_with_three_features(own):
         model = load(name, artifacts=own["artifacts"])
         assert model.n_features == 3
         x = own["x"][:5].astype(np.float32)
-        expected = x.astype(np.float64) @ np.asarray(record["models"][name]["weights"]) + record["models"][name]["bias"]
+        expected = (
+            x.astype(np.float64) @ np.asarray(record["models"][name]["weights"])
+            + record["models"][name]["bias"]
+        )
         np.testing.assert_allclose(model.predict(x)[:, 0], expected, atol=1e-4)
         assert model.predict([1.0, 2.0, 3.0]).shape == (1, 1)
         with pytest.raises(PredictInputError, match=r"\(rows, 3\)"):
@@ -115,9 +129,10 @@ def test_report_for_many_features_is_predicted_vs_actual(own, tmp_path):
 
 
 def test_report_refuses_changed_data(own, tmp_path):
+    import shutil
+
     from core.errors import InputError
     from train.report import build_report
-    import shutil
 
     artifacts = tmp_path / "art"
     shutil.copytree(own["artifacts"], artifacts)

@@ -9,7 +9,10 @@ import pytest
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
-MODULES = sorted(set(m.rstrip(".") for m in re.findall(r"python -m ([a-z_][\w.]*)", README)) - {"pytest", "pip", "venv", "http.server"})
+MODULES = sorted(
+    {m.rstrip(".") for m in re.findall(r"python -m ([a-z_][\w.]*)", README)}
+    - {"pytest", "pip", "venv", "http.server"}
+)
 
 
 def test_readme_names_the_two_commands():

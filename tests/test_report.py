@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from train.report import build_report
 from tests.conftest import run_cli
+from train.report import build_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CELL = re.compile(r'<td class="num" data-key="([^"]+)" data-value="([^"]+)">([^<]*)</td>')
@@ -56,8 +56,10 @@ def test_index_numbers_equal_the_training_record(exported_dir, report):
     cells = CELL.findall(html)
     keys = {key for key, _, _ in cells}
     for name in ("keras_linear", "torch_linear"):
-        assert {f"models.{name}.{k}" for k in ("final_loss", "weights.0", "bias", "prediction_headline",
-                                                "train_seconds")} <= keys
+        assert {
+            f"models.{name}.{k}"
+            for k in ("final_loss", "weights.0", "bias", "prediction_headline", "train_seconds")
+        } <= keys
     assert {"reference.weights.0", "reference.bias", "probe.headline_reference_y"} <= keys
     for key, value, shown in cells:
         assert float(value) == lookup(record, key), key  # the exact value, not a rounded copy

@@ -28,8 +28,14 @@ def free_port() -> int:
 def server(exported_dir):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "--artifacts", str(exported_dir), "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serve", "--artifacts", str(exported_dir), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -71,9 +77,13 @@ def test_tritonclient(server, exported_dir, binary):
 def test_tfserving_predict_over_http(server, exported_dir):
     _, port = server
     for name in MODELS:
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/models/{name}:predict", json={"instances": [[10.0], [2.0]]})
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/models/{name}:predict", json={"instances": [[10.0], [2.0]]}
+        )
         assert r.status_code == 200
-        np.testing.assert_allclose(r.json()["predictions"], reference(exported_dir, name, [10, 2]), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(
+            r.json()["predictions"], reference(exported_dir, name, [10, 2]), atol=1e-6, rtol=0
+        )
 
 
 def test_sigterm_shuts_down_gracefully(server):
@@ -88,6 +98,12 @@ def test_sigterm_shuts_down_gracefully(server):
 
 
 def test_missing_artifacts_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "serve", "--artifacts", str(tmp_path / "none")], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "serve", "--artifacts", str(tmp_path / "none")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "no such directory" in proc.stderr

@@ -6,7 +6,7 @@ import time
 import jsonschema_rs
 import pytest
 
-from serve.httpio import INTERNAL
+from serve.http.httpio import INTERNAL
 from tests.serve_app import MODELS, client
 
 
@@ -26,15 +26,27 @@ def test_health_and_server_metadata(api):
 @pytest.mark.parametrize("suffix", ["", "/versions/1"])
 def test_model_metadata_and_ready(api, name, suffix):
     meta = api.get(f"/v2/models/{name}{suffix}").json()
-    assert meta == {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
-                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
-                    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}]}
+    assert meta == {
+        "name": name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
+    }
     assert api.get(f"/v2/models/{name}{suffix}/ready").json() == {"name": name, "ready": True}
 
 
-@pytest.mark.parametrize("path", ["/v2/models/nope", "/v2/models/nope/ready", "/v2/models/keras_linear/versions/2",
-                                  "/v2/models/keras_linear/versions/2/ready", "/v1/models/nope",
-                                  "/v1/models/keras_linear/versions/7/metadata"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/nope",
+        "/v2/models/nope/ready",
+        "/v2/models/keras_linear/versions/2",
+        "/v2/models/keras_linear/versions/2/ready",
+        "/v1/models/nope",
+        "/v1/models/keras_linear/versions/7/metadata",
+    ],
+)
 def test_unknown_model_or_version_is_404(api, path):
     r = api.get(path)
     assert r.status_code == 404 and "error" in r.json()
@@ -52,9 +64,12 @@ def test_not_ready_until_models_load(exported_dir):
     api = client(exported_dir, load_models=False)
     body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
     assert api.get("/v2/health/live").status_code == 200
-    for r in (api.get("/v2/health/ready"), api.get("/v2/models/keras_linear/ready"),
-              api.post("/v2/models/keras_linear/infer", json=body),
-              api.post("/v1/models/keras_linear:predict", json={"instances": [[1.0]]})):
+    for r in (
+        api.get("/v2/health/ready"),
+        api.get("/v2/models/keras_linear/ready"),
+        api.post("/v2/models/keras_linear/infer", json=body),
+        api.post("/v1/models/keras_linear:predict", json={"instances": [[1.0]]}),
+    ):
         assert r.status_code == 503 and "error" in r.json()
     status = api.get("/v1/models/keras_linear").json()["model_version_status"][0]
     assert status["state"] == "LOADING"
@@ -90,15 +105,19 @@ def test_internal_fault_is_500_logged_not_returned(exported_dir, caplog):
     api = client(exported_dir)
     model = api.app.state.registry.states["torch_linear"].model
     model.predict = lambda x: (_ for _ in ()).throw(RuntimeError("boom at /secret/path"))
-    r = api.post("/v2/models/torch_linear/infer",
-                 json={"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]})
+    r = api.post(
+        "/v2/models/torch_linear/infer",
+        json={"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]},
+    )
     assert r.status_code == 500 and r.json() == {"error": INTERNAL}
     assert "boom" in caplog.text and "Traceback" in caplog.text
 
 
 def test_metrics(api):
-    api.post("/v2/models/keras_linear/infer",
-             json={"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]})
+    api.post(
+        "/v2/models/keras_linear/infer",
+        json={"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]},
+    )
     api.get("/v2/models/nope")
     r = api.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
@@ -125,14 +144,26 @@ def test_openapi_lists_every_route_and_responses_conform(api):
 
     x = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [10]}]}
     for path, concrete, method, kwargs in [
-        ("/v2/health/live", "/v2/health/live", "get", {}), ("/v2/health/ready", "/v2/health/ready", "get", {}),
-        ("/v2", "/v2", "get", {}), ("/v2/models/{name}", "/v2/models/keras_linear", "get", {}),
+        ("/v2/health/live", "/v2/health/live", "get", {}),
+        ("/v2/health/ready", "/v2/health/ready", "get", {}),
+        ("/v2", "/v2", "get", {}),
+        ("/v2/models/{name}", "/v2/models/keras_linear", "get", {}),
         ("/v2/models/{name}", "/v2/models/nope", "get", {}),
         ("/v2/models/{name}/versions/{version}/ready", "/v2/models/torch_linear/versions/1/ready", "get", {}),
         ("/v2/models/{name}/infer", "/v2/models/keras_linear/infer", "post", {"json": x}),
         ("/v2/models/{name}/infer", "/v2/models/keras_linear/infer", "post", {"content": b"{"}),
-        ("/v1/models/{name}:predict", "/v1/models/torch_linear:predict", "post", {"json": {"instances": [[1.0]]}}),
-        ("/v1/models/{name}:predict", "/v1/models/torch_linear:predict", "post", {"json": {"inputs": [1.0, 2.0]}}),
+        (
+            "/v1/models/{name}:predict",
+            "/v1/models/torch_linear:predict",
+            "post",
+            {"json": {"instances": [[1.0]]}},
+        ),
+        (
+            "/v1/models/{name}:predict",
+            "/v1/models/torch_linear:predict",
+            "post",
+            {"json": {"inputs": [1.0, 2.0]}},
+        ),
         ("/v1/models/{name}", "/v1/models/torch_linear", "get", {}),
         ("/v1/models/{name}/metadata", "/v1/models/torch_linear/metadata", "get", {}),
     ]:

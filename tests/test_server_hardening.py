@@ -16,8 +16,8 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-from serve.config import ServeConfig
-from serve.registry import Registry
+from serve.http.config import ServeConfig
+from serve.http.registry import Registry
 from tests.serve_app import MODELS, assert_no_leak, client, reference
 
 V2, V1 = "/v2/models/keras_linear/infer", "/v1/models/keras_linear:predict"
@@ -34,10 +34,16 @@ def drop(key):
 
 
 def bin_body(size, payload, header_length=None):
-    head = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": size}}]}).encode()
-    return head + payload, {"Inference-Header-Content-Length": str(len(head) if header_length is None
-                                                                    else header_length)}
+    head = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [1, 1], "datatype": "FP32", "parameters": {"binary_data_size": size}}
+            ]
+        }
+    ).encode()
+    return head + payload, {
+        "Inference-Header-Content-Length": str(len(head) if header_length is None else header_length)
+    }
 
 
 def raw(text):
@@ -71,7 +77,11 @@ BAD = {
     "float_dims": (V2, js(t(shape=[1.0, 1])), 400),
     "unknown_datatype": (V2, js(t(datatype="FP128")), 400),
     "nan_v2": (V2, raw('{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[NaN]}]}'), 400),
-    "infinity_v2": (V2, raw('{"inputs":[{"name":"x","shape":[2,1],"datatype":"FP64","data":[1,Infinity]}]}'), 400),
+    "infinity_v2": (
+        V2,
+        raw('{"inputs":[{"name":"x","shape":[2,1],"datatype":"FP64","data":[1,Infinity]}]}'),
+        400,
+    ),
     "minus_infinity_v1": (V1, raw('{"instances": [[-Infinity]]}'), 400),
     "nan_v1_columnar": (V1, raw('{"inputs": [NaN]}'), 400),
     "missing_inputs": (V2, js({"id": "1"}), 400),
@@ -100,11 +110,14 @@ def assert_still_serving(api, exported_dir):
     x = [10.0, -1.0, 2.5]
     r = api.post(V2, json={"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": x}]})
     assert r.status_code == 200, r.text
-    np.testing.assert_allclose(r.json()["outputs"][0]["data"], reference(exported_dir, "keras_linear", x).ravel(),
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        r.json()["outputs"][0]["data"], reference(exported_dir, "keras_linear", x).ravel(), atol=1e-6, rtol=0
+    )
     r = api.post("/v1/models/torch_linear:predict", json={"instances": [[v] for v in x]})
     assert r.status_code == 200, r.text
-    np.testing.assert_allclose(r.json()["predictions"], reference(exported_dir, "torch_linear", x), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        r.json()["predictions"], reference(exported_dir, "torch_linear", x), atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -120,16 +133,36 @@ def test_bad_request_is_4xx_json_error_then_valid_request_works(api, exported_di
 
 # --- security: model names in URLs ---------------------------------------------------------------
 
-TRAVERSALS = ["..%2F..%2Fetc%2Fpasswd", "../../etc/passwd", "..%252F..%252Fetc%252Fpasswd",
-              "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "..%5C..%5Cetc%5Cpasswd", "....%2F%2F....%2F%2Fetc%2Fpasswd",
-              "%2Fetc%2Fpasswd", "keras_linear%2F..%2F..%2Fmanifest.json", "keras_linear.onnx", "manifest.json",
-              "keras_linear.savedmodel", "torch_linear.torchscript.pt", "..", "%00keras_linear"]
-MODEL_ROUTES = [("GET", "/v2/models/{}"), ("GET", "/v2/models/{}/ready"), ("POST", "/v2/models/{}/infer"),
-                ("GET", "/v2/models/{}/versions/1"), ("GET", "/v2/models/{}/versions/1/ready"),
-                ("POST", "/v2/models/{}/versions/1/infer"), ("POST", "/v1/models/{}:predict"),
-                ("GET", "/v1/models/{}"), ("GET", "/v1/models/{}/metadata"),
-                ("POST", "/v1/models/{}/versions/1:predict"), ("GET", "/v1/models/{}/versions/1"),
-                ("GET", "/v1/models/{}/versions/1/metadata")]
+TRAVERSALS = [
+    "..%2F..%2Fetc%2Fpasswd",
+    "../../etc/passwd",
+    "..%252F..%252Fetc%252Fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "..%5C..%5Cetc%5Cpasswd",
+    "....%2F%2F....%2F%2Fetc%2Fpasswd",
+    "%2Fetc%2Fpasswd",
+    "keras_linear%2F..%2F..%2Fmanifest.json",
+    "keras_linear.onnx",
+    "manifest.json",
+    "keras_linear.savedmodel",
+    "torch_linear.torchscript.pt",
+    "..",
+    "%00keras_linear",
+]
+MODEL_ROUTES = [
+    ("GET", "/v2/models/{}"),
+    ("GET", "/v2/models/{}/ready"),
+    ("POST", "/v2/models/{}/infer"),
+    ("GET", "/v2/models/{}/versions/1"),
+    ("GET", "/v2/models/{}/versions/1/ready"),
+    ("POST", "/v2/models/{}/versions/1/infer"),
+    ("POST", "/v1/models/{}:predict"),
+    ("GET", "/v1/models/{}"),
+    ("GET", "/v1/models/{}/metadata"),
+    ("POST", "/v1/models/{}/versions/1:predict"),
+    ("GET", "/v1/models/{}/versions/1"),
+    ("GET", "/v1/models/{}/versions/1/metadata"),
+]
 
 
 class FileWatch:
@@ -143,9 +176,11 @@ class FileWatch:
     @classmethod
     def install(cls):
         if not cls.installed:
+
             def hook(event, args):
                 if cls.active and event in ("open", "os.listdir", "os.scandir", "os.stat"):
                     cls.events.append((event, str(args[0]) if args else ""))
+
             sys.addaudithook(hook)
             cls.installed = True
 
@@ -153,11 +188,24 @@ class FileWatch:
 async def asgi_call(app, method: str, raw_path: bytes, body: bytes = b"") -> tuple[int, bytes]:
     """One request straight into the ASGI app, with the raw (undecoded) path as uvicorn passes it:
     `path` percent-decoded, `raw_path` as sent. No client-side URL normalisation."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path, "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"test"), (b"content-length", str(len(body)).encode()),
-                         (b"content-type", b"application/json")],
-             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(raw_path.decode("latin-1")),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"test"),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+    }
     sent, messages = False, []
 
     async def receive():
@@ -178,15 +226,25 @@ async def asgi_call(app, method: str, raw_path: bytes, body: bytes = b"") -> tup
 @pytest.mark.parametrize("method, route", MODEL_ROUTES)
 def test_model_names_are_looked_up_never_joined_into_a_path(api, exported_dir, method, route):
     FileWatch.install()
-    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}],
-                       "instances": [[1.0]]}).encode() if method == "POST" else b""
+    body = (
+        json.dumps(
+            {
+                "inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}],
+                "instances": [[1.0]],
+            }
+        ).encode()
+        if method == "POST"
+        else b""
+    )
     loop = asyncio.new_event_loop()
     try:
         for name in TRAVERSALS:
             FileWatch.events.clear()
             FileWatch.active = True
             try:
-                status, content = loop.run_until_complete(asgi_call(api.app, method, route.format(name).encode(), body))
+                status, content = loop.run_until_complete(
+                    asgi_call(api.app, method, route.format(name).encode(), body)
+                )
             finally:
                 FileWatch.active = False
             assert status == 404, (name, content)
@@ -210,7 +268,9 @@ def test_registry_opens_only_the_manifest_and_onnx_files(exported_dir):
     opened = {p for event, p in FileWatch.events if event == "open" and str(exported_dir) in p}
     assert opened, "the audit hook saw nothing"
     assert all(p.endswith((".onnx", "manifest.json")) for p in opened), opened
-    assert not any(".savedmodel" in p or ".torchscript" in p or p.endswith(".pt") for _, p in FileWatch.events)
+    assert not any(
+        ".savedmodel" in p or ".torchscript" in p or p.endswith(".pt") for _, p in FileWatch.events
+    )
 
 
 def test_code_bearing_entries_are_never_served(exported_copy):

@@ -32,7 +32,9 @@ def server(exported_dir):
 
 def infer_ok(port: int, exported_dir: Path) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/v2/models/torch_linear/infer", body=VALID, headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST", "/v2/models/torch_linear/infer", body=VALID, headers={"Content-Type": "application/json"}
+    )
     r = conn.getresponse()
     assert r.status == 200
     y = json.loads(r.read())["outputs"][0]["data"]
@@ -51,10 +53,14 @@ def read_all(sock: socket.socket, limit: float) -> tuple[bytes, float]:
         data += chunk
 
 
-@pytest.mark.parametrize("route, framing", [
-    ("/v2/models/keras_linear/infer", "content-length"), ("/v1/models/keras_linear:predict", "content-length"),
-    ("/v2/models/keras_linear/infer", "chunked"),
-])
+@pytest.mark.parametrize(
+    "route, framing",
+    [
+        ("/v2/models/keras_linear/infer", "content-length"),
+        ("/v1/models/keras_linear:predict", "content-length"),
+        ("/v2/models/keras_linear/infer", "chunked"),
+    ],
+)
 def test_stalled_body_is_408_within_the_timeout_and_connection_closed(server, exported_dir, route, framing):
     _, port = server
     others = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # stall several at once

@@ -50,7 +50,9 @@ def test_divergence_with_standardize_suggests_only_the_learning_rate():
     assert "smaller learning rate" in str(info.value) and "--standardize" not in str(info.value)
 
 
-@pytest.mark.parametrize("trainer, article", [(keras_trainer, "mean"), (torch_trainer, "sum")], ids=["keras", "torch"])
+@pytest.mark.parametrize(
+    "trainer, article", [(keras_trainer, "mean"), (torch_trainer, "sum")], ids=["keras", "torch"]
+)
 def test_loss_flag_switches_mean_and_sum(trainer, article):
     data = article_data()  # six rows: the summed loss is 6x the mean at the same weights
     other = "sum" if article == "mean" else "mean"

@@ -6,7 +6,9 @@ from tests.conftest import run_cli
 
 def test_training_record_has_everything(trained_dir):
     record = json.loads((trained_dir / "training.json").read_text())
-    assert record["config"]["seed"] == 0 and record["config"]["epochs"] == 500 and record["config"]["lr"] == 0.01
+    assert (
+        record["config"]["seed"] == 0 and record["config"]["epochs"] == 500 and record["config"]["lr"] == 0.01
+    )
     assert record["data"]["rows"] == 6 and len(record["data"]["sha256"]) == 64
     assert set(record["library_versions"]) >= {"python", "numpy", "tensorflow", "keras", "torch"}
     for name, framework in [("keras_linear", "tensorflow"), ("torch_linear", "torch")]:

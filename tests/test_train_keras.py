@@ -21,7 +21,7 @@ def test_compiled_loop_equals_model_fit_exactly(seed):
     fast = keras_trainer.build_model(1, 0.01)
     losses = keras_trainer.fit_compiled(fast, data.x, data.y, N, TrainConfig(progress_every=7))
 
-    for a, b in zip(reference.get_weights(), fast.get_weights()):
+    for a, b in zip(reference.get_weights(), fast.get_weights(), strict=True):
         assert np.array_equal(a, b), (a, b)
     assert len(losses) == N
     # fit's history is the same per-epoch loss, up to its running-mean bookkeeping

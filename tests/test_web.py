@@ -25,8 +25,13 @@ from serve.web.app import ORT_DIST, ORT_FILES, WebConfig, build_app
 from tests.conftest import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 MODELS = ("keras_linear", "torch_linear")
 
 
@@ -34,9 +39,13 @@ MODELS = ("keras_linear", "torch_linear")
 def ort_web_installed():
     if not all((ORT_DIST / name).is_file() for name in ORT_FILES):
         if shutil.which("npm") is None:
-            pytest.skip("npm not found: install Node.js and npm (apt-get install -y nodejs npm), then "
-                        "`npm ci --ignore-scripts`, to run the browser embedding tests")
-        pytest.fail(f"{ORT_DIST} is missing: run `npm ci --ignore-scripts` at the repository root (make test does)")
+            pytest.skip(
+                "npm not found: install Node.js and npm (apt-get install -y nodejs npm), then "
+                "`npm ci --ignore-scripts`, to run the browser embedding tests"
+            )
+        pytest.fail(
+            f"{ORT_DIST} is missing: run `npm ci --ignore-scripts` at the repository root (make test does)"
+        )
 
 
 @pytest.fixture
@@ -46,27 +55,54 @@ def client(exported_dir):
 
 
 def test_serves_only_what_the_page_needs(client):
-    for path in ("/", "/index.html", "/app.mjs", "/style.css", "/lib/core.mjs", "/lib/onnx_info.mjs",
-                 "/artifacts/manifest.json", "/artifacts/keras_linear.onnx", "/artifacts/torch_linear.onnx",
-                 *(f"/ort/{name}" for name in ORT_FILES)):
+    for path in (
+        "/",
+        "/index.html",
+        "/app.mjs",
+        "/style.css",
+        "/lib/core.mjs",
+        "/lib/onnx_info.mjs",
+        "/artifacts/manifest.json",
+        "/artifacts/keras_linear.onnx",
+        "/artifacts/torch_linear.onnx",
+        *(f"/ort/{name}" for name in ORT_FILES),
+    ):
         assert client.get(path).status_code == 200, path
     assert client.get("/ort/ort-wasm-simd-threaded.wasm").headers["content-type"] == "application/wasm"
     assert client.get("/app.mjs").headers["content-type"].startswith("text/javascript")
-    for path in ("/artifacts/training.json", "/artifacts/keras_linear.keras", "/artifacts/torch_linear.pt",
-                 "/artifacts/keras_linear.savedmodel/saved_model.pb", "/artifacts/", "/ort/ort.all.js",
-                 "/ort/", "/lib/model.mjs", "/lib/predict.mjs", "/artifacts/../README.md",
-                 "/artifacts/%2e%2e/README.md", "/lib/..%2f..%2fREADME.md", "/../README.md", "/README.md"):
+    for path in (
+        "/artifacts/training.json",
+        "/artifacts/keras_linear.keras",
+        "/artifacts/torch_linear.pt",
+        "/artifacts/keras_linear.savedmodel/saved_model.pb",
+        "/artifacts/",
+        "/ort/ort.all.js",
+        "/ort/",
+        "/lib/model.mjs",
+        "/lib/predict.mjs",
+        "/artifacts/../README.md",
+        "/artifacts/%2e%2e/README.md",
+        "/lib/..%2f..%2fREADME.md",
+        "/../README.md",
+        "/README.md",
+    ):
         assert client.get(path).status_code == 404, path
 
 
 def test_missing_inputs_name_the_fix(exported_dir, tmp_path):
     with pytest.raises(MissingArtifactError, match="npm ci --ignore-scripts"):
         build_app(WebConfig(artifacts=exported_dir, ort_dist=tmp_path))
-    result = subprocess.run([sys.executable, "-m", "serve.web", "--artifacts", str(tmp_path / "none")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "serve.web", "--artifacts", str(tmp_path / "none")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'none' / 'manifest.json'}: not found; "
-                                                      "run python -m export.all")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'none' / 'manifest.json'}: not found; run python -m export.all"
+    )
 
 
 class WebServer:
@@ -74,8 +110,13 @@ class WebServer:
 
     def __init__(self, artifacts: Path):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "serve.web", "--artifacts", str(artifacts),
-                                      "--port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serve.web", "--artifacts", str(artifacts), "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr], daemon=True).start()
         seen = []
@@ -105,8 +146,10 @@ class WebServer:
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's Chromium (apt-get install -y chromium) "
-                    "to run the browser test")
+        pytest.skip(
+            f"{CHROMIUM} not found: install Debian's Chromium (apt-get install -y chromium) "
+            "to run the browser test"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -156,8 +199,10 @@ def test_page_predicts_x10_like_python_onnxruntime(browser, exported_dir, tmp_pa
         # The README's browser snippet, run as shown in the page (its console.log captured).
         section = (ROOT / "README.md").read_text().split("\n### Browser\n", 1)[1].split("\n### ", 1)[0]
         snippet = re.search(r"```js\n(.*?)```", section, re.S).group(1)
-        logged = page.evaluate("async () => { const out = []; const console = {log: (...a) => out.push(a)};\n"
-                               f"{snippet}\nreturn out; }}")
+        logged = page.evaluate(
+            "async () => { const out = []; const console = {log: (...a) => out.push(a)};\n"
+            f"{snippet}\nreturn out; }}"
+        )
         [[prediction, framework]] = logged
         assert framework == "tensorflow" and len(prediction) == 1
         assert abs(prediction[0] - python_ort(exported_dir / "keras_linear.onnx", 10.0)) <= 1e-5
@@ -174,7 +219,9 @@ def test_page_says_when_a_model_fails_to_load(browser, exported_copy, tmp_path):
     try:
         page, _ = open_page(browser, server.url)
         message = page.inner_text("#selftest-torch_linear")
-        assert re.match(r"failed to load: /artifacts/torch_linear\.[0-9a-f]{12}\.onnx: sha256 ", message), message
+        assert re.match(r"failed to load: /artifacts/torch_linear\.[0-9a-f]{12}\.onnx: sha256 ", message), (
+            message
+        )
         assert "re-run python -m export.onnx" in message
         assert page.inner_text("#pred-torch_linear") == "unavailable"
         page.fill("#x", "2")  # the other model still works
@@ -193,10 +240,21 @@ def three_feature_dir(tmp_path_factory):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(30, 3))
     y = x @ np.array([1.5, -2.0, 0.5]) + 3.0
-    (work / "data.csv").write_text("a,b,c,y\n" + "".join(f"{r[0]},{r[1]},{r[2]},{t}\n" for r, t in zip(x, y)))
+    (work / "data.csv").write_text(
+        "a,b,c,y\n" + "".join(f"{r[0]},{r[1]},{r[2]},{t}\n" for r, t in zip(x, y, strict=True))
+    )
     art = work / "artifacts"
-    trained = run_cli("-m", "train.all", "--data", str(work / "data.csv"), "--artifacts", str(art),
-                      "--epochs", "200", "--standardize")
+    trained = run_cli(
+        "-m",
+        "train.all",
+        "--data",
+        str(work / "data.csv"),
+        "--artifacts",
+        str(art),
+        "--epochs",
+        "200",
+        "--standardize",
+    )
     assert trained.returncode == 0, trained.stderr
     exported = run_cli("-m", "export.onnx", "--artifacts", str(art))
     assert exported.returncode == 0, exported.stderr
@@ -217,7 +275,9 @@ def test_page_shows_one_box_per_feature(browser, three_feature_dir, tmp_path):
         page.screenshot(path=str(tmp_path / "page3.png"), full_page=True)
         row = np.array([[1.0, -2.0, 0.5]], dtype=np.float32)
         for model in MODELS:
-            session = ort.InferenceSession(str(three_feature_dir / f"{model}.onnx"), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(three_feature_dir / f"{model}.onnx"), providers=["CPUExecutionProvider"]
+            )
             expected = float(session.run(None, {"x": row})[0][0, 0])
             assert abs(float(page.get_attribute(f"#pred-{model}", "data-value")) - expected) <= 1e-5, model
         assert abs(float(page.get_attribute("#pred-reference", "data-value")) - 8.75) <= 1e-6

@@ -21,8 +21,8 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def _child_main(conn, name: str, data: Dataset, config: TrainConfig, path: Path,
     cli.configure_logging(verbose)
     try:
         reply = ("ok", _fit_and_save(name, data, config, path))
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which re-raises it
+    except BaseException as exc:
         reply = ("error", exc)
     with contextlib.suppress(OSError):
         conn.send(reply)
@@ -88,7 +88,9 @@ class _Side:
         ctx = _child_context()
         self._recv, send = ctx.Pipe(duplex=False)
         verbose = logging.getLogger("train").getEffectiveLevel() <= logging.DEBUG
-        self._proc = ctx.Process(target=_child_main, args=(send, name, data, config, path, verbose), daemon=True)
+        self._proc = ctx.Process(
+            target=_child_main, args=(send, name, data, config, path, verbose), daemon=True
+        )
         self._proc.start()
         send.close()
 
@@ -96,7 +98,9 @@ class _Side:
         try:
             kind, payload = self._recv.recv()
         except EOFError:
-            raise RuntimeError(f"the training process for torch died (exit code {self._proc.exitcode})") from None
+            raise RuntimeError(
+                f"the training process for torch died (exit code {self._proc.exitcode})"
+            ) from None
         finally:
             self._proc.join()
         if kind == "error":
@@ -104,15 +108,17 @@ class _Side:
         return payload
 
 
-def train_all(config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS, parallel: bool = False) -> list[FitResult]:
+def train_all(
+    config: TrainConfig, data: Dataset, frameworks=FRAMEWORKS, parallel: bool = False
+) -> list[FitResult]:
     """Train each framework, then save every model and merge the results into the training record.
 
-    With `parallel` (the CLI's default) and both frameworks, torch trains in a child process while this one imports TensorFlow and
-    trains Keras: the two imports (~2 s and ~1 s) and trainings overlap on the two cores, the
-    biggest item of `python -m train.all`'s wall time (bench row 1). Each framework is seeded the
-    same way either way, so the parameters are identical. Nothing is written until all
-    frameworks trained: a bad --probe, a divergence or a run killed while training leaves the
-    artifacts directory as it was.
+    With `parallel` (the CLI's default) and both frameworks, torch trains in a child process
+    while this one imports TensorFlow and trains Keras: the two imports (~2 s and ~1 s) and
+    trainings overlap on the two cores, the biggest item of `python -m train.all`'s wall time
+    (bench row 1). Each framework is seeded the same way either way, so the parameters are
+    identical. Nothing is written until all frameworks trained: a bad --probe, a divergence or
+    a run killed while training leaves the artifacts directory as it was.
     """
     reference_block(data, config.probe)  # validates --probe against the data's width
     saves: list[tuple[FitResult, Callable[[Path], None]]] = []
@@ -147,7 +153,9 @@ def write_record(artifacts: Path, config: TrainConfig, data: Dataset, results: l
         try:
             old = read_json(path, "python -m train.all")
             if old.get("data", {}).get("sha256") == data.sha256:
-                models = {k: v for k, v in old.get("models", {}).items() if (artifacts / v["model_file"]).is_file()}
+                models = {
+                    k: v for k, v in old.get("models", {}).items() if (artifacts / v["model_file"]).is_file()
+                }
         except Exception:  # an unreadable old record is replaced, not fatal
             models = {}
     for r in results:
@@ -157,13 +165,16 @@ def write_record(artifacts: Path, config: TrainConfig, data: Dataset, results: l
         models[r.model] = entry
     record = {
         "schema_version": 1,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": config.to_json(),
         "data": data.describe(),
         **reference_block(data, config.probe),
         "models": dict(sorted(models.items())),
-        "library_versions": {"python": platform.python_version(), "numpy": np.__version__,
-                             **{k: v for r in results for k, v in r.versions.items()}},
+        "library_versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            **{k: v for r in results for k, v in r.versions.items()},
+        },
     }
     atomic_write_json(path, record)
     return path
@@ -194,16 +205,30 @@ def run(args) -> int:
     """Train from parsed CLI arguments and print the comparison table."""
     if args.data is None and (args.target != "y" or args.features is not None):
         raise InputError("--target and --features select columns of a CSV; pass --data PATH.csv as well")
-    config = TrainConfig(artifacts=args.artifacts, seed=args.seed, epochs=args.epochs, lr=args.lr,
-                         data=args.data, target=args.target, features=args.features, loss=args.loss,
-                         standardize=args.standardize, probe=args.probe)
+    config = TrainConfig(
+        artifacts=args.artifacts,
+        seed=args.seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        data=args.data,
+        target=args.target,
+        features=args.features,
+        loss=args.loss,
+        standardize=args.standardize,
+        probe=args.probe,
+    )
     if Path(config.artifacts).exists() and not Path(config.artifacts).is_dir():  # say so before training
         cli.ensure_dir(Path(config.artifacts), create=False)
     logger.info("config: %s", config.to_json())
     data = load_data(config)  # validated before anything is trained or written
     if config.data is not None:
-        logger.info("data: %s, %d rows, features %s, target %s", data.source, len(data.x),
-                    ", ".join(data.features), data.target)
+        logger.info(
+            "data: %s, %d rows, features %s, target %s",
+            data.source,
+            len(data.x),
+            ", ".join(data.features),
+            data.target,
+        )
     results = train_all(config, data, args.frameworks, parallel=True)
     record = read_json(Path(config.artifacts) / TRAINING_RECORD, "python -m train.all")
     print(comparison_table(results, record))
@@ -227,8 +252,9 @@ def probe_points(text: str) -> tuple[tuple[float, ...], ...]:
         try:
             point = tuple(float(v) for v in part.split(":"))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{part!r} is not a number (or n numbers joined by ':'); "
-                                             "give e.g. 10,-5 or 1:2:3") from None
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a number (or n numbers joined by ':'); give e.g. 10,-5 or 1:2:3"
+            ) from None
         if not all(math.isfinite(v) for v in point):
             raise argparse.ArgumentTypeError(f"{part!r} is not finite; give finite numbers, e.g. 10,-5")
         points.append(point)
@@ -239,25 +265,48 @@ def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
     """The training CLI's parser (also used by `python -m pipeline`)."""
     names = " and ".join(frameworks)
     command = "train.all" if len(frameworks) > 1 else "train." + frameworks[0]
-    p = cli.parser(f"Train the article's one-neuron linear regression in {names}, on the article's data "
-                   "or on your CSV.", f"python -m {command} --data houses.csv --target price --standardize")
+    p = cli.parser(
+        f"Train the article's one-neuron linear regression in {names}, on the article's data or on your CSV.",
+        f"python -m {command} --data houses.csv --target price --standardize",
+    )
     cli.artifacts_arg(p)
     defaults = TrainConfig()
-    p.add_argument("--data", type=Path, default=None, metavar="CSV",
-                   help="CSV with a header line to train on; None: the article's six points")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="CSV with a header line to train on; None: the article's six points",
+    )
     p.add_argument("--target", default=defaults.target, metavar="NAME", help="target column of --data")
-    p.add_argument("--features", type=column_list, default=None, metavar="A,B",
-                   help="feature columns of --data; None: every column but the target")
+    p.add_argument(
+        "--features",
+        type=column_list,
+        default=None,
+        metavar="A,B",
+        help="feature columns of --data; None: every column but the target",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for weight initialisation")
     p.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs, help="full-batch SGD updates")
     p.add_argument("--lr", type=cli.positive_float, default=defaults.lr, help="SGD learning rate")
-    p.add_argument("--loss", choices=LOSSES, default=defaults.loss,
-                   help="squared error reduced by 'mean' or 'sum' in both frameworks; 'article' = Keras mean, "
-                        "torch sum")
-    p.add_argument("--standardize", action="store_true",
-                   help="train on standardized features; mean/scale are folded into the saved weights")
-    p.add_argument("--probe", type=probe_points, default=(), metavar="V[,V...]",
-                   help="extra probe points for the check: V sets every feature to V; a:b:c gives one row")
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=defaults.loss,
+        help="squared error reduced by 'mean' or 'sum' in both frameworks; 'article' = Keras mean, torch sum",
+    )
+    p.add_argument(
+        "--standardize",
+        action="store_true",
+        help="train on standardized features; mean/scale are folded into the saved weights",
+    )
+    p.add_argument(
+        "--probe",
+        type=probe_points,
+        default=(),
+        metavar="V[,V...]",
+        help="extra probe points for the check: V sets every feature to V; a:b:c gives one row",
+    )
     p.set_defaults(frameworks=frameworks)
     return p
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 # --loss names. "article" keeps each framework's loss from the article.
 LOSSES = ("article", "mean", "sum")
-ARTICLE_LOSS = {"keras": "mean", "torch": "sum"}  # Keras: mean_squared_error; torch: MSELoss(size_average=False)
+ARTICLE_LOSS = {
+    "keras": "mean",
+    "torch": "sum",
+}  # Keras: mean_squared_error; torch: MSELoss(size_average=False)
 
 
 @dataclass(frozen=True)

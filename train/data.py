@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -73,6 +73,7 @@ def article_data() -> Dataset:
 
 # --- CSV -----------------------------------------------------------------------------------
 
+
 def _fail(path: Path, where: str, problem: str) -> InputError:
     return InputError(f"{path}: {where}{problem}")
 
@@ -85,22 +86,38 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            rows = [(reader.line_num, [c.strip() for c in row]) for row in reader if any(c.strip() for c in row)]
+            rows = [
+                (reader.line_num, [c.strip() for c in row]) for row in reader if any(c.strip() for c in row)
+            ]
     except UnicodeDecodeError as exc:
-        raise _fail(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
+        raise _fail(
+            path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV"
+        ) from None
     except csv.Error as exc:
         raise _fail(path, "", f"not a readable CSV ({exc}); expected comma-separated values") from None
     if not rows:
-        raise _fail(path, "", "empty file; expected a header line naming the columns (e.g. x,y) and data rows")
+        raise _fail(
+            path, "", "empty file; expected a header line naming the columns (e.g. x,y) and data rows"
+        )
     (line, header), body = rows[0], rows[1:]
     if all(_is_number(c) for c in header):
-        raise _fail(path, f"line {line}: ", f"no header (the first row {','.join(header)!s} is all numbers); "
-                    "add a first line naming the columns, e.g. x,y")
+        raise _fail(
+            path,
+            f"line {line}: ",
+            f"no header (the first row {','.join(header)!s} is all numbers); "
+            "add a first line naming the columns, e.g. x,y",
+        )
     for i, name in enumerate(header):
         if not name:
-            raise _fail(path, f"line {line}, column {i + 1}: ", "empty column name in the header; name every column")
+            raise _fail(
+                path, f"line {line}, column {i + 1}: ", "empty column name in the header; name every column"
+            )
         if header.index(name) != i:
-            raise _fail(path, f"line {line}, column {i + 1}: ", f"duplicate column name {name!r}; names must be unique")
+            raise _fail(
+                path,
+                f"line {line}, column {i + 1}: ",
+                f"duplicate column name {name!r}; names must be unique",
+            )
     return header, body
 
 
@@ -123,7 +140,9 @@ def _select(path: Path, header: list[str], target: str, features: Sequence[str] 
         if name not in header:
             raise _fail(path, "", f"no feature column {name!r} (columns: {columns}); fix --features")
         if name == target:
-            raise _fail(path, "", f"column {name!r} is the target and cannot also be a feature; fix --features")
+            raise _fail(
+                path, "", f"column {name!r} is the target and cannot also be a feature; fix --features"
+            )
     if not features:
         raise _fail(path, "", f"no feature columns besides the target {target!r}; add at least one column")
     if len(set(features)) != len(features):
@@ -137,8 +156,12 @@ def _parse(path: Path, header: list[str], body: list[tuple[int, list[str]]], use
     for r, (line, cells) in enumerate(body):
         where = f"row {r + 1} (line {line})"
         if len(cells) != len(header):
-            raise _fail(path, f"{where}: ", f"{len(cells)} cells but the header has {len(header)} columns; "
-                        "every row needs one value per column")
+            raise _fail(
+                path,
+                f"{where}: ",
+                f"{len(cells)} cells but the header has {len(header)} columns; "
+                "every row needs one value per column",
+            )
         for c, col in enumerate(used):
             text, here = cells[col], f"{where}, column {header[col]!r}: "
             if not text:
@@ -148,8 +171,12 @@ def _parse(path: Path, header: list[str], body: list[tuple[int, list[str]]], use
             except ValueError:
                 raise _fail(path, here, f"{text!r} is not a number; expected e.g. 1.5 or -2e3") from None
             if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
-                raise _fail(path, here, f"{text!r} is not a finite float32 number (|v| <= 3.4e38, no NaN/inf); "
-                            "fix or drop the row")
+                raise _fail(
+                    path,
+                    here,
+                    f"{text!r} is not a finite float32 number (|v| <= 3.4e38, no NaN/inf); "
+                    "fix or drop the row",
+                )
             values[r, c] = value
     return values
 
@@ -158,20 +185,34 @@ def _check_fit(path: Path, names: Sequence[str], x: np.ndarray) -> None:
     """Enough rows, no constant or linearly dependent features: least squares has one answer."""
     rows, n = x.shape
     if rows < n + 1:
-        raise _fail(path, "", f"{rows} data rows for {n} feature(s); need at least {n + 1} "
-                    "(features + 1) to determine the weights and the bias; add rows or use fewer --features")
+        raise _fail(
+            path,
+            "",
+            f"{rows} data rows for {n} feature(s); need at least {n + 1} "
+            "(features + 1) to determine the weights and the bias; add rows or use fewer --features",
+        )
     for j, name in enumerate(names):
         if np.all(x[:, j] == x[0, j]):
-            raise _fail(path, f"column {name!r}: ", f"constant (every row is {float(x[0, j]):g}); a constant "
-                        "feature cannot be told apart from the bias; leave it out with --features")
+            raise _fail(
+                path,
+                f"column {name!r}: ",
+                f"constant (every row is {float(x[0, j]):g}); a constant "
+                "feature cannot be told apart from the bias; leave it out with --features",
+            )
     design = np.hstack([x.astype(np.float64), np.ones((rows, 1))])
     rank = np.linalg.matrix_rank((design - design.mean(0)) / np.where(design.std(0) > 0, design.std(0), 1))
     if n > 1 and rank < n:
-        raise _fail(path, "", f"the feature columns {', '.join(names)} are linearly dependent (rank {rank} of {n}); "
-                    "least squares has no unique answer; leave the redundant column out with --features")
+        raise _fail(
+            path,
+            "",
+            f"the feature columns {', '.join(names)} are linearly dependent (rank {rank} of {n}); "
+            "least squares has no unique answer; leave the redundant column out with --features",
+        )
 
 
-def load_csv(path: Path | str, target: str = DEFAULT_TARGET, features: Sequence[str] | None = None) -> Dataset:
+def load_csv(
+    path: Path | str, target: str = DEFAULT_TARGET, features: Sequence[str] | None = None
+) -> Dataset:
     """Read and validate a CSV with a header: `target` is y, `features` (default: the rest) are x.
 
     Raises `InputError` with one line naming the file, row (and line) and column of the first
@@ -188,6 +229,7 @@ def load_csv(path: Path | str, target: str = DEFAULT_TARGET, features: Sequence[
 
 
 # --- reference and probe ---------------------------------------------------------------------
+
 
 def least_squares(data: Dataset) -> tuple[np.ndarray, float]:
     """Ordinary least squares on the data (float64): weights (n,) and bias."""
@@ -206,9 +248,11 @@ def probe_rows(points: Sequence[Sequence[float]], n_features: int) -> np.ndarray
     rows = []
     for point in points:
         if len(point) not in (1, n_features):
-            raise InputError(f"--probe point {':'.join(f'{v:g}' for v in point)} has {len(point)} values; the data "
-                             f"has {n_features} features: give one value (used for every feature) or {n_features} "
-                             "separated by ':'")
+            raise InputError(
+                f"--probe point {':'.join(f'{v:g}' for v in point)} has {len(point)} values; the data "
+                f"has {n_features} features: give one value (used for every feature) or {n_features} "
+                "separated by ':'"
+            )
         rows.append(list(point) * n_features if len(point) == 1 else list(point))
     return np.asarray(rows, dtype=np.float32).reshape(-1, n_features)
 
@@ -232,8 +276,11 @@ def reference_block(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> dic
     probe = probe_batch(data, extra).astype(np.float64)
     headline = headline_input(data.n_features).astype(np.float64)
     return {
-        "reference": {"method": "least squares (numpy.linalg.lstsq, float64)",
-                      "weights": weights.tolist(), "bias": bias},
+        "reference": {
+            "method": "least squares (numpy.linalg.lstsq, float64)",
+            "weights": weights.tolist(),
+            "bias": bias,
+        },
         "probe": {
             "x": probe.tolist(),
             "reference_y": (probe @ weights + bias).tolist(),

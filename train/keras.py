@@ -16,21 +16,23 @@ import time
 # TensorFlow's C++ info logs (oneDNN banner etc.) are noise for a CLI; set before import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from train.config import TrainConfig  # noqa: E402
-from train.data import Dataset, headline_input  # noqa: E402
-from train.result import FitResult, check_losses, log_progress  # noqa: E402
-from train.standardize import Standardizer  # noqa: E402
+from train.config import TrainConfig
+from train.data import Dataset, headline_input
+from train.result import FitResult, check_losses, log_progress
+from train.standardize import Standardizer
 
 MODEL = "keras_linear"
 MODEL_FILE = f"{MODEL}.keras"
 
 
-LOSS_NAMES = {"mean": "mean_squared_error (mean over the batch)",
-              "sum": "squared error summed over the batch (MeanSquaredError(reduction='sum'))"}
+LOSS_NAMES = {
+    "mean": "mean_squared_error (mean over the batch)",
+    "sum": "squared error summed over the batch (MeanSquaredError(reduction='sum'))",
+}
 
 
 def build_model(n_features: int, lr: float, loss: str = "mean") -> keras.Model:
@@ -58,8 +60,14 @@ def fit_batch(x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
     return bx, by
 
 
-def fit_compiled(model: keras.Model, x: np.ndarray, y: np.ndarray, steps: int,
-                 config: TrainConfig | None = None, losses: list[float] | None = None) -> list[float]:
+def fit_compiled(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    steps: int,
+    config: TrainConfig | None = None,
+    losses: list[float] | None = None,
+) -> list[float]:
     """Run `steps` full-batch updates in compiled chunks; returns the per-update loss.
 
     Each update is `model.train_step(batch)`, exactly what one epoch of `model.fit` does on
@@ -105,11 +113,16 @@ def train(data: Dataset, config: TrainConfig) -> tuple[keras.Model, FitResult]:
     kernel, bias = (v.numpy() for v in model.weights)
     prediction = float(model(headline_input(data.n_features), training=False).numpy()[0, 0])
     result = FitResult(
-        model=MODEL, framework="tensorflow",
+        model=MODEL,
+        framework="tensorflow",
         versions={"tensorflow": tf.__version__, "keras": keras.__version__},
-        model_file=MODEL_FILE, loss_name=LOSS_NAMES[loss],
-        weights=[float(w) for w in kernel[:, 0]], bias=float(bias[0]), losses=losses,
-        prediction_headline=prediction, seconds=time.perf_counter() - start,
+        model_file=MODEL_FILE,
+        loss_name=LOSS_NAMES[loss],
+        weights=[float(w) for w in kernel[:, 0]],
+        bias=float(bias[0]),
+        losses=losses,
+        prediction_headline=prediction,
+        seconds=time.perf_counter() - start,
         standardization=scaler.to_json() if scaler else None,
     )
     return model, result

@@ -41,8 +41,10 @@ def recorded_data(record: dict[str, Any]) -> Dataset:
         except InputError as exc:
             raise InputError(f"cannot re-read the training data for the report: {exc}") from None
     if data.sha256 != described["sha256"]:
-        raise InputError(f"{described['source']}: data sha256 {data.sha256[:12]}... != training record "
-                         f"{described['sha256'][:12]}...; the file changed since training; re-run python -m train.all")
+        raise InputError(
+            f"{described['source']}: data sha256 {data.sha256[:12]}... != training record "
+            f"{described['sha256'][:12]}...; the file changed since training; re-run python -m train.all"
+        )
     return data
 
 
@@ -67,19 +69,29 @@ def fit_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
     reference = _predict(grid, ref)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, height_ratios=(3, 2))
     top.scatter(x, data.y[:, 0], color="black", zorder=3, label=f"data ({len(x)} rows)")
-    top.plot(grid[:, 0], reference, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], label="least squares")
+    top.plot(
+        grid[:, 0], reference, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], label="least squares"
+    )
     bottom.axhline(0, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], linewidth=1)
     for name, model in record["models"].items():
         color, style, marker = STYLES.get(name, ("tab:green", "-.", "^"))
         pred = _predict(grid, model)
-        top.plot(grid[:, 0], pred, color=color, linestyle=style, label=f"{name}: y = {model['weights'][0]:.6f}·x "
-                 f"{'+' if model['bias'] >= 0 else '-'} {abs(model['bias']):.6f}")
+        top.plot(
+            grid[:, 0],
+            pred,
+            color=color,
+            linestyle=style,
+            label=f"{name}: y = {model['weights'][0]:.6f}·x "
+            f"{'+' if model['bias'] >= 0 else '-'} {abs(model['bias']):.6f}",
+        )
         top.plot([headline], [model["prediction_headline"]], marker=marker, color=color, linestyle="none")
         bottom.plot(grid[:, 0], pred - reference, color=color, linestyle=style, label=name)
     top.axvline(headline, color="grey", linewidth=0.8)
     top.set_ylabel(data.target)
-    top.set_title(f"{data.source}: fitted lines at x = {headline:g} vs least squares "
-                  f"{record['probe']['headline_reference_y']:.6g}")
+    top.set_title(
+        f"{data.source}: fitted lines at x = {headline:g} vs least squares "
+        f"{record['probe']['headline_reference_y']:.6g}"
+    )
     top.legend(fontsize=8, loc="upper left")
     bottom.set_xlabel(data.features[0])
     bottom.set_ylabel("prediction − least squares")
@@ -95,12 +107,20 @@ def scatter_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
     actual = data.y[:, 0].astype(np.float64)
     fig, ax = plt.subplots(figsize=(6.5, 6))
     lo, hi = actual.min(), actual.max()
-    ax.plot([lo, hi], [lo, hi], color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], label="predicted = actual")
+    ax.plot(
+        [lo, hi],
+        [lo, hi],
+        color=_REFERENCE_STYLE[0],
+        linestyle=_REFERENCE_STYLE[1],
+        label="predicted = actual",
+    )
     for name, model in record["models"].items():
         color, _, marker = STYLES.get(name, ("tab:green", "-.", "^"))
         pred = _predict(data.x, model)
         rmse = float(np.sqrt(np.mean((pred - actual) ** 2)))
-        ax.scatter(actual, pred, color=color, marker=marker, alpha=0.6, s=22, label=f"{name} (RMSE {rmse:.4g})")
+        ax.scatter(
+            actual, pred, color=color, marker=marker, alpha=0.6, s=22, label=f"{name} (RMSE {rmse:.4g})"
+        )
     ax.set_xlabel(f"actual {data.target}")
     ax.set_ylabel(f"predicted {data.target}")
     ax.set_title(f"{data.source}: {data.n_features} features ({', '.join(data.features)[:60]})")
@@ -116,8 +136,13 @@ def loss_figure(plt, record: dict[str, Any]) -> bytes:
     for name, model in record["models"].items():
         color, style, _ = STYLES.get(name, ("tab:green", "-.", "^"))
         history = np.asarray(model["loss_history"], dtype=np.float64)
-        ax.semilogy(np.arange(1, len(history) + 1), history, color=color, linestyle=style,
-                    label=f"{name}: {model['loss']}")
+        ax.semilogy(
+            np.arange(1, len(history) + 1),
+            history,
+            color=color,
+            linestyle=style,
+            label=f"{name}: {model['loss']}",
+        )
     ax.set_xlabel("update (full batch)")
     ax.set_ylabel("training loss (log scale)")
     ax.set_title("training loss; note the two losses are not on the same scale unless --loss says so")
@@ -133,7 +158,9 @@ def build_report(artifacts: Path, out: Path | None = None) -> list[Path]:
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
     record_path = artifacts / TRAINING_RECORD
     record = read_json(record_path, f"python -m train.all --artifacts {artifacts}")
-    manifest = read_json(artifacts / MANIFEST, "python -m export.all") if (artifacts / MANIFEST).is_file() else None
+    manifest = (
+        read_json(artifacts / MANIFEST, "python -m export.all") if (artifacts / MANIFEST).is_file() else None
+    )
     data = recorded_data(record)
 
     import matplotlib
@@ -156,18 +183,23 @@ def build_report(artifacts: Path, out: Path | None = None) -> list[Path]:
             written.append(out / name)
         elif (out / name).exists():
             (out / name).unlink()
-    html = render_index(record, sha256_file(record_path), manifest, data,
-                        [n for n in FIGURES if n in figures])
+    html = render_index(
+        record, sha256_file(record_path), manifest, data, [n for n in FIGURES if n in figures]
+    )
     atomic_write_bytes(out / "index.html", html.encode())
     written.append(out / "index.html")
     return written
 
 
 def main() -> None:
-    p = cli.parser("Write the visual report (PNG figures and index.html) from the training record.",
-                   "python -m train.report --artifacts artifacts")
+    p = cli.parser(
+        "Write the visual report (PNG figures and index.html) from the training record.",
+        "python -m train.report --artifacts artifacts",
+    )
     cli.artifacts_arg(p)
-    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="report directory; None: ARTIFACTS/report")
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="report directory; None: ARTIFACTS/report"
+    )
 
     def _main(args) -> int:
         files = build_report(args.artifacts, args.out)

@@ -40,47 +40,81 @@ def comparison_rows(record: dict[str, Any]) -> list[str]:
     probe_x = np.asarray(probe["x"], dtype=np.float64)
     reference_y = np.asarray(probe["reference_y"], dtype=np.float64)
     blank = "<td></td>"
-    rows = ["<tr><th></th>" + "".join(f"<th>{escape(n)} ({escape(models[n]['framework'])})</th>" for n in names)
-            + "<th>least squares</th></tr>"]
+    rows = [
+        "<tr><th></th>"
+        + "".join(f"<th>{escape(n)} ({escape(models[n]['framework'])})</th>" for n in names)
+        + "<th>least squares</th></tr>"
+    ]
 
     def row(label: str, cells: list[str]) -> None:
         rows.append(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>")
 
     row("loss", [_text(models[n]["loss"]) for n in names] + [blank])
-    row("final loss", [_num(models[n]["final_loss"], f"models.{n}.final_loss", ".6g") for n in names] + [blank])
+    row(
+        "final loss",
+        [_num(models[n]["final_loss"], f"models.{n}.final_loss", ".6g") for n in names] + [blank],
+    )
     for i, feature in enumerate(features):
         label = "w" if len(features) == 1 else f"w[{feature}]"
-        row(label, [_num(models[n]["weights"][i], f"models.{n}.weights.{i}") for n in names]
-            + [_num(ref["weights"][i], f"reference.weights.{i}")])
-    row("b", [_num(models[n]["bias"], f"models.{n}.bias") for n in names] + [_num(ref["bias"], "reference.bias")])
+        row(
+            label,
+            [_num(models[n]["weights"][i], f"models.{n}.weights.{i}") for n in names]
+            + [_num(ref["weights"][i], f"reference.weights.{i}")],
+        )
+    row(
+        "b",
+        [_num(models[n]["bias"], f"models.{n}.bias") for n in names] + [_num(ref["bias"], "reference.bias")],
+    )
     x = ", ".join(f"{v:g}" for v in probe["headline_x"])
-    row(f"y(x = {x})", [_num(models[n]["prediction_headline"], f"models.{n}.prediction_headline") for n in names]
-        + [_num(target, "probe.headline_reference_y")])
+    row(
+        f"y(x = {x})",
+        [_num(models[n]["prediction_headline"], f"models.{n}.prediction_headline") for n in names]
+        + [_num(target, "probe.headline_reference_y")],
+    )
     row(f"|y - {target:g}|", [_num(abs(models[n]["prediction_headline"] - target)) for n in names] + [blank])
-    worst = [float(np.max(np.abs(probe_x @ np.asarray(models[n]["weights"]) + models[n]["bias"] - reference_y)))
-             for n in names]
-    row(f"max |y - least squares| over the {len(probe_x)} probe rows", [_num(v, fmt=".3g") for v in worst] + [blank])
-    row("train time (s)", [_num(models[n]["train_seconds"], f"models.{n}.train_seconds", ".3f") for n in names]
-        + [blank])
-    row("standardized", [_text("yes (mean/scale folded into the weights)" if models[n].get("standardization")
-                               else "no") for n in names] + [blank])
+    worst = [
+        float(np.max(np.abs(probe_x @ np.asarray(models[n]["weights"]) + models[n]["bias"] - reference_y)))
+        for n in names
+    ]
+    row(
+        f"max |y - least squares| over the {len(probe_x)} probe rows",
+        [_num(v, fmt=".3g") for v in worst] + [blank],
+    )
+    row(
+        "train time (s)",
+        [_num(models[n]["train_seconds"], f"models.{n}.train_seconds", ".3f") for n in names] + [blank],
+    )
+    row(
+        "standardized",
+        [
+            _text("yes (mean/scale folded into the weights)" if models[n].get("standardization") else "no")
+            for n in names
+        ]
+        + [blank],
+    )
     return rows
 
 
 def setup_rows(record: dict[str, Any], record_sha256: str) -> list[str]:
     """How each model was trained, and which data."""
     data = record["data"]
-    rows = [f"<tr><th>data</th><td colspan=2>{escape(str(data['source']))}: {data['rows']} rows, features "
-            f"{escape(', '.join(data['features']))}, target {escape(data['target'])}</td></tr>",
-            f"<tr><th>data sha256 (float32 x then y)</th><td colspan=2><code>{data['sha256']}</code></td></tr>"]
+    rows = [
+        f"<tr><th>data</th><td colspan=2>{escape(str(data['source']))}: {data['rows']} rows, features "
+        f"{escape(', '.join(data['features']))}, target {escape(data['target'])}</td></tr>",
+        f"<tr><th>data sha256 (float32 x then y)</th><td colspan=2><code>{data['sha256']}</code></td></tr>",
+    ]
     if "file_sha256" in data:
         rows.append(f"<tr><th>file sha256</th><td colspan=2><code>{data['file_sha256']}</code></td></tr>")
     rows.append(f"<tr><th>training.json sha256</th><td colspan=2><code>{record_sha256}</code></td></tr>")
     for name, model in record["models"].items():
         config = model.get("config", {})
-        settings = ", ".join(f"{k} {config[k]}" for k in ("seed", "epochs", "lr", "loss", "standardize") if k in config)
-        rows.append(f"<tr><th>{escape(name)}</th><td colspan=2>{escape(settings)}; "
-                    f"{escape(' '.join(f'{k} {v}' for k, v in model['versions'].items()))}</td></tr>")
+        settings = ", ".join(
+            f"{k} {config[k]}" for k in ("seed", "epochs", "lr", "loss", "standardize") if k in config
+        )
+        rows.append(
+            f"<tr><th>{escape(name)}</th><td colspan=2>{escape(settings)}; "
+            f"{escape(' '.join(f'{k} {v}' for k, v in model['versions'].items()))}</td></tr>"
+        )
     return rows
 
 
@@ -88,30 +122,51 @@ def artifact_rows(manifest: dict[str, Any], record_sha256: str) -> list[str]:
     """The exported artifacts, from the manifest."""
     rows = ["<tr><th>artifact</th><th>format</th><th>bytes</th><th>sha256</th><th>y(10) in source</th></tr>"]
     for e in manifest.get("artifacts", []):
-        rows.append(f"<tr>{_text(e['name'])}{_text(e['format'])}{_num(e.get('size', 0), fmt=',.0f')}"
-                    f"<td><code>{escape(e['sha256'][:12])}</code></td>{_num(e.get('prediction_x10', float('nan')))}</tr>")
+        rows.append(
+            f"<tr>{_text(e['name'])}{_text(e['format'])}{_num(e.get('size', 0), fmt=',.0f')}"
+            f"<td><code>{escape(e['sha256'][:12])}</code></td>"
+            f"{_num(e.get('prediction_x10', float('nan')))}</tr>"
+        )
     return rows
 
 
-def render_index(record: dict[str, Any], record_sha256: str, manifest: dict[str, Any] | None, data: Dataset,
-                 figures: list[str]) -> str:
+def render_index(
+    record: dict[str, Any],
+    record_sha256: str,
+    manifest: dict[str, Any] | None,
+    data: Dataset,
+    figures: list[str],
+) -> str:
     """The whole page."""
-    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>Training report: {escape(str(data.source))}</title><style>{_CSS}</style></head><body>",
-             f"<h1>Training report: {escape(str(data.source))}</h1>",
-             f"<p>Trained {escape(record.get('created', ''))}. Least squares (numpy, float64) is the analytic answer "
-             "both single-neuron models approach.</p>",
-             "<h2>Comparison</h2>", '<table id="comparison">', *comparison_rows(record), "</table>",
-             "<h2>Setup</h2>", '<table id="setup">', *setup_rows(record, record_sha256), "</table>"]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Training report: {escape(str(data.source))}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Training report: {escape(str(data.source))}</h1>",
+        f"<p>Trained {escape(record.get('created', ''))}. "
+        "Least squares (numpy, float64) is the analytic answer both single-neuron models approach.</p>",
+        "<h2>Comparison</h2>",
+        '<table id="comparison">',
+        *comparison_rows(record),
+        "</table>",
+        "<h2>Setup</h2>",
+        '<table id="setup">',
+        *setup_rows(record, record_sha256),
+        "</table>",
+    ]
     if manifest is not None:
         parts.append("<h2>Exported artifacts</h2>")
         if manifest.get("training_record", {}).get("sha256") != record_sha256:
-            parts.append('<p class="warn">manifest.json was written for an earlier training run; '
-                         "re-run <code>python -m export.all</code>.</p>")
+            parts.append(
+                '<p class="warn">manifest.json was written for an earlier training run; '
+                "re-run <code>python -m export.all</code>.</p>"
+            )
         parts += ['<table id="artifacts">', *artifact_rows(manifest, record_sha256), "</table>"]
     parts.append("<h2>Figures</h2>")
     for name in figures:
-        parts.append(f'<figure><img src="{escape(name)}" alt="{escape(name)}"><figcaption>{escape(name)}'
-                     "</figcaption></figure>")
+        parts.append(
+            f'<figure><img src="{escape(name)}" alt="{escape(name)}"><figcaption>{escape(name)}'
+            "</figcaption></figure>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -56,8 +56,13 @@ def check_losses(framework: str, losses: list[float], lr: float, standardized: b
     first = losses[0] if losses else math.nan
     for i, loss in enumerate(losses):
         if not math.isfinite(loss) or (first > 0 and loss > first * DIVERGENCE_FACTOR):
-            advice = "" if standardized else (
-                ", or pass --standardize (features on large or unequal scales need a tiny lr without it)")
+            advice = (
+                ""
+                if standardized
+                else (
+                    ", or pass --standardize (features on large or unequal scales need a tiny lr without it)"
+                )
+            )
             raise DivergenceError(
                 f"{framework}: training diverged at update {i + 1} (loss {loss:.3g}, "
                 f"started at {first:.3g}); use a smaller learning rate than --lr {lr}{advice}"

@@ -22,7 +22,7 @@ class Standardizer:
     scale: np.ndarray  # (n,), > 0: constant features are rejected when the data is loaded
 
     @classmethod
-    def fit(cls, data: Dataset) -> "Standardizer":
+    def fit(cls, data: Dataset) -> Standardizer:
         x = data.x.astype(np.float64)
         return cls(mean=x.mean(axis=0), scale=x.std(axis=0))
 
@@ -37,5 +37,8 @@ class Standardizer:
         return w, float(bias) - float(np.sum(w * self.mean))
 
     def to_json(self) -> dict:
-        return {"mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "note": "trained on (x - mean) / scale; folded into the saved weights, which take raw x"}
+        return {
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "note": "trained on (x - mean) / scale; folded into the saved weights, which take raw x",
+        }

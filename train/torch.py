@@ -11,7 +11,6 @@ import os
 import time
 
 import numpy
-
 import torch
 from torch import nn
 
@@ -29,8 +28,10 @@ def build_model(n_features: int) -> nn.Linear:
     return nn.Linear(n_features, 1)
 
 
-LOSS_NAMES = {"sum": "squared error summed over the batch (MSELoss(reduction='sum'))",
-              "mean": "mean squared error over the batch (MSELoss(reduction='mean'))"}
+LOSS_NAMES = {
+    "sum": "squared error summed over the batch (MSELoss(reduction='sum'))",
+    "mean": "mean squared error over the batch (MSELoss(reduction='mean'))",
+}
 
 
 def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
@@ -61,10 +62,16 @@ def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
             model.bias.fill_(b)
         prediction = float(model(torch.from_numpy(headline_input(data.n_features)))[0, 0])
     result = FitResult(
-        model=MODEL, framework="torch", versions={"torch": torch.__version__},
-        model_file=MODEL_FILE, loss_name=LOSS_NAMES[loss_name],
-        weights=[float(w) for w in model.weight.detach()[0]], bias=float(model.bias.detach()[0]),
-        losses=losses, prediction_headline=prediction, seconds=time.perf_counter() - start,
+        model=MODEL,
+        framework="torch",
+        versions={"torch": torch.__version__},
+        model_file=MODEL_FILE,
+        loss_name=LOSS_NAMES[loss_name],
+        weights=[float(w) for w in model.weight.detach()[0]],
+        bias=float(model.bias.detach()[0]),
+        losses=losses,
+        prediction_headline=prediction,
+        seconds=time.perf_counter() - start,
         standardization=scaler.to_json() if scaler else None,
     )
     return model, result

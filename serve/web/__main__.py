@@ -23,13 +23,17 @@ def port_number(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a port such as 8080") from None
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a TCP port; give 1-65535 (or 0 for a free one), e.g. 8080")
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a TCP port; give 1-65535 (or 0 for a free one), e.g. 8080"
+        )
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.parser("Serve the page that runs both ONNX models in the browser (onnxruntime-web, WASM).",
-                   "python -m serve.web --artifacts artifacts --port 8080")
+    p = cli.parser(
+        "Serve the page that runs both ONNX models in the browser (onnxruntime-web, WASM).",
+        "python -m serve.web --artifacts artifacts --port 8080",
+    )
     cli.artifacts_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     p.add_argument("--port", type=port_number, default=8080, help="TCP port (0 picks a free one)")
@@ -44,8 +48,11 @@ def serve(args: argparse.Namespace) -> int:
     config = WebConfig(artifacts=Path(args.artifacts), host=args.host, port=args.port)
     logger.info("config: %s", {k: str(v) for k, v in asdict(config).items()})
     app = build_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                           access_log=False, lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=config.host, port=config.port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
     # Print the real address once bound (port 0 picks one), as the last line before serving.
     original_startup = server.startup
 

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serve import binary
-from serve.config import ServeConfig
-from serve.httpio import ApiError, json_response, parse_json_object, read_body
+from serve.http.config import ServeConfig
+from serve.http.httpio import ApiError, json_response, parse_json_object, read_body
+from serve.http.registry import VERSION, Registry
 from serve.loader import Model, PredictInputError
-from serve.registry import VERSION, Registry
 
 SERVER_NAME = "one-neuron-serve"
 SERVER_VERSION = "1.0.0"
@@ -50,8 +50,11 @@ def decode_request(model: Model, body: bytes, header_length: str | None, max_row
         raise ApiError(400, "'parameters' must be a JSON object")
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
-        raise ApiError(400, f"'inputs' must be a list of exactly one tensor named {model.input_name!r}, "
-                            f"got {_preview(inputs)}")
+        raise ApiError(
+            400,
+            f"'inputs' must be a list of exactly one tensor named {model.input_name!r}, "
+            f"got {_preview(inputs)}",
+        )
     chunks = binary.Chunks(blob) if header_length is not None else None
     batch = _input(model, inputs[0], chunks, max_rows)
     if chunks is not None:
@@ -65,25 +68,40 @@ def decode_request(model: Model, body: bytes, header_length: str | None, max_row
 def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: int) -> np.ndarray:
     n = model.n_features
     if not isinstance(tensor, dict):
-        raise ApiError(400, f"an input tensor must be a JSON object with name, shape, datatype and data; "
-                            f"got {_preview(tensor)}")
+        raise ApiError(
+            400,
+            f"an input tensor must be a JSON object with name, shape, datatype and data; "
+            f"got {_preview(tensor)}",
+        )
     name = tensor.get("name")
     if name != model.input_name:
         raise ApiError(400, f"unknown input {name!r}; the model's input is {model.input_name!r}")
     datatype = tensor.get("datatype")
     if datatype not in binary.DTYPES:
-        raise ApiError(400, f"input {name!r}: datatype {_preview(datatype)} is not supported; expected one of "
-                            f"{', '.join(binary.DTYPES)} (converted to FP32)")
+        raise ApiError(
+            400,
+            f"input {name!r}: datatype {_preview(datatype)} is not supported; expected one of "
+            f"{', '.join(binary.DTYPES)} (converted to FP32)",
+        )
     shape = tensor.get("shape")
-    if (type(shape) is not list or len(shape) != 2 or type(shape[0]) is not int or type(shape[1]) is not int
-            or shape[0] < 0 or shape[1] != n):
+    if (
+        type(shape) is not list
+        or len(shape) != 2
+        or type(shape[0]) is not int
+        or type(shape[1]) is not int
+        or shape[0] < 0
+        or shape[1] != n
+    ):
         raise ApiError(400, f"input {name!r}: shape {_preview(shape)}; expected [rows, {n}]")
     rows = shape[0]
     if rows == 0:
         raise ApiError(400, f"input {name!r}: shape {shape} has no rows; expected at least one")
     if rows > max_rows:
-        raise ApiError(413, f"input {name!r}: {rows} rows exceed the limit of {max_rows} per request "
-                            "(--max-rows); split the batch")
+        raise ApiError(
+            413,
+            f"input {name!r}: {rows} rows exceed the limit of {max_rows} per request "
+            "(--max-rows); split the batch",
+        )
     params = tensor.get("parameters", {})
     if not isinstance(params, dict):
         raise ApiError(400, f"input {name!r}: 'parameters' must be a JSON object")
@@ -95,8 +113,12 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
         flat = binary.decode(chunks.take(size, name), datatype, rows * n, name)
     else:
         data = tensor.get("data")
-        if rows * n == 1 and type(data) is list and len(data) == 1 and (
-                type(data[0]) is int or (type(data[0]) is float and datatype not in INTEGER_TYPES)):
+        if (
+            rows * n == 1
+            and type(data) is list
+            and len(data) == 1
+            and (type(data[0]) is int or (type(data[0]) is float and datatype not in INTEGER_TYPES))
+        ):
             return np.array([[_clamp(data[0])]], dtype=np.float32)  # batch 1, one feature: skip numpy's parse
         flat = _json_data(data, datatype, rows * n, name)
     return _float32(flat).reshape(rows, n)
@@ -119,17 +141,26 @@ def _clamp(v: float | int) -> float | int:
 
 def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
     if not isinstance(data, list):
-        raise ApiError(400, f"input {name!r}: 'data' must be a list of numbers (flat or nested), got "
-                            f"{_preview(data)}; or send binary_data_size with binary data")
+        raise ApiError(
+            400,
+            f"input {name!r}: 'data' must be a list of numbers (flat or nested), got "
+            f"{_preview(data)}; or send binary_data_size with binary data",
+        )
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
-        raise ApiError(400, f"input {name!r}: nested 'data' is not rectangular; give a flat list of "
-                            f"{count} numbers or nested lists matching the shape") from None
+        raise ApiError(
+            400,
+            f"input {name!r}: nested 'data' is not rectangular; give a flat list of "
+            f"{count} numbers or nested lists matching the shape",
+        ) from None
     if arr.dtype.kind not in "iuf" or (datatype in INTEGER_TYPES and arr.dtype.kind == "f"):
         kinds = "integers" if datatype in INTEGER_TYPES else "numbers"
-        raise ApiError(400, f"input {name!r}: 'data' {_preview(data)} holds values that are not {kinds} "
-                            f"for datatype {datatype}")
+        raise ApiError(
+            400,
+            f"input {name!r}: 'data' {_preview(data)} holds values that are not {kinds} "
+            f"for datatype {datatype}",
+        )
     if arr.size != count:
         raise ApiError(400, f"input {name!r}: shape needs {count} values, 'data' has {arr.size}")
     return arr.reshape(-1)
@@ -147,7 +178,9 @@ def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[s
     for out in outputs:
         name = out.get("name") if isinstance(out, dict) else None
         if name != model.output_name:
-            raise ApiError(400, f"unknown output {_preview(name)}; the model's output is {model.output_name!r}")
+            raise ApiError(
+                400, f"unknown output {_preview(name)}; the model's output is {model.output_name!r}"
+            )
         p = out.get("parameters", {})
         if not isinstance(p, dict):
             raise ApiError(400, f"output {name!r}: 'parameters' must be a JSON object")
@@ -155,7 +188,9 @@ def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[s
             raise ApiError(400, "the classification extension is not supported: the model is a regression")
         as_binary = p.get("binary_data", default)
         if not isinstance(as_binary, bool):
-            raise ApiError(400, f"output {name!r}: binary_data must be true or false, got {_preview(as_binary)}")
+            raise ApiError(
+                400, f"output {name!r}: binary_data must be true or false, got {_preview(as_binary)}"
+            )
         chosen.append((name, as_binary))
     return chosen
 
@@ -194,7 +229,9 @@ class V2:
 
     async def ready(self, request: Request) -> Response:
         if not self.registry.ready:
-            waiting = [f"{s.name} ({s.state.lower()})" for s in self.registry.states.values() if s.state != "READY"]
+            waiting = [
+                f"{s.name} ({s.state.lower()})" for s in self.registry.states.values() if s.state != "READY"
+            ]
             raise ApiError(503, f"not ready: {', '.join(waiting)}")
         return json_response({"ready": True})
 
@@ -205,10 +242,26 @@ class V2:
         name, version = request.path_params["name"], request.path_params.get("version")
         model = self.registry.model(name, version)
         sig = model.signature
-        tensors = lambda args: [{"name": a["name"], "datatype": "FP32",  # noqa: E731
-                                 "shape": [-1 if d is None else d for d in a["shape"]]} for a in args]
-        return json_response({"name": name, "versions": [VERSION], "platform": PLATFORM,
-                              "inputs": tensors(sig["inputs"]), "outputs": tensors(sig["outputs"])})
+
+        def tensors(args):
+            return [
+                {
+                    "name": a["name"],
+                    "datatype": "FP32",
+                    "shape": [-1 if d is None else d for d in a["shape"]],
+                }
+                for a in args
+            ]
+
+        return json_response(
+            {
+                "name": name,
+                "versions": [VERSION],
+                "platform": PLATFORM,
+                "inputs": tensors(sig["inputs"]),
+                "outputs": tensors(sig["outputs"]),
+            }
+        )
 
     async def model_ready(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
@@ -218,15 +271,19 @@ class V2:
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         model = self.registry.model(name, version)
-        body, header_length = await read_body(request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout)
+        body, header_length = await read_body(
+            request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
+        )
         req = decode_request(model, body, header_length, self.config.max_rows)
         try:
             y = model.predict(req.batch)  # validates: finite float32 (rows, n)
         except PredictInputError as exc:
             raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
-            raise ApiError(400, "the prediction overflows float32 for this input; send values within "
-                                "about ±1e38 / |weight|")
+            raise ApiError(
+                400,
+                "the prediction overflows float32 for this input; send values within about ±1e38 / |weight|",
+            )
         self.registry.metrics.rows(name, "v2", len(y))
         content, headers = encode_response(name, req, y)
         if headers:
@@ -235,9 +292,15 @@ class V2:
 
     def routes(self) -> list[tuple[str, str, Any]]:
         """(path template, method, handler) for every V2 route."""
-        out = [("/v2/health/live", "GET", self.live), ("/v2/health/ready", "GET", self.ready),
-               ("/v2", "GET", self.server_metadata)]
+        out = [
+            ("/v2/health/live", "GET", self.live),
+            ("/v2/health/ready", "GET", self.ready),
+            ("/v2", "GET", self.server_metadata),
+        ]
         for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-            out += [(base, "GET", self.model_metadata), (base + "/ready", "GET", self.model_ready),
-                    (base + "/infer", "POST", self.infer)]
+            out += [
+                (base, "GET", self.model_metadata),
+                (base + "/ready", "GET", self.model_ready),
+                (base + "/infer", "POST", self.infer),
+            ]
         return out

@@ -15,16 +15,27 @@ import json
 
 import numpy as np
 
-from serve.httpio import ApiError
+from serve.http.httpio import ApiError
 
 HEADER = "inference-header-content-length"
 HEADER_RAW = HEADER.encode()  # ASGI header names are lower-case bytes
 
 # V2 datatype -> little-endian numpy dtype; BF16 is decoded by hand below. BOOL and BYTES are
 # not numbers the model can take.
-DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BF16": "<u2",
-          "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-          "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
+DTYPES = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "BF16": "<u2",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
 
 
 def split(body: bytes, header_length: str | None) -> tuple[memoryview | bytes, memoryview]:
@@ -36,8 +47,11 @@ def split(body: bytes, header_length: str | None) -> tuple[memoryview | bytes, m
     except ValueError:
         n = -1
     if not 0 <= n <= len(body):
-        raise ApiError(400, f"Inference-Header-Content-Length {header_length!r} is not a byte count between 0 "
-                            f"and the body size {len(body)}; it must give the size of the JSON header")
+        raise ApiError(
+            400,
+            f"Inference-Header-Content-Length {header_length!r} is not a byte count between 0 "
+            f"and the body size {len(body)}; it must give the size of the JSON header",
+        )
     view = memoryview(body)
     return view[:n], view[n:]
 
@@ -50,28 +64,40 @@ class Chunks:
 
     def take(self, size: object, name: str) -> memoryview:
         if type(size) is not int or size < 0:
-            raise ApiError(400, f"input {name!r}: binary_data_size {size!r} is not a byte count; "
-                                "expected a non-negative integer")
+            raise ApiError(
+                400,
+                f"input {name!r}: binary_data_size {size!r} is not a byte count; "
+                "expected a non-negative integer",
+            )
         if self.offset + size > len(self.blob):
-            raise ApiError(400, f"input {name!r}: binary_data_size {size} but only {len(self.blob) - self.offset} "
-                                "bytes of binary data follow the JSON header (Inference-Header-Content-Length)")
-        chunk = self.blob[self.offset:self.offset + size]
+            raise ApiError(
+                400,
+                f"input {name!r}: binary_data_size {size} but only {len(self.blob) - self.offset} "
+                "bytes of binary data follow the JSON header (Inference-Header-Content-Length)",
+            )
+        chunk = self.blob[self.offset : self.offset + size]
         self.offset += size
         return chunk
 
     def finish(self) -> None:
         if self.offset != len(self.blob):
-            raise ApiError(400, f"{len(self.blob) - self.offset} bytes of binary data after the JSON header "
-                                "belong to no input; check binary_data_size and Inference-Header-Content-Length")
+            raise ApiError(
+                400,
+                f"{len(self.blob) - self.offset} bytes of binary data after the JSON header "
+                "belong to no input; check binary_data_size and Inference-Header-Content-Length",
+            )
 
 
 def decode(raw: memoryview, datatype: str, count: int, name: str) -> np.ndarray:
     """Raw little-endian bytes of `count` elements of `datatype` -> a flat numpy array."""
     dtype = np.dtype(DTYPES[datatype])
     if len(raw) != count * dtype.itemsize:
-        raise ApiError(400, f"input {name!r}: {len(raw)} bytes of binary data, but {count} {datatype} elements "
-                            f"take {count * dtype.itemsize}; binary_data_size must equal elements x "
-                            f"{dtype.itemsize} bytes")
+        raise ApiError(
+            400,
+            f"input {name!r}: {len(raw)} bytes of binary data, but {count} {datatype} elements "
+            f"take {count * dtype.itemsize}; binary_data_size must equal elements x "
+            f"{dtype.itemsize} bytes",
+        )
     arr = np.frombuffer(raw, dtype=dtype)
     if datatype == "BF16":  # bfloat16 is the top half of a float32
         arr = (arr.astype(np.uint32) << 16).view(np.float32)

@@ -10,7 +10,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -33,8 +34,12 @@ class ApiError(Exception):
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """`obj` as compact JSON. `allow_nan=False`: a NaN would make the body invalid JSON."""
-    return Response(json.dumps(obj, separators=(",", ":"), allow_nan=False), status_code=status,
-                    media_type=JSON, headers=headers)
+    return Response(
+        json.dumps(obj, separators=(",", ":"), allow_nan=False),
+        status_code=status,
+        media_type=JSON,
+        headers=headers,
+    )
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -84,8 +89,9 @@ def _deadlines_for(loop: asyncio.AbstractEventLoop) -> _BodyDeadlines:
     return _deadlines
 
 
-async def read_body(request: Request, limit: int, header: bytes | None = None,
-                    timeout: float | None = None) -> tuple[bytes, str | None]:
+async def read_body(
+    request: Request, limit: int, header: bytes | None = None, timeout: float | None = None
+) -> tuple[bytes, str | None]:
     """The request body (413 past `limit` bytes, refused before reading when Content-Length says so),
     and the value of request header `header` (lower-case bytes) if asked for and present.
 
@@ -105,11 +111,15 @@ async def read_body(request: Request, limit: int, header: bytes | None = None,
         if not entry[1]:
             raise  # cancelled by someone else (shutdown): not ours to swallow
         task.uncancel()
-        raise ApiError(408, f"request body not received within {timeout:g} s (--body-timeout); send the whole "
-                            "body promptly", headers={"Connection": "close"}) from None
+        raise ApiError(
+            408,
+            f"request body not received within {timeout:g} s (--body-timeout); send the whole body promptly",
+            headers={"Connection": "close"},
+        ) from None
     except ClientDisconnect:  # nobody is left to read the answer; counted as a bad request
-        raise ApiError(400, "client disconnected before sending the whole body",
-                       headers={"Connection": "close"}) from None
+        raise ApiError(
+            400, "client disconnected before sending the whole body", headers={"Connection": "close"}
+        ) from None
     finally:
         del deadlines.reads[task]
 
@@ -123,15 +133,21 @@ async def _read_body(request: Request, limit: int, header: bytes | None) -> tupl
             value = v.decode("latin-1")
     if declared is not None and declared.isdigit():
         if int(declared) > limit:
-            raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
-                                "(--max-body-bytes); send fewer rows per request")
+            raise ApiError(
+                413,
+                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+                "(--max-body-bytes); send fewer rows per request",
+            )
         return await request.body(), value  # the server enforces Content-Length
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes (--max-body-bytes); "
-                                "send fewer rows per request")
+            raise ApiError(
+                413,
+                f"request body exceeds the limit of {limit} bytes (--max-body-bytes); "
+                "send fewer rows per request",
+            )
         chunks.append(chunk)
     return b"".join(chunks), value
 
@@ -156,6 +172,7 @@ def instrumented(route: str, handler: Endpoint, observe: Callable[[str, str, int
     A wrapper per route instead of a middleware keeps the hot path short and labels metrics
     by the route template (bounded cardinality) rather than the raw path.
     """
+
     async def endpoint(request: Request) -> Response:
         start = time.perf_counter()
         try:

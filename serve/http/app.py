@@ -1,7 +1,7 @@
 """The app factory: `create_app(ServeConfig)` -> a Starlette app serving V2 and TF Serving REST.
 
-Plain Starlette routes, not FastAPI: request validation is hand-written in `serve.v2` /
-`serve.tfserving` (errors name the input and what was expected), and skipping pydantic keeps
+Plain Starlette routes, not FastAPI: request validation is hand-written in `serve.http.v2` /
+`serve.http.tfserving` (errors name the input and what was expected), and skipping pydantic keeps
 a batch-1 infer near the bare-stack ceiling (bench/serving.py measures it).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,11 +19,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from serve import openapi
-from serve.config import ServeConfig
-from serve.httpio import INTERNAL, error_response, instrumented, json_response
-from serve.registry import Registry
-from serve.tfserving import TFServing
-from serve.v2 import V2
+from serve.http.config import ServeConfig
+from serve.http.httpio import INTERNAL, error_response, instrumented, json_response
+from serve.http.registry import Registry
+from serve.http.tfserving import TFServing
+from serve.http.v2 import V2
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,19 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlet
     table += [("/metrics", "GET", metrics_endpoint), ("/openapi.json", "GET", openapi_endpoint)]
     # Starlette tries routes in order: the inference routes first keeps the hot path's matching short.
     table.sort(key=lambda r: not r[0].endswith(("/infer", ":predict")))
-    routes = [Route(path, instrumented(path, handler, metrics.observe), methods=[method])
-              for path, method, handler in table]
+    routes = [
+        Route(path, instrumented(path, handler, metrics.observe), methods=[method])
+        for path, method, handler in table
+    ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
         # Starlette's own 404 (no such route) and 405 (wrong method), as JSON like every other error.
         assert isinstance(exc, HTTPException)
         metrics.observe("unmatched", request.method, exc.status_code, 0.0)
-        message = {404: f"no route {request.method} {request.url.path}; see GET /openapi.json",
-                   405: f"method {request.method} is not allowed on {request.url.path}"}
+        message = {
+            404: f"no route {request.method} {request.url.path}; see GET /openapi.json",
+            405: f"method {request.method} is not allowed on {request.url.path}",
+        }
         response = error_response(exc.status_code, message.get(exc.status_code, str(exc.detail)))
         response.headers.update(exc.headers or {})  # keeps 405's Allow header
         return response
@@ -71,7 +75,10 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlet
             with contextlib.suppress(Exception):
                 await task
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error, Exception: internal_error})
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+    )
     app.state.registry, app.state.config = registry, config
     return app

@@ -14,10 +14,10 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve.config import ServeConfig
-from serve.httpio import ApiError, json_response, parse_json_object, read_body
+from serve.http.config import ServeConfig
+from serve.http.httpio import ApiError, json_response, parse_json_object, read_body
+from serve.http.registry import FAILED, LOADING, READY, VERSION, Registry
 from serve.loader import Model, PredictInputError
-from serve.registry import FAILED, LOADING, READY, VERSION, Registry
 
 SIGNATURE = "serving_default"
 # Our load states in TF Serving's ModelVersionStatus.State names.
@@ -30,8 +30,11 @@ def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[n
     if signature != SIGNATURE:
         raise ApiError(400, f"unknown signature_name {signature!r}; the model has {SIGNATURE!r}")
     if ("instances" in body) == ("inputs" in body):
-        raise ApiError(400, "the body needs exactly one of 'instances' (row format: a list with one entry per "
-                            "row) or 'inputs' (columnar format), e.g. {\"instances\": [[10.0]]}")
+        raise ApiError(
+            400,
+            "the body needs exactly one of 'instances' (row format: a list with one entry per "
+            "row) or 'inputs' (columnar format), e.g. {\"instances\": [[10.0]]}",
+        )
     if "instances" in body:
         data, key = body["instances"], "predictions"
         if not isinstance(data, list):
@@ -44,15 +47,20 @@ def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[n
         data, key = body["inputs"], "outputs"
         if isinstance(data, dict):
             if set(data) != {model.input_name}:
-                raise ApiError(400, f"'inputs' object must have exactly the key {model.input_name!r}, "
-                                    f"got {sorted(data)}")
+                raise ApiError(
+                    400, f"'inputs' object must have exactly the key {model.input_name!r}, got {sorted(data)}"
+                )
             data = data[model.input_name]
         if not isinstance(data, list):  # a bare number would be a rank-0 tensor, not a batch
-            raise ApiError(400, f"'inputs' must be a list of rows (or {{{model.input_name!r}: [...]}}), e.g. "
-                                "[[1.0], [2.0]]; got a JSON " + type(data).__name__)
+            raise ApiError(
+                400,
+                f"'inputs' must be a list of rows (or {{{model.input_name!r}: [...]}}), e.g. "
+                "[[1.0], [2.0]]; got a JSON " + type(data).__name__,
+            )
     if isinstance(data, list) and len(data) > max_rows:
-        raise ApiError(413, f"{len(data)} rows exceed the limit of {max_rows} per request (--max-rows); "
-                            "split the batch")
+        raise ApiError(
+            413, f"{len(data)} rows exceed the limit of {max_rows} per request (--max-rows); split the batch"
+        )
     try:
         return model.as_batch(data), key
     except PredictInputError as exc:
@@ -68,7 +76,9 @@ class TFServing:
     async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         model = self.registry.model(name, version)
-        body = parse_json_object((await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0])
+        body = parse_json_object(
+            (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
+        )
         batch, key = decode_predict(model, body, self.config.max_rows)
         y = model.predict(batch)
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
@@ -79,28 +89,61 @@ class TFServing:
     async def status(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         state = self.registry.state(name, version)
-        return json_response({"model_version_status": [{
-            "version": VERSION, "state": TF_STATES[state.state],
-            "status": {"error_code": "UNKNOWN" if state.state == FAILED else "OK",
-                       "error_message": state.error or ""}}]})
+        return json_response(
+            {
+                "model_version_status": [
+                    {
+                        "version": VERSION,
+                        "state": TF_STATES[state.state],
+                        "status": {
+                            "error_code": "UNKNOWN" if state.state == FAILED else "OK",
+                            "error_message": state.error or "",
+                        },
+                    }
+                ]
+            }
+        )
 
     async def metadata(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         sig = self.registry.model(name, version).signature
 
         def tensors(args):
-            return {a["name"]: {"dtype": "DT_FLOAT", "name": f"{a['name']}:0", "tensor_shape": {
-                "dim": [{"size": "-1" if d is None else str(d), "name": ""} for d in a["shape"]],
-                "unknown_rank": False}} for a in args}
+            return {
+                a["name"]: {
+                    "dtype": "DT_FLOAT",
+                    "name": f"{a['name']}:0",
+                    "tensor_shape": {
+                        "dim": [{"size": "-1" if d is None else str(d), "name": ""} for d in a["shape"]],
+                        "unknown_rank": False,
+                    },
+                }
+                for a in args
+            }
 
-        return json_response({"model_spec": {"name": name, "signature_name": "", "version": VERSION},
-                              "metadata": {"signature_def": {"signature_def": {SIGNATURE: {
-                                  "inputs": tensors(sig["inputs"]), "outputs": tensors(sig["outputs"]),
-                                  "method_name": "tensorflow/serving/predict"}}}}})
+        return json_response(
+            {
+                "model_spec": {"name": name, "signature_name": "", "version": VERSION},
+                "metadata": {
+                    "signature_def": {
+                        "signature_def": {
+                            SIGNATURE: {
+                                "inputs": tensors(sig["inputs"]),
+                                "outputs": tensors(sig["outputs"]),
+                                "method_name": "tensorflow/serving/predict",
+                            }
+                        }
+                    }
+                },
+            }
+        )
 
     def routes(self) -> list[tuple[str, str, Any]]:
         out = []
         for base in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
-            out += [(base + ":predict", "POST", self.predict), (base, "GET", self.status),
-                    (base + "/metadata", "GET", self.metadata)]
+            out += [
+                (base + ":predict", "POST", self.predict),
+                (base, "GET", self.status),
+                (base + "/metadata", "GET", self.metadata),
+            ]
         return out

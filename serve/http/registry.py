@@ -15,9 +15,9 @@ from pathlib import Path
 
 from core.errors import MissingArtifactError
 from core.manifest import load_manifest, require_files
-from serve.httpio import ApiError
+from serve.http.httpio import ApiError
+from serve.http.metrics import Metrics
 from serve.loader import Model, load
-from serve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,10 @@ class Registry:
         manifest = load_manifest(self.artifacts)
         names = sorted({e.get("model", e["name"]) for e in manifest["artifacts"] if e["format"] == "onnx"})
         if not names:
-            raise MissingArtifactError(f"{self.artifacts / 'manifest.json'}: no ONNX models; "
-                                       f"run python -m export.onnx --artifacts {self.artifacts}")
+            raise MissingArtifactError(
+                f"{self.artifacts / 'manifest.json'}: no ONNX models; "
+                f"run python -m export.onnx --artifacts {self.artifacts}"
+            )
         require_files(self.artifacts, manifest, "onnx")  # a missing file fails at start-up, exit 2
         self.states = {name: ModelState(name) for name in names}
         for name in names:
@@ -71,8 +73,13 @@ class Registry:
                 model = load(state.name, self.artifacts, threads=self.threads, selftest=False)
                 expected, actual = model.selftest()  # raises IntegrityError beyond 1e-5
             except Exception as exc:  # one bad model must not stop the others from loading
-                state.state, state.error = FAILED, (f"model {state.name} failed to load or failed its "
-                                                    f"self-test ({type(exc).__name__}); see the server log")
+                state.state, state.error = (
+                    FAILED,
+                    (
+                        f"model {state.name} failed to load or failed its "
+                        f"self-test ({type(exc).__name__}); see the server log"
+                    ),
+                )
                 self.metrics.model_load_failed.labels(state.name).set(1)
                 logger.error("model %s: %s", state.name, exc, exc_info=not isinstance(exc, ValueError))
                 continue
@@ -81,9 +88,15 @@ class Registry:
             self.metrics.model_loaded.labels(state.name).set(1)
             self.metrics.selftest_error.labels(state.name).set(abs(actual - expected))
             self.metrics.load_seconds.labels(state.name).set(seconds)
-            logger.info("model %s ready: n_features %d, self-test y(%s) = %.6f (stored %.6f), %.1f ms",
-                        state.name, model.n_features, model.metadata.get("selftest_x"), actual, expected,
-                        seconds * 1e3)
+            logger.info(
+                "model %s ready: n_features %d, self-test y(%s) = %.6f (stored %.6f), %.1f ms",
+                state.name,
+                model.n_features,
+                model.metadata.get("selftest_x"),
+                actual,
+                expected,
+                seconds * 1e3,
+            )
         self.loaded = True
         self.metrics.ready.set(1 if self.ready else 0)
         return self.ready
@@ -101,6 +114,9 @@ class Registry:
         """The named model, ready to predict; 404 unknown, 503 still loading or failed."""
         state = self.state(name, version)
         if state.model is None:
-            raise ApiError(503, state.error or f"model {name!r} is still loading; retry when "
-                                               f"GET /v2/models/{name}/ready returns 200")
+            raise ApiError(
+                503,
+                state.error
+                or f"model {name!r} is still loading; retry when GET /v2/models/{name}/ready returns 200",
+            )
         return state.model

@@ -9,7 +9,7 @@ and Histogram take a lock per update, which costs ~2 µs of a ~150 µs request.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -27,20 +27,25 @@ class _RequestCollector:
         self.rows: dict[tuple[str, str], int] = {}
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("serve_requests", "HTTP requests by route template, method and status",
-                                       labels=["route", "method", "status"])
+        requests = CounterMetricFamily(
+            "serve_requests",
+            "HTTP requests by route template, method and status",
+            labels=["route", "method", "status"],
+        )
         for labels, n in list(self.requests.items()):
             requests.add_metric(list(labels), n)
-        latency = HistogramMetricFamily("serve_request_duration_seconds", "Time in the route handler, by route",
-                                        labels=["route"])
+        latency = HistogramMetricFamily(
+            "serve_request_duration_seconds", "Time in the route handler, by route", labels=["route"]
+        )
         for route, counts in list(self.latency.items()):
             cumulative, buckets = 0, []
-            for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), counts[:-1]):
+            for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), counts[:-1], strict=False):
                 cumulative += n
                 buckets.append((bound, cumulative))
             latency.add_metric([route], buckets, counts[-1])
-        rows = CounterMetricFamily("serve_rows_inferred", "Rows inferred, by model and protocol",
-                                   labels=["model", "protocol"])
+        rows = CounterMetricFamily(
+            "serve_rows_inferred", "Rows inferred, by model and protocol", labels=["model", "protocol"]
+        )
         for labels, n in list(self.rows.items()):
             rows.add_metric(list(labels), n)
         yield from (requests, latency, rows)
@@ -55,15 +60,25 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self._c = _RequestCollector()
         r.register(self._c)
-        self.model_loaded = Gauge("serve_model_loaded",
-                                  "1 once the model loaded, matched its sha256 and passed its self-test; "
-                                  "0 while loading or after a failure", ["model"], registry=r)
-        self.model_load_failed = Gauge("serve_model_load_failed", "1 when loading or the self-test failed",
-                                       ["model"], registry=r)
-        self.selftest_error = Gauge("serve_model_selftest_abs_error",
-                                    "|prediction - stored prediction| at the self-test input", ["model"], registry=r)
-        self.load_seconds = Gauge("serve_model_load_seconds", "Time to verify, load and self-test the model",
-                                  ["model"], registry=r)
+        self.model_loaded = Gauge(
+            "serve_model_loaded",
+            "1 once the model loaded, matched its sha256 and passed its self-test; "
+            "0 while loading or after a failure",
+            ["model"],
+            registry=r,
+        )
+        self.model_load_failed = Gauge(
+            "serve_model_load_failed", "1 when loading or the self-test failed", ["model"], registry=r
+        )
+        self.selftest_error = Gauge(
+            "serve_model_selftest_abs_error",
+            "|prediction - stored prediction| at the self-test input",
+            ["model"],
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "serve_model_load_seconds", "Time to verify, load and self-test the model", ["model"], registry=r
+        )
         self.ready = Gauge("serve_ready", "1 when every model is loaded and passed its self-test", registry=r)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
