@@ -14,13 +14,13 @@ from core import cli
 from export._core import print_entries
 from export.all import export_all
 from serve import check
-from train import all as train_all
+from train import cli as train_cli
 from train.report import build_report
 
 
 def run(args) -> int:
     """Train, export, write the report and check (its table last); returns the check's exit code."""
-    code = train_all.run(args)
+    code = train_cli.run(args)
     if code:
         return code
     print_entries(export_all(args.artifacts), args.artifacts)
@@ -30,7 +30,7 @@ def run(args) -> int:
 
 
 def main() -> None:
-    p = train_all.build_parser()
+    p = train_cli.build_parser()
     p.description = "Train both models, export every format and check every artifact, in one process."
     p.epilog = "example:\n  python -m pipeline --artifacts artifacts --seed 0"
     cli.run(run, p.parse_args(), fast_exit=True)

@@ -7,7 +7,6 @@ Each sample is the mean over a block of calls; blocks of each subject are interl
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -17,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench._core import Row, interleave
+from core.schema import TrainingRecord
 from serve import load
 
 
@@ -38,8 +38,8 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
     bare = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    record = json.loads((artifacts / "training.json").read_text())["models"]["torch_linear"]
-    w, b = np.float32(record["weights"][0]), np.float32(record["bias"])
+    record = TrainingRecord.load(artifacts).models["torch_linear"]
+    w, b = np.float32(record.weights[0]), np.float32(record.bias)
 
     loader_fn = per_call(lambda: model.predict(x), calls)
     bare_fn = per_call(lambda: bare.run(["y"], {"x": x}), calls)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from core.schema import Manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "keras_linear"
 BODY = '{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[10.0]}]}'
@@ -122,10 +124,7 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp = Path(tmp)
         artifacts = _artifacts(artifacts, tmp / "artifacts")
-        manifest = json.loads((artifacts / "manifest.json").read_text())
-        model_path = artifacts / next(
-            e["path"] for e in manifest["artifacts"] if e.get("model") == MODEL and e["format"] == "onnx"
-        )
+        model_path = artifacts / Manifest.load(artifacts).find(MODEL, "onnx").path
         script = tmp / "post.lua"
         script.write_text(LUA)
         sp, bp = _free_port(), _free_port()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._core import ROOT, Row, interleave, python
+from core.schema import TrainingRecord
 from serve import load
 
 ROWS = 10_000_000
@@ -74,8 +75,8 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     reps = 3 if quick else 9
     threads = 2
     model = load("torch_linear", artifacts, threads=threads)
-    record = json.loads((artifacts / "training.json").read_text())["models"]["torch_linear"]
-    w, b = np.float32(record["weights"][0]), np.float32(record["bias"])
+    record = TrainingRecord.load(artifacts).models["torch_linear"]
+    w, b = np.float32(record.weights[0]), np.float32(record.bias)
     x = np.random.default_rng(0).uniform(-1000, 1000, (rows, 1)).astype(np.float32)
     expected = x * w + b
     got = model.predict(x)

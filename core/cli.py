@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from core.errors import InputError, ToolkitError
+from core.fixes import fix
 
 OUR_PACKAGES = ("__main__", "core", "train", "export", "serve", "bench")
 
@@ -65,13 +66,47 @@ def positive_float(text: str) -> float:
     return value
 
 
+def lock_timeout_arg(p: argparse.ArgumentParser) -> None:
+    """--lock-timeout for commands that write the artifacts directory (core.fsio.Root.locked)."""
+    from core.fsio import LOCK_TIMEOUT
+
+    p.add_argument(
+        "--lock-timeout",
+        type=non_negative_float,
+        default=LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after waiting this long for another writer's lock on the directory",
+    )
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give e.g. 60") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0, e.g. 60")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port: 0 (pick a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give 0-65535, e.g. 8000") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number; give 0-65535 (0 picks a free one)")
+    return value
+
+
 def ensure_dir(path: Path, create: bool) -> Path:
     """Check that `path` is (or, with `create`, can become) a writable directory."""
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a directory; pass --artifacts DIR with a directory")
     if not path.exists():
         if not create:
-            raise InputError(f"{path}: no such directory; run python -m train.all --artifacts {path} first")
+            raise InputError(f"{path}: no such directory; {fix('train', path)} first")
         path.mkdir(parents=True)
     return path
 
@@ -95,6 +130,10 @@ def run(
     for us, since every file was written atomically and fsynced before `main` returned.
     """
     configure_logging(args.verbose)
+    if getattr(args, "lock_timeout", None) is not None:  # the one setting writers read from the CLI
+        from core import fsio
+
+        fsio.LOCK_TIMEOUT = args.lock_timeout
     try:
         code = main(args) or 0
     except ToolkitError as exc:

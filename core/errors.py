@@ -21,10 +21,8 @@ class IntegrityError(ToolkitError):
     exit_code = 1
 
 
-class ParityError(ToolkitError):
-    """Two formats or runtimes of the same model disagree beyond tolerance."""
-
-    exit_code = 1
+class LockTimeoutError(ToolkitError):
+    """Another writer held the artifacts directory's lock for longer than --lock-timeout."""
 
 
 class DivergenceError(ToolkitError):

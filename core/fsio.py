@@ -1,30 +1,46 @@
-"""Atomic writes, content hashes and the artifacts-directory lock.
+"""Every file operation on an artifacts directory, confined to it: `Root(dir)`.
 
-Every file the pipeline writes goes to a temporary name in the destination directory and
-is renamed into place, so a crash never leaves a half-written file where a good one was.
-Inside a `transaction` the renames wait until the block ends and then happen together, from
-a journal, so a crash never leaves new files beside an old manifest either.
+Names come in relative to the directory (one name, or a few safe components); each is checked
+once (no absolute path, no '..', only `[A-Za-z0-9_.-]` components) and resolved with symlinks
+followed; anything that lands outside the directory is refused before a byte is read or written.
+Files are opened only when they are regular files (a SavedModel: a directory), never a FIFO or a
+device, and without following a symlink at the last step.
+
+Writes are atomic: a temporary name in the directory, fsync, rename. Exports store immutable,
+content-addressed versions (`store_immutable`) and commit by renaming the manifest; training commits
+several files through a journal (`transaction`). Every writer holds the directory lock (`locked`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from core.errors import IntegrityError, LockTimeoutError, MissingArtifactError
+from core.fixes import fix
+
+logger = logging.getLogger(__name__)
+
 _CHUNK = 1 << 20
-JOURNAL = ".commit.json"  # the renames a transaction is committing (see `transaction`)
-# (directory, [(staged temporary, final path), ...]) of the transaction in progress, if any.
-_PENDING: contextvars.ContextVar[tuple[Path, list[tuple[Path, Path]]] | None] = contextvars.ContextVar(
-    "fsio_pending", default=None
-)
+JOURNAL = ".commit.json"  # the renames a transaction is committing (see `Root.transaction`)
+LOCK = ".lock"
+LOCK_TIMEOUT = 300.0  # seconds a writer waits for another writer's lock (--lock-timeout)
+_COMPONENT = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+# `<model>.<12 hex>.<format suffix>`: a stored version written by `store_immutable`.
+VERSIONED = re.compile(r"^(?P<model>[A-Za-z0-9][A-Za-z0-9_-]*)\.[0-9a-f]{12}(\..+)?$")
 
 
 def sha256_file(path: Path) -> str:
@@ -37,25 +53,29 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_tree(path: Path) -> str:
-    """Hex sha256 of a directory: every file's relative path and content hash, sorted."""
+    """Hex sha256 of a directory: every regular file's relative path and content hash, sorted.
+
+    Symlinks inside are never followed (rglob does not descend into them) and count as their target text.
+    """
     h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_symlink() or p.is_file()):
         h.update(file.relative_to(path).as_posix().encode())
         h.update(b"\0")
-        h.update(sha256_file(file).encode())
+        h.update((("->" + os.readlink(file)) if file.is_symlink() else sha256_file(file)).encode())
         h.update(b"\n")
     return h.hexdigest()
 
 
 def sha256_path(path: Path) -> str:
     """sha256 of a file, or of a directory tree (see `sha256_tree`)."""
-    return sha256_tree(path) if path.is_dir() else sha256_file(path)
+    return sha256_tree(path) if Path(path).is_dir() else sha256_file(path)
 
 
 def size_of(path: Path) -> int:
     """Size in bytes of a file, or the sum over a directory tree."""
+    path = Path(path)
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     return path.stat().st_size
 
 
@@ -67,180 +87,365 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
+    """Read at most `limit` bytes of `path`, which must be a regular file inside its own directory."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(Path(os.path.realpath(path.parent))):
+        raise IntegrityError(
+            f"{path}: a symlink leading outside {path.parent}; replace it with the file; {what_fixes}"
+        )
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; artifacts are read by servers and other users
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if _defer(Path(tmp), path):
-            return
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MissingArtifactError(f"{path}: not found; {what_fixes}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise IntegrityError(f"{path}: not a regular file (a {_kind(info.st_mode)}); {what_fixes}")
+        if info.st_size > limit:
+            raise IntegrityError(
+                f"{path}: {info.st_size:,} bytes, more than the limit of {limit:,}; {what_fixes}"
+            )
+        return f.read(limit + 1)[:limit]
 
 
-def atomic_write_json(path: Path, obj: object) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISLNK, "symlink"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
-def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write(tmp_path)` produce a file or directory, then move it to `path` atomically.
+class Root:
+    """One artifacts directory; every read, write, rename, link and delete in it goes through here."""
 
-    Used for writers that insist on a path of their own (keras `model.save`, `torch.save`);
-    inside a `transaction` the rename waits for the commit. A directory cannot replace a
-    non-empty directory in one rename, so the old one is first renamed aside and removed only
-    after the new one is in place. (Exports use `store_immutable` instead.)
-    """
-    path = Path(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    target = tmp / path.name
-    deferred = False
-    try:
-        write(target)
-        if target.is_file():
-            with open(target, "rb") as f:
+    def __init__(self, directory: Path | str):
+        self.dir = Path(directory)
+        self.real = Path(os.path.realpath(self.dir))
+
+    def __repr__(self) -> str:
+        return f"Root({str(self.dir)!r})"
+
+    # -- names ---------------------------------------------------------------------------------
+    def _parts(self, rel: str | Path) -> list[str]:
+        text = rel.as_posix() if isinstance(rel, Path) else rel
+        parts = text.split("/") if isinstance(text, str) else []
+        if (
+            not parts
+            or len(parts) > 8
+            or not all(_COMPONENT.fullmatch(p) and p not in (".", "..") for p in parts)
+        ):
+            raise IntegrityError(
+                f"{self.dir}: {str(rel)[:120]!r} is not a safe relative name inside the "
+                "directory (expected names of letters, digits, '_', '.', '-', no '..' and no '/' "
+                f"at the start); {fix('export', self.dir)}"
+            )
+        return parts
+
+    def _inside(self, path: Path) -> Path:
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(self.real):
+            raise IntegrityError(
+                f"{path}: leads outside {self.dir} (to {real}); nothing outside the artifacts "
+                f"directory is read or written; replace it; {fix('export', self.dir)}"
+            )
+        return path
+
+    def path(self, rel: str | Path) -> Path:
+        """`dir/rel` after checking `rel` is relative, safe, and resolves inside the directory."""
+        return self._inside(self.dir.joinpath(*self._parts(rel)))
+
+    def existing(self, rel: str, kind: str = "file") -> Path:
+        """`path(rel)`, which must exist and be a regular file (`kind` "file") or a directory ("dir")."""
+        path = self.path(rel)
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise MissingArtifactError(
+                f"{path}: named in {self.dir / 'manifest.json'} but missing; {fix('export', self.dir)}"
+            ) from None
+        ok = stat.S_ISDIR(info.st_mode) if kind == "dir" else stat.S_ISREG(info.st_mode)
+        if not ok:
+            raise IntegrityError(
+                f"{path}: a {_kind(info.st_mode)}, expected a "
+                f"{'directory' if kind == 'dir' else 'regular file'}; {fix('export', self.dir)}"
+            )
+        return path
+
+    def read_bytes(self, rel: str, limit: int = 1 << 31) -> bytes:
+        return read_regular(self.existing(rel), limit, fix("export", self.dir))
+
+    # -- writes --------------------------------------------------------------------------------
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        """Write `data` to `rel` via a temporary file in the directory, fsync and a rename."""
+        path = self.path(rel)
+        self._rename_into_place(self._staged_bytes(path, data), path)
+        return path
+
+    def write_json(self, rel: str, obj: object) -> Path:
+        return self.write_bytes(rel, _json_bytes(obj))
+
+    def _staged_bytes(self, path: Path, data: bytes) -> Path:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; artifacts are read by servers and other users
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
                 os.fsync(f.fileno())
-        deferred = _defer(target, path)
-        if deferred:
-            return
-        if target.is_dir():
-            old = None
-            if path.exists():
-                old = tmp / "old"
-                os.replace(path, old)
-            os.replace(target, path)
-        else:
-            os.replace(target, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return Path(tmp)
+
+    def _rename_into_place(self, tmp: Path, path: Path) -> None:
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         _fsync_dir(path.parent)
-    finally:
-        if not deferred:
+
+    def store_immutable(self, name: str, write: Callable[[Path], None]) -> tuple[str, str]:
+        """Let `write(tmp)` produce a file or directory; move it to its content-addressed name.
+
+        Returns (relative name, sha256). A stored version is never modified afterwards, so a
+        manifest naming it stays true whatever happens to later writes.
+        """
+        self.path(name)  # the name itself must be safe
+        tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=f".{name}.", suffix=".tmp"))
+        try:
+            target = tmp / name
+            write(target)
+            if target.is_file():
+                with open(target, "rb") as f:
+                    os.fsync(f.fileno())
+            digest = sha256_path(target)
+            rel = versioned_name(name, digest)
+            final = self.path(rel)
+            if not final.exists():  # same content already stored: keep the existing one
+                os.replace(target, final)
+                _fsync_dir(self.dir)
+            return rel, digest
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def point_alias(self, alias: str, target_rel: str) -> None:
+        """Point `alias` at the stored version `target_rel`: a hard link, or a symlink for a dir."""
+        current, target = self.path(alias), self.path(target_rel)
+        if current.exists() and os.path.samefile(current, target):
+            return  # already points there (rename of two links to one inode would be a no-op)
+        link = self.dir / f".{alias}.{os.getpid()}.alias.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        if target.is_dir():
+            os.symlink(target.name, link)
+            if current.is_dir() and not current.is_symlink():  # a real directory from an older layout
+                shutil.rmtree(current)
+        else:
+            os.link(target, link)
+        os.replace(link, current)
 
-def _defer(staged_tmp: Path, path: Path) -> bool:
-    """Inside a transaction on `path`'s directory, record the rename for the commit instead."""
-    current = _PENDING.get()
-    if current is None or not path.resolve().is_relative_to(current[0]):
-        return False
-    current[1].append((staged_tmp, path))
-    return True
+    def remove(self, rel: str) -> None:
+        """Delete `rel`: a file or symlink is unlinked (never followed); a real directory is removed."""
+        path = self.dir.joinpath(*self._parts(rel))
+        self._inside(path.parent)  # the last component itself is never followed
+        if path.is_symlink() or not path.is_dir():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            shutil.rmtree(path)
+
+    # -- lock and transactions -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the directory's exclusive lock (`.lock`, a regular file) for the block.
+
+        Waits at most `timeout` seconds (default `LOCK_TIMEOUT`) for another writer, saying once
+        who holds it; then raises LockTimeoutError. On entry, finishes a commit a killed writer
+        left (its journal) and removes stale temporaries: nobody else is writing.
+        """
+        timeout = LOCK_TIMEOUT if timeout is None else timeout
+        path = self.dir / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(
+                    f"{path}: is a symlink; the lock must be a regular file in the directory; "
+                    f"{fix('lock', self.dir)}"
+                ) from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IntegrityError(f"{path}: not a regular file; {fix('lock', self.dir)}")
+            self._acquire(fd, timeout)
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd, f"{os.getpid()} {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\n".encode(), 0
+            )
+            try:
+                self.roll_forward()  # a writer killed mid-commit: finish its renames first
+                self.remove_stale_temporaries()
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _acquire(self, fd: int, timeout: float) -> None:
+        deadline, said = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+                pid, since = (holder + ["?", "?"])[:2]
+                if not said:
+                    logger.warning(
+                        "waiting for the lock on %s held by pid %s (since %s)", self.dir, pid, since
+                    )
+                    said = True
+                if time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"{self.dir}: the directory lock is held by pid {pid} (since {since}) for more than "
+                        f"--lock-timeout {timeout:g} s; wait for that process to finish, stop it, or pass a "
+                        "larger --lock-timeout"
+                    ) from None
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Stage writes on the yielded `Transaction`; commit them all together when the block ends.
+
+        The commit writes a journal (`.commit.json`: the renames, in order, the record last), then
+        renames everything into place and removes the journal. A writer killed before the journal
+        exists leaves only temporaries (removed by the next `locked`); killed during the renames,
+        the next `locked` finishes them from the journal. Hold `locked()` around it.
+        """
+        txn = Transaction(self)
+        try:
+            yield txn
+        except BaseException:
+            txn.discard()
+            raise
+        if txn.pending:
+            renames = [
+                [os.path.relpath(tmp, self.dir), os.path.relpath(final, self.dir)]
+                for tmp, final in txn.pending
+            ]
+            self.write_bytes(JOURNAL, json.dumps({"renames": renames}).encode())
+            self.roll_forward()
+
+    def _journal_renames(self) -> list[tuple[Path, Path]]:
+        journal = self.dir / JOURNAL
+        bad = (
+            f"{journal}: not a journal this toolkit wrote; it was left in place and not executed; "
+            f"{fix('journal', self.dir)}"
+        )
+        try:
+            renames = json.loads(read_regular(journal, 1 << 20, fix("journal", self.dir)))["renames"]
+            pairs = [(str(a), str(b)) for a, b in renames]
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(bad) from None
+        try:
+            return [(self.path(a), self.path(b)) for a, b in pairs]
+        except IntegrityError as exc:
+            raise IntegrityError(f"{bad} ({exc})") from None
+
+    def roll_forward(self) -> int:
+        """Finish the renames of a committed transaction (its journal), if any; returns how many were done."""
+        journal = self.dir / JOURNAL
+        if not journal.exists() and not journal.is_symlink():
+            return 0
+        done = 0
+        for tmp, final in self._journal_renames():
+            if not tmp.exists() and not tmp.is_symlink():
+                continue  # renamed before a crash
+            holder = tmp.parent if tmp.parent != final.parent else None  # a staged directory's own temp dir
+            if tmp.is_dir() and final.exists():  # a directory cannot replace a non-empty one: set it aside
+                aside = holder or Path(
+                    tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+                )
+                os.replace(final, aside / "old")
+            os.replace(tmp, final)
+            if holder is not None:
+                shutil.rmtree(holder, ignore_errors=True)
+            done += 1
+        _fsync_dir(self.dir)
+        journal.unlink()
+        _fsync_dir(self.dir)
+        return done
+
+    def remove_stale_temporaries(self) -> list[str]:
+        """Delete `.<name>.<random>.tmp` files and dirs that a killed writer left behind."""
+        removed = []
+        for path in self.dir.glob(".*.tmp"):
+            self.remove(path.name)
+            removed.append(path.name)
+        return removed
 
 
-def staged(path: Path) -> Path:
-    """Where `path`'s newest content is: its staged temporary inside a transaction, else `path`."""
-    current = _PENDING.get()
-    for tmp, final in reversed(current[1] if current else []):
-        if final == Path(path):
-            return tmp
-    return Path(path)
+class Transaction:
+    """Writes staged for one commit (see `Root.transaction`); nothing is visible until it commits."""
 
+    def __init__(self, root: Root):
+        self.root = root
+        self.pending: list[tuple[Path, Path]] = []  # (staged temporary, final path)
 
-@contextlib.contextmanager
-def transaction(directory: Path) -> Iterator[None]:
-    """Stage every atomic write into `directory` made in the block; commit them all at the end.
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        path = self.root.path(rel)
+        self.pending.append((self.root._staged_bytes(path, data), path))
 
-    The commit writes a journal (`.commit.json`: the renames, in order, the manifest or
-    record last), then renames everything into place and removes the journal. A writer
-    killed before the journal exists leaves only temporaries (removed by the next `locked`);
-    killed during the renames, the next `locked` finishes them from the journal. Readers see
-    old or new files only, except in the few milliseconds of the renames themselves.
-    Hold `locked(directory)` around it.
-    """
-    directory = Path(directory).resolve()
-    pending: list[tuple[Path, Path]] = []
-    token = _PENDING.set((directory, pending))
-    try:
-        yield
-    except BaseException:
-        _PENDING.reset(token)
-        for tmp, final in pending:
-            if tmp.parent != final.parent:  # atomic_write_with's own temporary directory
+    def write_json(self, rel: str, obj: object) -> None:
+        self.write_bytes(rel, _json_bytes(obj))
+
+    def stage(self, rel: str, write: Callable[[Path], None]) -> None:
+        """Let `write(tmp)` produce `rel`'s new file or directory (for writers that insist on a path)."""
+        path = self.root.path(rel)
+        holder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        target = holder / path.name
+        try:
+            write(target)
+            if target.is_file():
+                with open(target, "rb") as f:
+                    os.fsync(f.fileno())
+        except BaseException:
+            shutil.rmtree(holder, ignore_errors=True)
+            raise
+        self.pending.append((target, path))
+
+    def staged(self, rel: str) -> Path:
+        """Where `rel`'s newest content is: its staged temporary in this transaction, else the file."""
+        path = self.root.path(rel)
+        for tmp, final in reversed(self.pending):
+            if final == path:
+                return tmp
+        return path
+
+    def discard(self) -> None:
+        for tmp, final in self.pending:
+            if tmp.parent != final.parent:  # a staged file or directory's own temporary directory
                 shutil.rmtree(tmp.parent, ignore_errors=True)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
-        raise
-    _PENDING.reset(token)
-    if not pending:
-        return
-    renames = [
-        [os.path.relpath(tmp.resolve(), directory), os.path.relpath(final.resolve(), directory)]
-        for tmp, final in pending
-    ]
-    atomic_write_bytes(directory / JOURNAL, json.dumps({"renames": renames}).encode())
-    roll_forward(directory)
+        self.pending.clear()
 
 
-def roll_forward(directory: Path) -> int:
-    """Finish the renames of a committed transaction (its journal), if any; returns how many were done."""
-    journal = Path(directory) / JOURNAL
-    if not journal.exists():
-        return 0
-    try:
-        renames = json.loads(journal.read_text())["renames"]
-    except (ValueError, KeyError, TypeError):
-        journal.unlink()  # written atomically, so never torn; a foreign file: nothing to finish
-        return 0
-    done = 0
-    for tmp_rel, final_rel in renames:
-        tmp, final = Path(directory) / tmp_rel, Path(directory) / final_rel
-        if not tmp.exists() and not tmp.is_symlink():
-            continue  # renamed before a crash
-        holder = tmp.parent if tmp.parent != final.parent else None  # atomic_write_with's directory
-        if tmp.is_dir() and final.exists():  # a directory cannot replace a non-empty one: set it aside
-            os.replace(
-                final,
-                (holder or Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")))
-                / "old",
-            )
-        os.replace(tmp, final)
-        if holder is not None:
-            shutil.rmtree(holder, ignore_errors=True)
-        done += 1
-    _fsync_dir(Path(directory))
-    journal.unlink()
-    _fsync_dir(Path(directory))
-    return done
-
-
-@contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `directory` (a `.lock` file in it) for the block.
-
-    Two exports into the same directory run one after the other instead of interleaving
-    their manifest updates. Every writer holds it, so temporaries left by a killed run can
-    be removed on entry: nobody else is writing.
-    """
-    with open(Path(directory) / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            roll_forward(Path(directory))  # a writer killed mid-commit: finish its renames first
-            remove_stale_temporaries(Path(directory))
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def remove_stale_temporaries(directory: Path) -> list[str]:
-    """Delete `.<name>.<random>.tmp` files and dirs that a killed writer left behind."""
-    removed = []
-    for path in directory.glob(".*.tmp"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        removed.append(path.name)
-    return removed
+def _json_bytes(obj: object) -> bytes:
+    return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
 
 
 def versioned_name(name: str, sha256: str) -> str:
@@ -249,44 +454,10 @@ def versioned_name(name: str, sha256: str) -> str:
     return f"{stem}.{sha256[:12]}.{rest}" if rest else f"{stem}.{sha256[:12]}"
 
 
-def store_immutable(directory: Path, name: str, write: Callable[[Path], None]) -> tuple[Path, str]:
-    """Let `write(tmp)` produce a file or directory, then move it to its content-addressed name.
-
-    Returns (path, sha256). A stored version is never modified afterwards, so a manifest
-    naming it stays true whatever happens to later writes.
-    """
-    directory = Path(directory)
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".{name}.", suffix=".tmp"))
-    try:
-        target = tmp / name
-        write(target)
-        if target.is_file():
-            with open(target, "rb") as f:
-                os.fsync(f.fileno())
-        digest = sha256_path(target)
-        final = directory / versioned_name(name, digest)
-        if not final.exists():  # same content already stored: keep the existing one
-            os.replace(target, final)
-            _fsync_dir(directory)
-        return final, digest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a file of its own directory; for outputs outside artifacts)."""
+    Root(Path(path).parent).write_bytes(Path(path).name, data)
 
 
-def point_alias(directory: Path, alias: str, target: Path) -> None:
-    """Make `directory/alias` name `target` atomically: a hard link for a file, a symlink for a dir."""
-    directory = Path(directory)
-    current = directory / alias
-    if current.exists() and os.path.samefile(current, target):
-        return  # already points there (rename of two links to one inode would be a no-op)
-    link = directory / f".{alias}.{os.getpid()}.alias.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        link.unlink()
-    if target.is_dir():
-        os.symlink(target.name, link)
-        old = directory / alias
-        if old.is_dir() and not old.is_symlink():  # a real directory from an older layout
-            shutil.rmtree(old)
-    else:
-        os.link(target, link)
-    os.replace(link, directory / alias)
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_bytes(path, _json_bytes(obj))

@@ -1,161 +1,107 @@
-"""`artifacts/manifest.json`: the one index the check, the loader and embedding apps read.
-
-Layout (see README "Artifacts"):
-    {"schema_version": 1,
-     "training_record": {"path", "sha256"},
-     "data": {...}, "reference": {...}, "probe": {...},   # copied from the training record
-     "artifacts": [{"name", "model", "format", "framework", "path", "sha256", "size",
-                    "inputs", "outputs", "opset", "producer", "prediction_x10", ...}, ...]}
-"""
+"""Committing exports to `manifest.json` and tidying up after the commit (readers use `core.schema`)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-import shutil
+import logging
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
 
-from core.errors import InputError, MissingArtifactError
-from core.fsio import atomic_write_json, point_alias
+from core.errors import IntegrityError, MissingArtifactError
+from core.fixes import fix
+from core.fsio import VERSIONED, Root, sha256_path
+from core.schema import (
+    FORMATS,
+    MANIFEST,
+    SELFTEST_ATOL,
+    SELFTEST_RTOL,
+    TRAINING_RECORD,
+    ArtifactEntry,
+    Manifest,
+    RecordRef,
+    TrainingRecord,
+)
 
-MANIFEST = "manifest.json"
-TRAINING_RECORD = "training.json"
-SCHEMA_VERSION = 1
-
-
-def read_json(path: Path, fix: str) -> dict[str, Any]:
-    """Read a JSON object from `path`; a missing or malformed file raises with `fix` in the message."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingArtifactError(f"{path}: not found; run {fix}")
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); re-run {fix}") from exc
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(obj).__name__}; re-run {fix}")
-    return obj
+logger = logging.getLogger(__name__)
 
 
-def load_manifest(artifacts: Path) -> dict[str, Any]:
-    """Load and minimally validate the manifest of an artifacts directory."""
-    path = Path(artifacts) / MANIFEST
-    manifest = read_json(path, "python -m export.all")
-    entries = manifest.get("artifacts")
-    if not isinstance(entries, list) or not all(
-        isinstance(e, dict) and {"name", "path", "format", "sha256"} <= e.keys() for e in entries
-    ):
-        raise InputError(
-            f"{path}: 'artifacts' must be a list of entries with name, path, format and sha256; "
-            "re-run python -m export.all"
+def verify(root: Root, entry: ArtifactEntry) -> str:
+    """The one sha256 check: resolve `entry`'s stored version inside `root` (a regular file, or a
+    directory for a SavedModel) and compare its sha256 with the manifest's. Returns the path."""
+    path = root.existing(entry.path, FORMATS[entry.format])
+    actual = sha256_path(path)
+    if actual != entry.sha256:
+        raise IntegrityError(
+            f"{path}: sha256 {actual} != manifest {entry.sha256}; the file was changed or "
+            f"truncated after export; {fix('onnx' if entry.format == 'onnx' else 'export', root.dir)}"
         )
-    return manifest
+    return str(path)
 
 
-def require_files(artifacts: Path, manifest: dict[str, Any], fmt: str | None = None) -> None:
-    """Raise MissingArtifactError for the first entry (of format `fmt`) whose file is not there."""
-    for entry in manifest["artifacts"]:
-        if fmt is None or entry["format"] == fmt:
-            path = Path(artifacts) / entry["path"]
-            if not path.exists():
-                raise MissingArtifactError(
-                    f"{path}: named in {Path(artifacts) / MANIFEST} but missing; "
-                    f"re-run python -m export.all --artifacts {artifacts}"
-                )
+def load_or_none(root: Root) -> Manifest | None:
+    """The current manifest, or None when there is none or it is unreadable (an export replaces it)."""
+    try:
+        return Manifest.load(root.dir)
+    except (MissingArtifactError, IntegrityError) as exc:
+        if (root.dir / MANIFEST).exists():
+            logger.warning("replacing an unreadable manifest: %s", exc)
+        return None
 
 
-def find_entry(manifest: dict[str, Any], name: str, fmt: str | None = None) -> dict[str, Any]:
-    """The entry whose `name` (e.g. keras_linear.onnx) or `model` (with `fmt`) matches."""
-    for entry in manifest["artifacts"]:
-        if entry["name"] == name or (
-            entry.get("model") == name and entry["format"] == (fmt or entry["format"])
-        ):
-            return entry
-    known = ", ".join(sorted(e["name"] for e in manifest["artifacts"])) or "none"
-    raise InputError(f"model {name!r} is not in the manifest; known: {known}")
+def commit(
+    root: Root, record: TrainingRecord, record_sha256: str, entries: Iterable[ArtifactEntry]
+) -> tuple[Manifest, list[ArtifactEntry]]:
+    """Merge `entries` into the manifest (replacing same-named ones) and rename it into place.
 
-
-def update_manifest(
-    artifacts: Path, record: dict[str, Any], record_sha256: str, entries: list[dict[str, Any]]
-) -> list[str]:
-    """Merge `entries` into the manifest (replacing same-named ones) and write it atomically.
-
-    Entries produced from a different training record are dropped: they describe models
-    that no longer exist. Returns the names of the dropped entries. Callers hold
-    `core.fsio.locked(artifacts)` around this read-modify-write.
+    This rename is an export's commit point. Entries exported from another training record
+    describe models that no longer exist and are dropped, as are entries whose file is gone.
+    Returns the new manifest and the dropped entries. Callers hold `root.locked()`.
     """
-    path = Path(artifacts) / MANIFEST
-    old: list[dict[str, Any]] = []
-    if path.is_file():
-        try:
-            old = load_manifest(artifacts)["artifacts"]
-        except InputError:
-            old = []  # a corrupt manifest is rebuilt from what this export writes
-    new_names = {e["name"] for e in entries}
+    entries = list(entries)
+    new_names = {e.name for e in entries}
+    old = load_or_none(root)
     kept, dropped = [], []
-    for entry in old:
-        if entry["name"] in new_names:
+    for entry in old.artifacts if old else ():
+        if entry.name in new_names:
             continue
-        if (
-            entry.get("training_record_sha256") != record_sha256
-            or not (Path(artifacts) / entry["path"]).exists()
-        ):
-            dropped.append(entry["name"])
-            continue
-        kept.append(entry)
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "training_record": {"path": TRAINING_RECORD, "sha256": record_sha256},
-        "data": record["data"],
-        "reference": record["reference"],
-        "probe": record["probe"],
-        "artifacts": sorted(kept + entries, key=lambda e: e["name"]),
-    }
-    atomic_write_json(path, manifest)
-    return dropped
+        if entry.training_record_sha256 != record_sha256 or not (root.dir / entry.path).exists():
+            dropped.append(entry)
+        else:
+            kept.append(entry)
+    manifest = Manifest(
+        training_record=RecordRef(TRAINING_RECORD, record_sha256),
+        data=record.data,
+        reference=record.reference,
+        probe=record.probe,
+        artifacts=tuple(sorted(kept + entries, key=lambda e: e.name)),
+        selftest_atol=SELFTEST_ATOL,
+        selftest_rtol=SELFTEST_RTOL,
+    )
+    root.write_json(MANIFEST, manifest.to_json())
+    return manifest, dropped
 
 
-# `<model>.<12 hex>.<format suffix>`: a stored version written by core.fsio.store_immutable.
-VERSIONED = re.compile(r"^(?P<model>[^.]+)\.[0-9a-f]{12}(\..+)?$")
+def refresh_aliases(root: Root, manifest: Manifest, dropped: Iterable[ArtifactEntry] = ()) -> list[str]:
+    """After a commit: point each entry's stable name at its stored version, remove the stable names
+    of `dropped` entries, then delete stored versions no entry names. Returns the removed names.
 
-
-def refresh_aliases(artifacts: Path, dropped: Iterable[str] = ()) -> list[str]:
-    """After a manifest commit: point each entry's stable name at its stored version, remove the
-    stable names of `dropped` entries, then delete stored versions no entry names. Returns the
-    removed names.
-
-    Runs under the directory lock. A run killed before or during this step leaves the
-    manifest and every file it names intact; only an alias may still show the previous
-    version, which the loader and the check detect by hash. Only `<model>.<12 hex>.<suffix>`
-    names of the manifest's own models are ever deleted.
+    Runs under the directory lock. A run killed here leaves the manifest and every file it names
+    intact; only an alias may still show the previous version, which consumers detect by hash.
+    Only `<model>.<12 hex>.<suffix>` names of the manifest's own models are ever deleted.
     """
-    artifacts = Path(artifacts)
-    manifest = load_manifest(artifacts)
-    referenced, models = set(), set()
-    for entry in manifest["artifacts"]:
-        referenced.add(entry["path"])
-        models.add(entry.get("model"))
-        alias = entry.get("alias")
-        if alias and alias != entry["path"] and (artifacts / entry["path"]).exists():
-            point_alias(artifacts, alias, artifacts / entry["path"])
+    referenced = {e.path for e in manifest.artifacts}
+    models = {e.model for e in manifest.artifacts} | {e.model for e in dropped}
+    for entry in manifest.artifacts:
+        if (root.dir / entry.path).exists():
+            root.point_alias(entry.alias, entry.path)
     removed = []
-    for name in dropped:
-        alias = artifacts / name
-        if name not in referenced and (alias.is_symlink() or alias.is_file()):
-            alias.unlink()
-            removed.append(name)
-    for path in artifacts.iterdir():
+    for entry in dropped:
+        if entry.alias not in referenced and entry.alias not in {e.alias for e in manifest.artifacts}:
+            root.remove(entry.alias)
+            removed.append(entry.alias)
+    for path in root.dir.iterdir():
         match = VERSIONED.match(path.name)
-        if (
-            match
-            and match.group("model") in models | {name.partition(".")[0] for name in dropped}
-            and path.name not in referenced
-            and not path.is_symlink()
-        ):
+        if match and match.group("model") in models and path.name not in referenced:
             with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                root.remove(path.name)
             removed.append(path.name)
     return removed

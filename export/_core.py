@@ -1,11 +1,11 @@
-"""What every exporter shares: reading the trained models, manifest entries, publishing."""
+"""What every exporter shares: reading the trained models, manifest entries, committing exports."""
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,13 @@ import numpy as np
 
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
-from core.fsio import locked, sha256_file, size_of, store_immutable
-from core.manifest import TRAINING_RECORD, read_json, refresh_aliases, update_manifest
+from core.fixes import fix
+from core.fsio import Root, sha256_file, size_of
+from core.manifest import commit, refresh_aliases
+from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_signature
 
 logger = logging.getLogger(__name__)
 
-TRAIN_FIX = "python -m train.all"
 # The trained models every exporter reads: model name -> trainer module.
 TRAINERS = {"keras_linear": "train.keras", "torch_linear": "train.torch"}
 
@@ -33,7 +34,7 @@ class Source:
     versions: dict[str, str]
     model: Any  # the keras.Model or torch.nn.Module
     n_features: int
-    prediction_x10: float
+    headline_y: float
     probe_y: list[float]
 
 
@@ -41,136 +42,130 @@ class Source:
 class Run:
     """One export run: the artifacts directory and the training record it exports from."""
 
-    artifacts: Path
-    record: dict[str, Any]
+    root: Root
+    record: TrainingRecord
     record_sha256: str
 
     @property
+    def artifacts(self) -> Path:
+        return self.root.dir
+
+    @property
     def probe(self) -> np.ndarray:
-        return np.asarray(self.record["probe"]["x"], dtype=np.float32)
+        return np.asarray(self.record.probe.x, dtype=np.float32)
 
     @property
     def headline(self) -> np.ndarray:
-        return np.asarray([self.record["probe"]["headline_x"]], dtype=np.float32)
+        return np.asarray([self.record.probe.headline_x], dtype=np.float32)
 
 
 def open_run(artifacts: Path) -> Run:
     """Read the training record; missing training output exits 2 naming the file and the fix."""
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
-    path = artifacts / TRAINING_RECORD
-    if not path.is_file():
-        raise MissingArtifactError(f"{path}: not found; run {TRAIN_FIX} --artifacts {artifacts} first")
-    return Run(artifacts, read_json(path, TRAIN_FIX), sha256_file(path))
+    root = Root(artifacts)
+    record = TrainingRecord.load(artifacts)
+    return Run(root, record, sha256_file(root.existing(TRAINING_RECORD)))
 
 
 def load_source(run: Run, name: str) -> Source:
     """Load trained model `name` (checking its sha256 against the record) and run the probe batch
     through it in its own framework."""
-    info = run.record.get("models", {}).get(name)
-    path = run.artifacts / (info["model_file"] if info else name)
-    if info is None or not path.is_file():
+    info = run.record.models.get(name)
+    if info is None:
         raise MissingArtifactError(
-            f"{path}: trained model {name} not found; run {TRAIN_FIX} --artifacts {run.artifacts}"
+            f"{run.artifacts / TRAINING_RECORD}: no trained model {name}; {fix('train', run.artifacts)}"
         )
+    path = run.root.existing(info.model_file)
     actual = sha256_file(path)
-    if actual != info["model_sha256"]:
+    if actual != info.model_sha256:
         raise IntegrityError(
-            f"{path}: sha256 {actual[:12]}... != training record {info['model_sha256'][:12]}...; "
-            f"re-run {TRAIN_FIX} --artifacts {run.artifacts}"
+            f"{path}: sha256 {actual[:12]}... != training record {info.model_sha256[:12]}...; "
+            f"{fix('train', run.artifacts)}"
         )
     trainer = importlib.import_module(TRAINERS[name])
-    n = run.record["data"]["n_features"]
+    n = run.record.data.n_features
     model = trainer.load(path, n)
     probe_y = np.asarray(trainer.predict(model, run.probe), dtype=np.float64).reshape(-1)
-    x10 = float(trainer.predict(model, run.headline).reshape(-1)[0])
-    return Source(name, info["framework"], info["versions"], model, n, x10, probe_y.tolist())
+    headline_y = float(trainer.predict(model, run.headline).reshape(-1)[0])
+    return Source(name, info.framework, dict(info.versions), model, n, headline_y, probe_y.tolist())
 
 
-def signature(n_features: int, batch: str | None = "batch") -> dict[str, list]:
-    """The one signature every artifact has: x float32 [batch, n] -> y float32 [batch, 1]."""
-    return {
-        "inputs": [{"name": "x", "dtype": "float32", "shape": [batch, n_features]}],
-        "outputs": [{"name": "y", "dtype": "float32", "shape": [batch, 1]}],
-    }
-
-
-def store(run: Run, name: str, write: Callable[[Path], None]) -> tuple[Path, str]:
+def store(run: Run, name: str, write: Callable[[Path], None]) -> tuple[str, str]:
     """Write artifact `name` (e.g. keras_linear.onnx) as an immutable stored version.
 
     `write(tmp_path)` produces the file or directory. The manifest names the stored version
     (`keras_linear.<sha12>.onnx`) and `name` becomes an alias of it once the manifest is
     committed, so a run killed at any point never leaves the manifest naming changed bytes.
+    Returns (relative name, sha256).
     """
-    return store_immutable(run.artifacts, name, write)
+    return run.root.store_immutable(name, write)
 
 
 def entry(
-    run: Run, source: Source, fmt: str, name: str, stored: tuple[Path, str], **extra: Any
-) -> dict[str, Any]:
+    run: Run, source: Source, fmt: str, name: str, stored: tuple[str, str], **extra: Any
+) -> ArtifactEntry:
     """A manifest entry for artifact `name` whose stored version `store` returned."""
-    path, digest = stored
-    return {
-        "name": name,
-        "alias": name,
-        "model": source.name,
-        "format": fmt,
-        "framework": source.framework,
-        "framework_versions": source.versions,
-        "path": path.relative_to(run.artifacts).as_posix(),
-        "sha256": digest,
-        "size": size_of(path),
-        **signature(source.n_features),
+    rel, digest = stored
+    return ArtifactEntry(
+        name=name,
+        model=source.name,
+        format=fmt,
+        framework=source.framework,
+        framework_versions=source.versions,
+        path=rel,
+        sha256=digest,
+        size=size_of(run.root.path(rel)),
+        signature=linear_signature(source.n_features),
+        headline_y=source.headline_y,
+        source_probe_y=tuple(source.probe_y),
+        training_record_sha256=run.record_sha256,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **extra,
-        "prediction_x10": source.prediction_x10,
-        "source_probe_y": source.probe_y,
-        "training_record_sha256": run.record_sha256,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    )
 
 
-def export_format(artifacts: Path, write: Callable[[Run], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Run one format's `write(run) -> entries` and merge the entries into the manifest.
+Writer = Callable[[Run], list[ArtifactEntry]]
 
-    The whole export holds the directory lock, so two exports into one directory run one
-    after the other. Files go to new immutable names, the manifest is written last (the
-    commit point), then the stable names are pointed at the new versions and old ones removed.
+
+def export_formats(artifacts: Path, writers: Sequence[Writer]) -> list[ArtifactEntry]:
+    """Run each format's `write(run) -> entries`, then commit all their entries in one manifest.
+
+    The whole export holds the directory lock, so two exports into one directory run one after
+    the other. Files go to new immutable names; the manifest's rename is the one commit point
+    (readers see the previous exports until then, never a manifest without them); then the
+    stable names are pointed at the new versions and versions nothing names are removed.
     """
     run = open_run(artifacts)
-    # No journal needed here (unlike training, core.fsio.transaction): stored versions are
-    # immutable and the manifest's atomic rename is the single commit point.
-    with locked(run.artifacts):
-        entries = write(run)
-        dropped = update_manifest(run.artifacts, run.record, run.record_sha256, entries)
-        refresh_aliases(run.artifacts, dropped)
+    with run.root.locked():
+        entries = [e for write in writers for e in write(run)]
+        manifest, dropped = commit(run.root, run.record, run.record_sha256, entries)
+        refresh_aliases(run.root, manifest, dropped)
     if dropped:
-        logger.warning(
-            "dropped stale manifest entries from an earlier training run: %s; "
-            "re-run python -m export.all to export them again",
-            ", ".join(dropped),
+        logger.info(
+            "removed %s: exported from an earlier training run (python -m export.all exports every "
+            "format of the current one)",
+            ", ".join(e.name for e in dropped),
         )
     return entries
 
 
-def print_entries(entries: list[dict[str, Any]], artifacts: Path) -> None:
+def print_entries(entries: list[ArtifactEntry], artifacts: Path) -> None:
     """One line per artifact written, then where everything went."""
     for e in entries:
-        print(
-            f"[ok] {e['name']:28s} {e['size']:>9,d} bytes  sha256 {e['sha256'][:12]}"
-            f"  y(10) = {e['prediction_x10']:.6f}"
-        )
+        print(f"[ok] {e.name:28s} {e.size:>9,d} bytes  sha256 {e.sha256[:12]}  y(10) = {e.headline_y:.6f}")
     print(
-        f"wrote {', '.join(str(artifacts / e['name']) for e in entries)}; "
-        f"manifest {artifacts / 'manifest.json'}"
+        f"wrote {', '.join(str(artifacts / e.name) for e in entries)}; manifest {artifacts / 'manifest.json'}"
     )
 
 
-def main_for(fmt: str, export: Callable[[Path], list[dict[str, Any]]]) -> None:
+def main_for(fmt: str, export: Callable[[Path], list[ArtifactEntry]]) -> None:
     """The CLI every `python -m export.<format>` shares."""
     p = cli.parser(
         f"Export the trained models as {fmt} and record them in manifest.json.",
         f"python -m export.{fmt} --artifacts artifacts",
     )
     cli.artifacts_arg(p)
+    cli.lock_timeout_arg(p)
 
     def _main(args) -> int:
         print_entries(export(args.artifacts), args.artifacts)

@@ -1,21 +1,22 @@
-"""Export every format: `python -m export.all [--artifacts DIR]` (SavedModel, TorchScript, ONNX)."""
+"""Export every format: `python -m export.all [--artifacts DIR]` (SavedModel, TorchScript, ONNX).
+
+All formats are committed to the manifest together, in one rename: a server or an app reading
+the directory sees the previous exports until the new ones replace them (README "Reliability").
+"""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
 
+from core.schema import ArtifactEntry
 from export import FORMATS
-from export._core import main_for
+from export._core import export_formats, main_for
 
 
-def export_all(artifacts: Path) -> list[dict[str, Any]]:
-    """Run every registered exporter in turn; returns all manifest entries written."""
-    entries = []
-    for module in FORMATS.values():
-        entries += importlib.import_module(module).export(artifacts)
-    return entries
+def export_all(artifacts: Path) -> list[ArtifactEntry]:
+    """Run every registered exporter, commit all their entries at once; returns the entries."""
+    return export_formats(artifacts, [importlib.import_module(m).write for m in FORMATS.values()])
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ import tf2onnx
 import torch
 
 from core.errors import IntegrityError
-from export._core import Run, Source, entry, export_format, load_source, main_for, store
+from core.schema import SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry
+from export._core import Run, Source, entry, export_formats, load_source, main_for, store
 
 FORMAT = "onnx"
 # Opset 18: the newest both converters emit natively (tf2onnx 1.17 tops out at 18; torch's
@@ -156,7 +157,9 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
         "training_record_sha256": record_sha256,
         "n_features": str(source.n_features),
         "selftest_x": json.dumps([[float(v) for v in [10.0] * source.n_features]]),
-        "selftest_y": repr(source.prediction_x10),
+        "selftest_y": repr(source.headline_y),
+        "selftest_atol": repr(SELFTEST_ATOL),  # the tolerance Python and JavaScript both apply
+        "selftest_rtol": repr(SELFTEST_RTOL),
     }
     onnx.helper.set_model_props(proto, metadata)
     proto.producer_version = proto.producer_version.removesuffix(" None")  # tf2onnx appends its git hash
@@ -186,14 +189,14 @@ def _onnxscript_version() -> str:
     return onnxscript.__version__
 
 
-def _write(run: Run) -> list[dict[str, Any]]:
+def write(run: Run) -> list[ArtifactEntry]:
+    """Convert and store both models as ONNX; returns their manifest entries (uncommitted)."""
     entries = []
     for name, (convert, producer) in _CONVERTERS.items():
         source = load_source(run, name)
         proto = finish(convert(source.model, source.n_features), source, run.record_sha256)
         data = proto.SerializeToString()
         stored = store(run, f"{name}.onnx", lambda p, data=data: p.write_bytes(data))
-        metadata = {p.key: p.value for p in proto.metadata_props}
         entries.append(
             entry(
                 run,
@@ -203,17 +206,17 @@ def _write(run: Run) -> list[dict[str, Any]]:
                 stored,
                 opset=OPSET,
                 ir_version=proto.ir_version,
-                graph=[node.op_type for node in proto.graph.node],
+                graph=tuple(node.op_type for node in proto.graph.node),
                 producer={**producer(), "onnx": onnx.__version__},
-                metadata=metadata,
+                metadata={p.key: p.value for p in proto.metadata_props},
             )
         )
     return entries
 
 
-def export(artifacts: Path) -> list[dict[str, Any]]:
+def export(artifacts: Path) -> list[ArtifactEntry]:
     """Write both ONNX models and record them in the manifest; returns the manifest entries."""
-    return export_format(artifacts, _write)
+    return export_formats(artifacts, [write])
 
 
 def main() -> None:

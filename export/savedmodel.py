@@ -5,16 +5,17 @@ Serving signature `serving_default`: input `x` float32 [None, n] -> output `y` f
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
 
 import keras
 import tensorflow as tf
 
-from export._core import Run, entry, export_format, load_source, main_for, store
+from core.schema import ArtifactEntry
+from export._core import Run, entry, export_formats, load_source, main_for, store
 
 FORMAT = "savedmodel"
 SIGNATURE = "serving_default"
@@ -32,17 +33,35 @@ def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def _write(run: Run) -> list[dict[str, Any]]:
+def write(run: Run) -> list[ArtifactEntry]:
+    """Store the Keras model's SavedModel; returns its manifest entry (uncommitted)."""
     source = load_source(run, "keras_linear")
     name = f"{source.name}.savedmodel"
-    stored = store(run, name, lambda p: write_savedmodel(source.model, source.n_features, p))
+    stored = store(run, name, lambda p: _write_or_raise_oserror(source.model, source.n_features, p))
     producer = {"tensorflow": tf.__version__, "keras": keras.__version__}
     return [entry(run, source, FORMAT, name, stored, signature_name=SIGNATURE, producer=producer)]
 
 
-def export(artifacts: Path) -> list[dict[str, Any]]:
+def _write_or_raise_oserror(model: keras.Model, n_features: int, path: Path) -> None:
+    """TensorFlow reports a full disk or a read-only directory as its own errors: make them OSErrors,
+    which every CLI reports as one line (nothing is half-written: `store` removes its temporary)."""
+    try:
+        write_savedmodel(model, n_features, path)
+    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError, tf.errors.UnknownError) as exc:
+        text = str(exc.message if hasattr(exc, "message") else exc)
+        code = (
+            errno.ENOSPC
+            if "space" in text.lower() or isinstance(exc, tf.errors.ResourceExhaustedError)
+            else (errno.EROFS if "read-only" in text.lower() else errno.EACCES)
+        )
+        raise OSError(
+            code, f"{os.strerror(code)} while TensorFlow wrote the SavedModel", str(path.parent)
+        ) from None
+
+
+def export(artifacts: Path) -> list[ArtifactEntry]:
     """Write the SavedModel and record it in the manifest; returns the manifest entries."""
-    return export_format(artifacts, _write)
+    return export_formats(artifacts, [write])
 
 
 def main() -> None:

@@ -6,13 +6,14 @@ what many C++ and mobile runtimes load, so we keep it and silence exactly that w
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from export._core import Run, entry, export_format, load_source, main_for, store
+from core.schema import ArtifactEntry
+from export._core import Run, entry, export_formats, load_source, main_for, store
 
 FORMAT = "torchscript"
 
@@ -26,19 +27,24 @@ def write_torchscript(model: torch.nn.Module, path: Path) -> None:
             "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
         )
         scripted = torch.jit.script(model)
-        torch.jit.save(scripted, str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+    # Serialised in memory, written by Python: on a full disk torch's own file writer aborts the
+    # process (`terminate ... ios_failure`), Python raises an OSError the CLI reports in one line.
+    path.write_bytes(buffer.getvalue())
 
 
-def _write(run: Run) -> list[dict[str, Any]]:
+def write(run: Run) -> list[ArtifactEntry]:
+    """Store the torch model's TorchScript file; returns its manifest entry (uncommitted)."""
     source = load_source(run, "torch_linear")
     name = f"{source.name}.torchscript.pt"
     stored = store(run, name, lambda p: write_torchscript(source.model, p))
     return [entry(run, source, FORMAT, name, stored, producer={"torch": torch.__version__})]
 
 
-def export(artifacts: Path) -> list[dict[str, Any]]:
+def export(artifacts: Path) -> list[ArtifactEntry]:
     """Write the TorchScript file and record it in the manifest; returns the manifest entries."""
-    return export_format(artifacts, _write)
+    return export_formats(artifacts, [write])
 
 
 def main() -> None:

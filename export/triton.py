@@ -22,14 +22,25 @@ import onnx
 
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
-from core.fsio import atomic_write_bytes, locked
-from core.manifest import load_manifest
+from core.fixes import fix
+from core.fsio import Root
+from core.manifest import verify
+from core.schema import Manifest, check_name
 
 logger = logging.getLogger(__name__)
 
-ONNX_FIX = "python -m export.onnx"
-# ONNX TensorProto element type -> Triton data type; our models are float32 throughout.
-TRITON_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32"}
+# ONNX TensorProto element type -> Triton DataType name (model_config.proto).
+TRITON_TYPES = {
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.INT8: "TYPE_INT8",
+    onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,8 @@ def _tensors(values: Any) -> list[tuple[str, str, list[int]]]:
         t = v.type.tensor_type
         if t.elem_type not in TRITON_TYPES:
             raise IntegrityError(
-                f"tensor {v.name}: ONNX element type {t.elem_type} has no Triton mapping here; "
-                "the models are float32"
+                f"tensor {v.name}: ONNX element type {t.elem_type} has no Triton mapping; "
+                f"supported: {', '.join(sorted(TRITON_TYPES.values()))}"
             )
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
         out.append((v.name, TRITON_TYPES[t.elem_type], dims[1:]))
@@ -57,55 +68,58 @@ def _tensors(values: Any) -> list[tuple[str, str, list[int]]]:
 
 
 def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
-    """The config.pbtxt text for one ONNX model, from its graph's inputs and outputs."""
+    """The config.pbtxt text for one ONNX model, built as Triton's `ModelConfig` protobuf and printed
+    with protobuf's text format (no string pasting: no name can inject a field)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
 
-    def block(kind: str, tensors: list[tuple[str, str, list[int]]]) -> str:
-        items = ",\n".join(
-            f'  {{\n    name: "{n}"\n    data_type: {t}\n    dims: [ {", ".join(map(str, d))} ]\n  }}'
-            for n, t, d in tensors
-        )
-        return f"{kind} [\n{items}\n]\n"
-
+    check_name(name, lambda problem: _refuse(problem))
+    config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=cfg.max_batch_size)
     initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    return (
-        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {cfg.max_batch_size}\n'
-        + block("input", _tensors(inputs))
-        + block("output", _tensors(model.graph.output))
-        + f"dynamic_batching {{\n  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n}}\n"
-        + f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {cfg.instances}\n  }}\n]\n"
-    )
+    for tensor_name, dtype, dims in _tensors(i for i in model.graph.input if i.name not in initializers):
+        config.input.add(name=tensor_name, data_type=mc.DataType.Value(dtype), dims=dims)
+    for tensor_name, dtype, dims in _tensors(model.graph.output):
+        config.output.add(name=tensor_name, data_type=mc.DataType.Value(dtype), dims=dims)
+    config.dynamic_batching.max_queue_delay_microseconds = cfg.max_queue_delay_us
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=cfg.instances)
+    return text_format.MessageToString(config)
+
+
+def _refuse(problem: str) -> None:
+    raise IntegrityError(f"Triton model name: {problem}; {fix('export')}")
 
 
 def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = TritonConfig()) -> list[Path]:
-    """Write the repository; returns the model directories written."""
+    """Write the repository; returns the model directories written.
+
+    Every name comes from the validated manifest (`core.schema.NAME_PATTERN`) and every file is
+    written through `core.fsio.Root(out)`, so nothing lands outside the repository directory.
+    """
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
-    out = Path(out) if out is not None else artifacts / "triton"
+    source = Root(artifacts)
+    repo = Root(cli.ensure_dir(Path(out) if out is not None else artifacts / "triton", create=True))
     written = []
-    with locked(artifacts):  # the manifest and the files it names do not change underneath us
-        entries = [e for e in load_manifest(artifacts)["artifacts"] if e["format"] == "onnx"]
+    with source.locked():  # the manifest and the files it names do not change underneath us
+        entries = Manifest.load(artifacts).entries("onnx")
         if not entries:
             raise MissingArtifactError(
-                f"{artifacts / 'manifest.json'}: no ONNX models; run {ONNX_FIX} --artifacts {artifacts}"
+                f"{artifacts / 'manifest.json'}: no ONNX models; {fix('onnx', artifacts)}"
             )
         for entry in entries:
-            src = artifacts / entry["path"]
-            if not src.is_file():
-                raise MissingArtifactError(f"{src}: named in the manifest but missing; re-run {ONNX_FIX}")
-            data = src.read_bytes()
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            verify(source, entry)
+            data = source.read_bytes(entry.path)
+            if hashlib.sha256(data).hexdigest() != entry.sha256:  # changed between the check and the read
                 raise IntegrityError(
-                    f"{src}: sha256 differs from the manifest's {entry['sha256'][:12]}...; re-run {ONNX_FIX}"
+                    f"{source.dir / entry.path}: sha256 differs from the manifest's "
+                    f"{entry.sha256[:12]}...; {fix('onnx', artifacts)}"
                 )
-            name = entry.get("model", src.stem)
-            model_dir = out / name
-            (model_dir / "1").mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(model_dir / "1" / "model.onnx", data)
-            atomic_write_bytes(
-                model_dir / "config.pbtxt", config_pbtxt(name, onnx.load_from_string(data), cfg).encode()
-            )
-            logger.info("[ok] %s: %s -> %s", name, src.name, model_dir)
-            written.append(model_dir)
+            config = config_pbtxt(entry.model, onnx.load_from_string(data), cfg)
+            repo.path(entry.model).mkdir(exist_ok=True)
+            repo.path(f"{entry.model}/1").mkdir(exist_ok=True)
+            repo.write_bytes(f"{entry.model}/1/model.onnx", data)
+            repo.write_bytes(f"{entry.model}/config.pbtxt", config.encode())
+            logger.info("[ok] %s: %s -> %s", entry.model, entry.path, repo.dir / entry.model)
+            written.append(repo.dir / entry.model)
     return written
 
 
@@ -115,6 +129,7 @@ def main() -> None:
         "python -m export.triton --artifacts artifacts && tritonserver --model-repository=artifacts/triton",
     )
     cli.artifacts_arg(p)
+    cli.lock_timeout_arg(p)
     p.add_argument(
         "--out",
         type=Path,

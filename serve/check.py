@@ -14,14 +14,15 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
-from core.fsio import sha256_path
-from core.manifest import load_manifest, require_files
+from core.fixes import fix
+from core.fsio import Root
+from core.manifest import verify
+from core.schema import ArtifactEntry, Manifest
 from serve.runtimes import RUNTIMES
 
 
@@ -41,7 +42,7 @@ class Row:
     artifact: str
     runtime: str
     ok: bool
-    prediction_x10: float | None = None
+    headline_y: float | None = None
     max_diff_source: float | None = None  # over the probe batch
     worst_excess: float | None = None  # max(|a - b| - bound) over the probe; <= 0 passes
     diff_analytic: float | None = None
@@ -49,7 +50,7 @@ class Row:
     error: str | None = None
 
 
-def magnitudes(manifest: dict[str, Any], probe: np.ndarray, source: np.ndarray) -> np.ndarray:
+def magnitudes(manifest: Manifest, probe: np.ndarray, source: np.ndarray) -> np.ndarray:
     """Per probe row, the size of the numbers a runtime adds up: |y| + sum_i |x_i w_i| + |b|.
 
     With n > 1 features, x @ w sums terms that can cancel (1523 - 2000 + 500 = 23 at x = 1000),
@@ -57,37 +58,25 @@ def magnitudes(manifest: dict[str, Any], probe: np.ndarray, source: np.ndarray) 
     term, not of the result. w and b are the least-squares reference, which the models approach.
     With one feature nothing cancels and the bound is the documented |b| alone.
     """
-    weights = np.abs(np.asarray(manifest["reference"]["weights"], dtype=np.float64))
+    weights = np.abs(np.asarray(manifest.reference.weights, dtype=np.float64))
     if len(weights) == 1:
         return np.abs(source)
-    terms = np.abs(probe.astype(np.float64)) @ weights + abs(float(manifest["reference"]["bias"]))
+    terms = np.abs(probe.astype(np.float64)) @ weights + abs(manifest.reference.bias)
     return np.abs(source) + terms
 
 
-def check_artifact(
-    artifacts: Path, manifest: dict[str, Any], entry: dict[str, Any], tol: Tolerances
-) -> list[Row]:
+def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: Tolerances) -> list[Row]:
     """Verify one artifact's hash, then compare its predictions in each of its runtimes."""
-    path = artifacts / entry["path"]
-    runtimes = RUNTIMES.get(entry["format"], [])
-
-    def fail(msg):
-        return [Row(entry["name"], rt, False, error=msg) for rt, _ in runtimes] or [
-            Row(entry["name"], "-", False, error=msg)
-        ]
-
-    if not runtimes:
-        return fail(f"unknown format {entry['format']!r}")
-    if not path.exists():
-        return fail(f"{path}: named in the manifest but missing; re-run python -m export.all")
-    actual = sha256_path(path)
-    if actual != entry["sha256"]:
-        return fail(f"{path}: sha256 {actual} != manifest {entry['sha256']}; re-run python -m export.all")
-    probe = np.asarray(manifest["probe"]["x"], dtype=np.float32)
-    source = np.asarray(entry["source_probe_y"], dtype=np.float64)
-    headline = np.asarray([manifest["probe"]["headline_x"]], dtype=np.float32)
-    reference = manifest["probe"]["headline_reference_y"]
-    reference_y = np.asarray(manifest["probe"]["reference_y"], dtype=np.float64)
+    runtimes = RUNTIMES[entry.format]
+    try:
+        path = Path(verify(root, entry))
+    except IntegrityError as exc:
+        return [Row(entry.name, rt, False, error=str(exc)) for rt, _ in runtimes]
+    probe = np.asarray(manifest.probe.x, dtype=np.float32)
+    source = np.asarray(entry.source_probe_y, dtype=np.float64)
+    headline = np.asarray([manifest.probe.headline_x], dtype=np.float32)
+    reference = manifest.probe.headline_reference_y
+    reference_y = np.asarray(manifest.probe.reference_y, dtype=np.float64)
     bound = tol.atol + tol.rtol * magnitudes(manifest, probe, source)
     rows = []
     for name, factory in runtimes:
@@ -98,11 +87,22 @@ def check_artifact(
         except Exception as exc:  # any runtime failure is this row's failure, not the check's
             rows.append(
                 Row(
-                    entry["name"],
+                    entry.name,
                     name,
                     False,
                     error=f"{path}: {name} cannot run it ({type(exc).__name__}: "
-                    f"{str(exc)[:200]}); re-run python -m export.all",
+                    f"{str(exc)[:200]}); {fix('export', root.dir)}",
+                )
+            )
+            continue
+        if y.shape != source.shape:
+            rows.append(
+                Row(
+                    entry.name,
+                    name,
+                    False,
+                    error=f"{path}: {name} returned {y.shape[0]} values for "
+                    f"{len(source)} probe rows; {fix('export', root.dir)}",
                 )
             )
             continue
@@ -111,30 +111,34 @@ def check_artifact(
         analytic = abs(y10 - reference)
         ok = bool(excess <= 0 and analytic <= tol.analytic and math.isfinite(y10))
         vs_reference = float(np.max(np.abs(y - reference_y)))  # reported, not a pass/fail bound
-        rows.append(Row(entry["name"], name, ok, y10, float(diff.max()), excess, analytic, vs_reference))
+        rows.append(Row(entry.name, name, ok, y10, float(diff.max()), excess, analytic, vs_reference))
     return rows
 
 
-def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row], dict[str, Any]]:
+def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row], Manifest]:
     """Check every artifact in the manifest; returns the rows and the manifest."""
     artifacts = Path(artifacts)
     if not artifacts.is_dir():
         raise MissingArtifactError(
-            f"{artifacts}: no such directory; run python -m train.all "
-            f"and python -m export.all with --artifacts {artifacts}"
+            f"{artifacts}: no such directory; {fix('train', artifacts)} and {fix('export', artifacts)}"
         )
-    manifest = load_manifest(artifacts)
-    if not manifest["artifacts"]:
-        raise MissingArtifactError(f"{artifacts}/manifest.json lists no artifacts; run python -m export.all")
-    require_files(artifacts, manifest)  # a missing input is exit 2, like every other command
-    rows = [row for entry in manifest["artifacts"] for row in check_artifact(artifacts, manifest, entry, tol)]
+    manifest = Manifest.load(artifacts)
+    if not manifest.artifacts:
+        raise MissingArtifactError(
+            f"{artifacts}/manifest.json lists no artifacts; {fix('export', artifacts)}"
+        )
+    root = Root(artifacts)
+    for entry in manifest.artifacts:  # a missing input is exit 2, like every other command
+        if not (root.dir / entry.path).exists():
+            root.existing(entry.path)
+    rows = [row for entry in manifest.artifacts for row in check_artifact(root, manifest, entry, tol)]
     return rows, manifest
 
 
-def format_rows(rows: list[Row], manifest: dict[str, Any], tol: Tolerances) -> str:
+def format_rows(rows: list[Row], manifest: Manifest, tol: Tolerances) -> str:
     """The checklist a person reads: one line per artifact and runtime."""
-    ref = manifest["probe"]["headline_reference_y"]
-    n_probe = len(manifest["probe"]["x"])
+    ref = manifest.probe.headline_reference_y
+    n_probe = len(manifest.probe.x)
     lines = [
         f"{'':7}{'artifact':30}{'runtime':16}{'y(10)':>12}{'max|Δ source|':>15}{f'|y(10)-{ref:g}|':>16}"
         f"{'max|Δ lstsq|':>14}"
@@ -145,10 +149,10 @@ def format_rows(rows: list[Row], manifest: dict[str, Any], tol: Tolerances) -> s
             lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error}")
             continue
         lines.append(
-            f"{mark} {r.artifact:30}{r.runtime:16}{r.prediction_x10:12.6f}"
+            f"{mark} {r.artifact:30}{r.runtime:16}{r.headline_y:12.6f}"
             f"{r.max_diff_source:15.2e}{r.diff_analytic:16.6f}{r.max_diff_reference:14.3g}"
         )
-    magnitude = "|b|" if len(manifest["reference"]["weights"]) == 1 else "(|b| + Σ|x·w| + |bias|)"
+    magnitude = "|b|" if len(manifest.reference.weights) == 1 else "(|b| + Σ|x·w| + |bias|)"
     lines.append(
         f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·{magnitude} over "
         f"{n_probe} probe rows; |y(10) - {ref:g}| <= {tol.analytic:g}"

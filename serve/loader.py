@@ -1,7 +1,7 @@
 """The embeddable ONNX loader: `from serve import load`.
 
-    model = load("keras_linear", artifacts="artifacts")   # by name, from manifest.json
-    model = load("artifacts/keras_linear.onnx")            # or by path
+    model = load("keras_linear", artifacts="artifacts")   # by name: looked up in manifest.json only
+    model = load("artifacts/keras_linear.onnx")            # or by path (a .onnx name or a '/' in it)
     model.predict([10.0])                                   # -> array([[18.98...]], dtype=float32)
 
 Imports only numpy, onnxruntime and the standard library (tests/test_loader.py checks
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,15 @@ import numpy as np
 import onnxruntime as ort
 
 from core.errors import InputError, IntegrityError, MissingArtifactError
-from core.fsio import sha256_file
-from core.manifest import MANIFEST, find_entry, load_manifest
+from core.fixes import fix
+from core.fsio import Root
+from core.manifest import verify
+from core.schema import MANIFEST, SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry, Manifest
 
-# Same model across runtimes: |a - b| <= ATOL + RTOL * |b| (README "The check").
-SELFTEST_ATOL = 1e-5
-SELFTEST_RTOL = 1e-6
 _FLOAT32 = np.dtype(np.float32)
-EXPORT_FIX = "python -m export.onnx"
+EXPORT_FIX = fix("onnx")
+MAX_SELFTEST_CHARS = 65536  # selftest_x in the ONNX metadata: a few rows, never megabytes
+MAX_SELFTEST_TOL = 1e-3  # a file claiming a looser self-test tolerance is refused
 
 
 class PredictInputError(InputError):
@@ -49,9 +51,11 @@ class LoadOptions:
 class Model:
     """One ONNX model in an onnxruntime session. `predict` is safe to call from many threads."""
 
-    def __init__(self, path: Path, entry: dict[str, Any] | None, options: LoadOptions):
+    def __init__(self, path: Path, entry: ArtifactEntry | None, options: LoadOptions):
         self.path = Path(path)
-        self.entry = entry
+        # sha256 checked against a manifest entry at load (False: a lone file, or verify_sha256=False)
+        self.verified = entry is not None and options.verify_sha256
+        self.sha256 = entry.sha256 if entry is not None else None
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.threads
         so.inter_op_num_threads = 1
@@ -60,8 +64,7 @@ class Model:
             self._session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise IntegrityError(
-                f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); "
-                f"re-run {EXPORT_FIX}"
+                f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); {EXPORT_FIX}"
             ) from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if (
@@ -118,8 +121,15 @@ class Model:
         ):
             if not (math.isfinite(x.item()) if x.size == 1 else _all_finite(x)):
                 raise _non_finite(x)
-            return self._run(self._outputs, {self.input_name: x})[0]
-        return self._run(self._outputs, {self.input_name: self.as_batch(x)})[0]
+        else:
+            x = self.as_batch(x)
+        y = self._run(self._outputs, {self.input_name: x})[0]
+        if y.shape != (x.shape[0], 1):  # a model that changed under us, or was never what it claims
+            raise IntegrityError(
+                f"{self.path}: output shape {y.shape} for {x.shape[0]} row(s); expected "
+                f"({x.shape[0]}, 1); {EXPORT_FIX}"
+            )
+        return y
 
     def as_batch(self, x: Any) -> np.ndarray:
         """Validate and convert `x` to the model's float32 (rows, n) input."""
@@ -164,26 +174,59 @@ class Model:
     def selftest(self) -> tuple[float, float]:
         """Predict the stored self-test input; raise IntegrityError beyond tolerance.
 
-        Returns (expected, actual).
+        The input, expected output and tolerance come from the ONNX metadata (the exporter writes
+        them from `core.schema`'s constants; Node and the page read the same keys), each finite
+        and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
+        dtype, shape or row count fails here, at load. Returns (expected, actual).
         """
-        try:
-            x = np.asarray(json.loads(self.metadata["selftest_x"]), dtype=np.float32)
-            expected = float(self.metadata["selftest_y"])
-        except (KeyError, ValueError) as exc:
+        x, expected, atol, rtol = self._selftest_values()
+        actual_y = self.predict(x)
+        batch_y = self.predict(np.vstack([x, x]))
+        if actual_y.dtype != _FLOAT32 or batch_y.shape != (2, 1):
             raise IntegrityError(
-                f"{self.path}: metadata has no usable selftest_x/selftest_y ({exc}); re-run {EXPORT_FIX}"
-            ) from None
-        actual = float(self.predict(x)[0, 0])
-        if not abs(actual - expected) <= SELFTEST_ATOL + SELFTEST_RTOL * abs(expected):
+                f"{self.path}: self-test output is {actual_y.dtype} {batch_y.shape} for 2 rows; "
+                f"expected float32 (2, 1); {EXPORT_FIX}"
+            )
+        actual = float(actual_y[0, 0])
+        if not abs(actual - expected) <= atol + rtol * abs(expected) or float(batch_y[1, 0]) != actual:
             raise IntegrityError(
-                f"{self.path}: self-test at x = {x.ravel().tolist()} expected {expected!r}, "
-                f"got {actual!r} (tolerance {SELFTEST_ATOL} + {SELFTEST_RTOL}·|y|); "
-                f"re-run {EXPORT_FIX}"
+                f"{self.path}: self-test at x = {x.ravel().tolist()} expected {expected!r}, got {actual!r} "
+                f"(tolerance {atol} + {rtol}·|y|); {EXPORT_FIX}"
             )
         return expected, actual
 
+    def _selftest_values(self) -> tuple[np.ndarray, float, float, float]:
+        meta = self.metadata
+
+        def bad(why: str) -> IntegrityError:
+            return IntegrityError(f"{self.path}: metadata has no usable self-test ({why}); {EXPORT_FIX}")
+
+        text = meta.get("selftest_x")
+        if text is None or "selftest_y" not in meta:
+            raise bad("selftest_x / selftest_y missing")
+        if len(text) > MAX_SELFTEST_CHARS:
+            raise bad(f"selftest_x is {len(text):,} characters, more than {MAX_SELFTEST_CHARS:,}")
+        try:
+            x = np.asarray(json.loads(text), dtype=np.float64)
+            expected = float(meta["selftest_y"])
+            atol = float(meta.get("selftest_atol", SELFTEST_ATOL))
+            rtol = float(meta.get("selftest_rtol", SELFTEST_RTOL))
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise bad(str(exc)[:120]) from None
+        if x.shape != (1, self.n_features) or not np.isfinite(x).all() or not math.isfinite(expected):
+            raise bad(
+                f"selftest_x must be one row of {self.n_features} finite number(s) and selftest_y finite, "
+                f"got shape {x.shape} and {expected!r}"
+            )
+        if not (0 <= atol <= MAX_SELFTEST_TOL and 0 <= rtol <= MAX_SELFTEST_TOL):
+            raise bad(f"tolerance {atol} + {rtol}·|y| is outside [0, {MAX_SELFTEST_TOL}]")
+        return x.astype(np.float32), expected, atol, rtol
+
     def __repr__(self) -> str:
-        return f"Model({self.name!r}, path={str(self.path)!r}, n_features={self.n_features})"
+        return (
+            f"Model({self.name!r}, path={str(self.path)!r}, n_features={self.n_features}, "
+            f"verified={self.verified})"
+        )
 
 
 def _all_finite(batch: np.ndarray) -> bool:
@@ -213,48 +256,50 @@ def _preview(x: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_sha256(path: Path, entry: dict[str, Any]) -> None:
-    """Raise IntegrityError when the file's sha256 differs from its manifest entry."""
-    actual = sha256_file(path)
-    if actual != entry["sha256"]:
-        raise IntegrityError(
-            f"{path}: sha256 {actual} != manifest {entry['sha256']}; "
-            f"the file was changed or truncated after export; re-run {EXPORT_FIX}"
-        )
+def is_path(model: str | Path) -> bool:
+    """The resolution rule: a `Path`, a name ending in `.onnx` or one containing a path separator is a
+    file path; anything else is a model name, looked up in the manifest only."""
+    return (
+        isinstance(model, Path)
+        or str(model).endswith(".onnx")
+        or "/" in str(model)
+        or (os.sep != "/" and os.sep in str(model))
+    )
 
 
-def resolve(model: str | Path, artifacts: str | Path | None) -> tuple[Path, dict[str, Any] | None]:
-    """Find a model's file and its manifest entry (None when there is no manifest beside it)."""
-    candidate = Path(model)
-    if candidate.suffix == ".onnx" or candidate.exists():
+def resolve(
+    model: str | Path, artifacts: str | Path | None
+) -> tuple[Path, ArtifactEntry | None, Root | None]:
+    """A model's file, its manifest entry and directory (entry None: a lone file no manifest lists)."""
+    if is_path(model):
+        candidate = Path(model)
         if not candidate.is_file():
             raise MissingArtifactError(
-                f"{candidate}: no such file; run {EXPORT_FIX}, or pass a model name and artifacts=DIR"
+                f"{candidate}: no such file; {EXPORT_FIX}, or pass a model name and artifacts=DIR"
             )
-        directory = Path(artifacts) if artifacts is not None else candidate.parent
-        if not (directory / MANIFEST).is_file():
-            return candidate, None
-        manifest = load_manifest(directory)
-        for entry in manifest["artifacts"]:
-            # the stored version itself, or its stable alias (keras_linear.onnx)
-            if (directory / entry["path"]).resolve() == candidate.resolve() or (
-                candidate.parent.resolve() == directory.resolve() and candidate.name == entry.get("alias")
-            ):
-                return candidate, entry
-        return candidate, None
-    directory = Path(artifacts if artifacts is not None else "artifacts")
-    entry = find_entry(load_manifest(directory), str(model), "onnx")
-    if entry["format"] != "onnx":
+        root = Root(artifacts if artifacts is not None else candidate.parent)
+        if not (root.dir / MANIFEST).exists():
+            return candidate, None, None
+        manifest = Manifest.load(root.dir)
+        for entry in manifest.entries("onnx"):
+            # the stored version itself, or its stable alias (keras_linear.onnx), in that directory
+            if candidate.parent.resolve() == root.real and candidate.name in (entry.path, entry.alias):
+                return candidate, entry, root
+        return candidate, None, None
+    root = Root(artifacts if artifacts is not None else "artifacts")
+    manifest = Manifest.load(root.dir)
+    entry = manifest.find(str(model), "onnx")
+    if entry is None:
+        known = ", ".join(sorted(e.model for e in manifest.entries("onnx"))) or "none"
         raise InputError(
-            f"{entry['name']} is a {entry['format']} artifact; the loader runs ONNX models only "
-            f"(code-bearing formats are never loaded here)"
+            f"model {str(model)[:80]!r} is not an ONNX model in {root.dir / MANIFEST}; known: {known}"
         )
-    path = directory / entry["path"]
-    if not path.is_file():
-        raise MissingArtifactError(
-            f"{path}: named in {directory / MANIFEST} but missing; re-run {EXPORT_FIX}"
+    if entry.format != "onnx":
+        raise InputError(
+            f"{entry.name} is a {entry.format} artifact; the loader runs ONNX models only "
+            "(code-bearing formats are never loaded here)"
         )
-    return path, entry
+    return root.existing(entry.path), entry, root
 
 
 def load(
@@ -265,20 +310,34 @@ def load(
     selftest: bool = True,
     threads: int = 1,
 ) -> Model:
-    """Load an ONNX model by path or by manifest name, verify it and return a `Model`.
+    """Load an ONNX model by manifest name or by path, verify it and return a `Model`.
 
     Args:
-        model: a path to a `.onnx` file, or a model name from the manifest ("keras_linear").
+        model: a model name from the manifest ("keras_linear"), or a path to a `.onnx` file
+            (see `is_path` for the rule). A file no manifest lists runs its embedded self-test
+            and `Model.verified` is False.
         artifacts: the artifacts directory holding manifest.json (default: the file's own
             directory for a path, `artifacts/` for a name).
         verify_sha256, selftest: turn the integrity checks off explicitly (both on by default).
         threads: onnxruntime intra-op threads.
     """
     options = LoadOptions(verify_sha256=verify_sha256, selftest=selftest, threads=threads)
-    path, entry = resolve(model, artifacts)
-    if options.verify_sha256 and entry is not None:
-        check_sha256(path, entry)
+    path, entry, root = resolve(model, artifacts)
+    return open_model(path, entry, root, options)
+
+
+def open_model(path: Path, entry: ArtifactEntry | None, root: Root | None, options: LoadOptions) -> Model:
+    """Verify (sha256 against `entry`, when given) and open `path`, then run its self-test."""
+    if options.verify_sha256 and entry is not None and root is not None:
+        verify(root, entry)
     loaded = Model(path, entry, options)
     if options.selftest:
         loaded.selftest()
     return loaded
+
+
+def load_entry(root: Root, entry: ArtifactEntry, options: LoadOptions = LoadOptions()) -> Model:
+    """Load the ONNX artifact of a parsed manifest `entry` (what the server and batch jobs do)."""
+    if entry.format != "onnx":
+        raise InputError(f"{entry.name} is a {entry.format} artifact; the loader runs ONNX models only")
+    return open_model(root.existing(entry.path), entry, root, options)

@@ -17,7 +17,7 @@ def test_same_seed_same_parameters():
 def test_article_result_summed_loss_converges_to_19():
     model, result = torch_trainer.train(article_data(), TrainConfig(seed=0))
     # the article: 18.999998; the summed loss makes the step 6x larger than Keras's mean
-    assert abs(result.prediction_headline - 19) < 1e-4
+    assert abs(result.headline_y - 19) < 1e-4
     assert result.final_loss < 1e-9
     assert abs(result.weights[0] - 2) < 1e-5 and abs(result.bias + 1) < 1e-5
 

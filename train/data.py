@@ -13,6 +13,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.fsio import sha256_file
+from core.schema import DataInfo, Probe, Reference
 
 # The article's six points (y = 2x - 1), float32 as both frameworks train on them.
 ARTICLE_X = [-1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
@@ -47,21 +48,16 @@ class Dataset:
         h.update(np.ascontiguousarray(self.y, dtype="<f4").tobytes())
         return h.hexdigest()
 
-    def describe(self) -> dict:
+    def info(self) -> DataInfo:
         """The data's identity as recorded in the training record and the manifest."""
-        described = {
-            "source": self.source,
-            "sha256": self.sha256,
-            "rows": int(self.x.shape[0]),
-            "n_features": self.n_features,
-            "features": list(self.features),
-            "target": self.target,
-        }
-        if self.file_sha256 is not None:
-            described["file_sha256"] = self.file_sha256
-            described["shape"] = [int(self.x.shape[0]), self.n_features + 1]  # rows x used columns
-            described["columns"] = [*self.features, self.target]
-        return described
+        return DataInfo(
+            self.source,
+            self.sha256,
+            int(self.x.shape[0]),
+            tuple(self.features),
+            self.target,
+            self.file_sha256,
+        )
 
 
 def article_data() -> Dataset:
@@ -270,21 +266,15 @@ def probe_batch(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> np.ndar
     return np.vstack(parts).astype(np.float32)
 
 
-def reference_block(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> dict:
+def reference_block(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> tuple[Reference, Probe]:
     """The analytic reference (least squares) and the probe batch, as stored in the record."""
     weights, bias = least_squares(data)
     probe = probe_batch(data, extra).astype(np.float64)
     headline = headline_input(data.n_features).astype(np.float64)
-    return {
-        "reference": {
-            "method": "least squares (numpy.linalg.lstsq, float64)",
-            "weights": weights.tolist(),
-            "bias": bias,
-        },
-        "probe": {
-            "x": probe.tolist(),
-            "reference_y": (probe @ weights + bias).tolist(),
-            "headline_x": headline[0].tolist(),
-            "headline_reference_y": float((headline @ weights + bias)[0]),
-        },
-    }
+    reference = Reference("least squares (numpy.linalg.lstsq, float64)", tuple(weights.tolist()), float(bias))
+    return reference, Probe(
+        x=tuple(tuple(row) for row in probe.tolist()),
+        reference_y=tuple((probe @ weights + bias).tolist()),
+        headline_x=tuple(headline[0].tolist()),
+        headline_reference_y=float((headline @ weights + bias)[0]),
+    )

@@ -121,7 +121,7 @@ def train(data: Dataset, config: TrainConfig) -> tuple[keras.Model, FitResult]:
         weights=[float(w) for w in kernel[:, 0]],
         bias=float(bias[0]),
         losses=losses,
-        prediction_headline=prediction,
+        headline_y=prediction,
         seconds=time.perf_counter() - start,
         standardization=scaler.to_json() if scaler else None,
     )
@@ -147,6 +147,6 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    from train.all import main
+    from train.cli import main
 
     main(frameworks=("keras",))

@@ -12,14 +12,13 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from core import cli
 from core.errors import InputError
-from core.fsio import atomic_write_bytes, sha256_file
-from core.manifest import MANIFEST, TRAINING_RECORD, read_json
+from core.fsio import Root, sha256_file
+from core.schema import MANIFEST, TRAINING_RECORD, Manifest, ModelRecord, Reference, TrainingRecord
 from train.data import Dataset, article_data, load_csv
 from train.report_html import render_index
 
@@ -30,26 +29,26 @@ STYLES = {"keras_linear": ("tab:blue", "-", "o"), "torch_linear": ("tab:orange",
 _REFERENCE_STYLE = ("black", ":")
 
 
-def recorded_data(record: dict[str, Any]) -> Dataset:
+def recorded_data(record: TrainingRecord) -> Dataset:
     """Re-read the data the record was trained on and make sure it is the same data."""
-    described = record["data"]
-    if described["source"] == "article":
+    described = record.data
+    if described.source == "article":
         data = article_data()
     else:
         try:
-            data = load_csv(described["source"], described["target"], described["features"])
+            data = load_csv(described.source, described.target, described.features)
         except InputError as exc:
             raise InputError(f"cannot re-read the training data for the report: {exc}") from None
-    if data.sha256 != described["sha256"]:
+    if data.sha256 != described.sha256:
         raise InputError(
-            f"{described['source']}: data sha256 {data.sha256[:12]}... != training record "
-            f"{described['sha256'][:12]}...; the file changed since training; re-run python -m train.all"
+            f"{described.source}: data sha256 {data.sha256[:12]}... != training record "
+            f"{described.sha256[:12]}...; the file changed since training; re-run python -m train.all"
         )
     return data
 
 
-def _predict(x: np.ndarray, model: dict[str, Any]) -> np.ndarray:
-    return x.astype(np.float64) @ np.asarray(model["weights"], dtype=np.float64) + model["bias"]
+def _predict(x: np.ndarray, model: ModelRecord | Reference) -> np.ndarray:
+    return x.astype(np.float64) @ np.asarray(model.weights, dtype=np.float64) + model.bias
 
 
 def _png(fig) -> bytes:
@@ -58,10 +57,10 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def fit_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
+def fit_figure(plt, data: Dataset, record: TrainingRecord) -> bytes:
     """One feature: data, both fitted lines, least squares; below, each line minus least squares."""
-    ref = record["reference"]
-    headline = record["probe"]["headline_x"][0]
+    ref = record.reference
+    headline = record.probe.headline_x[0]
     x = data.x[:, 0].astype(np.float64)
     lo, hi = min(x.min(), headline), max(x.max(), headline)
     pad = 0.05 * (hi - lo)
@@ -73,7 +72,7 @@ def fit_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
         grid[:, 0], reference, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], label="least squares"
     )
     bottom.axhline(0, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], linewidth=1)
-    for name, model in record["models"].items():
+    for name, model in record.models.items():
         color, style, marker = STYLES.get(name, ("tab:green", "-.", "^"))
         pred = _predict(grid, model)
         top.plot(
@@ -81,16 +80,16 @@ def fit_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
             pred,
             color=color,
             linestyle=style,
-            label=f"{name}: y = {model['weights'][0]:.6f}·x "
-            f"{'+' if model['bias'] >= 0 else '-'} {abs(model['bias']):.6f}",
+            label=f"{name}: y = {model.weights[0]:.6f}·x "
+            f"{'+' if model.bias >= 0 else '-'} {abs(model.bias):.6f}",
         )
-        top.plot([headline], [model["prediction_headline"]], marker=marker, color=color, linestyle="none")
+        top.plot([headline], [model.headline_y], marker=marker, color=color, linestyle="none")
         bottom.plot(grid[:, 0], pred - reference, color=color, linestyle=style, label=name)
     top.axvline(headline, color="grey", linewidth=0.8)
     top.set_ylabel(data.target)
     top.set_title(
         f"{data.source}: fitted lines at x = {headline:g} vs least squares "
-        f"{record['probe']['headline_reference_y']:.6g}"
+        f"{record.probe.headline_reference_y:.6g}"
     )
     top.legend(fontsize=8, loc="upper left")
     bottom.set_xlabel(data.features[0])
@@ -102,7 +101,7 @@ def fit_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def scatter_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
+def scatter_figure(plt, data: Dataset, record: TrainingRecord) -> bytes:
     """Many features: each model's prediction against the actual target, with the diagonal."""
     actual = data.y[:, 0].astype(np.float64)
     fig, ax = plt.subplots(figsize=(6.5, 6))
@@ -114,7 +113,7 @@ def scatter_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
         linestyle=_REFERENCE_STYLE[1],
         label="predicted = actual",
     )
-    for name, model in record["models"].items():
+    for name, model in record.models.items():
         color, _, marker = STYLES.get(name, ("tab:green", "-.", "^"))
         pred = _predict(data.x, model)
         rmse = float(np.sqrt(np.mean((pred - actual) ** 2)))
@@ -130,18 +129,18 @@ def scatter_figure(plt, data: Dataset, record: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def loss_figure(plt, record: dict[str, Any]) -> bytes:
+def loss_figure(plt, record: TrainingRecord) -> bytes:
     """Both training loss curves, log scale, labelled with what each loss is."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, model in record["models"].items():
+    for name, model in record.models.items():
         color, style, _ = STYLES.get(name, ("tab:green", "-.", "^"))
-        history = np.asarray(model["loss_history"], dtype=np.float64)
+        history = np.asarray(model.loss_history, dtype=np.float64)
         ax.semilogy(
             np.arange(1, len(history) + 1),
             history,
             color=color,
             linestyle=style,
-            label=f"{name}: {model['loss']}",
+            label=f"{name}: {model.loss}",
         )
     ax.set_xlabel("update (full batch)")
     ax.set_ylabel("training loss (log scale)")
@@ -156,11 +155,10 @@ def loss_figure(plt, record: dict[str, Any]) -> bytes:
 def build_report(artifacts: Path, out: Path | None = None) -> list[Path]:
     """Write the figures and index.html into `out` (default ARTIFACTS/report); returns the files."""
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
-    record_path = artifacts / TRAINING_RECORD
-    record = read_json(record_path, f"python -m train.all --artifacts {artifacts}")
-    manifest = (
-        read_json(artifacts / MANIFEST, "python -m export.all") if (artifacts / MANIFEST).is_file() else None
-    )
+    root = Root(artifacts)
+    record = TrainingRecord.load(artifacts)
+    record_sha256 = sha256_file(root.existing(TRAINING_RECORD))
+    manifest = Manifest.load(artifacts) if (artifacts / MANIFEST).exists() else None
     data = recorded_data(record)
 
     import matplotlib
@@ -174,20 +172,17 @@ def build_report(artifacts: Path, out: Path | None = None) -> list[Path]:
     else:
         figures["predicted_vs_actual.png"] = scatter_figure(plt, data, record)
     plt.close("all")
-    out = Path(out) if out is not None else artifacts / "report"
+    out = Path(out) if out is not None else root.path("report")  # never a symlink leaving the directory
     out.mkdir(parents=True, exist_ok=True)
+    report = Root(out)
     written = []
     for name in FIGURES:  # a figure from an earlier run on other data would mislead: remove it
         if name in figures:
-            atomic_write_bytes(out / name, figures[name])
-            written.append(out / name)
-        elif (out / name).exists():
-            (out / name).unlink()
-    html = render_index(
-        record, sha256_file(record_path), manifest, data, [n for n in FIGURES if n in figures]
-    )
-    atomic_write_bytes(out / "index.html", html.encode())
-    written.append(out / "index.html")
+            written.append(report.write_bytes(name, figures[name]))
+        elif (out / name).exists() or (out / name).is_symlink():
+            report.remove(name)
+    html = render_index(record, record_sha256, manifest, data, [n for n in FIGURES if n in figures])
+    written.append(report.write_bytes("index.html", html.encode()))
     return written
 
 

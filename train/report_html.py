@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from core.schema import Manifest, TrainingRecord
 from train.data import Dataset
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -31,49 +32,49 @@ def _text(value: Any) -> str:
     return f"<td>{escape(str(value))}</td>"
 
 
-def comparison_rows(record: dict[str, Any]) -> list[str]:
+def comparison_rows(record: TrainingRecord) -> list[str]:
     """Table rows: one per quantity, one column per model plus least squares."""
-    models, ref, probe = record["models"], record["reference"], record["probe"]
+    models, ref, probe = record.models, record.reference, record.probe
     names = list(models)
-    features = record["data"].get("features") or [str(i) for i in range(len(ref["weights"]))]
-    target = probe["headline_reference_y"]
-    probe_x = np.asarray(probe["x"], dtype=np.float64)
-    reference_y = np.asarray(probe["reference_y"], dtype=np.float64)
+    features = record.data.features
+    target = probe.headline_reference_y
+    probe_x = np.asarray(probe.x, dtype=np.float64)
+    reference_y = np.asarray(probe.reference_y, dtype=np.float64)
     blank = "<td></td>"
     rows = [
         "<tr><th></th>"
-        + "".join(f"<th>{escape(n)} ({escape(models[n]['framework'])})</th>" for n in names)
+        + "".join(f"<th>{escape(n)} ({escape(models[n].framework)})</th>" for n in names)
         + "<th>least squares</th></tr>"
     ]
 
     def row(label: str, cells: list[str]) -> None:
         rows.append(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>")
 
-    row("loss", [_text(models[n]["loss"]) for n in names] + [blank])
+    row("loss", [_text(models[n].loss) for n in names] + [blank])
     row(
         "final loss",
-        [_num(models[n]["final_loss"], f"models.{n}.final_loss", ".6g") for n in names] + [blank],
+        [_num(models[n].final_loss, f"models.{n}.final_loss", ".6g") for n in names] + [blank],
     )
     for i, feature in enumerate(features):
         label = "w" if len(features) == 1 else f"w[{feature}]"
         row(
             label,
-            [_num(models[n]["weights"][i], f"models.{n}.weights.{i}") for n in names]
-            + [_num(ref["weights"][i], f"reference.weights.{i}")],
+            [_num(models[n].weights[i], f"models.{n}.weights.{i}") for n in names]
+            + [_num(ref.weights[i], f"reference.weights.{i}")],
         )
     row(
         "b",
-        [_num(models[n]["bias"], f"models.{n}.bias") for n in names] + [_num(ref["bias"], "reference.bias")],
+        [_num(models[n].bias, f"models.{n}.bias") for n in names] + [_num(ref.bias, "reference.bias")],
     )
-    x = ", ".join(f"{v:g}" for v in probe["headline_x"])
+    x = ", ".join(f"{v:g}" for v in probe.headline_x)
     row(
         f"y(x = {x})",
-        [_num(models[n]["prediction_headline"], f"models.{n}.prediction_headline") for n in names]
+        [_num(models[n].headline_y, f"models.{n}.headline_y") for n in names]
         + [_num(target, "probe.headline_reference_y")],
     )
-    row(f"|y - {target:g}|", [_num(abs(models[n]["prediction_headline"] - target)) for n in names] + [blank])
+    row(f"|y - {target:g}|", [_num(abs(models[n].headline_y - target)) for n in names] + [blank])
     worst = [
-        float(np.max(np.abs(probe_x @ np.asarray(models[n]["weights"]) + models[n]["bias"] - reference_y)))
+        float(np.max(np.abs(probe_x @ np.asarray(models[n].weights) + models[n].bias - reference_y)))
         for n in names
     ]
     row(
@@ -82,12 +83,12 @@ def comparison_rows(record: dict[str, Any]) -> list[str]:
     )
     row(
         "train time (s)",
-        [_num(models[n]["train_seconds"], f"models.{n}.train_seconds", ".3f") for n in names] + [blank],
+        [_num(models[n].train_seconds, f"models.{n}.train_seconds", ".3f") for n in names] + [blank],
     )
     row(
         "standardized",
         [
-            _text("yes (mean/scale folded into the weights)" if models[n].get("standardization") else "no")
+            _text("yes (mean/scale folded into the weights)" if models[n].standardization else "no")
             for n in names
         ]
         + [blank],
@@ -95,45 +96,45 @@ def comparison_rows(record: dict[str, Any]) -> list[str]:
     return rows
 
 
-def setup_rows(record: dict[str, Any], record_sha256: str) -> list[str]:
+def setup_rows(record: TrainingRecord, record_sha256: str) -> list[str]:
     """How each model was trained, and which data."""
-    data = record["data"]
+    data = record.data
     rows = [
-        f"<tr><th>data</th><td colspan=2>{escape(str(data['source']))}: {data['rows']} rows, features "
-        f"{escape(', '.join(data['features']))}, target {escape(data['target'])}</td></tr>",
-        f"<tr><th>data sha256 (float32 x then y)</th><td colspan=2><code>{data['sha256']}</code></td></tr>",
+        f"<tr><th>data</th><td colspan=2>{escape(str(data.source))}: {data.rows} rows, features "
+        f"{escape(', '.join(data.features))}, target {escape(data.target)}</td></tr>",
+        f"<tr><th>data sha256 (float32 x then y)</th><td colspan=2><code>{data.sha256}</code></td></tr>",
     ]
-    if "file_sha256" in data:
-        rows.append(f"<tr><th>file sha256</th><td colspan=2><code>{data['file_sha256']}</code></td></tr>")
+    if data.file_sha256:
+        rows.append(f"<tr><th>file sha256</th><td colspan=2><code>{data.file_sha256}</code></td></tr>")
     rows.append(f"<tr><th>training.json sha256</th><td colspan=2><code>{record_sha256}</code></td></tr>")
-    for name, model in record["models"].items():
-        config = model.get("config", {})
+    for name, model in record.models.items():
+        config = model.config
         settings = ", ".join(
             f"{k} {config[k]}" for k in ("seed", "epochs", "lr", "loss", "standardize") if k in config
         )
         rows.append(
             f"<tr><th>{escape(name)}</th><td colspan=2>{escape(settings)}; "
-            f"{escape(' '.join(f'{k} {v}' for k, v in model['versions'].items()))}</td></tr>"
+            f"{escape(' '.join(f'{k} {v}' for k, v in model.versions.items()))}</td></tr>"
         )
     return rows
 
 
-def artifact_rows(manifest: dict[str, Any], record_sha256: str) -> list[str]:
+def artifact_rows(manifest: Manifest, record_sha256: str) -> list[str]:
     """The exported artifacts, from the manifest."""
     rows = ["<tr><th>artifact</th><th>format</th><th>bytes</th><th>sha256</th><th>y(10) in source</th></tr>"]
-    for e in manifest.get("artifacts", []):
+    for e in manifest.artifacts:
         rows.append(
-            f"<tr>{_text(e['name'])}{_text(e['format'])}{_num(e.get('size', 0), fmt=',.0f')}"
-            f"<td><code>{escape(e['sha256'][:12])}</code></td>"
-            f"{_num(e.get('prediction_x10', float('nan')))}</tr>"
+            f"<tr>{_text(e.name)}{_text(e.format)}{_num(e.size, fmt=',.0f')}"
+            f"<td><code>{escape(e.sha256[:12])}</code></td>"
+            f"{_num(e.headline_y)}</tr>"
         )
     return rows
 
 
 def render_index(
-    record: dict[str, Any],
+    record: TrainingRecord,
     record_sha256: str,
-    manifest: dict[str, Any] | None,
+    manifest: Manifest | None,
     data: Dataset,
     figures: list[str],
 ) -> str:
@@ -143,7 +144,7 @@ def render_index(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Training report: {escape(str(data.source))}</title><style>{_CSS}</style></head><body>",
         f"<h1>Training report: {escape(str(data.source))}</h1>",
-        f"<p>Trained {escape(record.get('created', ''))}. "
+        f"<p>Trained {escape(record.created)}. "
         "Least squares (numpy, float64) is the analytic answer both single-neuron models approach.</p>",
         "<h2>Comparison</h2>",
         '<table id="comparison">',
@@ -156,10 +157,10 @@ def render_index(
     ]
     if manifest is not None:
         parts.append("<h2>Exported artifacts</h2>")
-        if manifest.get("training_record", {}).get("sha256") != record_sha256:
+        if manifest.training_record.sha256 != record_sha256:
             parts.append(
                 '<p class="warn">manifest.json was written for an earlier training run; '
-                "re-run <code>python -m export.all</code>.</p>"
+                "<code>python -m export.all</code> exports the current one.</p>"
             )
         parts += ['<table id="artifacts">', *artifact_rows(manifest, record_sha256), "</table>"]
     parts.append("<h2>Figures</h2>")

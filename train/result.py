@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from core.errors import DivergenceError
+from core.schema import ModelRecord
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class FitResult:
     weights: list[float]
     bias: float
     losses: list[float] = field(repr=False)
-    prediction_headline: float = math.nan
+    headline_y: float = math.nan  # the prediction at the probe's headline point (x = 10)
     seconds: float = math.nan
     standardization: dict | None = None  # Standardizer.to_json() when trained with --standardize
 
@@ -34,21 +35,24 @@ class FitResult:
     def final_loss(self) -> float:
         return self.losses[-1]
 
-    def to_json(self) -> dict:
-        return {
-            "model": self.model,
-            "framework": self.framework,
-            "versions": self.versions,
-            "model_file": self.model_file,
-            "loss": self.loss_name,
-            "weights": self.weights,
-            "bias": self.bias,
-            "final_loss": self.final_loss,
-            "prediction_headline": self.prediction_headline,
-            "train_seconds": round(self.seconds, 4),
-            "standardization": self.standardization,
-            "loss_history": self.losses,
-        }
+    def to_record(self, config: dict, model_sha256: str) -> ModelRecord:
+        """This run as the training record stores it."""
+        return ModelRecord(
+            model=self.model,
+            framework=self.framework,
+            versions=self.versions,
+            model_file=self.model_file,
+            model_sha256=model_sha256,
+            loss=self.loss_name,
+            weights=tuple(self.weights),
+            bias=self.bias,
+            final_loss=self.final_loss,
+            headline_y=self.headline_y,
+            train_seconds=round(self.seconds, 4),
+            loss_history=tuple(self.losses),
+            standardization=self.standardization,
+            config=config,
+        )
 
 
 def check_losses(framework: str, losses: list[float], lr: float, standardized: bool = False) -> None:

@@ -70,7 +70,7 @@ def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
         weights=[float(w) for w in model.weight.detach()[0]],
         bias=float(model.bias.detach()[0]),
         losses=losses,
-        prediction_headline=prediction,
+        headline_y=prediction,
         seconds=time.perf_counter() - start,
         standardization=scaler.to_json() if scaler else None,
     )
@@ -96,6 +96,6 @@ def predict(model: nn.Module, x: numpy.ndarray) -> numpy.ndarray:
 
 
 if __name__ == "__main__":
-    from train.all import main
+    from train.cli import main
 
     main(frameworks=("torch",))

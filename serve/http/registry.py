@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import MissingArtifactError
-from core.manifest import load_manifest, require_files
+from core.fixes import fix
+from core.fsio import Root
+from core.schema import Manifest
 from serve.http.httpio import ApiError
 from serve.http.metrics import Metrics
-from serve.loader import Model, load
+from serve.loader import LoadOptions, Model, load_entry
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +44,16 @@ class Registry:
         self.artifacts = Path(artifacts)
         self.threads = threads
         self.metrics = metrics or Metrics()
-        manifest = load_manifest(self.artifacts)
-        names = sorted({e.get("model", e["name"]) for e in manifest["artifacts"] if e["format"] == "onnx"})
+        self.root = Root(self.artifacts)
+        manifest = Manifest.load(self.artifacts)  # validated: names unique and safe, paths confined
+        self.entries = {e.model: e for e in manifest.entries("onnx")}
+        names = sorted(self.entries)
         if not names:
             raise MissingArtifactError(
-                f"{self.artifacts / 'manifest.json'}: no ONNX models; "
-                f"run python -m export.onnx --artifacts {self.artifacts}"
+                f"{self.artifacts / 'manifest.json'}: no ONNX models; {fix('onnx', self.artifacts)}"
             )
-        require_files(self.artifacts, manifest, "onnx")  # a missing file fails at start-up, exit 2
+        for entry in self.entries.values():
+            self.root.existing(entry.path)  # a missing file fails at start-up, exit 2
         self.states = {name: ModelState(name) for name in names}
         for name in names:
             self.metrics.model_loaded.labels(name).set(0)
@@ -70,7 +74,9 @@ class Registry:
         for state in self.states.values():
             start = time.perf_counter()
             try:
-                model = load(state.name, self.artifacts, threads=self.threads, selftest=False)
+                model = load_entry(
+                    self.root, self.entries[state.name], LoadOptions(selftest=False, threads=self.threads)
+                )
                 expected, actual = model.selftest()  # raises IntegrityError beyond 1e-5
             except Exception as exc:  # one bad model must not stop the others from loading
                 state.state, state.error = (

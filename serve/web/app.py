@@ -12,7 +12,6 @@ any path that leaves its directory):
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +23,10 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from core.errors import MissingArtifactError
-from core.manifest import MANIFEST, load_manifest, require_files
+from core.errors import MissingArtifactError, ToolkitError
+from core.fixes import fix
+from core.fsio import Root
+from core.schema import MANIFEST, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STATIC = Path(__file__).resolve().parent / "static"
 NODE_LIB = ROOT / "serve" / "node"
 ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
-NPM_FIX = "npm ci --ignore-scripts (make test and make web run it)"
 
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
@@ -67,30 +67,37 @@ class AllowlistFiles(StaticFiles):
 
 
 def onnx_files(artifacts: Path) -> frozenset[str]:
-    """manifest.json plus the relative paths of the ONNX files it lists (inside `artifacts`)."""
+    """manifest.json plus the stored versions and aliases of the ONNX models it lists.
+
+    The manifest is parsed with `core.schema` (names and paths validated); every name is then
+    resolved inside the directory (symlinks followed) and must be a regular file. A manifest
+    that does not parse serves only itself, so the page can fetch it and say what is wrong.
+    """
+    root = Root(artifacts)
     try:
-        manifest = json.loads((artifacts / MANIFEST).read_text())
-        entries = manifest["artifacts"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return frozenset({MANIFEST})  # let the page fetch it and report what is wrong
-    root = artifacts.resolve()
+        entries = Manifest.load(artifacts).entries("onnx")
+    except ToolkitError as exc:
+        logger.warning("%s", exc)
+        return frozenset({MANIFEST})
     names = set()
     for entry in entries:
-        if not (isinstance(entry, dict) and entry.get("format") == "onnx"):
-            continue
-        for rel in (entry.get("path"), entry.get("alias")):  # the stored version and its stable name
-            if isinstance(rel, str) and (root / rel).resolve().is_relative_to(root):
-                names.add(Path(rel).as_posix())
+        for rel in (entry.path, entry.alias):  # the stored version and its stable name
+            try:
+                root.existing(rel)
+            except ToolkitError:
+                continue
+            names.add(rel)
     return frozenset(names | {MANIFEST})
 
 
 def check_inputs(config: WebConfig) -> None:
     """Fail early, with the fix, when the manifest or onnxruntime-web's files are missing."""
-    # raises MissingArtifactError/InputError naming the fix
-    require_files(config.artifacts, load_manifest(config.artifacts), "onnx")
+    root = Root(config.artifacts)
+    for entry in Manifest.load(config.artifacts).entries("onnx"):  # raises naming the file and the fix
+        root.existing(entry.path)
     missing = sorted(name for name in ORT_FILES if not (config.ort_dist / name).is_file())
     if missing:
-        raise MissingArtifactError(f"{config.ort_dist}: missing {', '.join(missing)}; run {NPM_FIX}")
+        raise MissingArtifactError(f"{config.ort_dist}: missing {', '.join(missing)}; {fix('npm')}")
 
 
 def build_app(config: WebConfig) -> Starlette:

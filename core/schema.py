@@ -1,0 +1,674 @@
+"""The artifacts directory's schema: `manifest.json` and `training.json`, parsed once into frozen objects.
+
+Every reader calls `Manifest.load(dir)` or `TrainingRecord.load(dir)`; every writer builds these
+objects and calls `to_json()`. Nothing else reads their keys from a dict. Parsing validates
+everything a consumer relies on, and each failure is one `IntegrityError` naming the file, the
+field and the fix (see README "Artifacts" for the rules):
+
+- names match `NAME_PATTERN` (not only dots) and are unique per format;
+- paths and aliases are one relative name inside the directory (`core.fsio.Root` resolves them,
+  symlinks followed, and opens only regular files, or a directory for a SavedModel);
+- hashes are 64 hex digits; numbers are finite; strings, lists and the file itself are bounded;
+- formats and dtypes come from closed sets; JSON nesting is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.errors import IntegrityError, MissingArtifactError
+from core.fixes import fix
+
+MANIFEST = "manifest.json"
+TRAINING_RECORD = "training.json"
+SCHEMA_VERSION = 2
+# A model or artifact name: starts with a letter or digit, then letters, digits, _ . - (<= 128 chars).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_NAME = re.compile(NAME_PATTERN)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"})
+# format -> what its stored version is on disk
+FORMATS: Mapping[str, str] = {"onnx": "file", "savedmodel": "dir", "torchscript": "file"}
+MAX_JSON_BYTES = 32 << 20  # a manifest or record larger than this is refused before parsing
+MAX_DEPTH = 16  # deeper JSON nesting than any file we write
+MAX_STRING = 4096
+MAX_ITEMS = 100_000  # list lengths (probe rows, loss history, artifacts)
+# The embedded self-test (ONNX metadata) and the check's same-model bound: |a - b| <= ATOL + RTOL·|b|.
+SELFTEST_ATOL = 1e-5
+SELFTEST_RTOL = 1e-6
+
+T = TypeVar("T")
+
+
+def read_json(path: Path, what_fixes: str) -> Any:
+    """Read a bounded, bounded-depth JSON document; any failure is one IntegrityError naming `path`."""
+    from core.fsio import read_regular  # a regular file only, never a FIFO or a device
+
+    data = read_regular(path, MAX_JSON_BYTES, what_fixes)
+    try:
+        obj = json.loads(data)
+    except RecursionError:
+        raise IntegrityError(f"{path}: JSON nested too deeply; {what_fixes}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{path}: not valid JSON ({str(exc)[:120]}); {what_fixes}") from None
+    _check_depth(obj, path, what_fixes)
+    return obj
+
+
+def _check_depth(obj: Any, path: Path, what_fixes: str) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise IntegrityError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; {what_fixes}")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+class Fields:
+    """Typed access to one JSON object, with errors naming the file and the field's path."""
+
+    def __init__(self, obj: Any, file: Path, where: str, what_fixes: str):
+        self.file, self.where, self.what_fixes = file, where, what_fixes
+        if not isinstance(obj, dict):
+            self.fail(f"expected a JSON object, got {_kind(obj)}")
+        self.obj: dict[str, Any] = obj
+
+    def fail(self, problem: str, key: str | None = None) -> None:
+        where = f"{self.where}.{key}" if key and self.where else key or self.where or "top level"
+        raise IntegrityError(f"{self.file}: field {where}: {problem}; {self.what_fixes}")
+
+    def has(self, key: str) -> bool:
+        return key in self.obj and self.obj[key] is not None
+
+    def _get(self, key: str, optional: bool) -> Any:
+        if key not in self.obj or self.obj[key] is None:
+            if optional:
+                return None
+            self.fail("missing", key)
+        return self.obj[key]
+
+    def sub(self, key: str) -> Fields:
+        return Fields(self._get(key, False), self.file, self._path(key), self.what_fixes)
+
+    def _path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def str(self, key: str, optional: bool = False, pattern: re.Pattern | None = None) -> str | None:
+        value = self._get(key, optional)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or len(value) > MAX_STRING:
+            self.fail(
+                f"expected a non-empty string of at most {MAX_STRING} characters, got {_kind(value)}", key
+            )
+        if pattern is not None and not pattern.fullmatch(value):
+            self.fail(f"{value[:80]!r} does not match {pattern.pattern}", key)
+        return value
+
+    def name(self, key: str, optional: bool = False) -> str | None:
+        value = self.str(key, optional)
+        if value is not None:
+            check_name(value, lambda problem: self.fail(problem, key))
+        return value
+
+    def sha256(self, key: str) -> str:
+        return self.str(key, pattern=_SHA256)  # type: ignore[return-value]
+
+    def int(self, key: str, optional: bool = False, lo: int = 0, hi: int = 1 << 53) -> int | None:
+        value = self._get(key, optional)
+        if value is None:
+            return None
+        if type(value) is not int or not lo <= value <= hi:
+            self.fail(f"expected an integer in [{lo}, {hi}], got {_preview(value)}", key)
+        return value
+
+    def num(self, key: str, optional: bool = False) -> float | None:
+        value = self._get(key, optional)
+        if value is None:
+            return None
+        return finite(value, lambda problem: self.fail(problem, key))
+
+    def nums(self, key: str, optional: bool = False) -> tuple[float, ...] | None:
+        value = self.list(key, optional)
+        if value is None:
+            return None
+        return tuple(
+            finite(v, lambda problem, i=i: self.fail(problem, f"{key}[{i}]")) for i, v in enumerate(value)
+        )
+
+    def rows(self, key: str) -> tuple[tuple[float, ...], ...]:
+        rows = []
+        for i, row in enumerate(self.list(key) or []):
+            if not isinstance(row, list) or not row or len(row) > MAX_ITEMS:
+                self.fail(f"expected a non-empty list of numbers, got {_kind(row)}", f"{key}[{i}]")
+            rows.append(tuple(finite(v, lambda p, i=i: self.fail(p, f"{key}[{i}]")) for v in row))
+        return tuple(rows)
+
+    def list(self, key: str, optional: bool = False) -> list[Any] | None:
+        value = self._get(key, optional)
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) > MAX_ITEMS:
+            self.fail(f"expected a list of at most {MAX_ITEMS} items, got {_kind(value)}", key)
+        return value
+
+    def items(self, key: str, parse: Callable[[Fields], T], optional: bool = False) -> tuple[T, ...]:
+        values = self.list(key, optional) or []
+        return tuple(
+            parse(Fields(v, self.file, f"{self._path(key)}[{i}]", self.what_fixes))
+            for i, v in enumerate(values)
+        )
+
+    def strings(self, key: str, optional: bool = False) -> Mapping[str, str]:
+        """A flat JSON object of short strings (versions, ONNX metadata)."""
+        value = self._get(key, optional)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or len(value) > 256:
+            self.fail(f"expected an object of at most 256 strings, got {_kind(value)}", key)
+        for k, v in value.items():
+            if not isinstance(v, str) or len(k) > MAX_STRING or len(v) > 64 * MAX_STRING:
+                self.fail(f"expected short strings, got {_kind(v)} for {k[:40]!r}", key)
+        return dict(value)
+
+
+def check_name(value: str, fail: Callable[[str], Any]) -> str:
+    """Refuse a model or artifact name outside `NAME_PATTERN` (which also excludes '.', '..', '/')."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        fail(
+            f"{str(value)[:80]!r} is not a valid name (expected {NAME_PATTERN}: a letter or digit, then "
+            "letters, digits, '_', '.' or '-', at most 128 characters)"
+        )
+    return value
+
+
+def finite(value: Any, fail: Callable[[str], Any]) -> float:
+    """A finite real number (not a bool); `fail(problem)` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        fail(f"expected a finite number, got {_preview(value)}")
+    return float(value)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), _preview(value)
+    )
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: dtype from `DTYPES`; shape of ints (static) and strings (named dynamic dims)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @classmethod
+    def parse(cls, f: Fields) -> TensorSpec:
+        name = f.str("name")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,127}", name):
+            f.fail(
+                f"{name[:80]!r} is not a valid tensor name (a letter or _, then letters, digits, _ . : / -)",
+                "name",
+            )
+        dtype = f.str("dtype")
+        if dtype not in DTYPES:
+            f.fail(f"{dtype[:40]!r} is not one of {', '.join(sorted(DTYPES))}", "dtype")
+        shape = []
+        for i, d in enumerate(f.list("shape") or []):
+            if (
+                type(d) is int
+                and 0 <= d <= 1 << 31
+                or isinstance(d, str)
+                and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", d)
+            ):
+                shape.append(d)
+            else:
+                f.fail(f"expected a size >= 0 or a dimension name, got {_preview(d)}", f"shape[{i}]")
+        if len(shape) > 8:
+            f.fail(f"rank {len(shape)} > 8", "shape")
+        return cls(name, dtype, tuple(shape))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's named inputs and outputs."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @classmethod
+    def parse(cls, f: Fields) -> Signature:
+        sig = cls(f.items("inputs", TensorSpec.parse), f.items("outputs", TensorSpec.parse))
+        for kind, specs in (("inputs", sig.inputs), ("outputs", sig.outputs)):
+            names = [s.name for s in specs]
+            if not names:
+                f.fail("expected at least one tensor", kind)
+            if len(set(names)) != len(names):
+                f.fail(f"duplicate tensor names {sorted(names)}", kind)
+        return sig
+
+    def to_json(self) -> dict[str, Any]:
+        return {"inputs": [s.to_json() for s in self.inputs], "outputs": [s.to_json() for s in self.outputs]}
+
+
+def linear_signature(n_features: int) -> Signature:
+    """The article's signature: x float32 [batch, n] -> y float32 [batch, 1]."""
+    return Signature(
+        (TensorSpec("x", "float32", ("batch", n_features)),), (TensorSpec("y", "float32", ("batch", 1)),)
+    )
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the models were trained on (its identity, not its rows)."""
+
+    source: str  # "article" or the CSV's path
+    sha256: str  # of the float32 bytes of x then y
+    rows: int
+    features: tuple[str, ...]
+    target: str
+    file_sha256: str | None = None  # a CSV file's own bytes
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @classmethod
+    def parse(cls, f: Fields) -> DataInfo:
+        features = tuple(f.list("features") or [])
+        for i, name in enumerate(features):
+            if not isinstance(name, str) or not name or len(name) > 256:
+                f.fail(f"expected a column name, got {_preview(name)}", f"features[{i}]")
+        if not features:
+            f.fail("expected at least one feature", "features")
+        if f.has("n_features") and f.int("n_features", lo=1) != len(features):
+            f.fail(f"{f.obj['n_features']} != {len(features)} feature names", "n_features")
+        file_sha256 = f.sha256("file_sha256") if f.has("file_sha256") else None
+        return cls(
+            f.str("source"), f.sha256("sha256"), f.int("rows", lo=1), features, f.str("target"), file_sha256
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "source": self.source,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "n_features": self.n_features,
+            "features": list(self.features),
+            "target": self.target,
+        }
+        return out | ({"file_sha256": self.file_sha256} if self.file_sha256 else {})
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The least-squares answer (numpy, float64) both models approach."""
+
+    method: str
+    weights: tuple[float, ...]
+    bias: float
+
+    @classmethod
+    def parse(cls, f: Fields) -> Reference:
+        return cls(f.str("method"), f.nums("weights"), f.num("bias"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "weights": list(self.weights), "bias": self.bias}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The rows every artifact is checked on, and the headline point (the article's x = 10)."""
+
+    x: tuple[tuple[float, ...], ...]
+    reference_y: tuple[float, ...]
+    headline_x: tuple[float, ...]
+    headline_reference_y: float
+
+    @classmethod
+    def parse(cls, f: Fields, n_features: int) -> Probe:
+        probe = cls(f.rows("x"), f.nums("reference_y"), f.nums("headline_x"), f.num("headline_reference_y"))
+        if not probe.x or any(len(row) != n_features for row in probe.x):
+            f.fail(f"expected one or more rows of {n_features} number(s)", "x")
+        if len(probe.reference_y) != len(probe.x):
+            f.fail(f"{len(probe.reference_y)} values for {len(probe.x)} probe rows", "reference_y")
+        if len(probe.headline_x) != n_features:
+            f.fail(f"{len(probe.headline_x)} values for {n_features} feature(s)", "headline_x")
+        return probe
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "x": [list(r) for r in self.x],
+            "reference_y": list(self.reference_y),
+            "headline_x": list(self.headline_x),
+            "headline_reference_y": self.headline_reference_y,
+        }
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """One exported artifact: its stored version, hash, signature and the source model's outputs."""
+
+    name: str  # the stable name, e.g. keras_linear.onnx (also its alias in the directory)
+    model: str  # keras_linear
+    format: str  # a key of FORMATS
+    framework: str  # tensorflow / torch
+    framework_versions: Mapping[str, str]
+    path: str  # the stored version, keras_linear.<sha12>.onnx: one name inside the directory
+    sha256: str
+    size: int
+    signature: Signature
+    headline_y: float  # the source model's prediction at the probe's headline point
+    source_probe_y: tuple[float, ...]  # the source model's predictions on the probe rows
+    training_record_sha256: str
+    created: str
+    producer: Mapping[str, str] = field(default_factory=dict)
+    opset: int | None = None  # ONNX only
+    ir_version: int | None = None
+    graph: tuple[str, ...] = ()  # ONNX op types, in order
+    metadata: Mapping[str, str] = field(default_factory=dict)  # ONNX metadata_props
+    signature_name: str | None = None  # SavedModel only
+
+    @property
+    def alias(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, f: Fields) -> ArtifactEntry:
+        fmt = f.str("format")
+        if fmt not in FORMATS:
+            f.fail(f"{fmt[:40]!r} is not one of {', '.join(FORMATS)}", "format")
+        name, path = f.name("name"), f.name("path")
+        if f.has("alias") and f.name("alias") != name:
+            f.fail(f"alias {f.obj['alias'][:80]!r} differs from name {name!r}", "alias")
+        graph = tuple(f.list("graph", optional=True) or [])
+        if not all(isinstance(op, str) and 0 < len(op) <= 128 for op in graph):
+            f.fail("expected a list of ONNX op type names", "graph")
+        return cls(
+            name=name,
+            model=f.name("model"),
+            format=fmt,
+            framework=f.str("framework"),
+            framework_versions=f.strings("framework_versions", optional=True),
+            path=path,
+            sha256=f.sha256("sha256"),
+            size=f.int("size"),
+            signature=Signature.parse(f.sub("signature")),
+            headline_y=f.num("headline_y"),
+            source_probe_y=f.nums("source_probe_y"),
+            training_record_sha256=f.sha256("training_record_sha256"),
+            created=f.str("created"),
+            producer=f.strings("producer", optional=True),
+            opset=f.int("opset", optional=True, hi=1000),
+            ir_version=f.int("ir_version", optional=True, hi=1000),
+            graph=graph,
+            metadata=f.strings("metadata", optional=True),
+            signature_name=f.str("signature_name", optional=True),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "name": self.name,
+            "alias": self.alias,
+            "model": self.model,
+            "format": self.format,
+            "framework": self.framework,
+            "framework_versions": dict(self.framework_versions),
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "signature": self.signature.to_json(),
+            "headline_y": self.headline_y,
+            "source_probe_y": list(self.source_probe_y),
+            "training_record_sha256": self.training_record_sha256,
+            "created": self.created,
+            "producer": dict(self.producer),
+        }
+        optional = {
+            "opset": self.opset,
+            "ir_version": self.ir_version,
+            "graph": list(self.graph) or None,
+            "metadata": dict(self.metadata) or None,
+            "signature_name": self.signature_name,
+        }
+        return out | {k: v for k, v in optional.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """The training record an export read: its name and sha256."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`manifest.json`: the index of every exported artifact and what it was checked against."""
+
+    training_record: RecordRef
+    data: DataInfo
+    reference: Reference
+    probe: Probe
+    artifacts: tuple[ArtifactEntry, ...]
+    selftest_atol: float = SELFTEST_ATOL
+    selftest_rtol: float = SELFTEST_RTOL
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        """Parse and validate `directory/manifest.json` (MissingArtifactError when there is none)."""
+        path = Path(directory) / MANIFEST
+        if not path.exists() and not path.is_symlink():
+            raise MissingArtifactError(f"{path}: not found; {fix('export', directory)}")
+        return cls.parse(read_json(path, fix("export", directory)), path, fix("export", directory))
+
+    @classmethod
+    def parse(cls, obj: Any, path: Path, what_fixes: str) -> Manifest:
+        f = Fields(obj, path, "", what_fixes)
+        version = f.int("schema_version", lo=0)
+        if version != SCHEMA_VERSION:
+            f.fail(
+                f"schema version {version} is not {SCHEMA_VERSION} (written by another version of this "
+                "toolkit)",
+                "schema_version",
+            )
+        rec = f.sub("training_record")
+        data = DataInfo.parse(f.sub("data"))
+        manifest = cls(
+            training_record=RecordRef(rec.name("path"), rec.sha256("sha256")),
+            data=data,
+            reference=Reference.parse(f.sub("reference")),
+            probe=Probe.parse(f.sub("probe"), data.n_features),
+            artifacts=f.items("artifacts", ArtifactEntry.parse),
+            selftest_atol=f.num("selftest_atol"),
+            selftest_rtol=f.num("selftest_rtol"),
+            schema_version=version,
+        )
+        seen: dict[tuple[str, str], int] = {}
+        paths: dict[str, str] = {}
+        for i, entry in enumerate(manifest.artifacts):
+            key = (entry.model, entry.format)
+            if key in seen or entry.name in paths:
+                f.fail(
+                    f"duplicate {entry.format} artifact for {entry.model!r} (see artifacts[{seen.get(key)}])",
+                    f"artifacts[{i}]",
+                )
+            seen[key] = i
+            paths[entry.name] = entry.path
+            if len(entry.source_probe_y) != len(manifest.probe.x):
+                f.fail(
+                    f"{len(entry.source_probe_y)} values for {len(manifest.probe.x)} probe rows",
+                    f"artifacts[{i}].source_probe_y",
+                )
+        names = {e.name for e in manifest.artifacts}
+        for i, entry in enumerate(manifest.artifacts):
+            if entry.path in names and entry.path != entry.name:
+                f.fail(f"path {entry.path!r} is another entry's name", f"artifacts[{i}].path")
+        if manifest.selftest_atol < 0 or manifest.selftest_rtol < 0:
+            f.fail("tolerances must be >= 0", "selftest_atol")
+        return manifest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "training_record": {"path": self.training_record.path, "sha256": self.training_record.sha256},
+            "data": self.data.to_json(),
+            "reference": self.reference.to_json(),
+            "probe": self.probe.to_json(),
+            "selftest_atol": self.selftest_atol,
+            "selftest_rtol": self.selftest_rtol,
+            "artifacts": [e.to_json() for e in self.artifacts],
+        }
+
+    def entries(self, fmt: str | None = None) -> tuple[ArtifactEntry, ...]:
+        return tuple(e for e in self.artifacts if fmt is None or e.format == fmt)
+
+    def find(self, name: str, fmt: str | None = None) -> ArtifactEntry | None:
+        """The entry named `name` (keras_linear.onnx), or of model `name` in format `fmt`."""
+        for e in self.artifacts:
+            if e.name == name or (e.model == name and (fmt is None or e.format == fmt)):
+                return e
+        return None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One framework's training run, as `training.json` records it."""
+
+    model: str
+    framework: str
+    versions: Mapping[str, str]
+    model_file: str  # one name inside the artifacts directory
+    model_sha256: str
+    loss: str
+    weights: tuple[float, ...]
+    bias: float
+    final_loss: float
+    headline_y: float
+    train_seconds: float
+    loss_history: tuple[float, ...]
+    standardization: Mapping[str, Any] | None = None  # train.standardize.Standardizer.to_json()
+    config: Mapping[str, Any] = field(default_factory=dict)  # train.config.TrainConfig.to_json()
+
+    @classmethod
+    def parse(cls, f: Fields) -> ModelRecord:
+        std = f.sub("standardization").obj if f.has("standardization") else None
+        if std is not None:
+            std_f = f.sub("standardization")
+            std_f.nums("mean"), std_f.nums("scale")
+        return cls(
+            model=f.name("model"),
+            framework=f.str("framework"),
+            versions=f.strings("versions", optional=True),
+            model_file=f.name("model_file"),
+            model_sha256=f.sha256("model_sha256"),
+            loss=f.str("loss"),
+            weights=f.nums("weights"),
+            bias=f.num("bias"),
+            final_loss=f.num("final_loss"),
+            headline_y=f.num("headline_y"),
+            train_seconds=f.num("train_seconds"),
+            loss_history=f.nums("loss_history"),
+            standardization=std,
+            config=f.sub("config").obj if f.has("config") else {},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "framework": self.framework,
+            "versions": dict(self.versions),
+            "model_file": self.model_file,
+            "model_sha256": self.model_sha256,
+            "loss": self.loss,
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "final_loss": self.final_loss,
+            "headline_y": self.headline_y,
+            "train_seconds": self.train_seconds,
+            "standardization": None if self.standardization is None else dict(self.standardization),
+            "config": dict(self.config),
+            "loss_history": list(self.loss_history),
+        }
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """`training.json`: how the models were trained, on what, and what they learned."""
+
+    created: str
+    config: Mapping[str, Any]
+    data: DataInfo
+    reference: Reference
+    probe: Probe
+    models: Mapping[str, ModelRecord]
+    library_versions: Mapping[str, str]
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainingRecord:
+        path = Path(directory) / TRAINING_RECORD
+        if not path.exists() and not path.is_symlink():
+            raise MissingArtifactError(f"{path}: not found; {fix('train', directory)}")
+        return cls.parse(read_json(path, fix("train", directory)), path, fix("train", directory))
+
+    @classmethod
+    def parse(cls, obj: Any, path: Path, what_fixes: str) -> TrainingRecord:
+        f = Fields(obj, path, "", what_fixes)
+        version = f.int("schema_version", lo=0)
+        if version != SCHEMA_VERSION:
+            f.fail(f"schema version {version} is not {SCHEMA_VERSION}", "schema_version")
+        data = DataInfo.parse(f.sub("data"))
+        models_f = f.sub("models")
+        models = {}
+        for key in list(models_f.obj)[:64]:
+            check_name(key, lambda problem, key=key: models_f.fail(problem, key))
+            record = ModelRecord.parse(models_f.sub(key))
+            if record.model != key:
+                models_f.fail(f"model {record.model!r} recorded under {key!r}", key)
+            if len(record.weights) != data.n_features:
+                models_f.fail(
+                    f"{len(record.weights)} weights for {data.n_features} feature(s)", f"{key}.weights"
+                )
+            models[key] = record
+        return cls(
+            created=f.str("created"),
+            config=f.sub("config").obj,
+            data=data,
+            reference=Reference.parse(f.sub("reference")),
+            probe=Probe.parse(f.sub("probe"), data.n_features),
+            models=models,
+            library_versions=f.strings("library_versions", optional=True),
+            schema_version=version,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "created": self.created,
+            "config": dict(self.config),
+            "data": self.data.to_json(),
+            "reference": self.reference.to_json(),
+            "probe": self.probe.to_json(),
+            "models": {k: m.to_json() for k, m in sorted(self.models.items())},
+            "library_versions": dict(self.library_versions),
+        }
