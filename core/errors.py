@@ -21,6 +21,13 @@ class IntegrityError(ToolkitError):
     exit_code = 1
 
 
+class SchemaError(IntegrityError):
+    """manifest.json or training.json is not what this toolkit writes (a bad field, a path leaving the
+    directory, a FIFO). An input error like a missing file: exit 2."""
+
+    exit_code = 2
+
+
 class LockTimeoutError(ToolkitError):
     """Another writer held the artifacts directory's lock for longer than --lock-timeout."""
 

@@ -163,14 +163,16 @@ class Root:
         """`dir/rel` after checking `rel` is relative, safe, and resolves inside the directory."""
         return self._inside(self.dir.joinpath(*self._parts(rel)))
 
-    def existing(self, rel: str, kind: str = "file") -> Path:
+    def existing(
+        self, rel: str, kind: str = "file", named_in: str = "manifest.json", fix_key: str = "export"
+    ) -> Path:
         """`path(rel)`, which must exist and be a regular file (`kind` "file") or a directory ("dir")."""
         path = self.path(rel)
         try:
             info = os.stat(path)
         except FileNotFoundError:
             raise MissingArtifactError(
-                f"{path}: named in {self.dir / 'manifest.json'} but missing; {fix('export', self.dir)}"
+                f"{path}: named in {self.dir / named_in} but missing; {fix(fix_key, self.dir)}"
             ) from None
         ok = stat.S_ISDIR(info.st_mode) if kind == "dir" else stat.S_ISREG(info.st_mode)
         if not ok:

@@ -2,7 +2,7 @@
 
 Every reader calls `Manifest.load(dir)` or `TrainingRecord.load(dir)`; every writer builds these
 objects and calls `to_json()`. Nothing else reads their keys from a dict. Parsing validates
-everything a consumer relies on, and each failure is one `IntegrityError` naming the file, the
+everything a consumer relies on, and each failure is one `SchemaError` (an `IntegrityError`) naming the file, the
 field and the fix (see README "Artifacts" for the rules):
 
 - names match `NAME_PATTERN` (not only dots) and are unique per format;
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.errors import IntegrityError, MissingArtifactError
+from core.errors import MissingArtifactError, SchemaError
 from core.fixes import fix
 
 MANIFEST = "manifest.json"
@@ -54,9 +54,9 @@ def read_json(path: Path, what_fixes: str) -> Any:
     try:
         obj = json.loads(data)
     except RecursionError:
-        raise IntegrityError(f"{path}: JSON nested too deeply; {what_fixes}") from None
+        raise SchemaError(f"{path}: JSON nested too deeply; {what_fixes}") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{path}: not valid JSON ({str(exc)[:120]}); {what_fixes}") from None
+        raise SchemaError(f"{path}: not valid JSON ({str(exc)[:120]}); {what_fixes}") from None
     _check_depth(obj, path, what_fixes)
     return obj
 
@@ -66,7 +66,7 @@ def _check_depth(obj: Any, path: Path, what_fixes: str) -> None:
     while stack:
         value, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise IntegrityError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; {what_fixes}")
+            raise SchemaError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; {what_fixes}")
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list):
@@ -84,7 +84,7 @@ class Fields:
 
     def fail(self, problem: str, key: str | None = None) -> None:
         where = f"{self.where}.{key}" if key and self.where else key or self.where or "top level"
-        raise IntegrityError(f"{self.file}: field {where}: {problem}; {self.what_fixes}")
+        raise SchemaError(f"{self.file}: field {where}: {problem}; {self.what_fixes}")
 
     def has(self, key: str) -> bool:
         return key in self.obj and self.obj[key] is not None

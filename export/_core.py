@@ -75,7 +75,7 @@ def load_source(run: Run, name: str) -> Source:
         raise MissingArtifactError(
             f"{run.artifacts / TRAINING_RECORD}: no trained model {name}; {fix('train', run.artifacts)}"
         )
-    path = run.root.existing(info.model_file)
+    path = run.root.existing(info.model_file, named_in=TRAINING_RECORD, fix_key="train")
     actual = sha256_file(path)
     if actual != info.model_sha256:
         raise IntegrityError(

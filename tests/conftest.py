@@ -48,9 +48,12 @@ def exported_dir(trained_dir, tmp_path_factory) -> Path:
 @pytest.fixture
 def exported_copy(exported_dir, tmp_path) -> Path:
     """A private, writable copy of `exported_dir` for tests that damage it."""
+    from core.fsio import Root
     from core.manifest import refresh_aliases
+    from core.schema import Manifest
 
     target = tmp_path / "artifacts"
-    shutil.copytree(exported_dir, target)
-    refresh_aliases(target)  # copytree copies hard links as separate files: link the aliases again
+    shutil.copytree(exported_dir, target, symlinks=True)
+    # copytree copies hard links as separate files: link the aliases again
+    refresh_aliases(Root(target), Manifest.load(target))
     return target

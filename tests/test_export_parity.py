@@ -96,12 +96,12 @@ def test_manifest_entries(exported_dir):
             "framework",
             "sha256",
             "size",
-            "inputs",
-            "outputs",
+            "signature",
             "producer",
-            "prediction_x10",
+            "headline_y",
         } <= e.keys()
-        assert e["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1]}]
+        assert e["signature"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1]}]
+        assert e["signature"]["outputs"] == [{"name": "y", "dtype": "float32", "shape": ["batch", 1]}]
         assert (exported_dir / e["path"]).exists() and e["size"] > 0
     assert names["keras_linear.onnx"]["opset"] == names["torch_linear.onnx"]["opset"] == OPSET
     assert "tf2onnx" in names["keras_linear.onnx"]["producer"]

@@ -53,7 +53,7 @@ def test_predict_accepts_numbers_lists_and_arrays(model, x, rows):
 def test_predict_matches_manifest_prediction(model, exported_dir):
     manifest = json.loads((exported_dir / "manifest.json").read_text())
     entry = next(e for e in manifest["artifacts"] if e["name"] == "keras_linear.onnx")
-    assert float(model.predict(10)[0, 0]) == pytest.approx(entry["prediction_x10"], abs=1e-5)
+    assert float(model.predict(10)[0, 0]) == pytest.approx(entry["headline_y"], abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -136,5 +136,5 @@ def test_non_onnx_and_missing_files(tmp_path, exported_dir):
         load(tmp_path / "junk.onnx")
     with pytest.raises(MissingArtifactError):
         load(tmp_path / "absent.onnx")
-    with pytest.raises(ValueError, match="known: keras_linear.onnx"):
+    with pytest.raises(ValueError, match="known: keras_linear"):
         load("nope", exported_dir)

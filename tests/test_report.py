@@ -57,8 +57,7 @@ def test_index_numbers_equal_the_training_record(exported_dir, report):
     keys = {key for key, _, _ in cells}
     for name in ("keras_linear", "torch_linear"):
         assert {
-            f"models.{name}.{k}"
-            for k in ("final_loss", "weights.0", "bias", "prediction_headline", "train_seconds")
+            f"models.{name}.{k}" for k in ("final_loss", "weights.0", "bias", "headline_y", "train_seconds")
         } <= keys
     assert {"reference.weights.0", "reference.bias", "probe.headline_reference_y"} <= keys
     for key, value, shown in cells:

@@ -16,7 +16,7 @@ def test_training_record_has_everything(trained_dir):
         assert model["framework"] == framework
         assert len(model["loss_history"]) == 500
         assert model["final_loss"] == model["loss_history"][-1]
-        assert abs(model["prediction_headline"] - 19) < 0.05
+        assert abs(model["headline_y"] - 19) < 0.05
         assert model["model_sha256"] == sha256_file(trained_dir / model["model_file"])
 
 
