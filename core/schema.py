@@ -2,8 +2,8 @@
 
 Every reader calls `Manifest.load(dir)` or `TrainingRecord.load(dir)`; every writer builds these
 objects and calls `to_json()`. Nothing else reads their keys from a dict. Parsing validates
-everything a consumer relies on, and each failure is one `SchemaError` (an `IntegrityError`) naming the file, the
-field and the fix (see README "Artifacts" for the rules):
+everything a consumer relies on, and each failure is one `SchemaError` (an `IntegrityError`)
+naming the file, the field and the fix (see README "Artifacts" for the rules):
 
 - names match `NAME_PATTERN` (not only dots) and are unique per format;
 - paths and aliases are one relative name inside the directory (`core.fsio.Root` resolves them,
