@@ -15,6 +15,7 @@ import logging
 import uvicorn
 
 from core import cli
+from core.errors import InputError
 from serve.http.app import create_app
 from serve.http.config import ServeConfig
 from serve.http.protocol import protocol_class
@@ -52,6 +53,8 @@ def serve(config: ServeConfig) -> None:
         registry,
     )
     server.run()
+    if server.failure:
+        raise InputError(server.failure)
 
 
 class _Server(uvicorn.Server):
@@ -60,6 +63,7 @@ class _Server(uvicorn.Server):
     def __init__(self, uv_config: uvicorn.Config, config: ServeConfig, registry: Registry):
         super().__init__(uv_config)
         self.serve_config, self.registry, self.grpc = config, registry, None
+        self.failure: str | None = None
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)
@@ -69,7 +73,7 @@ class _Server(uvicorn.Server):
             try:
                 self.grpc = await start(self.serve_config, self.registry)
             except RuntimeError as exc:
-                logger.error("error: %s", exc)
+                self.failure = str(exc)  # HTTP shuts down again; serve() reports it, exit 2
                 self.should_exit = True
 
     async def shutdown(self, sockets=None) -> None:

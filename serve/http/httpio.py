@@ -46,6 +46,11 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """`text` (a client's path or method) cut to at most `limit` characters for an error message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def dumps(obj: Any) -> bytes:
     """`obj` as compact JSON (orjson: numpy float64 arrays directly, in Python's shortest repr).
     Callers check predictions for NaN/inf first: orjson would write them as null."""

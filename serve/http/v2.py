@@ -74,6 +74,14 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
             f"got {preview(tensor)}",
         )
     name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    if (
+        type(shape) is list
+        and shape
+        and type(shape[0]) is float
+        and shape[0] >= 2**63
+        and shape[0].is_integer()
+    ):
+        shape = [int(shape[0]), *shape[1:]]  # orjson reads integers beyond 64 bits as floats: too many rows
     rows = check_input(model, name, datatype, shape, max_rows)
     params = tensor.get("parameters", {})
     if not isinstance(params, dict):
