@@ -131,7 +131,7 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
         path = f"/v2/models/{MODEL}/infer"
         with (
             _process(
-                ["-m", "serve", "--artifacts", str(artifacts), "--port", str(sp)],
+                ["-m", "serve", "--artifacts", str(artifacts), "--port", str(sp), "--grpc-port", "0"],
                 f"http://127.0.0.1:{sp}/v2/health/ready",
             ),
             _process(

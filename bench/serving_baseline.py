@@ -1,17 +1,18 @@
 """The ceiling of the stack: `python -m bench.serving_baseline --model M.onnx --port P`.
 
-A bare Starlette route on uvicorn that parses the same V2 JSON and runs the same onnxruntime
-session (same options as `serve.loader`) as `python -m serve`, with no validation, metrics
-or error handling. bench/serving.py compares the server with it side by side.
+A bare Starlette route on the same uvicorn stack as `python -m serve` (httptools + uvloop),
+parsing the same V2 JSON with the same parser (orjson) and running the same onnxruntime session
+(same options as `serve.loader`), with no validation, metrics or error handling.
+bench/serving.py compares the server with it side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,7 +28,7 @@ def create_app(model_path: str) -> Starlette:
     x_name, y_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
     async def infer(request: Request) -> Response:
-        body = json.loads(await request.body())
+        body = orjson.loads(await request.body())
         tensor = body["inputs"][0]
         x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
         y = session.run([y_name], {x_name: x})[0]
@@ -38,7 +39,7 @@ def create_app(model_path: str) -> Starlette:
                 {"name": y_name, "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}
             ],
         }
-        return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
+        return Response(orjson.dumps(out), media_type="application/json")
 
     return Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"])])
 
@@ -48,11 +49,13 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()
-    # The same uvicorn settings as serve/__main__.py.
+    # The same uvicorn settings as serve/__main__.py (which adds only the header-timeout sweep).
     uvicorn.run(
         create_app(args.model),
         host="127.0.0.1",
         port=args.port,
+        loop="uvloop",
+        http="httptools",
         log_level="warning",
         access_log=False,
         lifespan="on",

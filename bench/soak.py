@@ -77,8 +77,11 @@ def free_port() -> int:
 
 
 def start_server(artifacts: Path, *args: str, timeout: float = 60) -> tuple[subprocess.Popen, int]:
-    """`python -m serve` on a free loopback port, once /v2/health/ready answers 200."""
+    """`python -m serve` on a free loopback port, once /v2/health/ready answers 200.
+    gRPC is off unless `args` give --grpc-port (its default port may be taken by another server)."""
     port = free_port()
+    if "--grpc-port" not in args:
+        args = (*args, "--grpc-port", "0")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "serve", "--artifacts", str(artifacts), "--port", str(port), *args],

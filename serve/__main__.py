@@ -1,20 +1,24 @@
 """Serve every ONNX model in the manifest: `python -m serve [--artifacts DIR] [--port 8000]`.
 
 Speaks the Open Inference Protocol (KServe V2) REST with Triton's binary tensor data
-extension, and TF Serving's REST API; see README "Serving". Ctrl-C or SIGTERM shuts down
-gracefully (uvicorn finishes in-flight requests).
+extension, TF Serving's REST API, and the KServe V2 / Triton gRPC service; see README
+"Serving". HTTP runs on uvicorn with httptools + uvloop. Ctrl-C or SIGTERM shuts down
+gracefully (in-flight HTTP and gRPC requests finish).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 
 import uvicorn
 
 from core import cli
+from core.errors import InputError
 from serve.http.app import create_app
 from serve.http.config import ServeConfig
+from serve.http.protocol import protocol_class
 from serve.http.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -25,22 +29,67 @@ def serve(config: ServeConfig) -> None:
     cli.ensure_dir(config.artifacts, create=False)
     registry = Registry(config.artifacts, config.threads)  # a missing/empty manifest fails here, exit 2
     logger.info(
-        "serving %s from %s on http://%s:%d",
+        "serving %s from %s on http://%s:%d%s",
         ", ".join(registry.names),
         config.artifacts,
         config.host,
         config.port,
+        f" and grpc://{config.host}:{config.grpc_port}" if config.grpc_port else "",
     )
     app = create_app(config, registry)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level="info",
-        access_log=config.access_log,
-        lifespan="on",
-        log_config=None,
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            loop="uvloop",
+            http=protocol_class(config.header_timeout),
+            log_level="info",
+            access_log=config.access_log,
+            lifespan="on",
+            log_config=None,
+        ),
+        config,
+        registry,
     )
+    server.run()
+    if server.failure:
+        raise InputError(server.failure)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with the gRPC service started and stopped on the same event loop."""
+
+    def __init__(self, uv_config: uvicorn.Config, config: ServeConfig, registry: Registry):
+        super().__init__(uv_config)
+        self.serve_config, self.registry, self.grpc = config, registry, None
+        self.failure: str | None = None
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.serve_config.grpc_port and not self.should_exit:
+            from serve.grpc.server import start  # grpcio loads only when gRPC is on
+
+            try:
+                self.grpc = await start(self.serve_config, self.registry)
+            except RuntimeError as exc:
+                self.failure = str(exc)  # HTTP shuts down again; serve() reports it, exit 2
+                self.should_exit = True
+
+    async def shutdown(self, sockets=None) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace=5)
+        await super().shutdown(sockets)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give e.g. 8001, or 0") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number; give 1-65535, or 0")
+    return value
 
 
 def main() -> None:
@@ -61,8 +110,9 @@ def main() -> None:
     p.add_argument(
         "--max-rows",
         type=cli.positive_int,
-        default=d.max_rows,
-        help="more rows in one request are refused with 413",
+        default=None,
+        help="more rows in one request are refused with 413 (default: --max-body-bytes, since a row "
+        "takes at least one byte, so only the body limit applies)",
     )
     p.add_argument(
         "--body-timeout",
@@ -70,6 +120,19 @@ def main() -> None:
         default=d.body_timeout,
         metavar="SECONDS",
         help="a request body not received in full within this time is answered 408 and the connection closed",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=cli.positive_float,
+        default=d.header_timeout,
+        metavar="SECONDS",
+        help="a connection that has not sent complete request headers within this time is closed",
+    )
+    p.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=d.grpc_port,
+        help="KServe V2 / Triton gRPC port on --host; 0 disables gRPC",
     )
     p.add_argument(
         "--threads", type=cli.positive_int, default=d.threads, help="onnxruntime intra-op threads per model"
@@ -85,6 +148,8 @@ def main() -> None:
             max_rows=args.max_rows,
             threads=args.threads,
             body_timeout=args.body_timeout,
+            header_timeout=args.header_timeout,
+            grpc_port=args.grpc_port,
             access_log=args.access_log,
         )
         print(f"config {json.dumps(config.describe())}", flush=True)

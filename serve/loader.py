@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,8 +252,13 @@ def _non_finite(x: Any) -> PredictInputError:
     )
 
 
+_repr = reprlib.Repr()  # bounded: never walks a whole list nor recurses deep (client input)
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
+_repr.maxlist = _repr.maxtuple = 8
+
+
 def _preview(x: Any, limit: int = 80) -> str:
-    text = repr(x)
+    text = _repr.repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

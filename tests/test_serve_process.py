@@ -29,7 +29,17 @@ def server(exported_dir):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serve", "--artifacts", str(exported_dir), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "--artifacts",
+            str(exported_dir),
+            "--port",
+            str(port),
+            "--grpc-port",
+            "0",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

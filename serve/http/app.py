@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from serve.http import openapi
 from serve.http.config import ServeConfig
-from serve.http.httpio import INTERNAL, error_response, instrumented, json_response
+from serve.http.httpio import INTERNAL, clip, error_response, instrumented, json_response
 from serve.http.registry import Registry
 from serve.http.tfserving import TFServing
 from serve.http.v2 import V2
@@ -54,8 +54,8 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlet
         assert isinstance(exc, HTTPException)
         metrics.observe("unmatched", request.method, exc.status_code, 0.0)
         message = {
-            404: f"no route {request.method} {request.url.path}; see GET /openapi.json",
-            405: f"method {request.method} is not allowed on {request.url.path}",
+            404: f"no route {clip(request.method)} {clip(request.url.path)}; see GET /openapi.json",
+            405: f"method {clip(request.method)} is not allowed on {clip(request.url.path)}",
         }
         response = error_response(exc.status_code, message.get(exc.status_code, str(exc.detail)))
         response.headers.update(exc.headers or {})  # keeps 405's Allow header

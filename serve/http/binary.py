@@ -11,11 +11,9 @@ outputs are requested). The response then carries the same header and the raw by
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from serve.http.httpio import ApiError
+from serve.http.httpio import ApiError, dumps, preview
 
 HEADER = "inference-header-content-length"
 HEADER_RAW = HEADER.encode()  # ASGI header names are lower-case bytes
@@ -49,7 +47,7 @@ def split(body: bytes, header_length: str | None) -> tuple[memoryview | bytes, m
     if not 0 <= n <= len(body):
         raise ApiError(
             400,
-            f"Inference-Header-Content-Length {header_length!r} is not a byte count between 0 "
+            f"Inference-Header-Content-Length {preview(header_length)} is not a byte count between 0 "
             f"and the body size {len(body)}; it must give the size of the JSON header",
         )
     view = memoryview(body)
@@ -66,13 +64,13 @@ class Chunks:
         if type(size) is not int or size < 0:
             raise ApiError(
                 400,
-                f"input {name!r}: binary_data_size {size!r} is not a byte count; "
+                f"input {name!r}: binary_data_size {preview(size)} is not a byte count; "
                 "expected a non-negative integer",
             )
         if self.offset + size > len(self.blob):
             raise ApiError(
                 400,
-                f"input {name!r}: binary_data_size {size} but only {len(self.blob) - self.offset} "
+                f"input {name!r}: binary_data_size {preview(size)} but only {len(self.blob) - self.offset} "
                 "bytes of binary data follow the JSON header (Inference-Header-Content-Length)",
             )
         chunk = self.blob[self.offset : self.offset + size]
@@ -106,7 +104,7 @@ def decode(raw: memoryview, datatype: str, count: int, name: str) -> np.ndarray:
 
 def encode(header: dict, buffers: list[bytes]) -> tuple[bytes, dict[str, str]]:
     """A response body (JSON then raw outputs) and its headers; plain JSON when nothing is binary."""
-    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    text = dumps(header)
     if not buffers:
         return text, {}
     return b"".join([text, *buffers]), {"Inference-Header-Content-Length": str(len(text))}

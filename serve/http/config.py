@@ -17,11 +17,22 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback unless asked; 0.0.0.0 binds every interface
     port: int = 8000
     max_body_bytes: int = 4 * MiB  # larger request bodies get 413
-    max_rows: int = 65536  # more rows in one request get 413
+    max_rows: int | None = None  # more rows in one request get 413; None: derived, see row_limit
     body_timeout: float = 10.0  # seconds to receive a whole request body; a stalled client gets 408
+    header_timeout: float = 10.0  # seconds to receive a request's headers; then the connection closes
+    grpc_port: int = 8001  # KServe V2 / Triton gRPC on the same host; 0 disables it
     threads: int = 1  # onnxruntime intra-op threads per model; 1 is fastest for small batches
     access_log: bool = False  # uvicorn's per-request log line (costs ~5% throughput)
 
+    @property
+    def row_limit(self) -> int:
+        """`max_rows`, or by default what the body limit allows: a row takes at least one byte
+        (one UINT8 feature in binary), so the body limit already bounds the rows; a request as
+        large as --max-body-bytes allows (1M FP32 rows in 4 MiB) is never refused for its rows."""
+        return self.max_rows if self.max_rows is not None else self.max_body_bytes
+
     def describe(self) -> dict[str, Any]:
         """The resolved config as JSON-able values, printed at start."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        out = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        out["max_rows"] = self.row_limit
+        return out

@@ -17,7 +17,7 @@ from core.errors import MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root
 from core.schema import Manifest
-from serve.http.httpio import ApiError
+from serve.http.httpio import ApiError, preview
 from serve.http.metrics import Metrics
 from serve.loader import LoadOptions, Model, load_entry
 
@@ -111,9 +111,11 @@ class Registry:
         """The named model's state; 404 for an unknown model or version."""
         state = self.states.get(name)
         if state is None:
-            raise ApiError(404, f"unknown model {name!r}; this server serves {', '.join(self.states)}")
+            raise ApiError(404, f"unknown model {preview(name)}; this server serves {', '.join(self.states)}")
         if version is not None and version != VERSION:
-            raise ApiError(404, f"model {name!r} has no version {version!r}; available versions: {VERSION}")
+            raise ApiError(
+                404, f"model {name!r} has no version {preview(version)}; available versions: {VERSION}"
+            )
         return state
 
     def model(self, name: str, version: str | None = None) -> Model:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serve.http.config import ServeConfig
-from serve.http.httpio import ApiError, json_response, parse_json_object, read_body
+from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
 from serve.http.registry import FAILED, LOADING, READY, VERSION, Registry
 from serve.loader import Model, PredictInputError
 
@@ -28,7 +28,7 @@ def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[n
     """The float32 batch of a :predict body and the response key ("predictions" or "outputs")."""
     signature = body.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
-        raise ApiError(400, f"unknown signature_name {signature!r}; the model has {SIGNATURE!r}")
+        raise ApiError(400, f"unknown signature_name {preview(signature)}; the model has {SIGNATURE!r}")
     if ("instances" in body) == ("inputs" in body):
         raise ApiError(
             400,
@@ -48,7 +48,9 @@ def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[n
         if isinstance(data, dict):
             if set(data) != {model.input_name}:
                 raise ApiError(
-                    400, f"'inputs' object must have exactly the key {model.input_name!r}, got {sorted(data)}"
+                    400,
+                    f"'inputs' object must have exactly the key {model.input_name!r}, "
+                    f"got {preview(sorted(data))}",
                 )
             data = data[model.input_name]
         if not isinstance(data, list):  # a bare number would be a rank-0 tensor, not a batch
@@ -79,12 +81,12 @@ class TFServing:
         body = parse_json_object(
             (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
         )
-        batch, key = decode_predict(model, body, self.config.max_rows)
+        batch, key = decode_predict(model, body, self.config.row_limit)
         y = model.predict(batch)
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
             raise ApiError(400, "the prediction overflows float32 for this input")
         self.registry.metrics.rows(name, "tfserving", len(y))
-        return json_response({key: y.tolist()})
+        return json_response({key: y.astype(np.float64)})  # orjson writes the array
 
     async def status(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from serve.http import binary
 from serve.http.config import ServeConfig
-from serve.http.httpio import ApiError, json_response, parse_json_object, read_body
+from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
 from serve.http.registry import VERSION, Registry
 from serve.loader import Model, PredictInputError
 
@@ -53,7 +53,7 @@ def decode_request(model: Model, body: bytes, header_length: str | None, max_row
         raise ApiError(
             400,
             f"'inputs' must be a list of exactly one tensor named {model.input_name!r}, "
-            f"got {_preview(inputs)}",
+            f"got {preview(inputs)}",
         )
     chunks = binary.Chunks(blob) if header_length is not None else None
     batch = _input(model, inputs[0], chunks, max_rows)
@@ -71,37 +71,18 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
         raise ApiError(
             400,
             f"an input tensor must be a JSON object with name, shape, datatype and data; "
-            f"got {_preview(tensor)}",
+            f"got {preview(tensor)}",
         )
-    name = tensor.get("name")
-    if name != model.input_name:
-        raise ApiError(400, f"unknown input {name!r}; the model's input is {model.input_name!r}")
-    datatype = tensor.get("datatype")
-    if datatype not in binary.DTYPES:
-        raise ApiError(
-            400,
-            f"input {name!r}: datatype {_preview(datatype)} is not supported; expected one of "
-            f"{', '.join(binary.DTYPES)} (converted to FP32)",
-        )
-    shape = tensor.get("shape")
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
     if (
-        type(shape) is not list
-        or len(shape) != 2
-        or type(shape[0]) is not int
-        or type(shape[1]) is not int
-        or shape[0] < 0
-        or shape[1] != n
+        type(shape) is list
+        and shape
+        and type(shape[0]) is float
+        and shape[0] >= 2**63
+        and shape[0].is_integer()
     ):
-        raise ApiError(400, f"input {name!r}: shape {_preview(shape)}; expected [rows, {n}]")
-    rows = shape[0]
-    if rows == 0:
-        raise ApiError(400, f"input {name!r}: shape {shape} has no rows; expected at least one")
-    if rows > max_rows:
-        raise ApiError(
-            413,
-            f"input {name!r}: {rows} rows exceed the limit of {max_rows} per request "
-            "(--max-rows); split the batch",
-        )
+        shape = [int(shape[0]), *shape[1:]]  # orjson reads integers beyond 64 bits as floats: too many rows
+    rows = check_input(model, name, datatype, shape, max_rows)
     params = tensor.get("parameters", {})
     if not isinstance(params, dict):
         raise ApiError(400, f"input {name!r}: 'parameters' must be a JSON object")
@@ -124,6 +105,47 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
     return _float32(flat).reshape(rows, n)
 
 
+def check_input(model: Model, name: Any, datatype: Any, shape: Any, max_rows: int) -> int:
+    """Validate an input tensor's name, datatype and shape (HTTP and gRPC alike); its row count."""
+    n = model.n_features
+    if name != model.input_name:
+        raise ApiError(400, f"unknown input {preview(name)}; the model's input is {model.input_name!r}")
+    if datatype not in binary.DTYPES:
+        raise ApiError(
+            400,
+            f"input {name!r}: datatype {preview(datatype)} is not supported; expected one of "
+            f"{', '.join(binary.DTYPES)} (converted to FP32)",
+        )
+    if (
+        type(shape) is not list
+        or len(shape) != 2
+        or type(shape[0]) is not int
+        or type(shape[1]) is not int
+        or shape[0] < 0
+        or shape[1] != n
+    ):
+        raise ApiError(400, f"input {name!r}: shape {preview(shape)}; expected [rows, {n}]")
+    rows = shape[0]
+    if rows == 0:
+        raise ApiError(400, f"input {name!r}: shape {shape} has no rows; expected at least one")
+    if rows > max_rows:
+        raise ApiError(
+            413,
+            f"input {name!r}: {preview(rows)} rows exceed the limit of {max_rows} per request "
+            "(--max-rows); split the batch",
+        )
+    return rows
+
+
+def check_prediction(y: np.ndarray) -> None:
+    """400 when the prediction overflowed float32 (HTTP and gRPC alike)."""
+    if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
+        raise ApiError(
+            400,
+            "the prediction overflows float32 for this input; send values within about ±1e38 / |weight|",
+        )
+
+
 def _float32(flat: np.ndarray) -> np.ndarray:
     """Cast to float32; values beyond its range become ±inf (rejected by `Model.predict`)."""
     if flat.dtype == np.float32:
@@ -144,7 +166,7 @@ def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
         raise ApiError(
             400,
             f"input {name!r}: 'data' must be a list of numbers (flat or nested), got "
-            f"{_preview(data)}; or send binary_data_size with binary data",
+            f"{preview(data)}; or send binary_data_size with binary data",
         )
     try:
         arr = np.asarray(data)
@@ -158,7 +180,7 @@ def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
         kinds = "integers" if datatype in INTEGER_TYPES else "numbers"
         raise ApiError(
             400,
-            f"input {name!r}: 'data' {_preview(data)} holds values that are not {kinds} "
+            f"input {name!r}: 'data' {preview(data)} holds values that are not {kinds} "
             f"for datatype {datatype}",
         )
     if arr.size != count:
@@ -169,17 +191,17 @@ def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
 def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[str, bool]]:
     default = params.get("binary_data_output", False)
     if not isinstance(default, bool):
-        raise ApiError(400, f"parameter binary_data_output must be true or false, got {_preview(default)}")
+        raise ApiError(400, f"parameter binary_data_output must be true or false, got {preview(default)}")
     if outputs is None or outputs == []:
         return [(model.output_name, default)]
     if not isinstance(outputs, list):
-        raise ApiError(400, f"'outputs' must be a list of {{\"name\": ...}} objects, got {_preview(outputs)}")
+        raise ApiError(400, f"'outputs' must be a list of {{\"name\": ...}} objects, got {preview(outputs)}")
     chosen = []
     for out in outputs:
         name = out.get("name") if isinstance(out, dict) else None
         if name != model.output_name:
             raise ApiError(
-                400, f"unknown output {_preview(name)}; the model's output is {model.output_name!r}"
+                400, f"unknown output {preview(name)}; the model's output is {model.output_name!r}"
             )
         p = out.get("parameters", {})
         if not isinstance(p, dict):
@@ -189,7 +211,7 @@ def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[s
         as_binary = p.get("binary_data", default)
         if not isinstance(as_binary, bool):
             raise ApiError(
-                400, f"output {name!r}: binary_data must be true or false, got {_preview(as_binary)}"
+                400, f"output {name!r}: binary_data must be true or false, got {preview(as_binary)}"
             )
         chosen.append((name, as_binary))
     return chosen
@@ -205,17 +227,12 @@ def encode_response(model_name: str, req: InferRequest, y: np.ndarray) -> tuple[
             tensor["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)
         else:
-            tensor["data"] = y.ravel().tolist()
+            tensor["data"] = y.reshape(-1).astype(np.float64)  # orjson writes it at C speed
         outputs.append(tensor)
     header: dict[str, Any] = {"model_name": model_name, "model_version": VERSION, "outputs": outputs}
     if req.id is not None:
         header["id"] = req.id
     return binary.encode(header, buffers)
-
-
-def _preview(x: Any, limit: int = 60) -> str:
-    text = repr(x)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class V2:
@@ -274,16 +291,12 @@ class V2:
         body, header_length = await read_body(
             request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
         )
-        req = decode_request(model, body, header_length, self.config.max_rows)
+        req = decode_request(model, body, header_length, self.config.row_limit)
         try:
             y = model.predict(req.batch)  # validates: finite float32 (rows, n)
         except PredictInputError as exc:
             raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
-        if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
-            raise ApiError(
-                400,
-                "the prediction overflows float32 for this input; send values within about ±1e38 / |weight|",
-            )
+        check_prediction(y)
         self.registry.metrics.rows(name, "v2", len(y))
         content, headers = encode_response(name, req, y)
         if headers:
