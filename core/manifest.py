@@ -80,15 +80,19 @@ def commit(
     return manifest, dropped
 
 
-def refresh_aliases(root: Root, manifest: Manifest, dropped: Iterable[ArtifactEntry] = ()) -> list[str]:
+def refresh_aliases(
+    root: Root, manifest: Manifest, dropped: Iterable[ArtifactEntry] = (), keep: set[str] = frozenset()
+) -> list[str]:
     """After a commit: point each entry's stable name at its stored version, remove the stable names
-    of `dropped` entries, then delete stored versions no entry names. Returns the removed names.
+    of `dropped` entries, then delete stored versions no entry names (except those in `keep`: the
+    previous manifest's, so a reader that just read it can still open them). Returns the removed names.
 
     Runs under the directory lock. A run killed here leaves the manifest and every file it names
     intact; only an alias may still show the previous version, which consumers detect by hash.
     Only `<model>.<12 hex>.<suffix>` names of the manifest's own models are ever deleted.
     """
     referenced = {e.path for e in manifest.artifacts}
+    dropped = list(dropped)
     models = {e.model for e in manifest.artifacts} | {e.model for e in dropped}
     for entry in manifest.artifacts:
         if (root.dir / entry.path).exists():
@@ -100,7 +104,7 @@ def refresh_aliases(root: Root, manifest: Manifest, dropped: Iterable[ArtifactEn
             removed.append(entry.alias)
     for path in root.dir.iterdir():
         match = VERSIONED.match(path.name)
-        if match and match.group("model") in models and path.name not in referenced:
+        if match and match.group("model") in models and path.name not in referenced | keep:
             with contextlib.suppress(FileNotFoundError):
                 root.remove(path.name)
             removed.append(path.name)

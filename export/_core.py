@@ -16,7 +16,7 @@ from core import cli
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, sha256_file, size_of
-from core.manifest import commit, refresh_aliases
+from core.manifest import commit, load_or_none, refresh_aliases
 from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_signature
 
 logger = logging.getLogger(__name__)
@@ -138,8 +138,13 @@ def export_formats(artifacts: Path, writers: Sequence[Writer]) -> list[ArtifactE
     run = open_run(artifacts)
     with run.root.locked():
         entries = [e for write in writers for e in write(run)]
+        previous = load_or_none(run.root)
         manifest, dropped = commit(run.root, run.record, run.record_sha256, entries)
-        refresh_aliases(run.root, manifest, dropped)
+        # The previous generation's files stay until the next export: a reader that read the old
+        # manifest a moment ago can still open what it names.
+        refresh_aliases(
+            run.root, manifest, dropped, keep={e.path for e in previous.artifacts} if previous else set()
+        )
     if dropped:
         logger.info(
             "removed %s: exported from an earlier training run (python -m export.all exports every "

@@ -290,7 +290,9 @@ def resolve(
         for entry in manifest.entries("onnx"):
             # the stored version itself, or its stable alias (keras_linear.onnx), in that directory
             if candidate.parent.resolve() == root.real and candidate.name in (entry.path, entry.alias):
-                return candidate, entry, root
+                # the stored version is what the manifest's sha256 describes: load that, not the alias,
+                # which an export in progress may not have repointed yet
+                return root.existing(entry.path), entry, root
         return candidate, None, None
     root = Root(artifacts if artifacts is not None else "artifacts")
     manifest = Manifest.load(root.dir)

@@ -1,0 +1,88 @@
+"""The artifacts directory's lock: a writer waiting for another says who holds it, once, and gives
+up after --lock-timeout with exit 2; a lock file that is a symlink is refused, never followed."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from core.errors import IntegrityError, LockTimeoutError
+from core.fsio import Root
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture
+def held_lock(tmp_path):
+    """A separate process holding `tmp_path`'s lock until the test ends."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from core.fsio import Root
+        with Root({str(tmp_path)!r}).locked():
+            print("locked", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_waiting_writer_names_the_holder_once_then_gives_up(tmp_path, held_lock, caplog):
+    with (
+        caplog.at_level(logging.WARNING, logger="core.fsio"),
+        pytest.raises(LockTimeoutError) as err,
+        Root(tmp_path).locked(timeout=0.6),
+    ):
+        pass
+    waits = [r.getMessage() for r in caplog.records if "waiting for the lock" in r.getMessage()]
+    assert len(waits) == 1 and f"on {tmp_path} held by pid {held_lock.pid} (since " in waits[0]
+    assert f"held by pid {held_lock.pid}" in str(err.value) and "--lock-timeout" in str(err.value)
+
+
+def test_cli_gives_up_with_exit_2(exported_copy, held_lock_on_copy):
+    result = run_cli("-m", "export.triton", "--artifacts", str(exported_copy), "--lock-timeout", "0.5")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert sum("waiting for the lock" in line for line in lines) == 1
+    assert lines[-1].startswith("error: ") and f"pid {held_lock_on_copy.pid}" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def held_lock_on_copy(exported_copy):
+    script = textwrap.dedent(f"""
+        import time
+        from core.fsio import Root
+        with Root({str(exported_copy)!r}).locked():
+            print("locked", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_free_lock_is_taken_at_once_and_records_the_holder(tmp_path):
+    with Root(tmp_path).locked(timeout=0):
+        holder = (tmp_path / ".lock").read_text().split()
+    assert holder[0].isdigit()
+
+
+def test_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("keep me")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / ".lock").symlink_to(victim)
+    with pytest.raises(IntegrityError, match="symlink"), Root(artifacts).locked(timeout=0):
+        pass
+    assert victim.read_text() == "keep me"
