@@ -27,6 +27,7 @@ SUITES = {
     "4": "bench.latency",
     "5": "bench.throughput",
     "6": "bench.serving",
+    "7,8": "bench.batch",
 }
 
 
@@ -42,7 +43,7 @@ def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]
     else:
         pipeline.make_artifacts(artifacts)
     for key, module in list(SUITES.items())[1:]:
-        if only is not None and key not in only:
+        if only is not None and not only & set(key.split(",")):
             continue
         if importlib.util.find_spec(module) is None:
             logger.warning("row %s: %s is not installed here; skipped", key, module)

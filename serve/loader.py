@@ -34,6 +34,21 @@ _FLOAT32 = np.dtype(np.float32)
 EXPORT_FIX = fix("onnx")
 MAX_SELFTEST_CHARS = 65536  # selftest_x in the ONNX metadata: a few rows, never megabytes
 MAX_SELFTEST_TOL = 1e-3  # a file claiming a looser self-test tolerance is refused
+# onnxruntime tensor types `run` accepts, and the numpy dtype each is fed as.
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
 
 
 class PredictInputError(InputError):
@@ -68,19 +83,27 @@ class Model:
                 f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); {EXPORT_FIX}"
             ) from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if (
-            len(inputs) != 1
-            or len(outputs) != 1
-            or inputs[0].type != "tensor(float)"
-            or len(inputs[0].shape) != 2
-        ):
+        unsupported = [a for a in inputs + outputs if a.type not in _ORT_DTYPES]
+        if unsupported:
             raise IntegrityError(
-                f"{self.path}: expected one float32 input [batch, n] and one output, got "
-                f"{[(i.name, i.type, i.shape) for i in inputs]} -> {[o.name for o in outputs]}"
+                f"{self.path}: tensor types {[(a.name, a.type) for a in unsupported]} are not supported; "
+                f"expected numeric or bool tensors ({', '.join(sorted(_ORT_DTYPES))})"
             )
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        self.n_features = int(inputs[0].shape[1])
+        # `predict` (and the self-test) need the classic signature: one float32 input [batch, n]
+        # and one output; any other signature loads for `run(feeds)` only.
+        single = (
+            len(inputs) == 1
+            and len(outputs) == 1
+            and inputs[0].type == "tensor(float)"
+            and len(inputs[0].shape) == 2
+            and isinstance(inputs[0].shape[1], int)
+        )
+        self.input_name = inputs[0].name if single else None
+        self.output_name = outputs[0].name if single else None
+        self.n_features = int(inputs[0].shape[1]) if single else None
         self._outputs = [self.output_name]
+        self._run_inputs = [(a.name, np.dtype(_ORT_DTYPES[a.type]), list(a.shape)) for a in inputs]
+        self._run_outputs = [a.name for a in outputs]
         self._run = self._session.run
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
         self.name = self.metadata.get("model", self.path.stem)
@@ -93,7 +116,7 @@ class Model:
             return [
                 {
                     "name": a.name,
-                    "dtype": "float32",
+                    "dtype": np.dtype(_ORT_DTYPES[a.type]).name,
                     "shape": [d if isinstance(d, int) else None for d in a.shape],
                 }
                 for a in args
@@ -132,6 +155,54 @@ class Model:
             )
         return y
 
+    def run(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Run the model on named inputs (any signature); returns {output name: array}.
+
+        Every input of `model.signature` must be given, with the same number of rows; values
+        are converted to the input's dtype only when that is exact (integers stay integers,
+        no float to int truncation, nothing out of range) and floats must be finite.
+        Raises `PredictInputError` (a ValueError) naming the input otherwise.
+        """
+        if not isinstance(feeds, dict):
+            raise PredictInputError(
+                f"feeds must be a dict of input name -> array, got {type(feeds).__name__}"
+            )
+        names = [name for name, _, _ in self._run_inputs]
+        if set(feeds) != set(names):
+            raise PredictInputError(
+                f"feeds have inputs {sorted(feeds)}; the model's inputs are {names} "
+                f"(missing {sorted(set(names) - set(feeds))}, unknown {sorted(set(feeds) - set(names))})"
+            )
+        converted, rows = {}, None
+        for name, dtype, shape in self._run_inputs:
+            arr = _exact(name, feeds[name], dtype)
+            if arr.ndim != len(shape) or any(
+                isinstance(d, int) and d != n for d, n in zip(shape[1:], arr.shape[1:], strict=False)
+            ):
+                raise PredictInputError(
+                    f"input {name!r}: got shape {arr.shape}; expected {_shape_text(shape)} (None: any rows)"
+                )
+            if rows is None:
+                rows = arr.shape[0]
+            elif arr.shape[0] != rows:
+                raise PredictInputError(
+                    f"input {name!r} has {arr.shape[0]} rows but {names[0]!r} has {rows}; "
+                    "every input needs the same number of rows"
+                )
+            if arr.dtype.kind == "f" and not _all_finite(arr):
+                raise PredictInputError(f"input {name!r}: {_non_finite(feeds[name])}")
+            converted[name] = arr
+        if not rows:
+            raise PredictInputError("got 0 rows; expected at least one row")
+        outputs = self._session.run(self._run_outputs, converted)
+        for name, out in zip(self._run_outputs, outputs, strict=True):
+            if out.ndim == 0 or out.shape[0] != rows:
+                raise IntegrityError(
+                    f"{self.path}: output {name!r} has shape {out.shape} for {rows} input rows; "
+                    f"expected one output row per input row; {EXPORT_FIX}"
+                )
+        return dict(zip(self._run_outputs, outputs, strict=True))
+
     def as_batch(self, x: Any) -> np.ndarray:
         """Validate and convert `x` to the model's float32 (rows, n) input."""
         batch = self._convert(x)
@@ -141,6 +212,11 @@ class Model:
 
     def _convert(self, x: Any) -> np.ndarray:
         n = self.n_features
+        if n is None:
+            raise PredictInputError(
+                f"predict needs one float32 input [batch, n]; this model's inputs are "
+                f"{[name for name, _, _ in self._run_inputs]}: use model.run({{name: array, ...}})"
+            )
         expected = (
             "a number, a list or an array of shape (rows,) or (rows, 1)"
             if n == 1
@@ -180,6 +256,11 @@ class Model:
         and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
         dtype, shape or row count fails here, at load. Returns (expected, actual).
         """
+        if self.n_features is None:
+            raise IntegrityError(
+                f"{self.path}: the self-test needs one float32 input [batch, n] and one output; "
+                f"this model has inputs {[name for name, _, _ in self._run_inputs]}"
+            )
         x, expected, atol, rtol = self._selftest_values()
         actual_y = self.predict(x)
         batch_y = self.predict(np.vstack([x, x]))
@@ -243,6 +324,35 @@ def _all_finite(batch: np.ndarray) -> bool:
         return bool(np.isfinite(batch).all())
     flat = batch.reshape(-1)
     return math.isfinite(float(np.dot(flat, flat))) or bool(np.isfinite(batch).all())
+
+
+def _exact(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
+    """`value` as an array of `dtype`, refusing conversions that change a value (not rounding)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise PredictInputError(f"input {name!r}: not a rectangular array ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise PredictInputError(
+            f"input {name!r}: got dtype {arr.dtype}; expected numbers convertible to {dtype}"
+        )
+    if arr.dtype == dtype:
+        return np.ascontiguousarray(arr)
+    if dtype.kind in "iub" and arr.dtype.kind == "f":
+        raise PredictInputError(
+            f"input {name!r}: got {arr.dtype}; expected {dtype} (floats are not truncated)"
+        )
+    if dtype.kind == "b" and arr.dtype.kind != "b":
+        raise PredictInputError(f"input {name!r}: got {arr.dtype}; expected bool")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught as non-finite
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if dtype.kind in "iu" and not np.array_equal(out.astype(arr.dtype), arr):
+        raise PredictInputError(f"input {name!r}: values out of range for {dtype}")
+    return out
+
+
+def _shape_text(shape: list) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "None" for d in shape) + "]"
 
 
 def _non_finite(x: Any) -> PredictInputError:

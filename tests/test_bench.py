@@ -11,8 +11,8 @@ def test_quick_bench_produces_every_row(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = {r["row"].split()[0] for r in report["rows"]}
-    assert rows == {"1", "2", "3", "4", "5", "6"}
+    assert rows == {"1", "2", "3", "4", "5", "6", "7", "8"}
     for r in report["rows"]:
         assert r["subject_values"] and r["baseline_values"] and r["ratio"] > 0
     assert report["machine"]["cores"] >= 1 and "onnxruntime" in report["machine"]["versions"]
-    assert "| 5 throughput |" in result.stdout
+    assert "| 5 throughput |" in result.stdout and "| 7 batch |" in result.stdout

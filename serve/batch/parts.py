@@ -1,0 +1,213 @@
+"""The output directory of `python -m serve.batch`: numbered parts, their manifests, resume.
+
+    OUT/part-00000-0000000.parquet   file 0, chunk 0 (names sort in input order)
+    OUT/_parts/part-00000-0000000.json   its manifest: input file, row range, rows, sha256, skipped rows
+    OUT/_job.json                    what the job is (model sha256, inputs' identity, plan, options)
+    OUT/_manifest.json               written last, when every chunk is committed
+    OUT/_skipped.jsonl               with --on-error skip: one line per skipped row
+
+A part's data file is written to a temporary name and renamed, then its manifest is written
+the same way: the manifest is the commit point, so a killed job leaves whole parts or none.
+`--resume` keeps a part whose manifest is there and whose bytes still hash to it. Readers of the
+directory (pyarrow.dataset, Spark, pandas) skip names starting with `_` or `.`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from core.errors import InputError
+from core.fsio import atomic_write_json, atomic_write_with, sha256_file
+
+logger = logging.getLogger(__name__)
+
+JOB, FINAL, SKIPPED, PARTS, LOCK = "_job.json", "_manifest.json", "_skipped.jsonl", "_parts", "_job.lock"
+PART = re.compile(r"^part-\d{5}-\d{7}\.(parquet|csv)$")
+PART_MANIFEST = re.compile(r"^part-\d{5}-\d{7}\.json$")
+TEMPORARY = re.compile(r"^\..+\.tmp$")
+
+
+def part_name(file_index: int, chunk: int, fmt: str) -> str:
+    return f"part-{file_index:05d}-{chunk:07d}.{fmt}"
+
+
+def _ours(entry: Path) -> bool:
+    """A name this module writes (never follows a symlink: those are refused before)."""
+    name = entry.name
+    if entry.is_dir() and not entry.is_symlink():
+        if name == PARTS:
+            return all(PART_MANIFEST.match(p.name) or TEMPORARY.match(p.name) for p in entry.iterdir())
+        return bool(TEMPORARY.match(name))
+    return name in (JOB, FINAL, SKIPPED, LOCK) or bool(PART.match(name) or TEMPORARY.match(name))
+
+
+def prepare(out: Path, identity: dict, input_paths: list[str], resume: bool, overwrite: bool) -> None:
+    """Check the output directory and record the job in it; refuse anything we did not write.
+
+    New directory: created. Existing and empty: used. Existing with our files: `--resume`
+    continues when `_job.json` describes the same job; `--overwrite` deletes our files only.
+    """
+    if out.is_symlink():
+        raise InputError(f"--output {out}: is a symlink; pass the real directory")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output {out}: exists and is not a directory; pass a new directory")
+    resolved = out.resolve()
+    inside = [p for p in input_paths if Path(p).is_relative_to(resolved)]
+    if inside:
+        raise InputError(f"--output {out}: contains the input {inside[0]}; write the output elsewhere")
+    out.mkdir(parents=True, exist_ok=True)
+    entries = [e for e in out.iterdir() if e.name != LOCK]
+    links = [e.name for e in entries if e.is_symlink()]
+    if links:
+        raise InputError(f"--output {out}: contains symlinks {links[:5]}; pass a directory without them")
+    foreign = [e.name for e in entries if not _ours(e)]
+    if entries and foreign:
+        raise InputError(
+            f"--output {out}: contains files serve.batch did not write ({', '.join(sorted(foreign)[:5])}); "
+            "pass a new or empty directory"
+        )
+    if entries and resume:
+        try:
+            previous = json.loads((out / JOB).read_text())
+        except (OSError, ValueError):
+            raise InputError(f"--output {out}: no readable {JOB} to resume from; use --overwrite") from None
+        changed = sorted(k for k in identity if previous.get("identity", {}).get(k) != identity[k])
+        if changed:
+            raise InputError(
+                f"--output {out}: was written by a different job ({', '.join(changed)} changed); "
+                "rerun with the original arguments, or use --overwrite"
+            )
+        _remove(p for p in out.iterdir() if TEMPORARY.match(p.name))
+        with contextlib.suppress(FileNotFoundError):
+            (out / FINAL).unlink()  # rewritten when the resumed job finishes
+    elif entries and overwrite:
+        logger.info("--overwrite: removing %d entries serve.batch wrote in %s", len(entries), out)
+        _remove(entries)
+    elif entries:
+        raise InputError(
+            f"--output {out}: already holds a batch job's output; pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
+    (out / PARTS).mkdir(exist_ok=True)
+    atomic_write_json(out / JOB, {"identity": identity})
+
+
+def _remove(entries) -> None:
+    for e in entries:
+        if e.is_dir() and not e.is_symlink():
+            shutil.rmtree(e)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                e.unlink()
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """One job at a time per output directory; a second one fails at once instead of interleaving."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK
+    if lock.is_symlink():
+        raise InputError(f"--output {out}: {LOCK} is a symlink; remove it")
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"--output {out}: another serve.batch job is writing it; wait for it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def done(out: Path, file_index: int, chunk: int, fmt: str) -> dict | None:
+    """The committed manifest of a part, or None when it must be (re)computed."""
+    name = part_name(file_index, chunk, fmt)
+    try:
+        meta = json.loads((out / PARTS / name.replace(f".{fmt}", ".json")).read_text())
+        return meta if sha256_file(out / name) == meta["sha256"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_part(
+    out: Path,
+    file_index: int,
+    chunk: int,
+    fmt: str,
+    source: str,
+    first_row: int,
+    rows_in: int,
+    table: pa.Table,
+    skipped: list[dict],
+) -> dict:
+    """Write one part atomically, then commit it with its manifest; returns the manifest."""
+    name = part_name(file_index, chunk, fmt)
+
+    def write(tmp: Path) -> None:
+        if fmt == "parquet":
+            pq.write_table(table, tmp, compression="snappy")
+        else:
+            pacsv.write_csv(table, tmp)
+
+    atomic_write_with(out / name, write)
+    meta = {
+        "part": name,
+        "input": source,
+        "file_index": file_index,
+        "chunk": chunk,
+        "rows": [first_row, first_row + rows_in],
+        "rows_out": table.num_rows,
+        "sha256": sha256_file(out / name),
+        "skipped": skipped,
+    }
+    atomic_write_json(out / PARTS / name.replace(f".{fmt}", ".json"), meta)
+    return meta
+
+
+def finish(out: Path, identity: dict, metas: list[dict], model: dict, rows: dict[int, int]) -> dict:
+    """Check that the parts cover every input row exactly once, then write the final manifest.
+
+    `rows` is each input file's row count (by file index), as the engine read it.
+    """
+    metas = sorted(metas, key=lambda m: (m["file_index"], m["chunk"]))
+    covered: dict[int, int] = {}
+    for m in metas:
+        covered[m["file_index"]] = covered.get(m["file_index"], 0) + m["rows"][1] - m["rows"][0]
+    if {i: n for i, n in rows.items() if n} != covered or any(
+        m["chunk"] == 0 and m["rows"][0] != 0 for m in metas
+    ):
+        raise InputError(f"{out}: the parts do not cover the input's rows exactly; use --overwrite")
+    for prev, cur in zip(metas, metas[1:], strict=False):
+        same = prev["file_index"] == cur["file_index"]
+        if same and (cur["chunk"] != prev["chunk"] + 1 or cur["rows"][0] != prev["rows"][1]):
+            raise InputError(
+                f"{out}: parts {prev['part']} and {cur['part']} are not contiguous; use --overwrite"
+            )
+    skipped = [{"input": m["input"], **s} for m in metas for s in m["skipped"]]
+    if skipped:
+        lines = "".join(json.dumps(s) + "\n" for s in skipped)
+        atomic_write_with(out / SKIPPED, lambda tmp: tmp.write_text(lines))
+    rows_in = sum(m["rows"][1] - m["rows"][0] for m in metas)
+    final = {
+        "model": model,
+        "inputs": identity["inputs"],
+        "format": identity["format"],
+        "batch_rows": identity["batch_rows"],
+        "rows_in": rows_in,
+        "rows_out": sum(m["rows_out"] for m in metas),
+        "rows_skipped": len(skipped),
+        "parts": [{k: m[k] for k in ("part", "file_index", "rows", "rows_out", "sha256")} for m in metas],
+    }
+    atomic_write_json(out / FINAL, final)
+    return final

@@ -1,0 +1,107 @@
+"""One chunk through the model: parse the input cells, run, and build the output table.
+
+A cell that is empty, not a number, not finite, outside the input dtype's range or not an
+integer for an integer input is a bad cell: `fail` raises naming file, row and column; `skip`
+drops the row and returns it for the report. Rows are 0-based within the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.errors import InputError
+from serve.batch.job import Plan, output_columns
+
+
+def _parse(arr: pa.ChunkedArray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Column -> (float64 values, bad-row mask, reason per bad row)."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = pc.utf8_trim_whitespace(arr)
+        try:
+            values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False, writable=True)
+        except pa.ArrowInvalid:  # at least one cell is not a number: find them one by one
+            values = np.array([_to_float(v) for v in arr.to_pylist()], dtype=np.float64)
+        empty = np.asarray(pc.equal(arr, "").fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
+        values[empty] = np.nan
+    elif pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
+        values = pc.cast(arr, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+    else:
+        values = np.full(len(arr), np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values)
+        if dtype.kind == "f":
+            bad |= np.abs(values) > np.finfo(dtype).max
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            bad |= (values != np.round(values)) | (values < info.min) | (values > info.max)
+    reasons: list[str] = []
+    if bad.any():
+        reasons = [
+            f"{'empty' if raw in (None, '') else repr(raw)} is not a finite {dtype.name}"
+            for raw in arr.filter(pa.array(bad)).to_pylist()
+        ]
+    return values, bad, reasons
+
+
+def _to_float(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def score(
+    model: Any, plan: Plan, table: pa.Table, fmt: str, on_error: str, source: str, first_row: int
+) -> tuple[pa.Table, list[dict]]:
+    """Score `table` (rows first_row.. of `source`); returns (output table, skipped rows)."""
+    parsed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    keep_rows = np.ones(table.num_rows, dtype=bool)
+    skipped: list[dict] = []
+    for inp in plan.inputs:
+        dtype = np.dtype(inp.dtype)
+        for col in inp.columns:
+            if col in parsed:
+                continue
+            values, bad, reasons = _parse(table.column(col), dtype)
+            parsed[col] = (values, bad)
+            if bad.any():
+                rows = np.flatnonzero(bad)
+                if on_error == "fail":
+                    raise InputError(
+                        f"{source}: row {first_row + int(rows[0])} (0-based data row), column {col!r}: "
+                        f"{reasons[0]} (input {inp.name!r}); fix the file or pass --on-error skip"
+                    )
+                for r, why in zip(rows, reasons, strict=True):
+                    if keep_rows[r]:
+                        skipped.append({"row": first_row + int(r), "column": col, "reason": why})
+                keep_rows &= ~bad
+    skipped.sort(key=lambda s: s["row"])
+    n = int(keep_rows.sum())
+    feeds = {}
+    for inp in plan.inputs:
+        cols = [parsed[c][0][keep_rows] for c in inp.columns]
+        x = cols[0] if inp.flat else np.stack(cols, axis=1)
+        feeds[inp.name] = x.astype(inp.dtype)
+    outputs = model.run(feeds) if n else {}
+    kept = table.select(list(plan.keep))
+    if n != table.num_rows:
+        kept = kept.filter(pa.array(keep_rows))
+    arrays, names = list(kept.columns), list(kept.column_names)
+    for out in plan.outputs:
+        y = outputs.get(out.name)
+        width = out.width or (int(np.prod(y.shape[1:])) if y is not None else 1)
+        y = np.zeros((0, width), dtype=np.float32) if y is None else y.reshape(n, -1)
+        cols = output_columns(out, fmt)
+        if len(cols) == 1 and (out.width == 1 or y.shape[1] == 1):
+            arrays.append(pa.array(y[:, 0]))
+        elif len(cols) == 1:
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(y.reshape(-1)), y.shape[1]))
+        else:
+            arrays += [pa.array(y[:, i]) for i in range(y.shape[1])]
+        names += cols
+    return pa.Table.from_arrays(arrays, names=names), skipped

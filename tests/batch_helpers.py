@@ -1,0 +1,66 @@
+"""Helpers for the batch scoring tests: a two-input ONNX model built in place, and reading output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pyarrow as pa
+import pyarrow.dataset as ds
+from onnx import TensorProto, helper
+
+W = np.array([[1.5, -2.0]], dtype=np.float32)
+
+
+def two_io_model_dir(directory: Path) -> Path:
+    """An artifacts directory with `two_io`: a float32 [N, 2], b int64 [N, 1] ->
+    s = a @ [1.5, -2] + b  [N, 1] and v = 2 * a  [N, 2], named in a manifest with its sha256."""
+    directory.mkdir(parents=True, exist_ok=True)
+    nodes = [
+        helper.make_node("Mul", ["a", "w"], ["aw"]),
+        helper.make_node("ReduceSum", ["aw", "axes"], ["sum"], keepdims=1),
+        helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["sum", "bf"], ["s"]),
+        helper.make_node("Mul", ["a", "two"], ["v"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_io",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["batch", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, ["batch", 2]),
+        ],
+        initializer=[
+            helper.make_tensor("w", TensorProto.FLOAT, [1, 2], W.ravel().tolist()),
+            helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("two", TensorProto.FLOAT, [1, 1], [2.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"model": "two_io"})
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    (directory / "two_io.onnx").write_bytes(data)
+    entry = {
+        "name": "two_io.onnx",
+        "model": "two_io",
+        "format": "onnx",
+        "path": "two_io.onnx",
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    (directory / "manifest.json").write_text(json.dumps({"schema_version": 1, "artifacts": [entry]}))
+    return directory
+
+
+def read_output(directory: Path) -> pa.Table:
+    """Every part of an output directory, in part-name order (input order)."""
+    files = sorted(str(p) for p in Path(directory).iterdir() if p.name.startswith("part-"))
+    fmt = "csv" if files and files[0].endswith(".csv") else "parquet"
+    return ds.dataset(files, format=fmt).to_table()
