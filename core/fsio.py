@@ -218,6 +218,21 @@ class Root:
             raise
         _fsync_dir(path.parent)
 
+    def write_with(self, rel: str, write: Callable[[Path], None]) -> Path:
+        """Let `write(tmp)` produce `rel`'s new file (for writers that insist on a path), then rename it."""
+        path = self.path(rel)
+        holder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        try:
+            target = holder / path.name
+            write(target)
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(target, path)
+            _fsync_dir(path.parent)
+        finally:
+            shutil.rmtree(holder, ignore_errors=True)
+        return path
+
     def store_immutable(self, name: str, write: Callable[[Path], None]) -> tuple[str, str]:
         """Let `write(tmp)` produce a file or directory; move it to its content-addressed name.
 
@@ -459,6 +474,11 @@ def versioned_name(name: str, sha256: str) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically (a file of its own directory; for outputs outside artifacts)."""
     Root(Path(path).parent).write_bytes(Path(path).name, data)
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write(tmp)` produce the file `path` (a file of its own directory), atomically."""
+    Root(Path(path).parent).write_with(Path(path).name, write)
 
 
 def atomic_write_json(path: Path, obj: object) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,9 @@ import onnx
 import pyarrow as pa
 import pyarrow.dataset as ds
 from onnx import TensorProto, helper
+
+from core.schema import Signature
+from tests.manifest_helpers import onnx_entry, spec, write_manifest
 
 W = np.array([[1.5, -2.0]], dtype=np.float32)
 
@@ -48,14 +49,11 @@ def two_io_model_dir(directory: Path) -> Path:
     onnx.checker.check_model(model)
     data = model.SerializeToString()
     (directory / "two_io.onnx").write_bytes(data)
-    entry = {
-        "name": "two_io.onnx",
-        "model": "two_io",
-        "format": "onnx",
-        "path": "two_io.onnx",
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    (directory / "manifest.json").write_text(json.dumps({"schema_version": 1, "artifacts": [entry]}))
+    signature = Signature(
+        (spec("a", "float32", "batch", 2), spec("b", "int64", "batch", 1)),
+        (spec("s", "float32", "batch", 1), spec("v", "float32", "batch", 2)),
+    )
+    write_manifest(directory, [onnx_entry(directory, "two_io", signature)])
     return directory
 
 
