@@ -1,4 +1,5 @@
-"""Export every format: `python -m export.all [--artifacts DIR]` (SavedModel, TorchScript, ONNX)."""
+"""Export every format: `python -m export.all [--artifacts DIR] [--sign-key PEM]` (SavedModel, TorchScript,
+ONNX); with `--sign-key`, sign the result (export/sign.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from export import FORMATS
 from export._core import main_for
+from export.sign import sign_after
 
 
 def export_all(artifacts: Path) -> list[dict[str, Any]]:
@@ -19,7 +21,7 @@ def export_all(artifacts: Path) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    main_for("all", export_all)
+    main_for("all", export_all, options=sign_after)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ class LoadOptions:
 class Model:
     """One ONNX model in an onnxruntime session. `predict` is safe to call from many threads."""
 
+    # The trusted key's fingerprint (sha256 hex) when `load(..., trust_key=...)` verified the
+    # directory's signature; None: unsigned (loaded without a trust key, nothing was verified).
+    signed_by: str | None = None
+
     def __init__(self, path: Path, entry: dict[str, Any] | None, options: LoadOptions):
         self.path = Path(path)
         self.entry = entry
@@ -257,6 +261,15 @@ def resolve(model: str | Path, artifacts: str | Path | None) -> tuple[Path, dict
     return path, entry
 
 
+def _verify_signature(path: Path, artifacts: str | Path | None, trust_key: str | Path) -> str:
+    """The signature check (imported only when a key is given: the cold start without one is unchanged)."""
+    from core.signing import verify_file
+
+    return verify_file(
+        path, Path(artifacts) if artifacts is not None else path.parent, trust_key
+    ).key_fingerprint
+
+
 def load(
     model: str | Path,
     artifacts: str | Path | None = None,
@@ -264,6 +277,7 @@ def load(
     verify_sha256: bool = True,
     selftest: bool = True,
     threads: int = 1,
+    trust_key: str | Path | None = None,
 ) -> Model:
     """Load an ONNX model by path or by manifest name, verify it and return a `Model`.
 
@@ -273,12 +287,17 @@ def load(
             directory for a path, `artifacts/` for a name).
         verify_sha256, selftest: turn the integrity checks off explicitly (both on by default).
         threads: onnxruntime intra-op threads.
+        trust_key: a PEM public key (python -m export.keys); the directory's `model.sig` must be
+            its signature over the manifest and every stored version, and the model file one of
+            them, before onnxruntime reads a byte (core/signing.py; raises SignatureError).
     """
     options = LoadOptions(verify_sha256=verify_sha256, selftest=selftest, threads=threads)
     path, entry = resolve(model, artifacts)
+    signed_by = _verify_signature(path, artifacts, trust_key) if trust_key is not None else None
     if options.verify_sha256 and entry is not None:
         check_sha256(path, entry)
     loaded = Model(path, entry, options)
+    loaded.signed_by = signed_by
     if options.selftest:
         loaded.selftest()
     return loaded

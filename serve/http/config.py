@@ -21,6 +21,7 @@ class ServeConfig:
     body_timeout: float = 10.0  # seconds to receive a whole request body; a stalled client gets 408
     threads: int = 1  # onnxruntime intra-op threads per model; 1 is fastest for small batches
     access_log: bool = False  # uvicorn's per-request log line (costs ~5% throughput)
+    trust_key: Path | None = None  # PEM public key: serve only models whose signature it verifies
 
     def describe(self) -> dict[str, Any]:
         """The resolved config as JSON-able values, printed at start."""

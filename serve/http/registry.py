@@ -38,8 +38,11 @@ class ModelState:
 class Registry:
     """Model name -> state, from the manifest of an artifacts directory."""
 
-    def __init__(self, artifacts: Path, threads: int = 1, metrics: Metrics | None = None):
+    def __init__(
+        self, artifacts: Path, threads: int = 1, metrics: Metrics | None = None, trust_key: Path | None = None
+    ):
         self.artifacts = Path(artifacts)
+        self.trust_key = trust_key  # each model's load verifies the signature with it (core/signing.py)
         self.threads = threads
         self.metrics = metrics or Metrics()
         manifest = load_manifest(self.artifacts)
@@ -70,7 +73,9 @@ class Registry:
         for state in self.states.values():
             start = time.perf_counter()
             try:
-                model = load(state.name, self.artifacts, threads=self.threads, selftest=False)
+                model = load(
+                    state.name, self.artifacts, threads=self.threads, selftest=False, trust_key=self.trust_key
+                )
                 expected, actual = model.selftest()  # raises IntegrityError beyond 1e-5
             except Exception as exc:  # one bad model must not stop the others from loading
                 state.state, state.error = (
