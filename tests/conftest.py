@@ -54,3 +54,38 @@ def exported_copy(exported_dir, tmp_path) -> Path:
     shutil.copytree(exported_dir, target)
     refresh_aliases(target)  # copytree copies hard links as separate files: link the aliases again
     return target
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> dict[str, Path]:
+    """Two key pairs from `python -m export.keys`'s code: "trusted" and "other" (dirs with *.pem)."""
+    from export.keys import make_keys
+
+    root = tmp_path_factory.mktemp("keys")
+    for name in ("trusted", "other"):
+        make_keys(root / name)
+    return {"trusted": root / "trusted", "other": root / "other"}
+
+
+@pytest.fixture(scope="session")
+def signed_dir(exported_dir, signing_keys, tmp_path_factory) -> Path:
+    """`exported_dir` signed with the trusted key (model.sig). Treat as read-only."""
+    from core.manifest import refresh_aliases
+    from export.sign import sign_artifacts
+
+    target = tmp_path_factory.mktemp("signed") / "artifacts"
+    shutil.copytree(exported_dir, target, symlinks=True)
+    refresh_aliases(target)
+    sign_artifacts(target, signing_keys["trusted"] / "private.pem")
+    return target
+
+
+@pytest.fixture
+def signed_copy(signed_dir, tmp_path) -> Path:
+    """A private, writable copy of `signed_dir` (aliases linked again, as after an export)."""
+    from core.manifest import refresh_aliases
+
+    target = tmp_path / "signed"
+    shutil.copytree(signed_dir, target, symlinks=True)
+    refresh_aliases(target)
+    return target
