@@ -6,8 +6,9 @@ any path that leaves its directory):
     /                 serve/web/static/ (index.html, app.mjs, style.css)
     /lib/<file>       serve/node/core.mjs and onnx_info.mjs (the checks the Node CLI runs)
     /ort/<file>       onnxruntime-web's WASM build, from node_modules (never a CDN)
-    /artifacts/<file> manifest.json and the ONNX files it lists (re-read on every request,
-                      so a re-export shows up without a restart)
+    /artifacts/<file> manifest.json, model.sig and the ONNX files the manifest lists (re-read on
+                      every request, so a re-export shows up without a restart)
+    /trust/public.pem the key given with --trust-key (read once at start), when there is one
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import Mount
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from core.errors import MissingArtifactError
 from core.manifest import MANIFEST, load_manifest, require_files
+from core.signing import SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +41,8 @@ NPM_FIX = "npm ci --ignore-scripts (make test and make web run it)"
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
 ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
-LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs"})
-PAGE_FILES = frozenset({"index.html", "app.mjs", "style.css"})
+LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs", "signature_core.mjs"})
+PAGE_FILES = frozenset({"index.html", "app.mjs", "signature.mjs", "style.css"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class WebConfig:
     host: str = "127.0.0.1"  # loopback by default; the page is a demo, not a public service
     port: int = 8080  # TCP port; 0 picks a free one
     ort_dist: Path = ORT_DIST  # onnxruntime-web's dist/ in node_modules
+    trust_key: Path | None = None  # PEM public key: the page verifies model.sig with it (signature.mjs)
 
 
 class AllowlistFiles(StaticFiles):
@@ -72,7 +76,7 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
         manifest = json.loads((artifacts / MANIFEST).read_text())
         entries = manifest["artifacts"]
     except (OSError, ValueError, KeyError, TypeError):
-        return frozenset({MANIFEST})  # let the page fetch it and report what is wrong
+        return frozenset({MANIFEST, SIGNATURE})  # let the page fetch it and report what is wrong
     root = artifacts.resolve()
     names = set()
     for entry in entries:
@@ -81,7 +85,7 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
         for rel in (entry.get("path"), entry.get("alias")):  # the stored version and its stable name
             if isinstance(rel, str) and (root / rel).resolve().is_relative_to(root):
                 names.add(Path(rel).as_posix())
-    return frozenset(names | {MANIFEST})
+    return frozenset(names | {MANIFEST, SIGNATURE})
 
 
 def check_inputs(config: WebConfig) -> None:
@@ -93,11 +97,25 @@ def check_inputs(config: WebConfig) -> None:
         raise MissingArtifactError(f"{config.ort_dist}: missing {', '.join(missing)}; run {NPM_FIX}")
 
 
+def trust_route(trust_key: Path) -> Route:
+    """GET /trust/public.pem: the trusted key, checked and read once at start (exit 2 if unusable)."""
+    from core.signing import load_public_key
+
+    load_public_key(trust_key)
+    pem = Path(trust_key).read_bytes()
+
+    async def public_key(request):
+        return Response(pem, media_type="application/x-pem-file")
+
+    return Route("/trust/public.pem", public_key, methods=["GET"])
+
+
 def build_app(config: WebConfig) -> Starlette:
     """The Starlette app serving the page; checks its inputs first."""
     check_inputs(config)
     artifacts = Path(config.artifacts)
-    routes = [
+    routes = [trust_route(config.trust_key)] if config.trust_key is not None else []
+    routes += [
         Mount("/artifacts", app=AllowlistFiles(artifacts, lambda: onnx_files(artifacts))),
         Mount("/ort", app=AllowlistFiles(config.ort_dist, lambda: ORT_FILES)),
         Mount("/lib", app=AllowlistFiles(NODE_LIB, lambda: LIB_FILES)),
