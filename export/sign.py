@@ -20,7 +20,7 @@ from typing import Any
 from core import cli
 from core.errors import InputError, MissingArtifactError
 from core.fsio import atomic_write_bytes, locked
-from core.manifest import MANIFEST, load_manifest
+from core.manifest import MANIFEST, load_manifest, require_files
 from core.signing import SIGNATURE, Verified, signed_files, verify_dir
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ def sign_artifacts(artifacts: Path, key_path: Path) -> Verified:
     if not (artifacts / MANIFEST).is_file():
         raise MissingArtifactError(f"{artifacts / MANIFEST}: not found; run python -m export.all first")
     with locked(artifacts):
-        files = signed_files(artifacts, load_manifest(artifacts))
+        manifest = load_manifest(artifacts)
+        require_files(artifacts, manifest)  # a missing stored version is exit 2 naming it, not a sign failure
+        files = signed_files(artifacts, manifest)
         bundle = _bundle(artifacts, Path(key_path), files)
         atomic_write_bytes(artifacts / SIGNATURE, bundle)
         # Prove what was written verifies, with the public half, before saying it is signed.
