@@ -163,17 +163,25 @@ def print_entries(entries: list[ArtifactEntry], artifacts: Path) -> None:
     )
 
 
-def main_for(fmt: str, export: Callable[[Path], list[ArtifactEntry]]) -> None:
-    """The CLI every `python -m export.<format>` shares."""
+def main_for(
+    fmt: str, export: Callable[[Path], list[ArtifactEntry]], options: Callable | None = None
+) -> None:
+    """The CLI every `python -m export.<format>` shares. `options(parser)` adds flags and returns
+    `prepare(args)`, which checks them before the export and returns what to run after it (or None);
+    export.all uses it for `--sign-key` (export/sign.py `sign_after`)."""
     p = cli.parser(
         f"Export the trained models as {fmt} and record them in manifest.json.",
         f"python -m export.{fmt} --artifacts artifacts",
     )
     cli.artifacts_arg(p)
     cli.lock_timeout_arg(p)
+    prepare = options(p) if options else lambda args: None
 
     def _main(args) -> int:
+        after = prepare(args)
         print_entries(export(args.artifacts), args.artifacts)
+        if after is not None:
+            after()
         return 0
 
     cli.run(_main, p.parse_args(), fast_exit=True)

@@ -1,4 +1,5 @@
-"""Export every format: `python -m export.all [--artifacts DIR]` (SavedModel, TorchScript, ONNX).
+"""Export every format: `python -m export.all [--artifacts DIR] [--sign-key PEM]` (SavedModel,
+TorchScript, ONNX); with `--sign-key`, sign the result (export/sign.py).
 
 All formats are committed to the manifest together, in one rename: a server or an app reading
 the directory sees the previous exports until the new ones replace them (README "Reliability").
@@ -12,6 +13,7 @@ from pathlib import Path
 from core.schema import ArtifactEntry
 from export import FORMATS
 from export._core import export_formats, main_for
+from export.sign import sign_after
 
 
 def export_all(artifacts: Path) -> list[ArtifactEntry]:
@@ -20,7 +22,7 @@ def export_all(artifacts: Path) -> list[ArtifactEntry]:
 
 
 def main() -> None:
-    main_for("all", export_all)
+    main_for("all", export_all, options=sign_after)
 
 
 if __name__ == "__main__":

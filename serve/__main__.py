@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import uvicorn
 
@@ -27,7 +28,13 @@ logger = logging.getLogger(__name__)
 def serve(config: ServeConfig) -> None:
     """Check the manifest, then run the server until interrupted."""
     cli.ensure_dir(config.artifacts, create=False)
-    registry = Registry(config.artifacts, config.threads)  # a missing/empty manifest fails here, exit 2
+    if config.trust_key is not None:  # a missing or wrong key file is exit 2 now, not N unready models
+        from core.signing import load_public_key
+
+        load_public_key(config.trust_key)
+    registry = Registry(
+        config.artifacts, config.threads, trust_key=config.trust_key
+    )  # a missing/empty manifest fails here, exit 2
     logger.info(
         "serving %s from %s on http://%s:%d%s",
         ", ".join(registry.names),
@@ -138,6 +145,12 @@ def main() -> None:
         "--threads", type=cli.positive_int, default=d.threads, help="onnxruntime intra-op threads per model"
     )
     p.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    p.add_argument(
+        "--trust-key",
+        type=Path,
+        metavar="PEM",
+        help="public key (python -m export.keys): a model whose model.sig it does not verify stays unready",
+    )
 
     def _main(args) -> int:
         config = ServeConfig(
@@ -151,6 +164,7 @@ def main() -> None:
             header_timeout=args.header_timeout,
             grpc_port=args.grpc_port,
             access_log=args.access_log,
+            trust_key=args.trust_key,
         )
         print(f"config {json.dumps(config.describe())}", flush=True)
         serve(config)

@@ -183,27 +183,57 @@ def main() -> None:
     p.add_argument(
         "--analytic-tol", type=cli.positive_float, default=d.analytic, help="|y(10) - least squares| bound"
     )
+    p.add_argument(
+        "--trust-key", type=Path, metavar="PEM", help="public key: verify model.sig first (a signature row)"
+    )
 
     def _main(args) -> int:
         tol = Tolerances(args.atol, args.rtol, args.analytic_tol)
-        return report(args.artifacts, tol, as_json=args.json)
+        return report(args.artifacts, tol, as_json=args.json, trust_key=args.trust_key)
 
     cli.run(_main, p.parse_args())
 
 
-def report(artifacts: Path, tol: Tolerances = Tolerances(), as_json: bool = False) -> int:
-    """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails."""
+def report(
+    artifacts: Path, tol: Tolerances = Tolerances(), as_json: bool = False, trust_key: Path | None = None
+) -> int:
+    """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails.
+    With `trust_key`, the signature is verified first (serve/signature.py); if it fails, nothing runs."""
+    signature = signature_first(artifacts, trust_key, as_json)
+    if signature is not None and not signature.ok:
+        return IntegrityError.exit_code
     rows, manifest = run_check(artifacts, tol)
     if as_json:
         print(
             json.dumps(
-                {"ok": all(r.ok for r in rows), "tolerances": asdict(tol), "rows": [asdict(r) for r in rows]},
+                {
+                    "ok": all(r.ok for r in rows),
+                    "tolerances": asdict(tol),
+                    "rows": [asdict(r) for r in rows],
+                    **({"signature": signature.to_json()} if signature else {}),
+                },
                 indent=2,
             )
         )
     else:
-        print(format_rows(rows, manifest, tol))
+        print((f"{signature.line()}\n" if signature else "") + format_rows(rows, manifest, tol))
     return 0 if all(r.ok for r in rows) else IntegrityError.exit_code
+
+
+def signature_first(artifacts: Path, trust_key: Path | None, as_json: bool):
+    """The signature row (None without a key); a failed one is printed here, since nothing else runs."""
+    if trust_key is None:
+        return None
+    from serve.signature import check_signature
+
+    signature = check_signature(Path(artifacts), trust_key)
+    if not signature.ok:
+        print(
+            json.dumps({"ok": False, "signature": signature.to_json()}, indent=2)
+            if as_json
+            else signature.line()
+        )
+    return signature
 
 
 if __name__ == "__main__":

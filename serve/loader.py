@@ -62,10 +62,15 @@ class LoadOptions:
     verify_sha256: bool = True  # compare the file's sha256 with the manifest entry
     selftest: bool = True  # predict selftest_x and compare with the stored selftest_y
     threads: int = 1  # onnxruntime intra-op threads; 1 is fastest for small batches
+    trust_key: str | Path | None = None  # a PEM public key: the directory's model.sig must verify
 
 
 class Model:
     """One ONNX model in an onnxruntime session. `predict` is safe to call from many threads."""
+
+    # The trusted key's fingerprint (sha256 hex) when `load(..., trust_key=...)` verified the
+    # directory's signature; None: unsigned (loaded without a trust key, nothing was verified).
+    signed_by: str | None = None
 
     def __init__(self, path: Path, entry: ArtifactEntry | None, options: LoadOptions):
         self.path = Path(path)
@@ -420,6 +425,13 @@ def resolve(
     return root.existing(entry.path), entry, root
 
 
+def _verify_signature(path: Path, artifacts: Path, trust_key: str | Path) -> str:
+    """The signature check (imported only when a key is given: the cold start without one is unchanged)."""
+    from core.signing import verify_file
+
+    return verify_file(path, artifacts, trust_key).key_fingerprint
+
+
 def load(
     model: str | Path,
     artifacts: str | Path | None = None,
@@ -427,6 +439,7 @@ def load(
     verify_sha256: bool = True,
     selftest: bool = True,
     threads: int = 1,
+    trust_key: str | Path | None = None,
 ) -> Model:
     """Load an ONNX model by manifest name or by path, verify it and return a `Model`.
 
@@ -438,17 +451,27 @@ def load(
             directory for a path, `artifacts/` for a name).
         verify_sha256, selftest: turn the integrity checks off explicitly (both on by default).
         threads: onnxruntime intra-op threads.
+        trust_key: a PEM public key (python -m export.keys); the directory's `model.sig` must be
+            its signature over the manifest and every stored version, and the model file one of
+            them, before onnxruntime reads a byte (core/signing.py; raises SignatureError).
     """
-    options = LoadOptions(verify_sha256=verify_sha256, selftest=selftest, threads=threads)
+    options = LoadOptions(
+        verify_sha256=verify_sha256, selftest=selftest, threads=threads, trust_key=trust_key
+    )
     path, entry, root = resolve(model, artifacts)
     return open_model(path, entry, root, options)
 
 
 def open_model(path: Path, entry: ArtifactEntry | None, root: Root | None, options: LoadOptions) -> Model:
-    """Verify (sha256 against `entry`, when given) and open `path`, then run its self-test."""
+    """Verify (signature with a trust key; sha256 against `entry`, when given) and open `path`, then
+    run its self-test."""
+    signed_by = None
+    if options.trust_key is not None:
+        signed_by = _verify_signature(path, root.dir if root is not None else path.parent, options.trust_key)
     if options.verify_sha256 and entry is not None and root is not None:
         verify(root, entry)
     loaded = Model(path, entry, options)
+    loaded.signed_by = signed_by
     if options.selftest:
         loaded.selftest()
     return loaded

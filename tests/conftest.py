@@ -45,15 +45,45 @@ def exported_dir(trained_dir, tmp_path_factory) -> Path:
     return artifacts
 
 
-@pytest.fixture
-def exported_copy(exported_dir, tmp_path) -> Path:
-    """A private, writable copy of `exported_dir` for tests that damage it."""
+def copy_artifacts(source: Path, target: Path) -> Path:
+    """Copy an exported directory; copytree copies hard links as separate files: link the aliases again."""
     from core.fsio import Root
     from core.manifest import refresh_aliases
     from core.schema import Manifest
 
-    target = tmp_path / "artifacts"
-    shutil.copytree(exported_dir, target, symlinks=True)
-    # copytree copies hard links as separate files: link the aliases again
+    shutil.copytree(source, target, symlinks=True)
     refresh_aliases(Root(target), Manifest.load(target))
     return target
+
+
+@pytest.fixture
+def exported_copy(exported_dir, tmp_path) -> Path:
+    """A private, writable copy of `exported_dir` for tests that damage it."""
+    return copy_artifacts(exported_dir, tmp_path / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> dict[str, Path]:
+    """Two key pairs from `python -m export.keys`'s code: "trusted" and "other" (dirs with *.pem)."""
+    from export.keys import make_keys
+
+    root = tmp_path_factory.mktemp("keys")
+    for name in ("trusted", "other"):
+        make_keys(root / name)
+    return {"trusted": root / "trusted", "other": root / "other"}
+
+
+@pytest.fixture(scope="session")
+def signed_dir(exported_dir, signing_keys, tmp_path_factory) -> Path:
+    """`exported_dir` signed with the trusted key (model.sig). Treat as read-only."""
+    from export.sign import sign_artifacts
+
+    target = copy_artifacts(exported_dir, tmp_path_factory.mktemp("signed") / "artifacts")
+    sign_artifacts(target, signing_keys["trusted"] / "private.pem")
+    return target
+
+
+@pytest.fixture
+def signed_copy(signed_dir, tmp_path) -> Path:
+    """A private, writable copy of `signed_dir` (aliases linked again, as after an export)."""
+    return copy_artifacts(signed_dir, tmp_path / "signed")

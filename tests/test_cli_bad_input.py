@@ -20,7 +20,8 @@ import uvicorn
 
 # command -> (kind, numeric flag). Kinds: "train" writes the artifacts directory (creating it)
 # and the training record; "export" reads training.json and the trained models; "report" reads
-# training.json (and the manifest); "reader" reads manifest.json and the files it names.
+# training.json (and the manifest); "reader" reads manifest.json and the files it names; "sign" is a
+# reader given a valid --key; "keys" only writes --out DIR.
 CLIS = {
     "train.all": ("train", "--epochs"),
     "train.keras": ("train", "--epochs"),
@@ -32,6 +33,8 @@ CLIS = {
     "export.savedmodel": ("export", None),
     "export.torchscript": ("export", None),
     "export.triton": ("reader", "--max-batch-size"),
+    "export.sign": ("sign", None),
+    "export.keys": ("keys", None),
     "serve.check": ("reader", "--atol"),
     "serve": ("reader", "--max-rows"),
     "serve.web": ("reader", "--port"),
@@ -40,6 +43,8 @@ CASES = ["unknown_flag", "missing_dir", "not_a_dir", "non_numeric", "negative", 
 
 
 def applies(kind: str, flag: str | None, case: str) -> bool:
+    if kind == "keys":
+        return case in ("unknown_flag", "not_a_dir")  # it reads nothing and creates its directory
     if case == "missing_dir":
         return kind != "train"  # training creates its output directory
     if case in ("non_numeric", "negative"):
@@ -47,11 +52,19 @@ def applies(kind: str, flag: str | None, case: str) -> bool:
     if case == "bad_json":
         return kind != "train"  # training writes the record and manifest afresh (a corrupt one is replaced)
     if case == "missing_file":
-        return kind in ("export", "reader")  # the report reads no model files
+        return kind in ("export", "reader", "sign")  # the report reads no model files
     return True
 
 
 def argv_for(case: str, kind: str, flag: str | None, exported_dir, tmp_path) -> list[str]:
+    if kind == "sign":  # every case with a usable key, so that the case itself is what is refused
+        from export.keys import make_keys
+
+        private, _, _ = make_keys(tmp_path / "signing-key")
+        return [*argv_for(case, "reader", flag, exported_dir, tmp_path), "--key", str(private)]
+    if kind == "keys" and case == "not_a_dir":
+        (tmp_path / "file").write_text("x")
+        return ["--out", str(tmp_path / "file")]
     if case == "unknown_flag":
         return ["--no-such-flag"]
     if case == "missing_dir":

@@ -32,6 +32,7 @@ def test_model_metadata_and_ready(api, name, suffix):
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
+        "parameters": {"signature": "unsigned"},  # no --trust-key (tests/test_signing_serve.py: with one)
     }
     assert api.get(f"/v2/models/{name}{suffix}/ready").json() == {"name": name, "ready": True}
 

@@ -108,10 +108,10 @@ def test_missing_inputs_name_the_fix(exported_dir, tmp_path):
 class WebServer:
     """`python -m serve.web` on a free loopback port (--port 0), stopped on exit."""
 
-    def __init__(self, artifacts: Path):
+    def __init__(self, artifacts: Path, *extra: str):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serve.web", "--artifacts", str(artifacts), "--port", "0"],
+            [sys.executable, "-m", "serve.web", "--artifacts", str(artifacts), "--port", "0", *extra],
             cwd=ROOT,
             env=env,
             stderr=subprocess.PIPE,

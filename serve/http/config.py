@@ -23,6 +23,7 @@ class ServeConfig:
     grpc_port: int = 8001  # KServe V2 / Triton gRPC on the same host; 0 disables it
     threads: int = 1  # onnxruntime intra-op threads per model; 1 is fastest for small batches
     access_log: bool = False  # uvicorn's per-request log line (costs ~5% throughput)
+    trust_key: Path | None = None  # PEM public key: serve only models whose signature it verifies
 
     @property
     def row_limit(self) -> int:

@@ -72,6 +72,11 @@ def _schemas() -> dict[str, Any]:
             platform={"type": "string"},
             inputs={"type": "array", "items": _ref("TensorMetadata")},
             outputs={"type": "array", "items": _ref("TensorMetadata")},
+            parameters=_obj(
+                ["signature"],
+                signature={"type": "string", "enum": ["verified", "unsigned"]},
+                signature_key={"type": "string", "description": "sha256 of the trusted public key's PEM"},
+            ),
         ),
         "InferInput": _obj(
             ["name", "shape", "datatype"],

@@ -40,8 +40,11 @@ class ModelState:
 class Registry:
     """Model name -> state, from the manifest of an artifacts directory."""
 
-    def __init__(self, artifacts: Path, threads: int = 1, metrics: Metrics | None = None):
+    def __init__(
+        self, artifacts: Path, threads: int = 1, metrics: Metrics | None = None, trust_key: Path | None = None
+    ):
         self.artifacts = Path(artifacts)
+        self.trust_key = trust_key  # each model's load verifies the signature with it (core/signing.py)
         self.threads = threads
         self.metrics = metrics or Metrics()
         self.root = Root(self.artifacts)
@@ -75,7 +78,9 @@ class Registry:
             start = time.perf_counter()
             try:
                 model = load_entry(
-                    self.root, self.entries[state.name], LoadOptions(selftest=False, threads=self.threads)
+                    self.root,
+                    self.entries[state.name],
+                    LoadOptions(selftest=False, threads=self.threads, trust_key=self.trust_key),
                 )
                 expected, actual = model.selftest()  # raises IntegrityError beyond 1e-5
             except Exception as exc:  # one bad model must not stop the others from loading

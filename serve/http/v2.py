@@ -277,6 +277,11 @@ class V2:
                 "platform": PLATFORM,
                 "inputs": tensors(sig["inputs"]),
                 "outputs": tensors(sig["outputs"]),
+                "parameters": (
+                    {"signature": "verified", "signature_key": model.signed_by}
+                    if model.signed_by
+                    else {"signature": "unsigned"}
+                ),
             }
         )
 

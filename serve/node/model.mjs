@@ -5,7 +5,9 @@
 //   console.log(await predict(model, [10]), model.metadata.source_framework);  // [ 18.98169326... ]
 //
 // `load` reads the file, checks its sha256 against manifest.json when one beside it lists the
-// file, reads the ONNX metadata (onnx_info.mjs) and runs the embedded self-test.
+// file, reads the ONNX metadata (onnx_info.mjs) and runs the embedded self-test. With
+// `{ trustKey: "public.pem" }` it first verifies the directory's model.sig (signature.mjs) and that
+// the bytes it loads are the signed ones; `model.signedBy` is then the key's fingerprint (else null).
 
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -13,20 +15,23 @@ import path from "node:path";
 import ort from "onnxruntime-node";
 
 import { createModel, EXPORT_FIX, IntegrityError, MissingModelError } from "./core.mjs";
+import { verifyFile } from "./signature.mjs";
 
 export { EmbedError, InputError, IntegrityError, MissingModelError, parseRow, SELFTEST_ATOL, SELFTEST_RTOL }
   from "./core.mjs";
+export { SignatureError, verifyDirectory } from "./signature.mjs";
 
 const MANIFEST = "manifest.json";
 
 /**
  * Load an ONNX model file and verify it.
  * @param {string} file path to a .onnx file
- * @param {{selftest?: boolean, verifySha256?: boolean, threads?: number}} [options]
- *   every check is on unless turned off explicitly; threads: onnxruntime intra-op threads
+ * @param {{selftest?: boolean, verifySha256?: boolean, threads?: number, trustKey?: string}} [options]
+ *   every check is on unless turned off explicitly; threads: onnxruntime intra-op threads;
+ *   trustKey: a PEM public key file; the file must be covered by the directory's model.sig
  * @returns {Promise<import("./core.mjs").Model>}
  */
-export async function load(file, { selftest = true, verifySha256 = true, threads = 1 } = {}) {
+export async function load(file, { selftest = true, verifySha256 = true, threads = 1, trustKey = null } = {}) {
   let bytes;
   try {
     bytes = await readFile(file);
@@ -35,10 +40,14 @@ export async function load(file, { selftest = true, verifySha256 = true, threads
     throw new MissingModelError(`${file}: ${why}; give the path of an exported .onnx file ` +
       `(e.g. artifacts/keras_linear.onnx; ${EXPORT_FIX} writes them)`);
   }
+  const signedBy = trustKey === null ? null
+    : (await verifyFile(file, path.dirname(path.resolve(file)), trustKey, bytes)).keyFingerprint;
   if (verifySha256) await checkSha256(file, bytes);
   const sessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ["cpu"] };
-  return createModel(ort, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file,
+  const model = await createModel(ort, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file,
     { selftest, sessionOptions });
+  model.signedBy = signedBy;
+  return model;
 }
 
 /** Predict for a number, an array of numbers, or an array of rows; resolves to one number per row. */

@@ -1,4 +1,4 @@
-"""python -m serve.web [--artifacts DIR] [--host 127.0.0.1] [--port 8080]
+"""python -m serve.web [--artifacts DIR] [--host 127.0.0.1] [--port 8080] [--trust-key PEM]
 
 Serves the page that runs both ONNX models in the browser with onnxruntime-web (WASM):
 type x, see the Keras-origin and PyTorch-origin predictions beside the analytic reference.
@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli.artifacts_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     p.add_argument("--port", type=port_number, default=8080, help="TCP port (0 picks a free one)")
+    p.add_argument(
+        "--trust-key",
+        type=Path,
+        metavar="PEM",
+        help="public key (python -m export.keys): the page refuses models its model.sig does not cover",
+    )
     return p
 
 
@@ -45,7 +51,9 @@ def serve(args: argparse.Namespace) -> int:
 
     from serve.web.app import WebConfig, build_app
 
-    config = WebConfig(artifacts=Path(args.artifacts), host=args.host, port=args.port)
+    config = WebConfig(
+        artifacts=Path(args.artifacts), host=args.host, port=args.port, trust_key=args.trust_key
+    )
     logger.info("config: %s", {k: str(v) for k, v in asdict(config).items()})
     app = build_app(config)
     server = uvicorn.Server(

@@ -6,8 +6,9 @@ any path that leaves its directory):
     /                 serve/web/static/ (index.html, app.mjs, style.css)
     /lib/<file>       serve/node/core.mjs and onnx_info.mjs (the checks the Node CLI runs)
     /ort/<file>       onnxruntime-web's WASM build, from node_modules (never a CDN)
-    /artifacts/<file> manifest.json and the ONNX files it lists (re-read on every request,
-                      so a re-export shows up without a restart)
+    /artifacts/<file> manifest.json, model.sig and the ONNX files the manifest lists (re-read on
+                      every request, so a re-export shows up without a restart)
+    /trust/public.pem the key given with --trust-key (read once at start), when there is one
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import Mount
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from core.errors import MissingArtifactError, ToolkitError
 from core.fixes import fix
 from core.fsio import Root
 from core.schema import MANIFEST, Manifest
+from core.signing import SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +41,8 @@ ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
 ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
-LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs"})
-PAGE_FILES = frozenset({"index.html", "app.mjs", "style.css"})
+LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs", "signature_core.mjs"})
+PAGE_FILES = frozenset({"index.html", "app.mjs", "signature.mjs", "style.css"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class WebConfig:
     host: str = "127.0.0.1"  # loopback by default; the page is a demo, not a public service
     port: int = 8080  # TCP port; 0 picks a free one
     ort_dist: Path = ORT_DIST  # onnxruntime-web's dist/ in node_modules
+    trust_key: Path | None = None  # PEM public key: the page verifies model.sig with it (signature.mjs)
 
 
 class AllowlistFiles(StaticFiles):
@@ -78,7 +82,7 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
         entries = Manifest.load(artifacts).entries("onnx")
     except ToolkitError as exc:
         logger.warning("%s", exc)
-        return frozenset({MANIFEST})
+        return frozenset({MANIFEST, SIGNATURE})
     names = set()
     for entry in entries:
         for rel in (entry.path, entry.alias):  # the stored version and its stable name
@@ -87,7 +91,7 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
             except ToolkitError:
                 continue
             names.add(rel)
-    return frozenset(names | {MANIFEST})
+    return frozenset(names | {MANIFEST, SIGNATURE})
 
 
 def check_inputs(config: WebConfig) -> None:
@@ -100,11 +104,25 @@ def check_inputs(config: WebConfig) -> None:
         raise MissingArtifactError(f"{config.ort_dist}: missing {', '.join(missing)}; {fix('npm')}")
 
 
+def trust_route(trust_key: Path) -> Route:
+    """GET /trust/public.pem: the trusted key, checked and read once at start (exit 2 if unusable)."""
+    from core.signing import load_public_key
+
+    load_public_key(trust_key)
+    pem = Path(trust_key).read_bytes()
+
+    async def public_key(request):
+        return Response(pem, media_type="application/x-pem-file")
+
+    return Route("/trust/public.pem", public_key, methods=["GET"])
+
+
 def build_app(config: WebConfig) -> Starlette:
     """The Starlette app serving the page; checks its inputs first."""
     check_inputs(config)
     artifacts = Path(config.artifacts)
-    routes = [
+    routes = [trust_route(config.trust_key)] if config.trust_key is not None else []
+    routes += [
         Mount("/artifacts", app=AllowlistFiles(artifacts, lambda: onnx_files(artifacts))),
         Mount("/ort", app=AllowlistFiles(config.ort_dist, lambda: ORT_FILES)),
         Mount("/lib", app=AllowlistFiles(NODE_LIB, lambda: LIB_FILES)),

@@ -8,6 +8,7 @@
 
 import * as ort from "/ort/ort.wasm.min.mjs";
 import { createModel, EXPORT_FIX, parseRow } from "/lib/core.mjs";
+import { verifySignature } from "./signature.mjs";
 
 // WASM files come from this server (never a CDN); one thread needs no cross-origin isolation.
 ort.env.wasm.wasmPaths = "/ort/";
@@ -20,6 +21,7 @@ const ROWS = [
   ["framework", "source framework"],
   ["opset", "ONNX opset"],
   ["selftest", "self-test"],
+  ["signature", "signature"],
   ["file", "file"],
 ];
 
@@ -65,26 +67,29 @@ async function sha256Hex(bytes) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function loadModel(entry) {
+async function loadModel(entry, trust) {
   const url = `/artifacts/${entry.path}`;
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}; re-run ${EXPORT_FIX}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
   const sha = await sha256Hex(bytes);
+  const signedBy = trust === null ? null : (await trust).checkFile(entry.path, sha, url); // before onnxruntime
   if (sha !== null && sha !== entry.sha256) {
     throw new Error(`${url}: sha256 ${sha.slice(0, 12)}… != manifest ${entry.sha256.slice(0, 12)}…; re-run ${EXPORT_FIX}`);
   }
   const model = await createModel(ort, bytes, url, { sessionOptions: { executionProviders: ["wasm"] } });
-  return { model, sha };
+  return { model, sha, signedBy };
 }
 
-function showModel(key, entry, { model, sha }) {
+function showModel(key, entry, { model, sha, signedBy }) {
   const st = model.selftestResult;
   setCell(`framework-${key}`, model.metadata.source_framework_version ?? model.metadata.source_framework ?? "?");
   setCell(`opset-${key}`, `${model.opset} (IR ${model.irVersion}, ${model.producer})`);
   setCell(`selftest-${key}`, `✓ y(${JSON.stringify(st.x)}) = ${fmt(st.actual)}, stored ${fmt(st.expected)}`, "ok");
   setCell(`file-${key}`, `${entry.path}, ${entry.size} bytes, sha256 ${entry.sha256.slice(0, 12)}… ` +
     (sha === null ? "(not checked: needs a secure context)" : "✓ matches manifest"));
+  setCell(`signature-${key}`, signedBy ? `✓ signed by key sha256:${signedBy.slice(0, 16)}…` : "unsigned (no --trust-key)",
+    signedBy ? "ok" : undefined);
   setCell(`pred-${key}`, "type x");
 }
 
@@ -159,10 +164,17 @@ async function update(columns, ref, readX) {
 async function start() {
   buildTable();
   let manifest;
+  let trust = null; // with a trusted key: a promise of the verified signature (signature.mjs)
   try {
     const response = await fetch("/artifacts/manifest.json");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    manifest = await response.json();
+    const manifestBytes = new Uint8Array(await response.arrayBuffer());
+    manifest = JSON.parse(new TextDecoder().decode(manifestBytes));
+    const key = await fetch("/trust/public.pem");
+    if (key.ok) {
+      trust = verifySignature(await key.text(), manifestBytes, manifest);
+      trust.catch(() => {}); // reported in every model's column
+    }
   } catch (error) {
     $("page-error").textContent = `Cannot read /artifacts/manifest.json (${error.message}); run make run, ` +
       "then python -m serve.web --artifacts artifacts";
@@ -183,7 +195,7 @@ async function start() {
 
   await Promise.all(columns.map(async (c) => {
     try {
-      const loaded = await loadModel(c.entry);
+      const loaded = await loadModel(c.entry, trust);
       c.model = loaded.model;
       showModel(c.key, c.entry, loaded);
     } catch (error) {

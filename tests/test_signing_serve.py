@@ -1,0 +1,102 @@
+"""The server with a trusted key: signed models serve and say so; a refused model stays unready
+(its log says why), the others serve; without a key the metadata says unsigned."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from core.signing import load_public_key
+from serve.http.app import create_app
+from serve.http.config import ServeConfig
+from serve.http.registry import Registry
+from tests.conftest import ROOT
+from tests.serve_app import CheckedClient
+from tests.signed import CASES, damage
+
+INFER = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [10.0]}]}
+
+
+def signed_client(artifacts, trust_key) -> CheckedClient:
+    config = replace(ServeConfig(artifacts=artifacts), trust_key=trust_key)
+    registry = Registry(artifacts, trust_key=trust_key)
+    registry.load_all()
+    api = CheckedClient(create_app(config, registry), raise_server_exceptions=False)
+    api.artifacts = artifacts
+    return api
+
+
+def test_signed_models_serve_and_say_so(signed_dir, signing_keys):
+    key = signing_keys["trusted"] / "public.pem"
+    api = signed_client(signed_dir, key)
+    assert api.get("/v2/health/ready").status_code == 200
+    for name in ("keras_linear", "torch_linear"):
+        meta = api.get(f"/v2/models/{name}").json()
+        assert meta["parameters"] == {"signature": "verified", "signature_key": load_public_key(key)[1]}
+        assert api.post(f"/v2/models/{name}/infer", json=INFER).status_code == 200
+    unsigned = signed_client(signed_dir, None)
+    assert unsigned.get("/v2/models/keras_linear").json()["parameters"] == {"signature": "unsigned"}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_refused_model_stays_unready_and_the_log_says_why(signed_copy, signing_keys, kind, caplog):
+    pattern = damage(signed_copy, signing_keys, kind)
+    with caplog.at_level(logging.ERROR, logger="serve.http.registry"):
+        api = signed_client(signed_copy, signing_keys["trusted"] / "public.pem")
+    assert re.search(r"model keras_linear: .*" + pattern, caplog.text), caplog.text
+    assert api.get("/v2/health/ready").status_code == 503
+    refused = api.post("/v2/models/keras_linear/infer", json=INFER)
+    assert refused.status_code == 503 and "SignatureError" in refused.json()["error"]
+    # Only keras_linear's own file was changed: torch_linear is still the signed model and serves.
+    # Every other damage is to the signature, the manifest or the file set, which both models share.
+    torch = api.post("/v1/models/torch_linear:predict", json={"instances": [[10.0]]})
+    assert torch.status_code == (200 if kind == "changed" else 503), torch.text
+
+
+@pytest.mark.slow
+def test_serve_process_with_trust_key(signed_copy, signing_keys):
+    damage(signed_copy, signing_keys, "changed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = signing_keys["trusted"] / "public.pem"
+    args = ["-m", "serve", "--artifacts", str(signed_copy), "--port", str(port), "--trust-key", str(key)]
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # torch_linear loads and serves; keras_linear never does
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"{url}/v2/models/torch_linear/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "torch_linear not ready within 60 s"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 503
+        assert httpx.get(f"{url}/v2/models/keras_linear/ready").status_code == 503
+        r = httpx.post(f"{url}/v1/models/torch_linear:predict", json={"instances": [[10.0]]})
+        assert r.status_code == 200 and abs(r.json()["predictions"][0][0] - 19) < 1e-4
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert re.search(
+        r"model keras_linear: .*keras_linear\.[0-9a-f]{12}\.onnx: sha256 .* changed after signing", err
+    )
