@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serve import openapi
+from serve.http import openapi
 from serve.http.config import ServeConfig
 from serve.http.httpio import INTERNAL, error_response, instrumented, json_response
 from serve.http.registry import Registry

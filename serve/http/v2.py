@@ -15,7 +15,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve import binary
+from serve.http import binary
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, read_body
 from serve.http.registry import VERSION, Registry
