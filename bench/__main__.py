@@ -55,7 +55,9 @@ def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]
 
 
 def main() -> None:
-    p = cli.parser("Run the benchmarks side by side and print the table.", "python -m bench --quick")
+    p = cli.parser(
+        "Run the benchmarks side by side and print the table.", "python -m bench --quick", command="bench"
+    )
     p.add_argument("--quick", action="store_true", help="reduced version (under a minute or two)")
     p.add_argument("--only", default=None, help="comma-separated row numbers, e.g. 3,4")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json", help="JSON output file")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from core import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "keras_linear"
 BODY = '{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[10.0]}]}'
@@ -183,7 +185,8 @@ def _row(c: int, got: dict[str, list[dict]]) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(  # one `error: ...` line for a bad flag, as every command
+        prog="python -m bench.serving",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="example:\n  python -m bench.serving --quick",

@@ -169,6 +169,7 @@ def main_for(fmt: str, export: Callable[[Path], list[dict[str, Any]]]) -> None:
     p = cli.parser(
         f"Export the trained models as {fmt} and record them in manifest.json.",
         f"python -m export.{fmt} --artifacts artifacts",
+        command=f"export.{fmt}",
     )
     cli.artifacts_arg(p)
 

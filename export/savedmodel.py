@@ -5,23 +5,24 @@ Serving signature `serving_default`: input `x` float32 [None, n] -> output `y` f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
-
-import keras
-import tensorflow as tf
-
+from core.frameworks import quiet_tensorflow
 from export._core import Run, entry, export_format, load_source, main_for, store
 
 FORMAT = "savedmodel"
 SIGNATURE = "serving_default"
 
+if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow (core/frameworks.py)
+    import keras
+
 
 def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
     """Write `model` as a SavedModel at `path` with one named serving signature."""
+    tf = quiet_tensorflow()
+    import keras
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -33,6 +34,9 @@ def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
 
 
 def _write(run: Run) -> list[dict[str, Any]]:
+    tf = quiet_tensorflow()
+    import keras
+
     source = load_source(run, "keras_linear")
     name = f"{source.name}.savedmodel"
     stored = store(run, name, lambda p: write_savedmodel(source.model, source.n_features, p))

@@ -16,9 +16,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
@@ -29,7 +27,10 @@ logger = logging.getLogger(__name__)
 
 ONNX_FIX = "python -m export.onnx"
 # ONNX TensorProto element type -> Triton data type; our models are float32 throughout.
-TRITON_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32"}
+TRITON_TYPES = {1: "TYPE_FP32"}  # onnx.TensorProto.FLOAT (onnx is imported where used: fast --help)
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
 def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = TritonConfig()) -> list[Path]:
     """Write the repository; returns the model directories written."""
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
+    import onnx  # here, not at the top: `--help` and argument errors stay fast
+
     out = Path(out) if out is not None else artifacts / "triton"
     written = []
     with locked(artifacts):  # the manifest and the files it names do not change underneath us
@@ -113,6 +116,7 @@ def main() -> None:
     p = cli.parser(
         "Write a Triton model repository (config.pbtxt + 1/model.onnx per ONNX model).",
         "python -m export.triton --artifacts artifacts && tritonserver --model-repository=artifacts/triton",
+        command="export.triton",
     )
     cli.artifacts_arg(p)
     p.add_argument(
