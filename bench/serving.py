@@ -209,7 +209,7 @@ def main() -> None:
         print(
             f"{r['row']:14s} {r['subject_median']:13.0f} {r['baseline_median']:11.0f} {r['ratio']:6.3f} "
             f"{r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['baseline_p50_ms']:9.3f}  "
-            f"[{'met' if r['met'] else 'MISSED'}] {r['target']}"
+            + ("[quick: not judged]" if args.quick else f"[{'met' if r['met'] else 'MISSED'}] {r['target']}")
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
