@@ -92,10 +92,9 @@ def test_help_and_argument_errors_import_no_framework(module, tmp_path):
         assert "Traceback" not in run["err"], run["err"]
 
     for run in missing:
+        # one error line (a "config: ..." progress line may precede it)
         errors = [line for line in run["err"].splitlines() if line.startswith("error: ")]
-        assert run["code"] == 2 and len(errors) == 1, run[
-            "err"
-        ]  # (a "config: ..." progress line may precede)
+        assert run["code"] == 2 and len(errors) == 1, run["err"]
         assert "missing" in errors[0], errors[0]  # names the input it could not find
     assert not (tmp_path / "out").exists(), "a failed run left an artifacts directory behind"
 
