@@ -33,6 +33,7 @@ def main() -> None:
     p = train_cli.build_parser()
     p.description = "Train both models, export every format and check every artifact, in one process."
     p.epilog = "example:\n  python -m pipeline --artifacts artifacts --seed 0"
+    p.prog = cli.prog_for("pipeline")
     cli.run(run, p.parse_args(), fast_exit=True)
 
 

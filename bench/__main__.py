@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench._core import ROOT, add_stats, format_table, machine
+from bench._core import ROOT, add_stats, format_table, load_average, machine, not_judged
 from core import cli
 from core.fsio import atomic_write_json
 
@@ -56,16 +56,21 @@ def run_suite(quick: bool, only: set[str] | None, artifacts: Path) -> list[dict]
 
 
 def main() -> None:
-    p = cli.parser("Run the benchmarks side by side and print the table.", "python -m bench --quick")
+    p = cli.parser(
+        "Run the benchmarks side by side and print the table.", "python -m bench --quick", command="bench"
+    )
     p.add_argument("--quick", action="store_true", help="reduced version (under a minute or two)")
     p.add_argument("--only", default=None, help="comma-separated row numbers, e.g. 3,4")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json", help="JSON output file")
 
     def _main(args) -> int:
         only = set(args.only.split(",")) if args.only else None
+        load_before = load_average()
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             rows = run_suite(args.quick, only, Path(tmp) / "artifacts")
-        facts = machine()
+        if args.quick:
+            rows = not_judged(rows)
+        facts = {**machine(), "load_average_before": load_before}
         result = {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": "python -m bench" + (" --quick" if args.quick else ""),
@@ -74,7 +79,13 @@ def main() -> None:
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out, result)
-        print(f"machine: {facts['cpu']}, {facts['cores']} cores, Python {facts['python']}")
+        print(
+            f"machine: {facts['cpu']}, {facts['cores']} cores, Python {facts['python']}; load average "
+            f"(1/5/15 min) {' '.join(map(str, load_before))} before, "
+            f"{' '.join(map(str, facts['load_average']))} after"
+        )
+        if args.quick:
+            print("--quick: shortened runs, figures reported but no target judged (quick: not judged)")
         print(format_table(rows))
         print(f"wrote {args.out}")
         return 0

@@ -136,14 +136,32 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "load_average": load_average(),  # at the end of the run: other jobs sharing the machine
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
     }
 
 
+def load_average() -> list[float]:
+    """1-, 5- and 15-minute load averages (runnable processes; compare with the core count)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+NOT_JUDGED = "quick: not judged"
+
+
+def not_judged(rows: list[dict]) -> list[dict]:
+    """`--quick` rows: shortened runs (50 epochs, fewer repetitions) are reported, never judged
+    against targets set for the full run."""
+    return [{**r, "met": None, "judged": False} for r in rows]
+
+
 def format_table(rows: list[dict]) -> str:
-    """The table `python -m bench` prints and the README shows (markdown)."""
+    """The table `python -m bench` prints and the README shows (markdown); unjudged rows say so."""
     lines = [
         "| row | subject | baseline | metric | subject min / median / max | baseline min / median / max "
         "| ratio | target | met |",
@@ -153,7 +171,7 @@ def format_table(rows: list[dict]) -> str:
         fmt = _fmt(r["metric"])
         s = " / ".join(fmt(r[f"subject_{k}"]) for k in ("min", "median", "max"))
         b = " / ".join(fmt(r[f"baseline_{k}"]) for k in ("min", "median", "max"))
-        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        met = NOT_JUDGED if r.get("judged") is False else {True: "yes", False: "**no**", None: "-"}[r["met"]]
         lines.append(
             f"| {r['row']} | {r['subject']} | {r['baseline']} | {r['metric']} | {s} | {b} | "
             f"{r['ratio']:.3f} | {r['target'] or '-'} | {met} |"

@@ -7,15 +7,14 @@ Each sample is the mean over a block of calls; blocks of each subject are interl
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from bench._core import Row, interleave
+from core.frameworks import quiet_tensorflow, torch_jit_quiet
 from core.schema import TrainingRecord
 from serve import load
 
@@ -63,8 +62,7 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
 
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with torch_jit_quiet():
         script = torch.jit.load(str(artifacts / "torch_linear.torchscript.pt"))
     xt = torch.from_numpy(x)
     torch.set_num_threads(1)
@@ -76,8 +74,7 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     s, base = interleave(per_call(torchscript, calls), bare_fn, reps)
     rows.append(Row("4 latency b=1", "TorchScript in torch", "bare InferenceSession.run", "us/call", s, base))
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tf = quiet_tensorflow()
 
     signature = tf.saved_model.load(str(artifacts / "keras_linear.savedmodel")).signatures["serving_default"]
     xtf = tf.constant(x)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from core import cli
 from core.schema import Manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,7 +183,8 @@ def _row(c: int, got: dict[str, list[dict]]) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(  # one `error: ...` line for a bad flag, as every command
+        prog="python -m bench.serving",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="example:\n  python -m bench.serving --quick",
@@ -205,7 +207,7 @@ def main() -> None:
         print(
             f"{r['row']:14s} {r['subject_median']:13.0f} {r['baseline_median']:11.0f} {r['ratio']:6.3f} "
             f"{r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['baseline_p50_ms']:9.3f}  "
-            f"[{'met' if r['met'] else 'MISSED'}] {r['target']}"
+            + ("[quick: not judged]" if args.quick else f"[{'met' if r['met'] else 'MISSED'}] {r['target']}")
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -45,7 +45,7 @@ def create_app(model_path: str) -> Starlette:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.serving_baseline", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()

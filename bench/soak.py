@@ -314,6 +314,7 @@ def main() -> None:
     p = cli.parser(
         "Soak the inference server: concurrent valid and invalid requests, checked.",
         "python -m bench.soak --artifacts artifacts --seconds 30 --clients 16",
+        command="bench.soak",
     )
     cli.artifacts_arg(p)
     p.add_argument("--seconds", type=cli.positive_float, default=d.seconds, help="duration, warm-up included")

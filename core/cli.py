@@ -27,10 +27,22 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 
-def parser(description: str, example: str) -> argparse.ArgumentParser:
-    """An ArgumentParser with `-v` and an example in the epilog."""
+def prog_for(module: str) -> str:
+    """The command the user typed: `python -m <module>`, or the console script's name (oneneuron-*).
+
+    argparse would show the file's name (`all.py`, `__main__.py`), which is not a command.
+    """
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return script if script.startswith("oneneuron-") else f"python -m {module}"
+
+
+def parser(description: str, example: str, command: str | None = None) -> argparse.ArgumentParser:
+    """An ArgumentParser with `-v` and an example in the epilog; `command` is the module (`train.all`)."""
     p = ArgumentParser(
-        description=description, epilog=f"example:\n  {example}", formatter_class=HelpFormatter
+        prog=prog_for(command) if command else None,
+        description=description,
+        epilog=f"example:\n  {example}",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return p

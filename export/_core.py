@@ -172,6 +172,7 @@ def main_for(
     p = cli.parser(
         f"Export the trained models as {fmt} and record them in manifest.json.",
         f"python -m export.{fmt} --artifacts artifacts",
+        command=f"export.{fmt}",
     )
     cli.artifacts_arg(p)
     cli.lock_timeout_arg(p)

@@ -13,20 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
-
-import onnx
-import tensorflow as tf
-import tf2onnx
-import torch
+from typing import TYPE_CHECKING, Any
 
 from core.errors import IntegrityError
+from core.frameworks import quiet_tensorflow
 from core.schema import SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry
 from export._core import Run, Source, entry, export_formats, load_source, main_for, store
 
@@ -37,9 +30,16 @@ FORMAT = "onnx"
 OPSET = 18
 BATCH = "batch"
 
+if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow, torch or onnx
+    import onnx
+    import torch
+
 
 def keras_to_onnx(model: Any, n_features: int) -> onnx.ModelProto:
     """Convert a Keras model through a `tf.function` with tf2onnx."""
+    tf = quiet_tensorflow()
+    import tf2onnx
+
     spec = [tf.TensorSpec([None, n_features], tf.float32, name="x")]
     fn = tf.function(lambda x: {"y": model(x, training=False)}, input_signature=spec)
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET)
@@ -66,6 +66,8 @@ def _quiet_torch_exporter() -> Iterator[None]:
 
 def torch_to_onnx(model: torch.nn.Module, n_features: int) -> onnx.ModelProto:
     """Convert a torch module with `torch.onnx.export` (the torch.export-based path)."""
+    import torch
+
     # Example batch of 2: torch.export specialises dimensions of size 1.
     example = (torch.zeros(2, n_features),)
     with _quiet_torch_exporter():
@@ -93,6 +95,7 @@ def canonical_affine(proto: onnx.ModelProto) -> list[str]:
     weights, same arithmetic (one product per output for n = 1); the check proves parity.
     Graphs of any other shape are left as the converter wrote them.
     """
+    import onnx
     from onnx import numpy_helper
 
     graph = proto.graph
@@ -131,6 +134,8 @@ def canonical_affine(proto: onnx.ModelProto) -> list[str]:
 
 def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.ModelProto:
     """Give a converted model the shared contract: names, batch dim, opsets, metadata; check it."""
+    import onnx
+
     graph = proto.graph
     names = ([i.name for i in graph.input], [o.name for o in graph.output])
     if names != (["x"], ["y"]):
@@ -174,23 +179,29 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
     return proto
 
 
-_CONVERTERS = {
-    "keras_linear": (keras_to_onnx, lambda: {"tf2onnx": tf2onnx.__version__, "tensorflow": tf.__version__}),
-    "torch_linear": (
-        torch_to_onnx,
-        lambda: {"torch": torch.__version__, "onnxscript": _onnxscript_version()},
-    ),
-}
+def _keras_producer() -> dict[str, str]:
+    import tf2onnx
+
+    return {"tf2onnx": tf2onnx.__version__, "tensorflow": quiet_tensorflow().__version__}
 
 
-def _onnxscript_version() -> str:
+def _torch_producer() -> dict[str, str]:
     import onnxscript
+    import torch
 
-    return onnxscript.__version__
+    return {"torch": torch.__version__, "onnxscript": onnxscript.__version__}
+
+
+_CONVERTERS = {
+    "keras_linear": (keras_to_onnx, _keras_producer),
+    "torch_linear": (torch_to_onnx, _torch_producer),
+}
 
 
 def write(run: Run) -> list[ArtifactEntry]:
     """Convert and store both models as ONNX; returns their manifest entries (uncommitted)."""
+    import onnx
+
     entries = []
     for name, (convert, producer) in _CONVERTERS.items():
         source = load_source(run, name)

@@ -8,21 +8,24 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info logs
-
-import keras
-import tensorflow as tf
-
+from core.frameworks import quiet_tensorflow
 from core.schema import ArtifactEntry
 from export._core import Run, entry, export_formats, load_source, main_for, store
 
 FORMAT = "savedmodel"
 SIGNATURE = "serving_default"
 
+if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow (core/frameworks.py)
+    import keras
+
 
 def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
     """Write `model` as a SavedModel at `path` with one named serving signature."""
+    tf = quiet_tensorflow()
+    import keras
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -35,6 +38,9 @@ def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
 
 def write(run: Run) -> list[ArtifactEntry]:
     """Store the Keras model's SavedModel; returns its manifest entry (uncommitted)."""
+    tf = quiet_tensorflow()
+    import keras
+
     source = load_source(run, "keras_linear")
     name = f"{source.name}.savedmodel"
     stored = store(run, name, lambda p: _write_or_raise_oserror(source.model, source.n_features, p))
@@ -45,15 +51,15 @@ def write(run: Run) -> list[ArtifactEntry]:
 def _write_or_raise_oserror(model: keras.Model, n_features: int, path: Path) -> None:
     """TensorFlow reports a full disk or a read-only directory as its own errors: make them OSErrors,
     which every CLI reports as one line (nothing is half-written: `store` removes its temporary)."""
+    tf = quiet_tensorflow()
     try:
         write_savedmodel(model, n_features, path)
     except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError, tf.errors.UnknownError) as exc:
-        text = str(exc.message if hasattr(exc, "message") else exc)
-        code = (
-            errno.ENOSPC
-            if "space" in text.lower() or isinstance(exc, tf.errors.ResourceExhaustedError)
-            else (errno.EROFS if "read-only" in text.lower() else errno.EACCES)
-        )
+        text = str(getattr(exc, "message", exc)).lower()
+        if "space" in text or isinstance(exc, tf.errors.ResourceExhaustedError):
+            code = errno.ENOSPC
+        else:
+            code = errno.EROFS if "read-only" in text else errno.EACCES
         raise OSError(
             code, f"{os.strerror(code)} while TensorFlow wrote the SavedModel", str(path.parent)
         ) from None

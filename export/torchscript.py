@@ -7,35 +7,38 @@ what many C++ and mobile runtimes load, so we keep it and silence exactly that w
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from core.frameworks import torch_jit_quiet
 from core.schema import ArtifactEntry
 from export._core import Run, entry, export_formats, load_source, main_for, store
 
 FORMAT = "torchscript"
 
+if TYPE_CHECKING:  # imported where used: `--help` never loads torch
+    import torch
+
 
 def write_torchscript(model: torch.nn.Module, path: Path) -> None:
     """Script `model` and save it at `path`."""
-    with warnings.catch_warnings():
-        # torch 2.13: "`torch.jit.script` is deprecated. Please switch to `torch.compile` or
-        # `torch.export`." (same for jit.save). Targeted: other warnings still show.
-        warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
-        )
+    import torch
+
+    # torch 2.13: "`torch.jit.script` is deprecated. Please switch to `torch.compile` or
+    # `torch.export`." (same for jit.save). Targeted: other warnings still show.
+    with torch_jit_quiet():
         scripted = torch.jit.script(model)
         buffer = io.BytesIO()
         torch.jit.save(scripted, buffer)
     # Serialised in memory, written by Python: on a full disk torch's own file writer aborts the
-    # process (`terminate ... ios_failure`), Python raises an OSError the CLI reports in one line.
+    # process (`terminate ... ios_failure`); Python raises an OSError the CLI reports in one line.
     path.write_bytes(buffer.getvalue())
 
 
 def write(run: Run) -> list[ArtifactEntry]:
     """Store the torch model's TorchScript file; returns its manifest entry (uncommitted)."""
+    import torch
+
     source = load_source(run, "torch_linear")
     name = f"{source.name}.torchscript.pt"
     stored = store(run, name, lambda p: write_torchscript(source.model, p))

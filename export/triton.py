@@ -16,9 +16,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
@@ -29,18 +27,22 @@ from core.schema import Manifest, check_name
 
 logger = logging.getLogger(__name__)
 
-# ONNX TensorProto element type -> Triton DataType name (model_config.proto).
+# ONNX TensorProto element type (onnx.TensorProto.FLOAT etc., by value: onnx is imported where used,
+# so `--help` stays fast) -> Triton DataType name (model_config.proto).
 TRITON_TYPES = {
-    onnx.TensorProto.FLOAT16: "TYPE_FP16",
-    onnx.TensorProto.FLOAT: "TYPE_FP32",
-    onnx.TensorProto.DOUBLE: "TYPE_FP64",
-    onnx.TensorProto.INT8: "TYPE_INT8",
-    onnx.TensorProto.INT16: "TYPE_INT16",
-    onnx.TensorProto.INT32: "TYPE_INT32",
-    onnx.TensorProto.INT64: "TYPE_INT64",
-    onnx.TensorProto.UINT8: "TYPE_UINT8",
-    onnx.TensorProto.BOOL: "TYPE_BOOL",
+    10: "TYPE_FP16",
+    1: "TYPE_FP32",
+    11: "TYPE_FP64",
+    3: "TYPE_INT8",
+    5: "TYPE_INT16",
+    6: "TYPE_INT32",
+    7: "TYPE_INT64",
+    2: "TYPE_UINT8",
+    9: "TYPE_BOOL",
 }
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
     written through `core.fsio.Root(out)`, so nothing lands outside the repository directory.
     """
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
+    import onnx  # here, not at the top: `--help` and argument errors stay fast
+
     source = Root(artifacts)
     repo = Root(cli.ensure_dir(Path(out) if out is not None else artifacts / "triton", create=True))
     written = []
@@ -127,6 +131,7 @@ def main() -> None:
     p = cli.parser(
         "Write a Triton model repository (config.pbtxt + 1/model.onnx per ONNX model).",
         "python -m export.triton --artifacts artifacts && tritonserver --model-repository=artifacts/triton",
+        command="export.triton",
     )
     cli.artifacts_arg(p)
     cli.lock_timeout_arg(p)

@@ -103,7 +103,9 @@ def main() -> None:
     d = ServeConfig()
     p = cli.parser(
         "Serve the exported ONNX models over KServe V2 / Triton and TF Serving REST.",
-        "python -m serve --artifacts artifacts --port 8000 && curl localhost:8000/v2/health/ready",
+        "python -m serve --artifacts artifacts --port 8000   # then, from another terminal:\n"
+        "  curl localhost:8000/v2/health/ready",
+        command="serve",
     )
     cli.artifacts_arg(p)
     p.add_argument("--host", default=d.host, help="interface to bind; 0.0.0.0 for every interface")

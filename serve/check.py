@@ -174,6 +174,7 @@ def main() -> None:
     p = cli.parser(
         "Check every exported artifact against its source model and the analytic answer.",
         "python -m serve.check --artifacts artifacts --json",
+        command="serve.check",
     )
     cli.artifacts_arg(p)
     d = Tolerances()

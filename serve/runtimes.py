@@ -33,10 +33,9 @@ def onnx_reference(path: Path) -> Predict:
 
 def tensorflow_savedmodel(path: Path) -> Predict:
     """The SavedModel's `serving_default` signature in TensorFlow."""
-    import os
+    from core.frameworks import quiet_tensorflow
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tf = quiet_tensorflow()
 
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     return lambda x: fn(x=tf.constant(x))["y"].numpy()[:, 0]
@@ -44,14 +43,11 @@ def tensorflow_savedmodel(path: Path) -> Predict:
 
 def torch_torchscript(path: Path) -> Predict:
     """The TorchScript file in torch."""
-    import warnings
-
     import torch
 
-    with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit; see export/torchscript.py
-        warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
-        )
+    from core.frameworks import torch_jit_quiet
+
+    with torch_jit_quiet():  # torch 2.13 deprecates torch.jit; see core/frameworks.py
         module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def predict(x: np.ndarray) -> np.ndarray:

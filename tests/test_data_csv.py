@@ -136,3 +136,46 @@ def test_probe_values_mean_every_feature_or_one_row(tmp_path):
     assert probe[4:8, 0].tolist() == [0, 10, -1000, 1000]
     assert probe[8].tolist() == [1 - 3, 1 - 4] and probe[9].tolist() == [4 + 3, 5 + 4]
     assert probe[-1].tolist() == [7, 7]
+
+
+def test_every_bad_cell_is_reported_in_one_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,y\n1,2,5\n2,oops,4\n3,,14\n4,3\n5,1,inf\n6,2,8\n")
+    with pytest.raises(InputError) as info:
+        load_csv(path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path}: 4 bad cells or rows:"
+    assert lines[1:] == [
+        "  row 2 (line 3), column 'b': 'oops' is not a number; expected e.g. 1.5 or -2e3",
+        "  row 3 (line 4), column 'b': empty cell; every cell must hold a number (fill it or drop the row)",
+        "  row 4 (line 5): 2 cells but the header has 3 columns; every row needs one value per column",
+        "  row 5 (line 6), column 'y': 'inf' is not a finite float32 number (|v| <= 3.4e38, no NaN/inf); "
+        "fix or drop the row",
+    ]
+
+
+def test_bad_cells_beyond_the_limit_are_counted_not_listed(tmp_path):
+    path = tmp_path / "d.csv"
+    rows = [f"{i},{i % 3},x{i}" for i in range(1, 26)]  # 25 rows, every target cell bad
+    path.write_text("a,b,y\n" + "\n".join(rows) + "\n")
+    result = run_cli("-m", "train.all", "--data", str(path), "--artifacts", str(tmp_path / "artifacts"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    err = result.stderr[result.stderr.index("error: ") :].splitlines()
+    assert err[0] == f"error: {path}: 25 bad cells or rows; the first 20:"
+    assert [line.split(",")[0] for line in err[1:21]] == [f"  row {i} (line {i + 1})" for i in range(1, 21)]
+    assert all("column 'y': 'x" in line for line in err[1:21])
+    assert err[21:] == ["  ... and 5 more"]
+    assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize(("sep", "name"), [(";", "';'"), ("\t", "tab")])
+def test_wrong_delimiter_gets_a_hint(tmp_path, sep, name):
+    path = tmp_path / "houses.csv"
+    path.write_text(f"sqft{sep}price\n1000{sep}200000\n1500{sep}260000\n2000{sep}330000\n")
+    with pytest.raises(InputError) as info:
+        load_csv(path, target="price")
+    message = str(info.value)
+    assert message.startswith(f"{path}: line 1: the header ")
+    assert f"separated by {name}, not by commas" in message
+    assert "columns would be sqft, price" in message and "save it as comma-separated CSV" in message
+    assert "no target column" not in message

@@ -227,6 +227,12 @@ def test_readme_node_commands_run_as_shown(exported_dir):
     assert result.stdout.split() == printed.split()
     script = re.search(r"```js\n(.*?)```", section, re.S).group(1)
     code, expected = script.rsplit("// ", 1)
+    # The snippet imports the package by name ("oneneuron-embed"): inside serve/node that name
+    # resolves to the package itself (package.json "exports"); tests/test_install.py runs it
+    # from an app that installed the package.
+    code = code.replace(
+        'from "oneneuron-embed"', f'from "{(ROOT / "serve" / "node" / "model.mjs").as_uri()}"'
+    )
     result = node_eval(code.replace('"artifacts/', f'"{exported_dir}/'))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected.strip()

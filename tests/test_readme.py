@@ -28,3 +28,37 @@ def test_every_readme_command_answers_help(module, monkeypatch, capsys):
     assert info.value.code == 0, module
     out = capsys.readouterr().out
     assert "usage:" in out and "example:" in out, module
+
+
+def _scripts() -> dict[str, str]:
+    """[project.scripts] of pyproject.toml: console script -> "module:function"."""
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_readme_console_scripts_exist_and_match_their_modules():
+    named = set(re.findall(r"\boneneuron-[a-z]+\b", README)) - {"oneneuron-embed", "oneneuron-predict"}
+    scripts = _scripts()
+    assert named and named <= set(scripts), named - set(scripts)
+    assert set(scripts) <= named, f"console scripts the README does not mention: {set(scripts) - named}"
+    # The README says which `python -m` command each script is: check every pair it states.
+    listed = re.search(r"`\.venv/bin/(oneneuron-train)`,(.*?)\(the same commands as (.*?)\)", README, re.S)
+    names = [listed.group(1), *re.findall(r"`(oneneuron-[a-z]+)`", listed.group(2))]
+    modules = re.findall(r"`(?:python -m )?([a-z_.]+)`", listed.group(3))
+    assert len(names) == len(modules) == len(scripts)
+    for name, module in zip(names, modules, strict=True):
+        target = scripts[name].split(":")[0]
+        assert target in (module, f"{module}.__main__"), (name, module, target)
+
+
+@pytest.mark.parametrize("script", sorted(_scripts()))
+def test_console_script_answers_help_under_its_own_name(script, monkeypatch, capsys):
+    import importlib
+
+    module, function = _scripts()[script].split(":")
+    monkeypatch.setattr(sys, "argv", [f"/some/venv/bin/{script}", "--help"])
+    with pytest.raises(SystemExit) as info:
+        getattr(importlib.import_module(module), function)()
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {script} "), script

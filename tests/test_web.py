@@ -177,9 +177,12 @@ def test_page_predicts_x10_like_python_onnxruntime(browser, exported_dir, tmp_pa
     server = WebServer(exported_dir)
     try:
         page, errors = open_page(browser, server.url)
-        page.fill("#x", "10")
+        # No typing: x starts at the manifest's headline input and every column shows its prediction.
+        assert page.input_value("#x") == "10" and page.get_attribute("#x", "placeholder") is None
         for key in (*MODELS, "reference"):
             page.wait_for_selector(f'#pred-{key}[data-x="10"][data-state=ok]', timeout=30_000)
+        assert page.inner_text("#status") == "2 models loaded and verified."
+        assert page.get_attribute("#results", "aria-busy") == "false"
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         for model in MODELS:
             got = float(page.get_attribute(f"#pred-{model}", "data-value"))
@@ -212,6 +215,43 @@ def test_page_predicts_x10_like_python_onnxruntime(browser, exported_dir, tmp_pa
 
 
 @pytest.mark.slow
+def test_page_shows_a_loading_state_per_model_and_works_by_keyboard(browser, exported_dir, tmp_path):
+    server = WebServer(exported_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 720})
+        held = []  # torch_linear's ONNX file is held back until the loading state has been seen
+        page.route(
+            re.compile(r".*/artifacts/torch_linear\.[0-9a-f]{12}\.onnx$"), lambda route: held.append(route)
+        )
+        page.goto(server.url)
+        page.wait_for_selector("#pred-torch_linear[data-state=loading]", timeout=30_000)
+        page.wait_for_selector("#selftest-keras_linear.ok", timeout=30_000)  # the other one loads
+        assert page.inner_text("#pred-torch_linear") == "loading…"
+        assert page.inner_text("#selftest-torch_linear").startswith("loading and verifying")
+        assert page.inner_text("#status") == "Loading the models: 1 of 2 ready…"
+        assert page.get_attribute("#results", "aria-busy") == "true"
+        page.screenshot(path=str(tmp_path / "page-loading.png"), full_page=True)
+        assert len(held) == 1
+        held[0].continue_()
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+
+        # Labelled controls, reachable and usable from the keyboard alone.
+        assert page.inner_text("label[for=x]") == "x"
+        assert page.locator("#results caption").count() == 1
+        page.locator("body").focus()
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "x"
+        page.keyboard.press("Control+A")
+        page.keyboard.type("3")
+        page.keyboard.press("Enter")
+        for key in (*MODELS, "reference"):
+            page.wait_for_selector(f'#pred-{key}[data-x="3"][data-state=ok]', timeout=30_000)
+        assert abs(float(page.get_attribute("#pred-reference", "data-value")) - 5.0) <= 1e-9
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
 def test_page_says_when_a_model_fails_to_load(browser, exported_copy, tmp_path):
     damaged = exported_copy / "torch_linear.onnx"
     damaged.write_bytes(damaged.read_bytes()[:-20])
@@ -224,6 +264,7 @@ def test_page_says_when_a_model_fails_to_load(browser, exported_copy, tmp_path):
         )
         assert "re-run python -m export.onnx" in message
         assert page.inner_text("#pred-torch_linear") == "unavailable"
+        assert page.inner_text("#status").startswith("1 of 2 models ready; 1 failed to load")
         page.fill("#x", "2")  # the other model still works
         page.wait_for_selector('#pred-keras_linear[data-x="2"][data-state=ok]')
         page.screenshot(path=str(tmp_path / "page-failed.png"), full_page=True)

@@ -90,8 +90,10 @@ def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
     p = cli.parser(
         f"Train the article's one-neuron linear regression in {names}, on the article's data or on your CSV.",
         f"python -m {command} --data houses.csv --target price --standardize",
+        command=command,
     )
     cli.artifacts_arg(p)
+    cli.lock_timeout_arg(p)
     defaults = TrainConfig()
     p.add_argument(
         "--data",

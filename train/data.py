@@ -22,6 +22,8 @@ HEADLINE_X = 10.0  # the article predicts at x = 10
 PROBE_EXTRA = (0.0, HEADLINE_X, -1000.0, 1000.0)  # points beyond the data's range
 MAX_PROBE_ROWS = 64  # data rows carried into the probe batch
 DEFAULT_TARGET = "y"
+MAX_REPORTED = 20  # bad cells (or rows) listed in one validation error; the rest are counted
+OTHER_DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}  # separators we recognise and name in a hint
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -96,6 +98,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             path, "", "empty file; expected a header line naming the columns (e.g. x,y) and data rows"
         )
     (line, header), body = rows[0], rows[1:]
+    _check_delimiter(path, line, header, body)
     if all(_is_number(c) for c in header):
         raise _fail(
             path,
@@ -115,6 +118,23 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                 f"duplicate column name {name!r}; names must be unique",
             )
     return header, body
+
+
+def _check_delimiter(path: Path, line: int, header: list[str], body: list[tuple[int, list[str]]]) -> None:
+    """A file separated by ';', tabs or '|' reads as one column per row: say so, with the fix."""
+    if len(header) != 1:
+        return
+    for sep, name in OTHER_DELIMITERS.items():
+        if sep in header[0] and all(len(cells) == 1 for _, cells in body[:MAX_REPORTED]):
+            columns = [c.strip() for c in header[0].split(sep)]
+            decimal = " (with decimal commas, 1,5 -> 1.5)" if sep == ";" else ""
+            raise _fail(
+                path,
+                f"line {line}: ",
+                f"the header {header[0]!r} is one column: the file looks separated by {name}, not by "
+                f"commas (columns would be {', '.join(columns)}); save it as comma-separated CSV"
+                f"{decimal}",
+            )
 
 
 def _is_number(text: str) -> bool:
@@ -146,34 +166,56 @@ def _select(path: Path, header: list[str], target: str, features: Sequence[str] 
     return [header.index(name) for name in features] + [header.index(target)]
 
 
+def _cell_problem(text: str) -> tuple[float, str | None]:
+    """The cell's value, or why it is not a usable number."""
+    if not text:
+        return 0.0, "empty cell; every cell must hold a number (fill it or drop the row)"
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.0, f"{text!r} is not a number; expected e.g. 1.5 or -2e3"
+    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+        return (
+            0.0,
+            f"{text!r} is not a finite float32 number (|v| <= 3.4e38, no NaN/inf); fix or drop the row",
+        )
+    return value, None
+
+
 def _parse(path: Path, header: list[str], body: list[tuple[int, list[str]]], used: list[int]) -> np.ndarray:
-    """The used columns as float32 (rows, len(used)); every bad cell names row, line and column."""
+    """The used columns as float32 (rows, len(used)).
+
+    Every bad cell (and every row of the wrong width) is collected, naming row, line and
+    column; one problem is one line, several are one error listing the first `MAX_REPORTED`.
+    """
     values = np.empty((len(body), len(used)), dtype=np.float32)
+    problems: list[str] = []
     for r, (line, cells) in enumerate(body):
         where = f"row {r + 1} (line {line})"
         if len(cells) != len(header):
-            raise _fail(
-                path,
-                f"{where}: ",
-                f"{len(cells)} cells but the header has {len(header)} columns; "
-                "every row needs one value per column",
+            problems.append(
+                f"{where}: {len(cells)} cells but the header has {len(header)} columns; "
+                "every row needs one value per column"
             )
+            continue
         for c, col in enumerate(used):
-            text, here = cells[col], f"{where}, column {header[col]!r}: "
-            if not text:
-                raise _fail(path, here, "empty cell; every cell must hold a number (fill it or drop the row)")
-            try:
-                value = float(text)
-            except ValueError:
-                raise _fail(path, here, f"{text!r} is not a number; expected e.g. 1.5 or -2e3") from None
-            if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
-                raise _fail(
-                    path,
-                    here,
-                    f"{text!r} is not a finite float32 number (|v| <= 3.4e38, no NaN/inf); "
-                    "fix or drop the row",
-                )
-            values[r, c] = value
+            values[r, c], problem = _cell_problem(cells[col])
+            if problem:
+                problems.append(f"{where}, column {header[col]!r}: {problem}")
+    if len(problems) == 1:
+        raise _fail(path, "", problems[0])
+    if problems:
+        shown = problems[:MAX_REPORTED]
+        more = len(problems) - len(shown)
+        raise _fail(
+            path,
+            "",
+            f"{len(problems)} bad cells or rows"
+            + (f"; the first {len(shown)}" if more else "")
+            + ":\n  "
+            + "\n  ".join(shown)
+            + (f"\n  ... and {more} more" if more else ""),
+        )
     return values
 
 
@@ -211,8 +253,9 @@ def load_csv(
 ) -> Dataset:
     """Read and validate a CSV with a header: `target` is y, `features` (default: the rest) are x.
 
-    Raises `InputError` with one line naming the file, row (and line) and column of the first
-    problem; nothing is trained or written before this passes.
+    Raises `InputError` naming the file, row (and line) and column of each bad cell (the first
+    `MAX_REPORTED`; other problems: the first one), with a hint for a file separated by ';' or
+    tabs; nothing is trained or written before this passes.
     """
     path = Path(path)
     header, body = _read_rows(path)

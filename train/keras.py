@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
-# TensorFlow's C++ info logs (oneDNN banner etc.) are noise for a CLI; set before import.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
 import numpy as np
-import tensorflow as tf
 
+from core.frameworks import quiet_tensorflow
 from train.config import TrainConfig
 from train.data import Dataset, headline_input
 from train.result import FitResult, check_losses, log_progress
 from train.standardize import Standardizer
+
+if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow (core/frameworks.py)
+    import keras
+    import tensorflow as tf
 
 MODEL = "keras_linear"
 MODEL_FILE = f"{MODEL}.keras"
@@ -37,6 +38,9 @@ LOSS_NAMES = {
 
 def build_model(n_features: int, lr: float, loss: str = "mean") -> keras.Model:
     """The article's model: one Dense unit, compiled with SGD and squared error (`loss`: mean or sum)."""
+    quiet_tensorflow()
+    import keras
+
     model = keras.Sequential([keras.Input(shape=(n_features,), name="x"), keras.layers.Dense(1)])
     # "mean" is the article's string loss, kept as is so the default run stays bitwise the same.
     compiled = "mean_squared_error" if loss == "mean" else keras.losses.MeanSquaredError(reduction="sum")
@@ -53,6 +57,7 @@ def fit_batch(x: np.ndarray, y: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
     own array adapter (private API, Keras 3.15 pinned) gives the same order, hence bitwise
     the same updates.
     """
+    quiet_tensorflow()
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     adapter = ArrayDataAdapter(x, y, batch_size=len(x), shuffle=True)
@@ -73,6 +78,7 @@ def fit_compiled(
     Each update is `model.train_step(batch)`, exactly what one epoch of `model.fit` does on
     a batch that holds the whole data set; chunking only decides how often we report.
     """
+    tf = quiet_tensorflow()
     config = config or TrainConfig()
     losses = [] if losses is None else losses
     xt, yt = fit_batch(x, y)
@@ -99,6 +105,9 @@ def fit_compiled(
 
 def train(data: Dataset, config: TrainConfig) -> tuple[keras.Model, FitResult]:
     """Seed, build and train the Keras model on `data` (standardized first with `config.standardize`)."""
+    tf = quiet_tensorflow()
+    import keras
+
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     loss = config.loss_for("keras")
@@ -135,6 +144,9 @@ def save(model: keras.Model, path: os.PathLike) -> None:
 
 def load(path: os.PathLike, n_features: int) -> keras.Model:
     """Load a `.keras` archive written by `save` (safe mode: no lambda deserialisation)."""
+    quiet_tensorflow()
+    import keras
+
     model = keras.models.load_model(path, compile=False, safe_mode=True)
     if model.input_shape[-1] != n_features:
         raise ValueError(f"{path}: model takes {model.input_shape[-1]} features, record says {n_features}")

@@ -190,6 +190,7 @@ def main() -> None:
     p = cli.parser(
         "Write the visual report (PNG figures and index.html) from the training record.",
         "python -m train.report --artifacts artifacts",
+        command="train.report",
     )
     cli.artifacts_arg(p)
     p.add_argument(

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy
-import torch
-from torch import nn
 
 from train.config import TrainConfig
 from train.data import Dataset, headline_input
 from train.result import FitResult, check_losses, log_progress
 from train.standardize import Standardizer
+
+if TYPE_CHECKING:  # imported where used: `--help` never loads torch
+    from torch import nn
 
 MODEL = "torch_linear"
 MODEL_FILE = f"{MODEL}.pt"
@@ -25,6 +27,8 @@ MODEL_FILE = f"{MODEL}.pt"
 
 def build_model(n_features: int) -> nn.Linear:
     """The article's model: one linear unit."""
+    from torch import nn
+
     return nn.Linear(n_features, 1)
 
 
@@ -36,6 +40,9 @@ LOSS_NAMES = {
 
 def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
     """Seed, build and train the torch model on `data` with the article's Python loop."""
+    import torch
+    from torch import nn
+
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     model = build_model(data.n_features)
@@ -79,11 +86,15 @@ def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
 
 def save(model: nn.Linear, path: os.PathLike) -> None:
     """Save the state_dict only (tensors, no pickled code)."""
+    import torch
+
     torch.save(model.state_dict(), path)
 
 
 def load(path: os.PathLike, n_features: int) -> nn.Linear:
     """Load weights written by `save`; `weights_only=True` refuses pickled objects."""
+    import torch
+
     model = build_model(n_features)
     model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     return model.eval()
@@ -91,6 +102,8 @@ def load(path: os.PathLike, n_features: int) -> nn.Linear:
 
 def predict(model: nn.Module, x: numpy.ndarray) -> numpy.ndarray:
     """The model's output for a float32 batch (rows, n), in torch."""
+    import torch
+
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
 

@@ -1,6 +1,6 @@
 // Embed an exported ONNX model in a Node.js app with onnxruntime-node.
 //
-//   import { load, predict } from "./serve/node/model.mjs";
+//   import { load, predict } from "oneneuron-embed";   // npm install <checkout>/serve/node
 //   const model = await load("artifacts/keras_linear.onnx");   // verifies sha256 + self-test
 //   console.log(await predict(model, [10]), model.metadata.source_framework);  // [ 18.98169326... ]
 //

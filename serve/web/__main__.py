@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(
         "Serve the page that runs both ONNX models in the browser (onnxruntime-web, WASM).",
         "python -m serve.web --artifacts artifacts --port 8080",
+        command="serve.web",
     )
     cli.artifacts_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")

@@ -36,7 +36,19 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = Path(__file__).resolve().parent / "static"
 NODE_LIB = ROOT / "serve" / "node"
-ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
+
+
+def _find_ort_dist() -> Path:
+    """onnxruntime-web's dist/: the checkout's node_modules, else ./node_modules (installed with pip,
+    the toolkit lives in site-packages: run `npm install onnxruntime-web@1.30.0` where you start it)."""
+    for base in (ROOT, Path.cwd()):
+        candidate = base / "node_modules" / "onnxruntime-web" / "dist"
+        if candidate.is_dir():
+            return candidate
+    return ROOT / "node_modules" / "onnxruntime-web" / "dist"
+
+
+ORT_DIST = _find_ort_dist()
 
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).

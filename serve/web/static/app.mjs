@@ -2,9 +2,13 @@
 // each one (sha256 against the manifest, embedded self-test: the same core.mjs the Node CLI
 // uses), then predict whatever x the person types, beside the analytic reference.
 //
+// While a model loads its column says so (data-state="loading"); once every model has loaded
+// or failed, x starts at the manifest's headline input (probe.headline_x: the article's x = 10)
+// and every column shows its real prediction for it.
+//
 // Test hooks: <body data-ready="true"> once every model has loaded or failed; each prediction
-// cell has id "pred-<model>" (and "pred-reference"), with data-value (full precision) and
-// data-x (the input it is for) set after each prediction.
+// cell has id "pred-<model>" (and "pred-reference"), with data-state (loading, ok, error,
+// empty, failed), data-value (full precision) and data-x (the input it is for).
 
 import * as ort from "/ort/ort.wasm.min.mjs";
 import { createModel, EXPORT_FIX, parseRow } from "/lib/core.mjs";
@@ -40,6 +44,12 @@ function addColumn(key, title) {
     td.className = row === "pred" ? "pred" : row === "file" ? "mono" : "";
     $(`row-${row}`).append(td);
   }
+}
+
+function showLoading(key) {
+  const cell = setCell(`pred-${key}`, "loading…", "loading");
+  cell.dataset.state = "loading";
+  setCell(`selftest-${key}`, "loading and verifying (sha256, self-test)…", "loading");
 }
 
 function setCell(id, text, className) {
@@ -90,11 +100,15 @@ function showModel(key, entry, { model, sha, signedBy }) {
     (sha === null ? "(not checked: needs a secure context)" : "✓ matches manifest"));
   setCell(`signature-${key}`, signedBy ? `✓ signed by key sha256:${signedBy.slice(0, 16)}…` : "unsigned (no --trust-key)",
     signedBy ? "ok" : undefined);
-  setCell(`pred-${key}`, "type x");
+  $(`pred-${key}`).classList.remove("loading");
+  $(`selftest-${key}`).classList.remove("loading");
 }
 
 function showFailure(key, error) {
-  for (const [row] of ROWS) $(`${row}-${key}`).classList.add("failed");
+  for (const [row] of ROWS) {
+    $(`${row}-${key}`).classList.remove("loading");
+    $(`${row}-${key}`).classList.add("failed");
+  }
   setCell(`pred-${key}`, "unavailable", "error");
   setCell(`selftest-${key}`, `failed to load: ${error.message}`, "error");
   $(`pred-${key}`).dataset.state = "failed";
@@ -114,16 +128,21 @@ let sequence = 0;
 
 // One feature: the single box #x. n features: one box per feature (#x-1 ... #x-n, labelled with
 // the manifest's feature names); their values join into the comma-separated row parseRow reads.
-function featureBoxes(ref, names) {
-  if (ref.nFeatures === 1) return () => $("x").value.trim();
+// Each box starts at the manifest's headline row (`start`), a real input, not a placeholder.
+function featureBoxes(ref, names, start) {
+  if (ref.nFeatures === 1) {
+    $("x").value = String(start[0]);
+    return () => $("x").value.trim();
+  }
   const boxes = Array.from({ length: ref.nFeatures }, (_, i) => {
     const label = document.createElement("label");
     label.className = "feature";
     label.textContent = `${names[i] ?? `x${i + 1}`} `;
     const input = document.createElement("input");
     input.id = `x-${i + 1}`;
+    input.type = "text";
     input.inputMode = "decimal";
-    input.placeholder = String(i + 1);
+    input.value = String(start[i]);
     label.append(input);
     $("x").before(label);
     return input;
@@ -178,20 +197,34 @@ async function start() {
   } catch (error) {
     $("page-error").textContent = `Cannot read /artifacts/manifest.json (${error.message}); run make run, ` +
       "then python -m serve.web --artifacts artifacts";
+    $("status").textContent = "No models to load.";
+    $("results").setAttribute("aria-busy", "false");
     document.body.dataset.ready = "true";
     return;
   }
   const ref = reference(manifest);
-  const readX = featureBoxes(ref, manifest.data?.features ?? []);
+  const headline = manifest.probe?.headline_x;
+  const start = Array.isArray(headline) && headline.length === ref.nFeatures ? headline : Array(ref.nFeatures).fill(10);
+  const readX = featureBoxes(ref, manifest.data?.features ?? [], start);
   const entries = manifest.artifacts.filter((a) => a.format === "onnx");
   const columns = entries.map((entry) => ({ entry, key: entry.model ?? entry.name, model: null }));
   for (const c of columns) {
     addColumn(c.key, `${LABELS[c.entry.framework] ?? c.entry.framework} (${c.entry.name})`);
+    showLoading(c.key);
   }
   addColumn("reference", `analytic reference: ${ref.formula}`);
   setCell("framework-reference", manifest.reference.method ?? "least squares");
   setCell("file-reference", "manifest.json → reference");
   if (!entries.length) $("page-error").textContent = `manifest.json lists no ONNX model; run ${EXPORT_FIX}`;
+
+  let done = 0;
+  const progress = () => { $("status").textContent = `Loading the models: ${done} of ${columns.length} ready…`; };
+  progress();
+  // x works at once: the reference answers now, each model as soon as it has loaded.
+  $("form").addEventListener("input", () => update(columns, ref, readX));
+  $("form").addEventListener("submit", (event) => { event.preventDefault(); update(columns, ref, readX); });
+  $("x").disabled = false;
+  await update(columns, ref, readX);
 
   await Promise.all(columns.map(async (c) => {
     try {
@@ -201,14 +234,20 @@ async function start() {
     } catch (error) {
       showFailure(c.key, error);
     }
+    done += 1;
+    progress();
+    if (c.model) await update(columns, ref, readX);
   }));
-  $("form").addEventListener("input", () => update(columns, ref, readX));
-  $("form").addEventListener("submit", (event) => { event.preventDefault(); update(columns, ref, readX); });
-  await update(columns, ref, readX);
+  const failed = columns.filter((c) => !c.model).length;
+  $("status").textContent = failed
+    ? `${columns.length - failed} of ${columns.length} models ready; ${failed} failed to load (its column says why).`
+    : `${columns.length} models loaded and verified.`;
+  $("results").setAttribute("aria-busy", "false");
   document.body.dataset.ready = "true";
 }
 
 start().catch((error) => {
   $("page-error").textContent = `The page failed to start: ${error.message}`;
+  $("status").textContent = "";
   document.body.dataset.ready = "true";
 });
