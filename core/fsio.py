@@ -414,6 +414,22 @@ class Root:
         return removed
 
 
+@contextlib.contextmanager
+def removing_new_dirs_on_error(base: Path) -> Iterator[None]:
+    """On an error in the block, remove the directories under `base` (and `base`) that the block
+    created and left empty: a failed write (a full disk) leaves no trace."""
+    base = Path(base)
+    before = {p for p in base.rglob("*") if p.is_dir()} | ({base} if base.exists() else set())
+    try:
+        yield
+    except BaseException:
+        created = [p for p in base.rglob("*") if p.is_dir() and not p.is_symlink() and p not in before]
+        for d in sorted(created, key=lambda p: -len(p.parts)) + ([base] if base not in before else []):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty
+        raise
+
+
 class Transaction:
     """Writes staged for one commit (see `Root.transaction`); nothing is visible until it commits."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from core import cli
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
-from core.fsio import Root
+from core.fsio import Root, removing_new_dirs_on_error
 from core.manifest import verify
 from core.schema import Manifest, check_name
 
@@ -101,9 +101,10 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
     import onnx  # here, not at the top: `--help` and argument errors stay fast
 
     source = Root(artifacts)
-    repo = Root(cli.ensure_dir(Path(out) if out is not None else artifacts / "triton", create=True))
+    out = Path(out) if out is not None else source.path("triton")  # never a symlink leaving artifacts
     written = []
-    with source.locked():  # the manifest and the files it names do not change underneath us
+    with source.locked(), removing_new_dirs_on_error(out):  # the manifest does not change underneath us
+        repo = Root(cli.ensure_dir(out, create=True))
         entries = Manifest.load(artifacts).entries("onnx")
         if not entries:
             raise MissingArtifactError(

@@ -17,7 +17,7 @@ import numpy as np
 
 from core import cli
 from core.errors import InputError
-from core.fsio import Root, sha256_file
+from core.fsio import Root, removing_new_dirs_on_error, sha256_file
 from core.schema import MANIFEST, TRAINING_RECORD, Manifest, ModelRecord, Reference, TrainingRecord
 from train.data import Dataset, article_data, load_csv
 from train.report_html import render_index
@@ -173,16 +173,17 @@ def build_report(artifacts: Path, out: Path | None = None) -> list[Path]:
         figures["predicted_vs_actual.png"] = scatter_figure(plt, data, record)
     plt.close("all")
     out = Path(out) if out is not None else root.path("report")  # never a symlink leaving the directory
-    out.mkdir(parents=True, exist_ok=True)
-    report = Root(out)
-    written = []
-    for name in FIGURES:  # a figure from an earlier run on other data would mislead: remove it
-        if name in figures:
-            written.append(report.write_bytes(name, figures[name]))
-        elif (out / name).exists() or (out / name).is_symlink():
-            report.remove(name)
-    html = render_index(record, record_sha256, manifest, data, [n for n in FIGURES if n in figures])
-    written.append(report.write_bytes("index.html", html.encode()))
+    with removing_new_dirs_on_error(out):
+        out.mkdir(parents=True, exist_ok=True)
+        report = Root(out)
+        written = []
+        for name in FIGURES:  # a figure from an earlier run on other data would mislead: remove it
+            if name in figures:
+                written.append(report.write_bytes(name, figures[name]))
+            elif (out / name).exists() or (out / name).is_symlink():
+                report.remove(name)
+        html = render_index(record, record_sha256, manifest, data, [n for n in FIGURES if n in figures])
+        written.append(report.write_bytes("index.html", html.encode()))
     return written
 
 
