@@ -8,7 +8,6 @@ compute-heavy MLP (64 -> 1024 -> 1024 -> 1, ReLU; ~2.2 MFLOP per row) so compute
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +18,9 @@ import pyarrow.parquet as pq
 from onnx import TensorProto, helper, numpy_helper
 
 from bench._core import Row, interleave, python, time_process
+from core.fsio import Root
+from core.manifest import onnx_entry, write_standalone
+from core.schema import Signature, TensorSpec
 
 ROWS, QUICK_ROWS = 20_000_000, 500_000
 MLP_ROWS, QUICK_MLP_ROWS = 120_000, 12_000
@@ -71,9 +73,11 @@ def mlp_dir(directory: Path) -> Path:
     data = model.SerializeToString()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "mlp.onnx").write_bytes(data)
-    entry = {"name": "mlp.onnx", "model": "mlp", "format": "onnx", "path": "mlp.onnx",
-             "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
-    (directory / "manifest.json").write_text(json.dumps({"schema_version": 1, "artifacts": [entry]}))
+    signature = Signature(
+        (TensorSpec("x", "float32", ("batch", WIDTH)),), (TensorSpec("y", "float32", ("batch", 1)),)
+    )
+    root = Root(directory)
+    write_standalone(root, [onnx_entry(root, "mlp.onnx", "mlp", signature)])
     return directory
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Iterable
 
@@ -18,6 +19,7 @@ from core.schema import (
     ArtifactEntry,
     Manifest,
     RecordRef,
+    Signature,
     TrainingRecord,
 )
 
@@ -109,3 +111,29 @@ def refresh_aliases(
                 root.remove(path.name)
             removed.append(path.name)
     return removed
+
+
+def onnx_entry(
+    root: Root, rel: str, model: str, signature: Signature, framework: str = "onnx"
+) -> ArtifactEntry:
+    """An entry for an ONNX file already in the directory that did not come from a training run."""
+    path = root.existing(rel)
+    return ArtifactEntry(
+        name=rel,
+        model=model,
+        format="onnx",
+        framework=framework,
+        framework_versions={},
+        path=rel,
+        sha256=sha256_path(path),
+        size=path.stat().st_size,
+        signature=signature,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def write_standalone(root: Root, entries: Iterable[ArtifactEntry]) -> Manifest:
+    """Write a manifest for models that did not come from a training run (no record, no probe)."""
+    manifest = Manifest(training_record=None, data=None, reference=None, probe=None, artifacts=tuple(entries))
+    root.write_json(MANIFEST, manifest.to_json())
+    return manifest

@@ -376,10 +376,11 @@ class ArtifactEntry:
     sha256: str
     size: int
     signature: Signature
-    headline_y: float  # the source model's prediction at the probe's headline point
-    source_probe_y: tuple[float, ...]  # the source model's predictions on the probe rows
-    training_record_sha256: str
     created: str
+    # From a training run (None / empty for a model brought in as an ONNX file, e.g. in tests):
+    headline_y: float | None = None  # the source model's prediction at the probe's headline point
+    source_probe_y: tuple[float, ...] = ()  # the source model's predictions on the probe rows
+    training_record_sha256: str | None = None
     producer: Mapping[str, str] = field(default_factory=dict)
     opset: int | None = None  # ONNX only
     ir_version: int | None = None
@@ -412,9 +413,11 @@ class ArtifactEntry:
             sha256=f.sha256("sha256"),
             size=f.int("size"),
             signature=Signature.parse(f.sub("signature")),
-            headline_y=f.num("headline_y"),
-            source_probe_y=f.nums("source_probe_y"),
-            training_record_sha256=f.sha256("training_record_sha256"),
+            headline_y=f.num("headline_y", optional=True),
+            source_probe_y=f.nums("source_probe_y", optional=True) or (),
+            training_record_sha256=f.sha256("training_record_sha256")
+            if f.has("training_record_sha256")
+            else None,
             created=f.str("created"),
             producer=f.strings("producer", optional=True),
             opset=f.int("opset", optional=True, hi=1000),
@@ -436,13 +439,13 @@ class ArtifactEntry:
             "sha256": self.sha256,
             "size": self.size,
             "signature": self.signature.to_json(),
-            "headline_y": self.headline_y,
-            "source_probe_y": list(self.source_probe_y),
-            "training_record_sha256": self.training_record_sha256,
             "created": self.created,
             "producer": dict(self.producer),
         }
         optional = {
+            "headline_y": self.headline_y,
+            "source_probe_y": list(self.source_probe_y) or None,
+            "training_record_sha256": self.training_record_sha256,
             "opset": self.opset,
             "ir_version": self.ir_version,
             "graph": list(self.graph) or None,
@@ -462,12 +465,16 @@ class RecordRef:
 
 @dataclass(frozen=True)
 class Manifest:
-    """`manifest.json`: the index of every exported artifact and what it was checked against."""
+    """`manifest.json`: the index of every exported artifact and what it was checked against.
 
-    training_record: RecordRef
-    data: DataInfo
-    reference: Reference
-    probe: Probe
+    `training_record`, `data`, `reference` and `probe` describe the training run the artifacts were
+    exported from; all four are None for a directory of models that did not come from one.
+    """
+
+    training_record: RecordRef | None
+    data: DataInfo | None
+    reference: Reference | None
+    probe: Probe | None
     artifacts: tuple[ArtifactEntry, ...]
     selftest_atol: float = SELFTEST_ATOL
     selftest_rtol: float = SELFTEST_RTOL
@@ -491,13 +498,14 @@ class Manifest:
                 "toolkit)",
                 "schema_version",
             )
-        rec = f.sub("training_record")
-        data = DataInfo.parse(f.sub("data"))
+        trained = f.has("training_record")
+        rec = f.sub("training_record") if trained else None
+        data = DataInfo.parse(f.sub("data")) if trained else None
         manifest = cls(
-            training_record=RecordRef(rec.name("path"), rec.sha256("sha256")),
+            training_record=RecordRef(rec.name("path"), rec.sha256("sha256")) if rec else None,
             data=data,
-            reference=Reference.parse(f.sub("reference")),
-            probe=Probe.parse(f.sub("probe"), data.n_features),
+            reference=Reference.parse(f.sub("reference")) if trained else None,
+            probe=Probe.parse(f.sub("probe"), data.n_features) if data else None,
             artifacts=f.items("artifacts", ArtifactEntry.parse),
             selftest_atol=f.num("selftest_atol"),
             selftest_rtol=f.num("selftest_rtol"),
@@ -514,7 +522,7 @@ class Manifest:
                 )
             seen[key] = i
             paths[entry.name] = entry.path
-            if len(entry.source_probe_y) != len(manifest.probe.x):
+            if manifest.probe is not None and len(entry.source_probe_y) != len(manifest.probe.x):
                 f.fail(
                     f"{len(entry.source_probe_y)} values for {len(manifest.probe.x)} probe rows",
                     f"artifacts[{i}].source_probe_y",
@@ -528,16 +536,23 @@ class Manifest:
         return manifest
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "training_record": {"path": self.training_record.path, "sha256": self.training_record.sha256},
-            "data": self.data.to_json(),
-            "reference": self.reference.to_json(),
-            "probe": self.probe.to_json(),
+        out: dict[str, Any] = {"schema_version": self.schema_version}
+        if self.training_record is not None:
+            out["training_record"] = {
+                "path": self.training_record.path,
+                "sha256": self.training_record.sha256,
+            }
+            out |= {
+                "data": self.data.to_json(),
+                "reference": self.reference.to_json(),
+                "probe": self.probe.to_json(),
+            }
+        out |= {
             "selftest_atol": self.selftest_atol,
             "selftest_rtol": self.selftest_rtol,
             "artifacts": [e.to_json() for e in self.artifacts],
         }
+        return out
 
     def entries(self, fmt: str | None = None) -> tuple[ArtifactEntry, ...]:
         return tuple(e for e in self.artifacts if fmt is None or e.format == fmt)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core import cli
-from core.errors import IntegrityError, MissingArtifactError
+from core.errors import InputError, IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root
 from core.manifest import verify
@@ -72,6 +72,18 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
         path = Path(verify(root, entry))
     except IntegrityError as exc:
         return [Row(entry.name, rt, False, error=str(exc)) for rt, _ in runtimes]
+    if not entry.source_probe_y:
+        return [
+            Row(
+                entry.name,
+                rt,
+                False,
+                error=f"{root.dir / entry.path}: the manifest records no probe "
+                "rows and source outputs for it, so there is nothing to compare; export it with "
+                f"python -m export.all from a training run",
+            )
+            for rt, _ in runtimes
+        ]
     probe = np.asarray(manifest.probe.x, dtype=np.float32)
     source = np.asarray(entry.source_probe_y, dtype=np.float64)
     headline = np.asarray([manifest.probe.headline_x], dtype=np.float32)
@@ -123,6 +135,11 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
             f"{artifacts}: no such directory; {fix('train', artifacts)} and {fix('export', artifacts)}"
         )
     manifest = Manifest.load(artifacts)
+    if manifest.probe is None:
+        raise InputError(
+            f"{artifacts}/manifest.json records no training run (no probe rows, no source "
+            f"outputs) to check its models against; {fix('export', artifacts)} from a training run"
+        )
     if not manifest.artifacts:
         raise MissingArtifactError(
             f"{artifacts}/manifest.json lists no artifacts; {fix('export', artifacts)}"
