@@ -37,9 +37,9 @@ def test_probe_batch_is_data_then_points_beyond_range():
 
 
 def test_reference_block_headline_is_19():
-    block = reference_block(article_data())
-    assert abs(block["probe"]["headline_reference_y"] - 19.0) < 1e-9
-    assert len(block["probe"]["reference_y"]) == len(block["probe"]["x"])
+    _, probe = reference_block(article_data())
+    assert abs(probe.headline_reference_y - 19.0) < 1e-9
+    assert len(probe.reference_y) == len(probe.x)
 
 
 def test_sha256_depends_on_values_only():

@@ -106,10 +106,10 @@ def test_load_csv_reads_columns_as_float32_with_identity(tmp_path):
     assert data.features == ("a", "b") and data.target == "y" and data.n_features == 2
     assert data.x.dtype == np.float32 and data.x.shape == (4, 2) and data.y.shape == (4, 1)
     assert data.x[:, 1].tolist() == [2, 1, 5, 3] and data.y[:, 0].tolist() == [5, 4, 14, 11]
-    described = data.describe()
-    assert described["file_sha256"] == sha256_file(path) and described["sha256"] == data.sha256
-    assert described["shape"] == [4, 3] and described["columns"] == ["a", "b", "y"]
-    assert described["source"] == str(path) and described["rows"] == 4
+    info = data.info()
+    assert info.file_sha256 == sha256_file(path) and info.sha256 == data.sha256
+    assert info.features == ("a", "b") and info.target == "y"
+    assert info.source == str(path) and info.rows == 4
 
 
 def test_target_and_feature_selection(tmp_path):

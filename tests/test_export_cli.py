@@ -62,6 +62,8 @@ def test_stale_aliases_and_versions_are_removed_but_nothing_else(exported_copy):
     (exported_copy / "notes.0123456789ab.txt").write_text("a user's file that looks versioned")
     assert run_cli("-m", "train.all", "--artifacts", str(exported_copy), "--seed", "4").returncode == 0
     assert run_cli("-m", "export.onnx", "--artifacts", str(exported_copy)).returncode == 0
+    # the previous generation's files are kept until the next export (a reader may still open them)
+    assert run_cli("-m", "export.onnx", "--artifacts", str(exported_copy)).returncode == 0
     manifest = json.loads((exported_copy / "manifest.json").read_text())
     stored = {e["path"] for e in manifest["artifacts"]}
     names = {p.name for p in exported_copy.iterdir()}

@@ -81,7 +81,7 @@ def test_both_frameworks_recover_the_true_weights(own):
         np.testing.assert_allclose(w, ref_w, atol=OPT_SLACK)  # and SGD reached least squares
         assert model["standardization"]["scale"][1] > 2  # b ~ U(0, 10): std ~2.9, folded into w
     assert record["data"]["features"] == ["a", "b", "c"] and record["data"]["n_features"] == 3
-    assert record["data"]["columns"] == ["a", "b", "c", "y"] and record["data"]["shape"] == [ROWS, 4]
+    assert record["data"]["target"] == "y" and record["data"]["rows"] == ROWS
     assert "w[a]" in own["stdout"] and "y(x=10, 10, 10)" in own["stdout"]
 
 
@@ -91,7 +91,11 @@ def test_exports_carry_n_inputs_and_pass_the_check(own):
     manifest = json.loads((own["artifacts"] / "manifest.json").read_text())
     assert manifest["data"]["file_sha256"] and manifest["data"]["n_features"] == 3
     for entry in manifest["artifacts"]:
-        assert entry["inputs"][0]["shape"] == ["batch", 3] and entry["outputs"][0]["shape"] == ["batch", 1]
+        signature = entry["signature"]
+        assert signature["inputs"][0]["shape"] == ["batch", 3] and signature["outputs"][0]["shape"] == [
+            "batch",
+            1,
+        ]
     # probe: 50 rows, 0/10/-1000/1000, min - span and max + span, then --probe 2 and 1:2:3
     probe = manifest["probe"]["x"]
     assert len(probe) == ROWS + 4 + 2 + 2 and probe[-2:] == [[2, 2, 2], [1, 2, 3]]

@@ -101,7 +101,8 @@ def test_missing_inputs_name_the_fix(exported_dir, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path / 'none' / 'manifest.json'}: not found; run python -m export.all"
+        f"error: {tmp_path / 'none' / 'manifest.json'}: not found; re-run python -m export.all "
+        f"--artifacts {tmp_path / 'none'}"
     )
 
 
