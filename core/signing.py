@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError, IntegrityError, MissingArtifactError
+from core.fixes import fix
 from core.fsio import sha256_file
 from core.schema import MANIFEST, Manifest
 
@@ -41,7 +42,6 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"  # followed by .v0.3+j
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-SIGN_FIX = "python -m export.sign --artifacts {artifacts} --key private.pem"
 
 
 class SignatureError(IntegrityError):
@@ -121,7 +121,7 @@ def signed_files(artifacts: Path, manifest: Manifest | None = None) -> list[str]
         path = artifacts / rel
         if not isinstance(rel, str) or not path.resolve().is_relative_to(root) or path.resolve() == root:
             raise InputError(
-                f"{artifacts / MANIFEST}: entry path {rel!r} leaves {artifacts}; re-run python -m export.all"
+                f"{artifacts / MANIFEST}: entry path {rel!r} leaves {artifacts}; {fix('export', artifacts)}"
             )
         if path.is_symlink():
             raise InputError(f"{path}: is a symlink; the manifest must name stored versions, not aliases")
@@ -131,7 +131,7 @@ def signed_files(artifacts: Path, manifest: Manifest | None = None) -> list[str]
                     full = Path(dirpath) / name
                     if full.is_symlink():
                         raise SignatureError(
-                            f"{full}: a symlink inside a stored version; re-run python -m export.all"
+                            f"{full}: a symlink inside a stored version; {fix('export', artifacts)}"
                         )
                     if name in filenames:
                         files.add(full.relative_to(artifacts).as_posix())
@@ -142,7 +142,7 @@ def signed_files(artifacts: Path, manifest: Manifest | None = None) -> list[str]
 
 def read_bundle(path: Path) -> tuple[bytes, bytes, str]:
     """Parse a Sigstore bundle file; returns (payload, signature DER, key hint). Malformed: SignatureError."""
-    fix = f"re-sign with {SIGN_FIX.format(artifacts=path.parent)}"
+    resign = f"re-sign with {fix('sign', path.parent).removeprefix('re-run ')}"
     try:
         bundle = json.loads(path.read_bytes())
         envelope = bundle["dsseEnvelope"]
@@ -153,11 +153,11 @@ def read_bundle(path: Path) -> tuple[bytes, bytes, str]:
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error) as exc:
         raise SignatureError(
             f"{path}: not a valid signature bundle ({type(exc).__name__}: {str(exc)[:100]}); "
-            f"it is truncated or not model-signing's JSON; {fix}"
+            f"it is truncated or not model-signing's JSON; {resign}"
         ) from None
     if not str(media).startswith(BUNDLE_MEDIA_TYPE) or payload_type != PAYLOAD_TYPE:
         raise SignatureError(
-            f"{path}: bundle type {media!r} / {payload_type!r} is not a model-signing DSSE bundle; {fix}"
+            f"{path}: bundle type {media!r} / {payload_type!r} is not a model-signing DSSE bundle; {resign}"
         )
     return payload, sig, str(hint)
 
@@ -199,45 +199,45 @@ def verify_dir(artifacts: str | Path, trust_key: str | Path, only: str | None = 
     artifacts = Path(artifacts)
     key, fp = load_public_key(trust_key)
     sig_path = artifacts / SIGNATURE
-    fix = SIGN_FIX.format(artifacts=artifacts)
+    how = fix("sign", artifacts).removeprefix("re-run ")
     if not sig_path.is_file():
-        raise SignatureError(f"{sig_path}: not found: {artifacts} is unsigned; sign it with {fix}")
+        raise SignatureError(f"{sig_path}: not found: {artifacts} is unsigned; sign it with {how}")
     payload, sig, hint = read_bundle(sig_path)
     if hint and hint != fp:
         raise SignatureError(
             f"{sig_path}: signed by key {hint[:16]}, not the trusted key {fp[:16]} ({trust_key}); "
-            f"pass that key's public.pem, or re-sign with {fix}"
+            f"pass that key's public.pem, or re-sign with {how}"
         )
     try:
         key.verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise SignatureError(
             f"{sig_path}: the signature does not verify with the trusted key {fp[:16]} ({trust_key}): "
-            f"signed by another key, or the bundle was altered; re-sign with {fix}"
+            f"signed by another key, or the bundle was altered; re-sign with {how}"
         ) from None
     signed = parse_statement(sig_path, payload)
     if MANIFEST not in signed:
-        raise SignatureError(f"{sig_path}: does not cover {MANIFEST}; re-sign with {fix}")
+        raise SignatureError(f"{sig_path}: does not cover {MANIFEST}; re-sign with {how}")
     manifest_path = artifacts / MANIFEST
     if not manifest_path.is_file():
-        raise SignatureError(f"{manifest_path}: removed after signing; re-run python -m export.all and sign")
+        raise SignatureError(f"{manifest_path}: removed after signing; {fix('sign', artifacts)}")
     actual = sha256_file(manifest_path)
     if actual != signed[MANIFEST]:
         raise SignatureError(
             f"{manifest_path}: sha256 {actual[:12]} != signed {signed[MANIFEST][:12]}: the manifest changed "
-            f"after signing (or {SIGNATURE} comes from another export); re-sign with {fix}"
+            f"after signing (or {SIGNATURE} comes from another export); re-sign with {how}"
         )
     present = set(signed_files(artifacts))  # the manifest is now the signed one
     added, removed = sorted(present - signed.keys()), sorted(signed.keys() - present)
     for name in removed:
         if not (artifacts / name).exists():
             raise SignatureError(
-                f"{artifacts / name}: signed but removed after signing; re-run python -m export.all"
+                f"{artifacts / name}: signed but removed after signing; {fix('sign', artifacts)}"
             )
     if added or removed:
         raise SignatureError(
             f"{artifacts / (added or removed)[0]}: {'added' if added else 'no longer named by the manifest'} "
-            f"after signing (the signature covers {len(signed)} files); re-sign with {fix}"
+            f"after signing (the signature covers {len(signed)} files); re-sign with {how}"
         )
     for name in sorted(signed):
         if only is not None and name != only and not name.startswith(f"{only}/"):
@@ -246,7 +246,7 @@ def verify_dir(artifacts: str | Path, trust_key: str | Path, only: str | None = 
         if digest != signed[name]:
             raise SignatureError(
                 f"{artifacts / name}: sha256 {digest[:12]} != signed {signed[name][:12]}: changed after "
-                "signing; re-run python -m export.all and sign again"
+                f"signing; {fix('sign', artifacts)}"
             )
     return Verified(artifacts, fp, tuple(sorted(signed.items())))
 
@@ -267,7 +267,7 @@ def verify_file(path: str | Path, artifacts: str | Path, trust_key: str | Path) 
             if expected is not None and sha256_file(path) == expected:
                 return verified
             raise SignatureError(
-                f"{path}: its bytes are not the signed {entry.path}; re-run python -m export.all and sign"
+                f"{path}: its bytes are not the signed {entry.path}; {fix('sign', artifacts)}"
             )
     verify_dir(artifacts, trust_key, only=MANIFEST)  # unsigned or altered: say that first
     raise SignatureError(

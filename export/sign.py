@@ -19,6 +19,7 @@ from typing import Any
 
 from core import cli
 from core.errors import InputError, MissingArtifactError
+from core.fixes import fix
 from core.fsio import Root
 from core.schema import FORMATS, MANIFEST, Manifest
 from core.signing import SIGNATURE, Verified, signed_files, verify_dir
@@ -73,7 +74,7 @@ def sign_artifacts(artifacts: Path, key_path: Path) -> Verified:
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
     key = load_private_key(key_path)
     if not (artifacts / MANIFEST).is_file():
-        raise MissingArtifactError(f"{artifacts / MANIFEST}: not found; run python -m export.all first")
+        raise MissingArtifactError(f"{artifacts / MANIFEST}: not found; {fix('export', artifacts)} first")
     root = Root(artifacts)
     with root.locked():
         manifest = Manifest.load(artifacts)

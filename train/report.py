@@ -17,6 +17,7 @@ import numpy as np
 
 from core import cli
 from core.errors import InputError
+from core.fixes import fix
 from core.fsio import Root, removing_new_dirs_on_error, sha256_file
 from core.schema import MANIFEST, TRAINING_RECORD, Manifest, ModelRecord, Reference, TrainingRecord
 from train.data import Dataset, article_data, load_csv
@@ -42,7 +43,7 @@ def recorded_data(record: TrainingRecord) -> Dataset:
     if data.sha256 != described.sha256:
         raise InputError(
             f"{described.source}: data sha256 {data.sha256[:12]}... != training record "
-            f"{described.sha256[:12]}...; the file changed since training; re-run python -m train.all"
+            f"{described.sha256[:12]}...; the file changed since training; {fix('train')}"
         )
     return data
 
