@@ -8,7 +8,6 @@ gracefully (in-flight HTTP and gRPC requests finish).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -89,16 +88,6 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give e.g. 8001, or 0") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number; give 1-65535, or 0")
-    return value
-
-
 def main() -> None:
     d = ServeConfig()
     p = cli.parser(
@@ -109,7 +98,7 @@ def main() -> None:
     )
     cli.artifacts_arg(p)
     p.add_argument("--host", default=d.host, help="interface to bind; 0.0.0.0 for every interface")
-    p.add_argument("--port", type=int, default=d.port, help="TCP port; 0 picks a free one")
+    p.add_argument("--port", type=cli.port, default=d.port, help="TCP port; 0 picks a free one")
     p.add_argument(
         "--max-body-bytes",
         type=cli.positive_int,
@@ -139,7 +128,7 @@ def main() -> None:
     )
     p.add_argument(
         "--grpc-port",
-        type=_port,
+        type=cli.port,
         default=d.grpc_port,
         help="KServe V2 / Triton gRPC port on --host; 0 disables gRPC",
     )

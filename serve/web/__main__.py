@@ -17,18 +17,6 @@ from core import cli
 logger = logging.getLogger("serve.web")
 
 
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a port such as 8080") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"{value} is not a TCP port; give 1-65535 (or 0 for a free one), e.g. 8080"
-        )
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = cli.parser(
         "Serve the page that runs both ONNX models in the browser (onnxruntime-web, WASM).",
@@ -37,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.artifacts_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
-    p.add_argument("--port", type=port_number, default=8080, help="TCP port (0 picks a free one)")
+    p.add_argument("--port", type=cli.port, default=8080, help="TCP port (0 picks a free one)")
     p.add_argument(
         "--trust-key",
         type=Path,
