@@ -4,7 +4,7 @@ Only what the page needs is served, each from an allowlist (anything else is a 4
 any path that leaves its directory):
 
     /                 serve/web/static/ (index.html, app.mjs, style.css)
-    /lib/<file>       serve/node/core.mjs and onnx_info.mjs (the checks the Node CLI runs)
+    /lib/<file>       serve/node/core.mjs, manifest.mjs and onnx_info.mjs (the checks the Node CLI runs)
     /ort/<file>       onnxruntime-web's WASM build, from node_modules (never a CDN)
     /artifacts/<file> manifest.json and the ONNX files it lists (re-read on every request,
                       so a re-export shows up without a restart)
@@ -38,7 +38,7 @@ ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
 ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
-LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs"})
+LIB_FILES = frozenset({"core.mjs", "manifest.mjs", "onnx_info.mjs"})
 PAGE_FILES = frozenset({"index.html", "app.mjs", "style.css"})
 
 

@@ -8,6 +8,7 @@
 
 import * as ort from "/ort/ort.wasm.min.mjs";
 import { createModel, EXPORT_FIX, parseRow } from "/lib/core.mjs";
+import { parseManifest } from "/lib/manifest.mjs";
 
 // WASM files come from this server (never a CDN); one thread needs no cross-origin isolation.
 ort.env.wasm.wasmPaths = "/ort/";
@@ -162,7 +163,7 @@ async function start() {
   try {
     const response = await fetch("/artifacts/manifest.json");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    manifest = await response.json();
+    manifest = parseManifest(await response.text(), "/artifacts/manifest.json"); // the rules Node applies
   } catch (error) {
     $("page-error").textContent = `Cannot read /artifacts/manifest.json (${error.message}); run make run, ` +
       "then python -m serve.web --artifacts artifacts";
