@@ -290,7 +290,7 @@ def resolve(
         for entry in manifest.entries("onnx"):
             # the stored version itself, or its stable alias (keras_linear.onnx), in that directory
             if candidate.parent.resolve() == root.real and candidate.name in (entry.path, entry.alias):
-                return candidate, entry, root
+                return root.existing(candidate.name), entry, root  # confined, a regular file
         return candidate, None, None
     root = Root(artifacts if artifacts is not None else "artifacts")
     manifest = Manifest.load(root.dir)
@@ -336,6 +336,8 @@ def open_model(path: Path, entry: ArtifactEntry | None, root: Root | None, optio
     """Verify (sha256 against `entry`, when given) and open `path`, then run its self-test."""
     if options.verify_sha256 and entry is not None and root is not None:
         verify(root, entry)
+        if path.name != entry.path:  # opened by its stable name: the bytes loaded must match too
+            verify(root, entry, path.name)
     loaded = Model(path, entry, options)
     if options.selftest:
         loaded.selftest()
