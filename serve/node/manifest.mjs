@@ -7,9 +7,9 @@
 // The rules mirror core/schema.py (Manifest.parse): a JSON object of at most MAX_JSON_BYTES and
 // nesting depth MAX_DEPTH, schema_version 2, an `artifacts` list whose entries have a `name`,
 // `model`, `path` (and `alias`, equal to `name`) matching NAME_PATTERN (so never '/', '..' or an
-// absolute path), a `format` from FORMATS, a 64-hex `sha256`, an integer `size`, and no two
-// entries of one (model, format); `reference` and `data.features` (the page shows them) are
-// checked too. tests/hostile_cases.json runs the same damaged directories through both sides.
+// absolute path), a `format` from FORMATS, a 64-hex `sha256`, an integer `size`, signature
+// tensors of a dtype from DTYPES, and no two entries of one (model, format); `reference` and
+// `data.features` (the page shows them) are checked too. tests/hostile_cases.json runs the same damaged directories through both sides.
 
 import { IntegrityError } from "./core.mjs";
 
@@ -17,6 +17,7 @@ export const MANIFEST = "manifest.json";
 export const SCHEMA_VERSION = 2;
 export const NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}";
 export const FORMATS = Object.freeze(["onnx", "savedmodel", "torchscript"]);
+export const DTYPES = Object.freeze(["bool", "float16", "float32", "float64", "int16", "int32", "int64", "int8", "uint8"]);
 export const MAX_JSON_BYTES = 32 << 20; // core/schema.py MAX_JSON_BYTES
 export const MAX_DEPTH = 16; // core/schema.py MAX_DEPTH
 export const MAX_ITEMS = 100_000;
@@ -134,6 +135,17 @@ export function parseManifest(text, source = MANIFEST) {
       fail(`${preview(entry.sha256)} is not 64 lowercase hex digits`, `${at}.sha256`);
     }
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) fail(`expected an integer >= 0, got ${preview(entry.size)}`, `${at}.size`);
+    if (!isObject(entry.signature)) fail(`expected a JSON object, got ${preview(entry.signature)}`, `${at}.signature`);
+    for (const kind of ["inputs", "outputs"]) {
+      const specs = list(entry.signature[kind], `${at}.signature.${kind}`);
+      if (!specs.length) fail("expected at least one tensor", `${at}.signature.${kind}`);
+      specs.forEach((spec, j) => {
+        const where = `${at}.signature.${kind}[${j}]`;
+        if (!isObject(spec)) fail(`expected a JSON object, got ${preview(spec)}`, where);
+        string(spec.name, `${where}.name`);
+        if (!DTYPES.includes(spec.dtype)) fail(`${preview(spec.dtype)} is not one of ${DTYPES.join(", ")}`, `${where}.dtype`);
+      });
+    }
     const key = `${entry.model}\u0000${entry.format}`;
     if (seen.has(key) || names.has(entry.name)) {
       fail(`duplicate ${entry.format} artifact for ${preview(entry.model)} (see artifacts[${seen.get(key)}])`, at);

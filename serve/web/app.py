@@ -12,7 +12,9 @@ any path that leaves its directory):
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,8 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
     """manifest.json plus the stored versions and aliases of the ONNX models it lists.
 
     The manifest is parsed with `core.schema` (names and paths validated); every name is then
-    resolved inside the directory (symlinks followed) and must be a regular file. A manifest
+    resolved inside the directory (symlinks followed) and must be a regular file; a stable name is
+    served only while it is the stored version's own file (a hard link, checked by stat). A manifest
     that does not parse serves only itself, so the page can fetch it and say what is wrong.
     """
     root = Root(artifacts)
@@ -81,12 +84,14 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
         return frozenset({MANIFEST})
     names = set()
     for entry in entries:
-        for rel in (entry.path, entry.alias):  # the stored version and its stable name
-            try:
-                root.existing(rel)
-            except ToolkitError:
-                continue
-            names.add(rel)
+        try:
+            stored = root.existing(entry.path)
+        except ToolkitError:
+            continue  # a FIFO, a symlink leaving the directory, missing: neither name is served
+        names.add(entry.path)
+        with contextlib.suppress(ToolkitError, OSError):
+            if os.path.samefile(root.existing(entry.alias), stored):  # the stable name is a hard link to it
+                names.add(entry.alias)
     return frozenset(names | {MANIFEST})
 
 
