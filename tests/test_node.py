@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -230,3 +231,13 @@ def test_readme_node_commands_run_as_shown(exported_dir):
     result = node_eval(code.replace('"artifacts/', f'"{exported_dir}/'))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected.strip()
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "model.onnx"  # no manifest beside it: the lone-file path must not block either
+    os.mkfifo(fifo)
+    result = node(CLI, str(fifo), "10")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: {fifo}: not a regular file (a FIFO); re-run python -m export.all"
+    ), result.stderr

@@ -31,12 +31,14 @@ const MAX_MODEL_BYTES = 2 ** 31; // core/fsio.py Root.read_bytes
  */
 export async function load(file, { selftest = true, verifySha256 = true, threads = 1 } = {}) {
   const directory = path.dirname(path.resolve(file));
-  // A manifest beside the file makes the directory an artifacts directory: the file must then
-  // stay inside it, and when the manifest lists it, its stored version must be intact too.
+  // As serve/loader.py resolves a path: when the manifest beside the file lists it (as its stored
+  // version or its stable name), the stored version and the file itself must be regular files
+  // inside the directory and the bytes read must have the manifest's hash; a file it does not
+  // list is a lone model (a regular file; only its self-test vouches for it).
   const manifest = await readManifest(directory);
   const entry = manifest === null ? null : findEntry(manifest, path.basename(file));
   if (entry !== null) await readRegular(path.join(directory, entry.path), directory, MAX_MODEL_BYTES, { statOnly: true });
-  const bytes = await readRegular(file, manifest === null ? null : directory, MAX_MODEL_BYTES);
+  const bytes = await readRegular(file, entry === null ? null : directory, MAX_MODEL_BYTES);
   if (verifySha256 && entry !== null) checkSha256(file, bytes, entry);
   const sessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ["cpu"] };
   return createModel(ort, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file,
@@ -63,7 +65,7 @@ async function readRegular(file, inside, limit, { statOnly = false } = {}) {
   try {
     real = await realpath(file);
   } catch (err) {
-    if (err.code === "ENOENT") throw missing(inside !== null && (await isLink(file)) ? "a dangling symlink" : "no such file");
+    if (err.code === "ENOENT") throw missing((await isLink(file)) ? "a dangling symlink" : "no such file");
     throw new MissingModelError(`${file}: ${err.message}; check the path and its permissions`);
   }
   if (inside !== null) {
