@@ -32,7 +32,7 @@ def assert_consistent(artifacts):
     """Manifest parses, every file matches its hash, the check passes, the loader loads."""
     rows, manifest = run_check(artifacts)
     assert all(r.ok for r in rows), [r for r in rows if not r.ok]
-    assert {e["format"] for e in manifest["artifacts"]} == {"onnx", "savedmodel", "torchscript"}
+    assert {e.format for e in manifest.artifacts} == {"onnx", "savedmodel", "torchscript"}
     load("keras_linear", artifacts).predict(10)
     record = json.loads((artifacts / "training.json").read_text())
     for model in record["models"].values():
