@@ -110,6 +110,15 @@ def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
         return f.read(limit + 1)[:limit]
 
 
+def _holds(path: Path, digest: str) -> bool:
+    """Whether `path` is a real file or directory (not a symlink, FIFO or device) of hash `digest`."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) and sha256_path(path) == digest
+
+
 def _kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "directory"),
@@ -250,7 +259,9 @@ class Root:
             digest = sha256_path(target)
             rel = versioned_name(name, digest)
             final = self.path(rel)
-            if not final.exists():  # same content already stored: keep the existing one
+            if not _holds(final, digest):  # keep an existing copy only if it is real and of this hash
+                if final.exists() or final.is_symlink():  # a FIFO, a link or other bytes under its name
+                    self.remove(rel)
                 os.replace(target, final)
                 _fsync_dir(self.dir)
             return rel, digest

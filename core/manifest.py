@@ -26,10 +26,11 @@ from core.schema import (
 logger = logging.getLogger(__name__)
 
 
-def verify(root: Root, entry: ArtifactEntry) -> str:
-    """The one sha256 check: resolve `entry`'s stored version inside `root` (a regular file, or a
-    directory for a SavedModel) and compare its sha256 with the manifest's. Returns the path."""
-    path = root.existing(entry.path, FORMATS[entry.format])
+def verify(root: Root, entry: ArtifactEntry, rel: str | None = None) -> str:
+    """The one sha256 check: resolve `entry`'s stored version (or `rel`, e.g. its stable name) inside
+    `root` (a regular file, or a directory for a SavedModel) and compare its sha256 with the
+    manifest's. Returns the path."""
+    path = root.existing(rel or entry.path, FORMATS[entry.format])
     actual = sha256_path(path)
     if actual != entry.sha256:
         raise IntegrityError(
@@ -37,6 +38,17 @@ def verify(root: Root, entry: ArtifactEntry) -> str:
             f"truncated after export; {fix('onnx' if entry.format == 'onnx' else 'export', root.dir)}"
         )
     return str(path)
+
+
+def _intact(root: Root, entry: ArtifactEntry) -> bool:
+    """Whether `entry`'s stored version is there, confined, of its kind and of its hash (a FIFO,
+    a symlink leaving the directory or changed bytes are dropped from the next manifest)."""
+    try:
+        verify(root, entry)
+    except (MissingArtifactError, IntegrityError) as exc:
+        logger.warning("dropping %s from the manifest: %s", entry.name, exc)
+        return False
+    return True
 
 
 def load_or_none(root: Root) -> Manifest | None:
@@ -65,7 +77,7 @@ def commit(
     for entry in old.artifacts if old else ():
         if entry.name in new_names:
             continue
-        if entry.training_record_sha256 != record_sha256 or not (root.dir / entry.path).exists():
+        if entry.training_record_sha256 != record_sha256 or not _intact(root, entry):
             dropped.append(entry)
         else:
             kept.append(entry)

@@ -470,6 +470,8 @@ def open_model(path: Path, entry: ArtifactEntry | None, root: Root | None, optio
         signed_by = _verify_signature(path, root.dir if root is not None else path.parent, options.trust_key)
     if options.verify_sha256 and entry is not None and root is not None:
         verify(root, entry)
+        if path.name != entry.path:  # opened by its stable name: the bytes loaded must match too
+            verify(root, entry, path.name)
     loaded = Model(path, entry, options)
     loaded.signed_by = signed_by
     if options.selftest:

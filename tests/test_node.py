@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -236,3 +237,42 @@ def test_readme_node_commands_run_as_shown(exported_dir):
     result = node_eval(code.replace('"artifacts/', f'"{exported_dir}/'))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected.strip()
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "model.onnx"  # no manifest beside it: the lone-file path must not block either
+    os.mkfifo(fifo)
+    result = node(CLI, str(fifo), "10")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: {fifo}: not a regular file (a FIFO); re-run python -m export.all"
+    ), result.stderr
+
+
+def test_javascript_rules_use_the_python_constants():
+    """manifest.mjs and core.mjs restate core/schema.py's and serve/loader.py's bounds: they must agree."""
+    from core import schema
+    from serve import loader
+
+    script = (
+        "import * as m from './serve/node/manifest.mjs'; import * as c from './serve/node/core.mjs';"
+        "console.log(JSON.stringify({name: m.NAME_PATTERN, formats: m.FORMATS, dtypes: m.DTYPES,"
+        " version: m.SCHEMA_VERSION, bytes: m.MAX_JSON_BYTES, depth: m.MAX_DEPTH, items: m.MAX_ITEMS,"
+        " atol: c.SELFTEST_ATOL, rtol: c.SELFTEST_RTOL, chars: c.MAX_SELFTEST_CHARS,"
+        " tol: c.MAX_SELFTEST_TOL}));"
+    )
+    result = node_eval(script)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "name": schema.NAME_PATTERN,
+        "formats": sorted(schema.FORMATS),
+        "dtypes": sorted(schema.DTYPES),
+        "version": schema.SCHEMA_VERSION,
+        "bytes": schema.MAX_JSON_BYTES,
+        "depth": schema.MAX_DEPTH,
+        "items": schema.MAX_ITEMS,
+        "atol": schema.SELFTEST_ATOL,
+        "rtol": schema.SELFTEST_RTOL,
+        "chars": loader.MAX_SELFTEST_CHARS,
+        "tol": loader.MAX_SELFTEST_TOL,
+    }

@@ -326,3 +326,30 @@ def test_page_shows_one_box_per_feature(browser, three_feature_dir, tmp_path):
         assert errors == []
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_page_applies_the_hostile_table(browser, exported_dir, tmp_path):
+    """Two cases of tests/hostile_cases.json in the page (core.mjs and manifest.mjs, as in Node): a model
+    returning one row for a batch fails its self-test; a manifest naming '..' is refused as a whole."""
+    from tests.hostile import CASES, Damage
+
+    damage = Damage(tmp_path, exported_dir)
+    damage.apply(CASES["wrong_rows"])  # re-hashed: the server serves it, the page must refuse it
+    server = WebServer(damage.art)
+    try:
+        page, errors = open_page(browser, server.url)
+        message = page.inner_text("#selftest-keras_linear")
+        assert message.startswith("failed to load: /artifacts/keras_linear.") and "for 2 row(s)" in message, (
+            message
+        )
+        assert page.inner_text("#selftest-torch_linear").startswith("✓")
+        damage.apply(CASES["name_dotdot"])  # after start-up: the server serves only manifest.json
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        message = page.inner_text("#page-error")
+        assert "/artifacts/manifest.json: field artifacts[" in message, message
+        assert '".." is not a valid name' in message, message
+        assert errors == []
+    finally:
+        server.close()

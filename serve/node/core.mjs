@@ -9,6 +9,8 @@ import { OnnxFormatError, readOnnxInfo } from "./onnx_info.mjs";
 // Same model across runtimes: |y - selftest_y| <= ATOL + RTOL * |selftest_y| (README "The check").
 export const SELFTEST_ATOL = 1e-5;
 export const SELFTEST_RTOL = 1e-6;
+export const MAX_SELFTEST_CHARS = 65536; // selftest_x in the ONNX metadata (serve/loader.py)
+export const MAX_SELFTEST_TOL = 1e-3; // a file claiming a looser self-test tolerance is refused
 export const EXPORT_FIX = "python -m export.onnx";
 
 /** Base class; `exitCode` follows core/errors.py: 2 for input/usage, 1 for a failed integrity check. */
@@ -111,37 +113,79 @@ export class Model {
   /** Predict for one or more rows (see `toBatch`); resolves to one number per row. */
   async predict(x) {
     const { data, rows } = toBatch(x, this.nFeatures);
-    const feeds = { [this.inputName]: new this.ort.Tensor("float32", data, [rows, this.nFeatures]) };
-    const out = (await this.session.run(feeds))[this.outputName];
-    if (out.data.length !== rows) {
-      throw new IntegrityError(`${this.source}: output shape ${preview(out.dims)} for ${rows} row(s); expected [${rows}, 1]`);
-    }
-    return Array.from(out.data, Number);
+    return this.run(data, rows);
   }
 
-  /** Predict the stored selftest_x and compare with selftest_y; throws IntegrityError beyond tolerance. */
+  /**
+   * Predict the stored selftest_x and compare with selftest_y; throws IntegrityError beyond tolerance.
+   * The rules of serve/loader.py (Model.selftest): selftest_x is one row of nFeatures finite numbers
+   * (at most MAX_SELFTEST_CHARS characters), selftest_y finite, the tolerance from the metadata
+   * (selftest_atol / selftest_rtol, each in [0, MAX_SELFTEST_TOL]); the input runs as one row and
+   * as a two-row batch, and each must give float32 with one value per row.
+   */
   async selftest() {
-    let x;
-    let expected;
-    try {
-      x = JSON.parse(this.metadata.selftest_x);
-      expected = parseNumber(this.metadata.selftest_y);
-    } catch (err) {
-      throw new IntegrityError(`${this.source}: metadata has no usable selftest_x/selftest_y ` +
-        `(${err.message}); re-run ${EXPORT_FIX}`);
+    const { x, expected, atol, rtol } = selftestValues(this.metadata, this.nFeatures, this.source);
+    const out = await this.run(Float32Array.from(x), 1);
+    const batch = await this.run(Float32Array.from([...x, ...x]), 2);
+    const actual = out[0];
+    const tolerance = atol + rtol * Math.abs(expected);
+    if (!(Math.abs(actual - expected) <= tolerance) || batch[1] !== actual) {
+      throw new IntegrityError(`${this.source}: self-test at x = ${JSON.stringify([x])} expected ${expected}, ` +
+        `got ${actual} (tolerance ${atol} + ${rtol}·|y|); re-run ${EXPORT_FIX}`);
     }
-    const actual = (await this.predict(x))[0];
-    const tolerance = SELFTEST_ATOL + SELFTEST_RTOL * Math.abs(expected);
-    if (!(Math.abs(actual - expected) <= tolerance)) {
-      throw new IntegrityError(`${this.source}: self-test at x = ${JSON.stringify(x)} expected ${expected}, ` +
-        `got ${actual} (tolerance ${SELFTEST_ATOL} + ${SELFTEST_RTOL}·|y|); re-run ${EXPORT_FIX}`);
+    return { x: [x], expected, actual, tolerance };
+  }
+
+  // Run `rows` rows of float32 input; the output must be float32 with one value per row.
+  async run(data, rows) {
+    const feeds = { [this.inputName]: new this.ort.Tensor("float32", data, [rows, this.nFeatures]) };
+    const out = (await this.session.run(feeds))[this.outputName];
+    if (out.type !== "float32" || out.data.length !== rows) {
+      throw new IntegrityError(`${this.source}: output ${out.type} ${preview(out.dims)} for ${rows} row(s); ` +
+        `expected float32 [${rows}, 1]; re-run ${EXPORT_FIX}`);
     }
-    return { x, expected, actual, tolerance };
+    return Array.from(out.data, Number);
   }
 
   async release() {
     await this.session.release?.();
   }
+}
+
+/** The self-test values in an ONNX model's metadata, validated (see `Model.selftest`). */
+export function selftestValues(metadata, nFeatures, source) {
+  const bad = (why) => new IntegrityError(`${source}: metadata has no usable self-test (${why}); re-run ${EXPORT_FIX}`);
+  const text = metadata.selftest_x;
+  if (typeof text !== "string" || typeof metadata.selftest_y !== "string") throw bad("selftest_x / selftest_y missing");
+  if (text.length > MAX_SELFTEST_CHARS) {
+    throw bad(`selftest_x is ${text.length.toLocaleString("en-US")} characters, more than ${MAX_SELFTEST_CHARS.toLocaleString("en-US")}`);
+  }
+  let rows;
+  try {
+    rows = JSON.parse(text);
+  } catch (err) {
+    throw bad(String(err.message).slice(0, 120));
+  }
+  const row = Array.isArray(rows) && rows.length === 1 && Array.isArray(rows[0]) ? rows[0] : null;
+  if (row === null || row.length !== nFeatures || !row.every((v) => typeof v === "number" && Number.isFinite(v))) {
+    throw bad(`selftest_x must be one row of ${nFeatures} finite number(s), got ${preview(rows)}`);
+  }
+  const number = (key, fallback) => {
+    const value = metadata[key];
+    if (value === undefined) return fallback;
+    try {
+      return parseNumber(value);
+    } catch {
+      throw bad(`${key} ${preview(value)} is not a finite number`);
+    }
+  };
+  const expected = number("selftest_y", null);
+  const atol = number("selftest_atol", SELFTEST_ATOL);
+  const rtol = number("selftest_rtol", SELFTEST_RTOL);
+  if (!(atol >= 0 && atol <= MAX_SELFTEST_TOL && rtol >= 0 && rtol <= MAX_SELFTEST_TOL)) {
+    throw bad(`tolerance ${atol} + ${rtol}·|y| is outside [0, ${MAX_SELFTEST_TOL}]`);
+  }
+  return { x: row, expected, atol, rtol };
 }
 
 // The input's second dimension when it is fixed; else the metadata's n_features.

@@ -10,18 +10,21 @@
 // the bytes it loads are the signed ones; `model.signedBy` is then the key's fingerprint (else null).
 
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { lstat, open, realpath } from "node:fs/promises";
 import path from "node:path";
 import ort from "onnxruntime-node";
 
 import { createModel, EXPORT_FIX, IntegrityError, MissingModelError } from "./core.mjs";
+import { findEntry, MANIFEST, MANIFEST_FIX, MAX_JSON_BYTES, parseManifest } from "./manifest.mjs";
 import { verifyFile } from "./signature.mjs";
 
 export { EmbedError, InputError, IntegrityError, MissingModelError, parseRow, SELFTEST_ATOL, SELFTEST_RTOL }
   from "./core.mjs";
+export { parseManifest, SchemaError } from "./manifest.mjs";
 export { SignatureError, verifyDirectory } from "./signature.mjs";
 
-const MANIFEST = "manifest.json";
+const MAX_MODEL_BYTES = 2 ** 31; // core/fsio.py Root.read_bytes
 
 /**
  * Load an ONNX model file and verify it.
@@ -32,17 +35,19 @@ const MANIFEST = "manifest.json";
  * @returns {Promise<import("./core.mjs").Model>}
  */
 export async function load(file, { selftest = true, verifySha256 = true, threads = 1, trustKey = null } = {}) {
-  let bytes;
-  try {
-    bytes = await readFile(file);
-  } catch (err) {
-    const why = err.code === "ENOENT" ? "no such file" : err.code === "EISDIR" ? "is a directory" : err.message;
-    throw new MissingModelError(`${file}: ${why}; give the path of an exported .onnx file ` +
-      `(e.g. artifacts/keras_linear.onnx; ${EXPORT_FIX} writes them)`);
-  }
+  const directory = path.dirname(path.resolve(file));
+  // As serve/loader.py resolves a path: when the manifest beside the file lists it (as its stored
+  // version or its stable name), the stored version is what is read (an export in progress may
+  // not have repointed the stable name yet): a regular file inside the directory whose bytes
+  // have the manifest's hash. A file it does not list is a lone model (a regular file; only its
+  // self-test vouches for it).
+  const manifest = await readManifest(directory);
+  const entry = manifest === null ? null : findEntry(manifest, path.basename(file));
+  const target = entry === null ? file : path.join(directory, entry.path);
+  const bytes = await readRegular(target, entry === null ? null : directory, MAX_MODEL_BYTES);
   const signedBy = trustKey === null ? null
-    : (await verifyFile(file, path.dirname(path.resolve(file)), trustKey, bytes)).keyFingerprint;
-  if (verifySha256) await checkSha256(file, bytes);
+    : (await verifyFile(target, directory, trustKey, bytes)).keyFingerprint;
+  if (verifySha256 && entry !== null) checkSha256(file, bytes, entry);
   const sessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ["cpu"] };
   const model = await createModel(ort, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file,
     { selftest, sessionOptions });
@@ -55,20 +60,85 @@ export async function predict(model, x) {
   return model.predict(x);
 }
 
-// When a manifest.json beside the file lists it, the file's sha256 must match the entry.
-async function checkSha256(file, bytes) {
-  const directory = path.dirname(path.resolve(file));
-  let manifest;
+const KINDS = [["isDirectory", "directory"], ["isFIFO", "FIFO"], ["isCharacterDevice", "character device"],
+  ["isBlockDevice", "block device"], ["isSocket", "socket"]];
+
+/**
+ * Read `file` (at most `limit` bytes), which must be a regular file; with `inside`, one that
+ * resolves (symlinks followed) inside that directory. Opened non-blocking and checked with fstat
+ * before a byte is read, so a FIFO or a device is refused, never waited on.
+ */
+async function readRegular(file, inside, limit, { statOnly = false } = {}) {
+  const missing = (why) => new MissingModelError(`${file}: ${why}; give the path of an exported .onnx file ` +
+    `(e.g. artifacts/keras_linear.onnx; ${EXPORT_FIX} writes them)`);
+  let real;
   try {
-    manifest = JSON.parse(await readFile(path.join(directory, MANIFEST), "utf8"));
+    real = await realpath(file);
   } catch (err) {
-    if (err.code === "ENOENT") return; // a lone .onnx file: the self-test still runs
-    throw new IntegrityError(`${path.join(directory, MANIFEST)}: unreadable (${err.message}); re-run ${EXPORT_FIX}`);
+    if (err.code === "ENOENT") throw missing((await isLink(file)) ? "a dangling symlink" : "no such file");
+    throw new MissingModelError(`${file}: ${err.message}; check the path and its permissions`);
   }
-  // the stored version itself, or its stable alias (keras_linear.onnx -> keras_linear.<sha12>.onnx)
-  const entry = (manifest.artifacts ?? []).find((a) => path.resolve(directory, a.path) === path.resolve(file) ||
-    (a.alias !== undefined && path.resolve(directory, a.alias) === path.resolve(file)));
-  if (!entry) return;
+  if (inside !== null) {
+    const rel = path.relative(await realpath(inside), real);
+    if (!rel || rel.startsWith("..") || path.isAbsolute(rel)) {
+      throw new IntegrityError(`${file}: leads outside ${inside} (to ${real}); nothing outside the artifacts ` +
+        `directory is read; replace it with the file; re-run ${MANIFEST_FIX}`);
+    }
+  }
+  let handle;
+  try {
+    handle = await open(real, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+  } catch (err) {
+    if (err.code === "ENOENT") throw missing("no such file");
+    if (err.code === "EISDIR") throw missing("is a directory");
+    throw new MissingModelError(`${file}: ${err.message}; check the path and its permissions`);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) {
+      const kind = KINDS.find(([test]) => info[test]())?.[1] ?? "special file";
+      if (kind === "directory") throw missing("is a directory");
+      throw new IntegrityError(`${file}: not a regular file (a ${kind}); re-run ${MANIFEST_FIX}`);
+    }
+    if (info.size > limit) {
+      throw new IntegrityError(`${file}: ${info.size.toLocaleString("en-US")} bytes, more than the limit of ` +
+        `${limit.toLocaleString("en-US")}; re-run ${MANIFEST_FIX}`);
+    }
+    return statOnly ? null : await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function isLink(file) {
+  try {
+    return (await lstat(file)).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+// manifest.json beside the model, parsed with the shared rules; null when there is none.
+async function readManifest(directory) {
+  const file = path.join(directory, MANIFEST);
+  try {
+    await lstat(file);
+  } catch (err) {
+    if (err.code === "ENOENT") return null; // a lone .onnx file: the self-test still runs
+    throw new IntegrityError(`${file}: unreadable (${err.message}); re-run ${MANIFEST_FIX}`);
+  }
+  const bytes = await readRegular(file, directory, MAX_JSON_BYTES);
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new IntegrityError(`${file}: not UTF-8 text; re-run ${MANIFEST_FIX}`);
+  }
+  return parseManifest(text, file);
+}
+
+// The file's sha256 must match its manifest entry.
+function checkSha256(file, bytes, entry) {
   const actual = createHash("sha256").update(bytes).digest("hex");
   if (actual !== entry.sha256) {
     throw new IntegrityError(`${file}: sha256 ${actual} != manifest ${entry.sha256}; the file was changed ` +

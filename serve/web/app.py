@@ -4,7 +4,7 @@ Only what the page needs is served, each from an allowlist (anything else is a 4
 any path that leaves its directory):
 
     /                 serve/web/static/ (index.html, app.mjs, style.css)
-    /lib/<file>       serve/node/core.mjs and onnx_info.mjs (the checks the Node CLI runs)
+    /lib/<file>       serve/node/core.mjs, manifest.mjs and onnx_info.mjs (the checks the Node CLI runs)
     /ort/<file>       onnxruntime-web's WASM build, from node_modules (never a CDN)
     /artifacts/<file> manifest.json, model.sig and the ONNX files the manifest lists (re-read on
                       every request, so a re-export shows up without a restart)
@@ -13,7 +13,9 @@ any path that leaves its directory):
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +55,7 @@ ORT_DIST = _find_ort_dist()
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
 ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
-LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs", "signature_core.mjs"})
+LIB_FILES = frozenset({"core.mjs", "manifest.mjs", "onnx_info.mjs", "signature_core.mjs"})
 PAGE_FILES = frozenset({"index.html", "app.mjs", "signature.mjs", "style.css"})
 
 
@@ -86,7 +88,8 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
     """manifest.json plus the stored versions and aliases of the ONNX models it lists.
 
     The manifest is parsed with `core.schema` (names and paths validated); every name is then
-    resolved inside the directory (symlinks followed) and must be a regular file. A manifest
+    resolved inside the directory (symlinks followed) and must be a regular file; a stable name is
+    served only while it is the stored version's own file (a hard link, checked by stat). A manifest
     that does not parse serves only itself, so the page can fetch it and say what is wrong.
     """
     root = Root(artifacts)
@@ -94,16 +97,20 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
         entries = Manifest.load(artifacts).entries("onnx")
     except ToolkitError as exc:
         logger.warning("%s", exc)
-        return frozenset({MANIFEST, SIGNATURE})
+        return frozenset({MANIFEST})
     names = set()
     for entry in entries:
-        for rel in (entry.path, entry.alias):  # the stored version and its stable name
-            try:
-                root.existing(rel)
-            except ToolkitError:
-                continue
-            names.add(rel)
-    return frozenset(names | {MANIFEST, SIGNATURE})
+        try:
+            stored = root.existing(entry.path)
+        except ToolkitError:
+            continue  # a FIFO, a symlink leaving the directory, missing: neither name is served
+        names.add(entry.path)
+        with contextlib.suppress(ToolkitError, OSError):
+            if os.path.samefile(root.existing(entry.alias), stored):  # the stable name is a hard link to it
+                names.add(entry.alias)
+    if (root.dir / SIGNATURE).is_file() and not (root.dir / SIGNATURE).is_symlink():
+        names.add(SIGNATURE)
+    return frozenset(names | {MANIFEST})
 
 
 def check_inputs(config: WebConfig) -> None:

@@ -12,6 +12,7 @@
 
 import * as ort from "/ort/ort.wasm.min.mjs";
 import { createModel, EXPORT_FIX, parseRow } from "/lib/core.mjs";
+import { parseManifest } from "/lib/manifest.mjs";
 import { verifySignature } from "./signature.mjs";
 
 // WASM files come from this server (never a CDN); one thread needs no cross-origin isolation.
@@ -188,7 +189,8 @@ async function start() {
     const response = await fetch("/artifacts/manifest.json");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const manifestBytes = new Uint8Array(await response.arrayBuffer());
-    manifest = JSON.parse(new TextDecoder().decode(manifestBytes));
+    // the rules Node applies (serve/node/manifest.mjs)
+    manifest = parseManifest(new TextDecoder().decode(manifestBytes), "/artifacts/manifest.json");
     const key = await fetch("/trust/public.pem");
     if (key.ok) {
       trust = verifySignature(await key.text(), manifestBytes, manifest);

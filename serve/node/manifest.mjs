@@ -1,0 +1,167 @@
+// Parse manifest.json with the rules of core/schema.py, for the fields JavaScript uses.
+//
+//   import { parseManifest } from "./manifest.mjs";
+//   const manifest = parseManifest(text, "artifacts/manifest.json");  // throws SchemaError
+//
+// Shared by the Node module (model.mjs) and the page (serve/web/static/app.mjs): no Node APIs.
+// The rules mirror core/schema.py (Manifest.parse): a JSON object of at most MAX_JSON_BYTES and
+// nesting depth MAX_DEPTH, schema_version 2, an `artifacts` list whose entries have a `name`,
+// `model`, `path` (and `alias`, equal to `name`) matching NAME_PATTERN (so never '/', '..' or an
+// absolute path), a `format` from FORMATS, a 64-hex `sha256`, an integer `size`, signature
+// tensors of a dtype from DTYPES, and no two entries of one (model, format); `reference` and
+// `data.features` (the page shows them) are checked too. tests/hostile_cases.json runs the same damaged directories through both sides.
+
+import { IntegrityError } from "./core.mjs";
+
+export const MANIFEST = "manifest.json";
+export const SCHEMA_VERSION = 2;
+export const NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}";
+export const FORMATS = Object.freeze(["onnx", "savedmodel", "torchscript"]);
+export const DTYPES = Object.freeze(["bool", "float16", "float32", "float64", "int16", "int32", "int64", "int8", "uint8"]);
+export const MAX_JSON_BYTES = 32 << 20; // core/schema.py MAX_JSON_BYTES
+export const MAX_DEPTH = 16; // core/schema.py MAX_DEPTH
+export const MAX_ITEMS = 100_000;
+const MAX_STRING = 4096;
+const NAME = new RegExp(`^${NAME_PATTERN}$`);
+const SHA256 = /^[0-9a-f]{64}$/;
+export const MANIFEST_FIX = "python -m export.all";
+
+/** manifest.json is not what this toolkit writes; like core.errors.SchemaError, exit 2. */
+export class SchemaError extends IntegrityError {
+  get exitCode() { return 2; }
+}
+
+function preview(value) {
+  let s;
+  try { s = JSON.stringify(value) ?? String(value); } catch { s = String(value); }
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+// Deepest nesting of [ and { outside strings, found without parsing (JSON.parse must never see
+// a 100,000-deep document, and the walk after it must never recurse).
+function nestingDepth(text, limit) {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) {
+      if (++depth > limit) return depth;
+    } else if (c === 93 || c === 125) depth--;
+  }
+  return depth;
+}
+
+/**
+ * Parse and validate manifest.json's text.
+ * @param {string} text the file's content
+ * @param {string} source the file's path or URL, for messages
+ * @returns {object} the parsed manifest (validated fields as documented above)
+ */
+export function parseManifest(text, source = MANIFEST) {
+  const fail = (problem, field) => {
+    const where = field ? `field ${field}: ` : "";
+    throw new SchemaError(`${source}: ${where}${problem}; re-run ${MANIFEST_FIX}`);
+  };
+  if (typeof text !== "string") fail(`expected the file's text, got ${typeof text}`);
+  if (text.length > MAX_JSON_BYTES) {
+    fail(`${text.length.toLocaleString("en-US")} characters, more than the limit of ${MAX_JSON_BYTES.toLocaleString("en-US")}`);
+  }
+  if (nestingDepth(text, MAX_DEPTH) > MAX_DEPTH) fail(`JSON nested deeper than ${MAX_DEPTH} levels`);
+  let obj;
+  try {
+    obj = JSON.parse(text);
+  } catch (err) {
+    fail(`not valid JSON (${String(err.message).slice(0, 120)})`);
+  }
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  if (!isObject(obj)) fail(`expected a JSON object, got ${preview(obj)}`, "top level");
+  if (obj.schema_version !== SCHEMA_VERSION) {
+    fail(`schema version ${preview(obj.schema_version)} is not ${SCHEMA_VERSION} (written by another version ` +
+      "of this toolkit)", "schema_version");
+  }
+  const finite = (v, field) => {
+    if (typeof v !== "number" || !Number.isFinite(v)) fail(`expected a finite number, got ${preview(v)}`, field);
+    return v;
+  };
+  const list = (v, field) => {
+    if (!Array.isArray(v) || v.length > MAX_ITEMS) {
+      fail(`expected a list of at most ${MAX_ITEMS} items, got ${preview(v)}`, field);
+    }
+    return v;
+  };
+  const string = (v, field) => {
+    if (typeof v !== "string" || !v || v.length > MAX_STRING) {
+      fail(`expected a non-empty string of at most ${MAX_STRING} characters, got ${preview(v)}`, field);
+    }
+    return v;
+  };
+  const name = (v, field) => {
+    string(v, field);
+    if (!NAME.test(v)) {
+      fail(`${preview(v)} is not a valid name (expected ${NAME_PATTERN}: a letter or digit, then letters, ` +
+        "digits, '_', '.' or '-', at most 128 characters)", field);
+    }
+    return v;
+  };
+
+  if (!isObject(obj.reference)) fail(`expected a JSON object, got ${preview(obj.reference)}`, "reference");
+  list(obj.reference.weights, "reference.weights").forEach((w, i) => finite(w, `reference.weights[${i}]`));
+  finite(obj.reference.bias, "reference.bias");
+  if (!isObject(obj.data)) fail(`expected a JSON object, got ${preview(obj.data)}`, "data");
+  list(obj.data.features, "data.features").forEach((f, i) => string(f, `data.features[${i}]`));
+  if (obj.data.features.length !== obj.reference.weights.length) {
+    fail(`${obj.data.features.length} features for ${obj.reference.weights.length} weights`, "data.features");
+  }
+
+  const seen = new Map();
+  const names = new Set();
+  list(obj.artifacts, "artifacts").forEach((entry, i) => {
+    const at = `artifacts[${i}]`;
+    if (!isObject(entry)) fail(`expected a JSON object, got ${preview(entry)}`, at);
+    string(entry.format, `${at}.format`);
+    if (!FORMATS.includes(entry.format)) fail(`${preview(entry.format)} is not one of ${FORMATS.join(", ")}`, `${at}.format`);
+    name(entry.name, `${at}.name`);
+    name(entry.path, `${at}.path`);
+    name(entry.model, `${at}.model`);
+    if (entry.alias !== undefined && entry.alias !== null) {
+      name(entry.alias, `${at}.alias`);
+      if (entry.alias !== entry.name) fail(`alias ${preview(entry.alias)} differs from name ${preview(entry.name)}`, `${at}.alias`);
+    }
+    if (typeof entry.sha256 !== "string" || !SHA256.test(entry.sha256)) {
+      fail(`${preview(entry.sha256)} is not 64 lowercase hex digits`, `${at}.sha256`);
+    }
+    if (!Number.isSafeInteger(entry.size) || entry.size < 0) fail(`expected an integer >= 0, got ${preview(entry.size)}`, `${at}.size`);
+    if (!isObject(entry.signature)) fail(`expected a JSON object, got ${preview(entry.signature)}`, `${at}.signature`);
+    for (const kind of ["inputs", "outputs"]) {
+      const specs = list(entry.signature[kind], `${at}.signature.${kind}`);
+      if (!specs.length) fail("expected at least one tensor", `${at}.signature.${kind}`);
+      specs.forEach((spec, j) => {
+        const where = `${at}.signature.${kind}[${j}]`;
+        if (!isObject(spec)) fail(`expected a JSON object, got ${preview(spec)}`, where);
+        string(spec.name, `${where}.name`);
+        if (!DTYPES.includes(spec.dtype)) fail(`${preview(spec.dtype)} is not one of ${DTYPES.join(", ")}`, `${where}.dtype`);
+      });
+    }
+    const key = `${entry.model}\u0000${entry.format}`;
+    if (seen.has(key) || names.has(entry.name)) {
+      fail(`duplicate ${entry.format} artifact for ${preview(entry.model)} (see artifacts[${seen.get(key)}])`, at);
+    }
+    seen.set(key, i);
+    names.add(entry.name);
+  });
+  obj.artifacts.forEach((entry, i) => {
+    if (names.has(entry.path) && entry.path !== entry.name) {
+      fail(`path ${preview(entry.path)} is another entry's name`, `artifacts[${i}].path`);
+    }
+  });
+  return obj;
+}
+
+/** The entry whose stored version (`path`) or stable name (`alias`) is the file name `base`. */
+export function findEntry(manifest, base) {
+  return manifest.artifacts.find((a) => a.path === base || (a.alias ?? a.name) === base) ?? null;
+}
