@@ -23,7 +23,8 @@ from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, removing_new_dirs_on_error
 from core.manifest import verify
-from core.schema import Manifest, check_name
+from core.schema import ArtifactEntry, Manifest, check_name
+from core.selftest import linear_selftest
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,18 @@ def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
     return text_format.MessageToString(config)
 
 
+def _check_selftest(path: Path, model: onnx.ModelProto, entry: ArtifactEntry) -> None:
+    """Refuse to publish a file whose embedded self-test is unusable (the loader would refuse to serve
+    it): the same rules as serve/loader.py, from core.selftest. Running it is the server's job."""
+    inputs = entry.signature.inputs
+    if len(inputs) == 1 and inputs[0].dtype == "float32" and len(inputs[0].shape) == 2:
+        metadata = {p.key: p.value for p in model.metadata_props}
+        try:
+            linear_selftest(metadata, int(inputs[0].shape[1]))
+        except ValueError as exc:
+            raise IntegrityError(f"{path}: metadata has no usable self-test ({exc}); {fix('onnx')}") from None
+
+
 def _refuse(problem: str) -> None:
     raise IntegrityError(f"Triton model name: {problem}; {fix('export')}")
 
@@ -118,7 +131,9 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
                     f"{source.dir / entry.path}: sha256 differs from the manifest's "
                     f"{entry.sha256[:12]}...; {fix('onnx', artifacts)}"
                 )
-            config = config_pbtxt(entry.model, onnx.load_from_string(data), cfg)
+            model = onnx.load_from_string(data)
+            _check_selftest(source.dir / entry.path, model, entry)
+            config = config_pbtxt(entry.model, model, cfg)
             repo.path(entry.model).mkdir(exist_ok=True)
             repo.path(f"{entry.model}/1").mkdir(exist_ok=True)
             repo.write_bytes(f"{entry.model}/1/model.onnx", data)

@@ -12,7 +12,6 @@ the embedded self-test; each check can be turned off explicitly.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -28,12 +27,11 @@ from core.errors import InputError, IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root
 from core.manifest import verify
-from core.schema import MANIFEST, SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry, Manifest
+from core.schema import MANIFEST, ArtifactEntry, Manifest
+from core.selftest import linear_selftest
 
 _FLOAT32 = np.dtype(np.float32)
 EXPORT_FIX = fix("onnx")
-MAX_SELFTEST_CHARS = 65536  # selftest_x in the ONNX metadata: a few rows, never megabytes
-MAX_SELFTEST_TOL = 1e-3  # a file claiming a looser self-test tolerance is refused
 # onnxruntime tensor types `run` accepts, and the numpy dtype each is fed as.
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -283,31 +281,13 @@ class Model:
         return expected, actual
 
     def _selftest_values(self) -> tuple[np.ndarray, float, float, float]:
-        meta = self.metadata
-
-        def bad(why: str) -> IntegrityError:
-            return IntegrityError(f"{self.path}: metadata has no usable self-test ({why}); {EXPORT_FIX}")
-
-        text = meta.get("selftest_x")
-        if text is None or "selftest_y" not in meta:
-            raise bad("selftest_x / selftest_y missing")
-        if len(text) > MAX_SELFTEST_CHARS:
-            raise bad(f"selftest_x is {len(text):,} characters, more than {MAX_SELFTEST_CHARS:,}")
         try:
-            x = np.asarray(json.loads(text), dtype=np.float64)
-            expected = float(meta["selftest_y"])
-            atol = float(meta.get("selftest_atol", SELFTEST_ATOL))
-            rtol = float(meta.get("selftest_rtol", SELFTEST_RTOL))
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise bad(str(exc)[:120]) from None
-        if x.shape != (1, self.n_features) or not np.isfinite(x).all() or not math.isfinite(expected):
-            raise bad(
-                f"selftest_x must be one row of {self.n_features} finite number(s) and selftest_y finite, "
-                f"got shape {x.shape} and {expected!r}"
-            )
-        if not (0 <= atol <= MAX_SELFTEST_TOL and 0 <= rtol <= MAX_SELFTEST_TOL):
-            raise bad(f"tolerance {atol} + {rtol}·|y| is outside [0, {MAX_SELFTEST_TOL}]")
-        return x.astype(np.float32), expected, atol, rtol
+            st = linear_selftest(self.metadata, self.n_features)
+        except ValueError as exc:
+            raise IntegrityError(
+                f"{self.path}: metadata has no usable self-test ({exc}); {EXPORT_FIX}"
+            ) from None
+        return np.asarray([st.x], dtype=np.float32), st.y, st.atol, st.rtol
 
     def __repr__(self) -> str:
         return (

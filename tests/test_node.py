@@ -251,8 +251,7 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
 
 def test_javascript_rules_use_the_python_constants():
     """manifest.mjs and core.mjs restate core/schema.py's and serve/loader.py's bounds: they must agree."""
-    from core import schema
-    from serve import loader
+    from core import schema, selftest
 
     script = (
         "import * as m from './serve/node/manifest.mjs'; import * as c from './serve/node/core.mjs';"
@@ -273,6 +272,6 @@ def test_javascript_rules_use_the_python_constants():
         "items": schema.MAX_ITEMS,
         "atol": schema.SELFTEST_ATOL,
         "rtol": schema.SELFTEST_RTOL,
-        "chars": loader.MAX_SELFTEST_CHARS,
-        "tol": loader.MAX_SELFTEST_TOL,
+        "chars": selftest.MAX_SELFTEST_CHARS,
+        "tol": selftest.MAX_SELFTEST_TOL,
     }
