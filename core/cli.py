@@ -68,14 +68,24 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def _number(text: str, allow_zero: bool, example: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give e.g. 0.01") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0, e.g. 0.01")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give e.g. {example}") from None
+    if not (0 <= value if allow_zero else 0 < value) or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text} must be a finite number {'>=' if allow_zero else '>'} 0, e.g. {example}"
+        )
     return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, allow_zero=False, example="0.01")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, allow_zero=True, example="60")
 
 
 def lock_timeout_arg(p: argparse.ArgumentParser) -> None:
@@ -89,16 +99,6 @@ def lock_timeout_arg(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="give up after waiting this long for another writer's lock on the directory",
     )
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give e.g. 60") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0, e.g. 60")
-    return value
 
 
 def port(text: str) -> int:

@@ -73,6 +73,26 @@ def _check_depth(obj: Any, path: Path, what_fixes: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
+def open_document(directory: Path, name: str, fix_key: str) -> Fields:
+    """`directory/name` read (bounded), parsed and version-checked: the top-level `Fields`.
+
+    A missing file is MissingArtifactError; anything else wrong is a SchemaError; both name the
+    file and end with the command that writes it (`fix_key` in core.fixes).
+    """
+    path = Path(directory) / name
+    what_fixes = fix(fix_key, directory)
+    if not path.exists() and not path.is_symlink():
+        raise MissingArtifactError(f"{path}: not found; {what_fixes}")
+    f = Fields(read_json(path, what_fixes), path, "", what_fixes)
+    version = f.int("schema_version", lo=0)
+    if version != SCHEMA_VERSION:
+        f.fail(
+            f"schema version {version} is not {SCHEMA_VERSION} (written by another version of this toolkit)",
+            "schema_version",
+        )
+    return f
+
+
 class Fields:
     """Typed access to one JSON object, with errors naming the file and the field's path."""
 
@@ -483,21 +503,11 @@ class Manifest:
     @classmethod
     def load(cls, directory: Path) -> Manifest:
         """Parse and validate `directory/manifest.json` (MissingArtifactError when there is none)."""
-        path = Path(directory) / MANIFEST
-        if not path.exists() and not path.is_symlink():
-            raise MissingArtifactError(f"{path}: not found; {fix('export', directory)}")
-        return cls.parse(read_json(path, fix("export", directory)), path, fix("export", directory))
+        return cls.parse(open_document(directory, MANIFEST, "export"))
 
     @classmethod
-    def parse(cls, obj: Any, path: Path, what_fixes: str) -> Manifest:
-        f = Fields(obj, path, "", what_fixes)
-        version = f.int("schema_version", lo=0)
-        if version != SCHEMA_VERSION:
-            f.fail(
-                f"schema version {version} is not {SCHEMA_VERSION} (written by another version of this "
-                "toolkit)",
-                "schema_version",
-            )
+    def parse(cls, f: Fields) -> Manifest:
+        version = f.obj["schema_version"]
         trained = f.has("training_record")
         rec = f.sub("training_record") if trained else None
         data = DataInfo.parse(f.sub("data")) if trained else None
@@ -641,17 +651,12 @@ class TrainingRecord:
 
     @classmethod
     def load(cls, directory: Path) -> TrainingRecord:
-        path = Path(directory) / TRAINING_RECORD
-        if not path.exists() and not path.is_symlink():
-            raise MissingArtifactError(f"{path}: not found; {fix('train', directory)}")
-        return cls.parse(read_json(path, fix("train", directory)), path, fix("train", directory))
+        """Parse and validate `directory/training.json` (MissingArtifactError when there is none)."""
+        return cls.parse(open_document(directory, TRAINING_RECORD, "train"))
 
     @classmethod
-    def parse(cls, obj: Any, path: Path, what_fixes: str) -> TrainingRecord:
-        f = Fields(obj, path, "", what_fixes)
-        version = f.int("schema_version", lo=0)
-        if version != SCHEMA_VERSION:
-            f.fail(f"schema version {version} is not {SCHEMA_VERSION}", "schema_version")
+    def parse(cls, f: Fields) -> TrainingRecord:
+        version = f.obj["schema_version"]
         data = DataInfo.parse(f.sub("data"))
         models_f = f.sub("models")
         models = {}

@@ -3,6 +3,7 @@ up after --lock-timeout with exit 2; a lock file that is a symlink is refused, n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -15,21 +16,35 @@ from core.fsio import Root
 from tests.conftest import ROOT, run_cli
 
 
-@pytest.fixture
-def held_lock(tmp_path):
-    """A separate process holding `tmp_path`'s lock until the test ends."""
+@contextlib.contextmanager
+def holding_lock(directory):
+    """A separate process holding `directory`'s lock until the block ends."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import time
         from core.fsio import Root
-        with Root({str(tmp_path)!r}).locked():
+        with Root({str(directory)!r}).locked():
             print("locked", flush=True)
             time.sleep(60)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    yield proc
-    proc.kill()
-    proc.wait()
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def held_lock(tmp_path):
+    with holding_lock(tmp_path) as proc:
+        yield proc
+
+
+@pytest.fixture
+def held_lock_on_copy(exported_copy):
+    with holding_lock(exported_copy) as proc:
+        yield proc
 
 
 def test_waiting_writer_names_the_holder_once_then_gives_up(tmp_path, held_lock, caplog):
@@ -51,22 +66,6 @@ def test_cli_gives_up_with_exit_2(exported_copy, held_lock_on_copy):
     assert sum("waiting for the lock" in line for line in lines) == 1
     assert lines[-1].startswith("error: ") and f"pid {held_lock_on_copy.pid}" in lines[-1]
     assert "Traceback" not in result.stderr
-
-
-@pytest.fixture
-def held_lock_on_copy(exported_copy):
-    script = textwrap.dedent(f"""
-        import time
-        from core.fsio import Root
-        with Root({str(exported_copy)!r}).locked():
-            print("locked", flush=True)
-            time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def test_a_free_lock_is_taken_at_once_and_records_the_holder(tmp_path):
