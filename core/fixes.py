@@ -9,6 +9,7 @@ FIXES = {
     "train": "run python -m train.all --artifacts {dir}",
     "export": "re-run python -m export.all --artifacts {dir}",
     "onnx": "re-run python -m export.onnx --artifacts {dir}",
+    "triton": "re-run python -m export.triton --artifacts {dir}",
     "npm": "run npm ci --ignore-scripts (make test and make web run it)",
     "journal": "inspect {dir}/.commit.json (a journal this toolkit did not write?) and delete it",
     "lock": "remove {dir}/.lock (it must be a regular file) and re-run",

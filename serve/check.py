@@ -4,8 +4,11 @@ For each manifest entry: verify its sha256, run it in every runtime for its form
 onnxruntime and in onnx.reference; SavedModel in TensorFlow; TorchScript in torch) on the
 probe batch, and compare with (a) the same model in its source framework, recorded at
 export, and (b) the least-squares reference at x = 10; also report (c) the largest distance
-from least squares over the probe batch. Exit 0 all pass, 1 any fails,
-2 usage error or missing artifacts.
+from least squares over the probe batch. The headline bound (b) is --analytic-tol times the
+manifest's `probe.headline_tolerance_scale`: max(1, std of the training target) for a CSV, 1 for
+the article's data. A Triton repository in ARTIFACTS/triton gets a row too: current, or which
+models are stale and the command that refreshes them (export/triton_state.py). Exit 0 all pass,
+1 any fails, 2 usage error or missing artifacts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from core.fixes import fix
 from core.fsio import Root
 from core.manifest import verify
 from core.schema import ArtifactEntry, Manifest
+from export.triton_state import triton_state
 from serve.runtimes import RUNTIMES
 
 
@@ -54,6 +58,7 @@ class Row:
     diff_analytic: float | None = None
     max_diff_reference: float | None = None  # max |prediction - least squares| over the probe batch
     error: str | None = None
+    note: str | None = None  # a row that is a sentence, not numbers (the Triton repository)
 
 
 def magnitudes(manifest: Manifest, probe: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -155,6 +160,18 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
         if not (root.dir / entry.path).exists():
             root.existing(entry.path)
     rows = [row for entry in manifest.artifacts for row in check_artifact(root, manifest, entry, tol)]
+    triton = triton_state(artifacts, manifest)  # ARTIFACTS/triton, if there is one
+    if triton is not None:
+        text = triton.line()
+        rows.append(
+            Row(
+                "triton/",
+                "Triton",
+                triton.ok,
+                error=None if triton.ok else text,
+                note=text if triton.ok else None,
+            )
+        )
     return rows, manifest
 
 
@@ -168,8 +185,8 @@ def format_rows(rows: list[Row], manifest: Manifest, tol: Tolerances) -> str:
     ]
     for r in rows:
         mark = "[ok]  " if r.ok else "[FAIL]"
-        if r.error:
-            lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error}")
+        if r.error or r.note:
+            lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error or r.note}")
             continue
         lines.append(
             f"{mark} {r.artifact:30}{r.runtime:16}{r.headline_y:12.6f}"
