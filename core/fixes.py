@@ -10,6 +10,7 @@ FIXES = {
     "export": "re-run python -m export.all --artifacts {dir}",
     "onnx": "re-run python -m export.onnx --artifacts {dir}",
     "sign": "re-run python -m export.sign --artifacts {dir} --key PEM (or export.all --sign-key PEM)",
+    "triton": "re-run python -m export.triton --artifacts {dir}",
     "npm": "run npm ci --ignore-scripts (make test and make web run it)",
     "journal": "inspect {dir}/.commit.json (a journal this toolkit did not write?) and delete it",
     "lock": "remove {dir}/.lock (it must be a regular file) and re-run",

@@ -297,33 +297,78 @@ def linear_signature(n_features: int) -> Signature:
 
 
 @dataclass(frozen=True)
+class DataSplit:
+    """Which data rows were held out as test rows (`--test-fraction`): reproducible from the seed."""
+
+    seed: int  # numpy.random.default_rng(seed).permutation(rows): the first `test_rows` are test rows
+    test_fraction: float  # what was asked for; `test_rows` is floor(test_fraction * rows)
+    train_rows: int
+    test_rows: int
+    test_index_sha256: str  # of the sorted 0-based test row indices as little-endian int64 bytes
+
+    @classmethod
+    def parse(cls, f: Fields) -> DataSplit:
+        fraction = f.num("test_fraction")
+        if not 0 <= fraction < 1:
+            f.fail(f"{fraction} is not in [0, 1)", "test_fraction")
+        return cls(
+            f.int("seed", lo=-(1 << 63), hi=(1 << 63) - 1),
+            fraction,
+            f.int("train_rows", lo=1),
+            f.int("test_rows"),
+            f.sha256("test_index_sha256"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
+            "train_rows": self.train_rows,
+            "test_rows": self.test_rows,
+            "test_index_sha256": self.test_index_sha256,
+        }
+
+
+@dataclass(frozen=True)
 class DataInfo:
     """What the models were trained on (its identity, not its rows)."""
 
     source: str  # "article" or the CSV's path
-    sha256: str  # of the float32 bytes of x then y
+    sha256: str  # of the float32 bytes of x then y (every data row, test rows included)
     rows: int
     features: tuple[str, ...]
     target: str
     file_sha256: str | None = None  # a CSV file's own bytes
+    columns: tuple[str, ...] = ()  # the file's header (the article's data: x, y); () in older records
+    split: DataSplit | None = None  # the held-out test rows; None: every row trained
 
     @property
     def n_features(self) -> int:
         return len(self.features)
 
+    @property
+    def train_rows(self) -> int:
+        return self.split.train_rows if self.split else self.rows
+
     @classmethod
     def parse(cls, f: Fields) -> DataInfo:
         features = tuple(f.list("features") or [])
-        for i, name in enumerate(features):
-            if not isinstance(name, str) or not name or len(name) > 256:
-                f.fail(f"expected a column name, got {_preview(name)}", f"features[{i}]")
+        columns = tuple(f.list("columns", optional=True) or [])
+        for key, names in (("features", features), ("columns", columns)):
+            for i, name in enumerate(names):
+                if not isinstance(name, str) or not name or len(name) > 256:
+                    f.fail(f"expected a column name, got {_preview(name)}", f"{key}[{i}]")
         if not features:
             f.fail("expected at least one feature", "features")
         if f.has("n_features") and f.int("n_features", lo=1) != len(features):
             f.fail(f"{f.obj['n_features']} != {len(features)} feature names", "n_features")
         file_sha256 = f.sha256("file_sha256") if f.has("file_sha256") else None
+        rows = f.int("rows", lo=1)
+        split = DataSplit.parse(f.sub("split")) if f.has("split") else None
+        if split is not None and split.train_rows + split.test_rows != rows:
+            f.fail(f"{split.train_rows} train + {split.test_rows} test rows != {rows} rows", "split")
         return cls(
-            f.str("source"), f.sha256("sha256"), f.int("rows", lo=1), features, f.str("target"), file_sha256
+            f.str("source"), f.sha256("sha256"), rows, features, f.str("target"), file_sha256, columns, split
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -335,6 +380,10 @@ class DataInfo:
             "features": list(self.features),
             "target": self.target,
         }
+        if self.columns:
+            out |= {"columns": list(self.columns), "shape": [self.rows, self.n_features + 1]}
+        if self.split is not None:
+            out["split"] = self.split.to_json()
         return out | ({"file_sha256": self.file_sha256} if self.file_sha256 else {})
 
 
@@ -362,10 +411,22 @@ class Probe:
     reference_y: tuple[float, ...]
     headline_x: tuple[float, ...]
     headline_reference_y: float
+    # The check's headline bound is |y(headline) - reference| <= analytic_tol · headline_tolerance_scale:
+    # max(1, std of the training target) for a CSV, 1 for the article's data (and in older files).
+    headline_tolerance_scale: float = 1.0
 
     @classmethod
     def parse(cls, f: Fields, n_features: int) -> Probe:
-        probe = cls(f.rows("x"), f.nums("reference_y"), f.nums("headline_x"), f.num("headline_reference_y"))
+        scale = f.num("headline_tolerance_scale", optional=True)
+        if scale is not None and scale < 1:
+            f.fail(f"{scale} < 1 (it is max(1, std of the target))", "headline_tolerance_scale")
+        probe = cls(
+            f.rows("x"),
+            f.nums("reference_y"),
+            f.nums("headline_x"),
+            f.num("headline_reference_y"),
+            1.0 if scale is None else scale,
+        )
         if not probe.x or any(len(row) != n_features for row in probe.x):
             f.fail(f"expected one or more rows of {n_features} number(s)", "x")
         if len(probe.reference_y) != len(probe.x):
@@ -380,6 +441,7 @@ class Probe:
             "reference_y": list(self.reference_y),
             "headline_x": list(self.headline_x),
             "headline_reference_y": self.headline_reference_y,
+            "headline_tolerance_scale": self.headline_tolerance_scale,
         }
 
 
@@ -637,6 +699,41 @@ class ModelRecord:
 
 
 @dataclass(frozen=True)
+class ErrorMetrics:
+    """A model's error on some data rows: RMSE and R² (float64, from the recorded weights)."""
+
+    rows: int
+    rmse: float
+    r2: float | None  # None: fewer than 2 rows, or a constant target (R² is undefined)
+
+    @classmethod
+    def parse(cls, f: Fields) -> ErrorMetrics:
+        return cls(f.int("rows", lo=1), f.num("rmse"), f.num("r2", optional=True))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": self.rows, "rmse": self.rmse, "r2": self.r2}
+
+
+@dataclass(frozen=True)
+class FitMetrics:
+    """Error on the training rows and (with a test split) on the held-out test rows."""
+
+    train: ErrorMetrics
+    test: ErrorMetrics | None = None
+
+    @classmethod
+    def parse(cls, f: Fields) -> FitMetrics:
+        test = ErrorMetrics.parse(f.sub("test")) if f.has("test") else None
+        return cls(ErrorMetrics.parse(f.sub("train")), test)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"train": self.train.to_json()} | ({"test": self.test.to_json()} if self.test else {})
+
+
+LEAST_SQUARES = "least_squares"  # the key of the least-squares reference in TrainingRecord.metrics
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
     """`training.json`: how the models were trained, on what, and what they learned."""
 
@@ -647,6 +744,8 @@ class TrainingRecord:
     probe: Probe
     models: Mapping[str, ModelRecord]
     library_versions: Mapping[str, str]
+    # model name (and LEAST_SQUARES) -> error on train and test rows; empty in older records
+    metrics: Mapping[str, FitMetrics] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -670,6 +769,12 @@ class TrainingRecord:
                     f"{len(record.weights)} weights for {data.n_features} feature(s)", f"{key}.weights"
                 )
             models[key] = record
+        metrics = {}
+        if f.has("metrics"):
+            metrics_f = f.sub("metrics")
+            for key in list(metrics_f.obj)[:64]:
+                check_name(key, lambda problem, key=key: metrics_f.fail(problem, key))
+                metrics[key] = FitMetrics.parse(metrics_f.sub(key))
         return cls(
             created=f.str("created"),
             config=f.sub("config").obj,
@@ -678,6 +783,7 @@ class TrainingRecord:
             probe=Probe.parse(f.sub("probe"), data.n_features),
             models=models,
             library_versions=f.strings("library_versions", optional=True),
+            metrics=metrics,
             schema_version=version,
         )
 
@@ -691,4 +797,4 @@ class TrainingRecord:
             "probe": self.probe.to_json(),
             "models": {k: m.to_json() for k, m in sorted(self.models.items())},
             "library_versions": dict(self.library_versions),
-        }
+        } | ({"metrics": {k: m.to_json() for k, m in self.metrics.items()}} if self.metrics else {})

@@ -3,6 +3,7 @@ TorchScript, ONNX); with `--sign-key`, sign the result (export/sign.py).
 
 All formats are committed to the manifest together, in one rename: a server or an app reading
 the directory sees the previous exports until the new ones replace them (README "Reliability").
+Then a Triton repository that `python -m export.triton` made in ARTIFACTS/triton is refreshed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from core.schema import ArtifactEntry
 from export import FORMATS
 from export._core import export_formats, main_for
 from export.sign import sign_after
+from export.triton import refresh
 
 
 def export_all(artifacts: Path) -> list[ArtifactEntry]:
-    """Run every registered exporter, commit all their entries at once; returns the entries."""
-    return export_formats(artifacts, [importlib.import_module(m).write for m in FORMATS.values()])
+    """Run every registered exporter, commit all their entries at once, refresh ARTIFACTS/triton if
+    export.triton made it; returns the entries."""
+    entries = export_formats(artifacts, [importlib.import_module(m).write for m in FORMATS.values()])
+    refresh(artifacts)
+    return entries
 
 
 def main() -> None:

@@ -8,13 +8,17 @@ V2 protocol as `python -m serve`:
 
 Config reference: github.com/triton-inference-server/server docs/user_guide/model_configuration.md.
 With `max_batch_size` > 0, `dims` exclude the batch dimension: x is [n], y is [1].
+
+Last, `<out>/.made_from.json` records the manifest's sha256, the configuration and each model's ONNX
+entry (export/triton_state.py): `python -m export.all` refreshes ARTIFACTS/triton from it after
+each export, and `python -m serve.check` says which models in it are stale.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +27,9 @@ from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, removing_new_dirs_on_error
 from core.manifest import verify
-from core.schema import ArtifactEntry, Manifest, check_name
+from core.schema import MANIFEST, ArtifactEntry, Manifest, check_name
 from core.selftest import linear_selftest
+from export.triton_state import DEFAULT_DIR, MARKER, Marker
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +119,13 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
     import onnx  # here, not at the top: `--help` and argument errors stay fast
 
     source = Root(artifacts)
-    out = Path(out) if out is not None else source.path("triton")  # never a symlink leaving artifacts
+    out = Path(out) if out is not None else source.path(DEFAULT_DIR)  # never a symlink leaving artifacts
     written = []
     with source.locked(), removing_new_dirs_on_error(out):  # the manifest does not change underneath us
         repo = Root(cli.ensure_dir(out, create=True))
         entries = Manifest.load(artifacts).entries("onnx")
+        manifest_sha256 = hashlib.sha256(source.read_bytes(MANIFEST)).hexdigest()
+        previous = _previous_marker(repo.dir)
         if not entries:
             raise MissingArtifactError(
                 f"{artifacts / 'manifest.json'}: no ONNX models; {fix('onnx', artifacts)}"
@@ -140,7 +147,43 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
             repo.write_bytes(f"{entry.model}/config.pbtxt", config.encode())
             logger.info("[ok] %s: %s -> %s", entry.model, entry.path, repo.dir / entry.model)
             written.append(repo.dir / entry.model)
+        exported = {e.model for e in entries}
+        for model in sorted(set(previous.models) - exported) if previous else ():  # ours, no longer exported
+            if repo.path(model).is_dir():
+                repo.remove(model)
+                logger.info("removed %s: no longer in the manifest", repo.dir / model)
+        marker = Marker(manifest_sha256, {e.model: (e.path, e.sha256) for e in entries}, asdict(cfg))
+        repo.write_json(MARKER, marker.to_json())  # last: a run stopped before this reads as stale
     return written
+
+
+def _previous_marker(repo: Path) -> Marker | None:
+    try:
+        return Marker.load(repo)
+    except (IntegrityError, MissingArtifactError) as exc:
+        logger.warning("ignoring an unreadable %s (it is rewritten): %s", MARKER, exc)
+        return None
+
+
+def refresh(artifacts: Path) -> list[Path] | None:
+    """Rewrite ARTIFACTS/triton if `export.triton` made it (its marker is there), with the configuration
+    it was made with; returns the model directories, or None when there is no such repository."""
+    repo = Root(artifacts).dir / DEFAULT_DIR
+    if not repo.is_dir() or repo.is_symlink():
+        return None
+    try:
+        marker = Marker.load(repo)
+    except (IntegrityError, MissingArtifactError) as exc:
+        logger.warning("not refreshing %s: %s", repo, exc)
+        return None
+    if marker is None:  # not ours (or from before the marker): never touched
+        return None
+    known = {f.name for f in fields(TritonConfig)}
+    dirs = export_triton(
+        artifacts, None, TritonConfig(**{k: v for k, v in marker.config.items() if k in known})
+    )
+    logger.info("refreshed Triton model repository %s (%s)", repo, ", ".join(d.name for d in dirs))
+    return dirs
 
 
 def main() -> None:

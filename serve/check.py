@@ -4,8 +4,11 @@ For each manifest entry: verify its sha256, run it in every runtime for its form
 onnxruntime and in onnx.reference; SavedModel in TensorFlow; TorchScript in torch) on the
 probe batch, and compare with (a) the same model in its source framework, recorded at
 export, and (b) the least-squares reference at x = 10; also report (c) the largest distance
-from least squares over the probe batch. Exit 0 all pass, 1 any fails,
-2 usage error or missing artifacts.
+from least squares over the probe batch. The headline bound (b) is --analytic-tol times the
+manifest's `probe.headline_tolerance_scale`: max(1, std of the training target) for a CSV, 1 for
+the article's data. A Triton repository in ARTIFACTS/triton gets a row too: current, or which
+models are stale and the command that refreshes them (export/triton_state.py). Exit 0 all pass,
+1 any fails, 2 usage error or missing artifacts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from core.fixes import fix
 from core.fsio import Root
 from core.manifest import verify
 from core.schema import ArtifactEntry, Manifest
+from export.triton_state import triton_state
 from serve.runtimes import RUNTIMES
 
 
@@ -32,7 +36,13 @@ class Tolerances:
 
     atol: float = 1e-5  # same model across formats/runtimes: |a - b| <= atol + rtol * magnitude
     rtol: float = 1e-6  # magnitude = |b| + sum_i |x_i w_i| (see `magnitudes`)
-    analytic: float = 0.05  # |y(10) - least squares| at the headline point
+    analytic: float = 0.05  # |y(10) - least squares| at the headline point, times the manifest's scale
+
+
+def analytic_bound(manifest: Manifest, tol: Tolerances) -> float:
+    """The headline bound: `tol.analytic` times the manifest's `probe.headline_tolerance_scale`
+    (max(1, std of the training target) for a CSV; 1 for the article's data, so its bound is 0.05)."""
+    return tol.analytic * manifest.probe.headline_tolerance_scale
 
 
 @dataclass
@@ -48,6 +58,7 @@ class Row:
     diff_analytic: float | None = None
     max_diff_reference: float | None = None  # max |prediction - least squares| over the probe batch
     error: str | None = None
+    note: str | None = None  # a row that is a sentence, not numbers (the Triton repository)
 
 
 def magnitudes(manifest: Manifest, probe: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -121,7 +132,7 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
         diff = np.abs(y - source)
         excess = float(np.max(diff - bound))
         analytic = abs(y10 - reference)
-        ok = bool(excess <= 0 and analytic <= tol.analytic and math.isfinite(y10))
+        ok = bool(excess <= 0 and analytic <= analytic_bound(manifest, tol) and math.isfinite(y10))
         vs_reference = float(np.max(np.abs(y - reference_y)))  # reported, not a pass/fail bound
         rows.append(Row(entry.name, name, ok, y10, float(diff.max()), excess, analytic, vs_reference))
     return rows
@@ -149,6 +160,18 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
         if not (root.dir / entry.path).exists():
             root.existing(entry.path)
     rows = [row for entry in manifest.artifacts for row in check_artifact(root, manifest, entry, tol)]
+    triton = triton_state(artifacts, manifest)  # ARTIFACTS/triton, if there is one
+    if triton is not None:
+        text = triton.line()
+        rows.append(
+            Row(
+                "triton/",
+                "Triton",
+                triton.ok,
+                error=None if triton.ok else text,
+                note=text if triton.ok else None,
+            )
+        )
     return rows, manifest
 
 
@@ -162,17 +185,23 @@ def format_rows(rows: list[Row], manifest: Manifest, tol: Tolerances) -> str:
     ]
     for r in rows:
         mark = "[ok]  " if r.ok else "[FAIL]"
-        if r.error:
-            lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error}")
+        if r.error or r.note:
+            lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error or r.note}")
             continue
         lines.append(
             f"{mark} {r.artifact:30}{r.runtime:16}{r.headline_y:12.6f}"
             f"{r.max_diff_source:15.2e}{r.diff_analytic:16.6f}{r.max_diff_reference:14.3g}"
         )
     magnitude = "|b|" if len(manifest.reference.weights) == 1 else "(|b| + Σ|x·w| + |bias|)"
+    scale = manifest.probe.headline_tolerance_scale
+    headline = f"{tol.analytic:g}"
+    if manifest.data.source != "article":  # relative to the target's scale (README "The check")
+        headline += (
+            f"·max(1, std(y train)) = {tol.analytic:g}·{scale:.6g} = {analytic_bound(manifest, tol):.6g}"
+        )
     lines.append(
         f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·{magnitude} over "
-        f"{n_probe} probe rows; |y(10) - {ref:g}| <= {tol.analytic:g}"
+        f"{n_probe} probe rows; |y(10) - {ref:g}| <= {headline}"
     )
     lines.append(
         "max|Δ lstsq|: largest |prediction - least squares| over the probe rows (reported, not bounded)"
@@ -199,7 +228,10 @@ def main() -> None:
     p.add_argument("--atol", type=cli.positive_float, default=d.atol, help="absolute tolerance, same model")
     p.add_argument("--rtol", type=float, default=d.rtol, help="relative tolerance, same model")
     p.add_argument(
-        "--analytic-tol", type=cli.positive_float, default=d.analytic, help="|y(10) - least squares| bound"
+        "--analytic-tol",
+        type=cli.positive_float,
+        default=d.analytic,
+        help="|y(10) - least squares| bound; for a CSV times max(1, std of the training target)",
     )
     p.add_argument(
         "--trust-key", type=Path, metavar="PEM", help="public key: verify model.sig first (a signature row)"
@@ -226,7 +258,11 @@ def report(
             json.dumps(
                 {
                     "ok": all(r.ok for r in rows),
-                    "tolerances": asdict(tol),
+                    "tolerances": asdict(tol)
+                    | {
+                        "analytic_scale": manifest.probe.headline_tolerance_scale,
+                        "analytic_bound": analytic_bound(manifest, tol),
+                    },
                     "rows": [asdict(r) for r in rows],
                     **({"signature": signature.to_json()} if signature else {}),
                 },

@@ -30,9 +30,14 @@ def test_cli_table_and_json(exported_dir):
     result = run_cli("-m", "serve.check", "--artifacts", str(exported_dir))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("[ok]") == 6 and "all 6 checks passed" in result.stdout
+    # the article's headline bound stays the absolute 0.05 (its scale is 1, not std(y) = 3.4)
+    assert "probe rows; |y(10) - 19| <= 0.05\n" in result.stdout and "triton/" not in result.stdout
     result = run_cli("-m", "serve.check", "--artifacts", str(exported_dir), "--json")
     report = json.loads(result.stdout)
     assert report["ok"] is True and len(report["rows"]) == 6
+    assert report["tolerances"]["analytic_scale"] == 1.0 and report["tolerances"]["analytic_bound"] == 0.05
+    manifest = json.loads((exported_dir / "manifest.json").read_text())
+    assert manifest["probe"]["headline_tolerance_scale"] == 1.0
 
 
 def test_flipped_byte_fails_with_sha256_message(exported_copy):

@@ -40,6 +40,7 @@ def test_reference_block_headline_is_19():
     _, probe = reference_block(article_data())
     assert abs(probe.headline_reference_y - 19.0) < 1e-9
     assert len(probe.reference_y) == len(probe.x)
+    assert probe.headline_tolerance_scale == 1.0  # the article's absolute 0.05 (std of its y is 3.4)
 
 
 def test_sha256_depends_on_values_only():

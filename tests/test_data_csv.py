@@ -62,6 +62,16 @@ FAILURES = {
     ),
     "dependent features": ("a,b,y\n1,2,5\n2,4,4\n3,6,14\n4,8,11\n", [], ["linearly dependent", "--features"]),
     "bad --probe width": (GOOD, ["--probe", "1:2:3"], ["--probe point 1:2:3", "2 features"]),
+    "test fraction leaves too few rows": (
+        GOOD,
+        ["--test-fraction", "0.5"],
+        [
+            "--test-fraction 0.5 holds out 2 of 4 rows",
+            "leaving 2",
+            "need at least 3",
+            "lower --test-fraction",
+        ],
+    ),
 }
 
 
@@ -96,6 +106,47 @@ def test_failure_leaves_an_existing_artifacts_dir_untouched(tmp_path):
 def test_target_and_features_need_data(tmp_path):
     result = run_cli("-m", "train.all", "--features", "a", "--artifacts", str(tmp_path / "a"))
     assert result.returncode == 2 and "pass --data" in result.stderr and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--test-fraction", "0.2"], "the article's six points are all training data"),
+        (["--test-fraction", "1"], "is not in [0, 1)"),
+        (["--data", "x.csv", "--test-fraction", "nan"], "is not in [0, 1)"),
+        (["--data", "x.csv", "--test-fraction", "a fifth"], "is not a number"),
+    ],
+)
+def test_bad_test_fraction_is_one_line_exit_2(tmp_path, args, fragment):
+    result = run_cli("-m", "train.all", *args, "--artifacts", str(tmp_path / "a"))
+    assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def test_split_is_seeded_bounded_and_recorded():
+    from train.data import Dataset
+    from train.split import recorded_split, split_data
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(10, 8)).astype(np.float32)
+    y = rng.normal(size=(10, 1)).astype(np.float32)
+    data = Dataset(x=x, y=y, features=tuple("abcdefgh"), target="y", source="t.csv")
+    # the default 0.2 would hold out 2 of 10 rows, leaving 8 for 8 features + bias: it holds out 1
+    auto = split_data(data, None, seed=5)
+    assert auto.split.test_rows == 1 and auto.split.train_rows == 9 and auto.split.test_fraction == 0.2
+    assert len(auto.train_part().x) == 9 and len(auto.test_part().x) == 1
+    with pytest.raises(InputError, match="holds out 2 of 10 rows, leaving 8"):
+        split_data(data, 0.2, seed=5)  # asked for explicitly: refused, not shrunk
+    bigger = Dataset(x=x[:, :2], y=y, features=("a", "b"), target="y", source="t.csv")
+    a, b, c = (split_data(bigger, 0.3, seed) for seed in (1, 1, 2))
+    assert a.test_index.tolist() == b.test_index.tolist() and len(a.test_index) == 3
+    assert a.test_index.tolist() != c.test_index.tolist()  # another seed, other rows
+    train, test = a.train_part(), a.test_part()
+    assert sorted(map(tuple, np.vstack([train.x, test.x]).tolist())) == sorted(map(tuple, bigger.x.tolist()))
+    assert recorded_split(bigger, a.split).test_index.tolist() == a.test_index.tolist()
+    with pytest.raises(InputError, match="differ from the training record's"):
+        recorded_split(bigger, c.split.__class__(1, 0.3, 7, 3, c.split.test_index_sha256))
+    assert split_data(bigger, 0.0, seed=1).test_part() is None
 
 
 def test_load_csv_reads_columns_as_float32_with_identity(tmp_path):

@@ -1,5 +1,7 @@
 """export.triton: the repository layout, and config.pbtxt parsed with Triton's own ModelConfig protobuf."""
 
+import shutil
+
 import onnx
 import pytest
 from google.protobuf import text_format
@@ -18,7 +20,8 @@ def repo(exported_dir, tmp_path_factory):
 
 
 def test_repository_has_every_onnx_model(repo, exported_dir):
-    assert sorted(p.name for p in repo.iterdir()) == ["keras_linear", "torch_linear"]
+    # one directory per model (Triton serves every subdirectory) and the marker export.all refreshes from
+    assert sorted(p.name for p in repo.iterdir()) == [".made_from.json", "keras_linear", "torch_linear"]
     for name in ("keras_linear", "torch_linear"):
         copied = (repo / name / "1" / "model.onnx").read_bytes()
         assert copied == (exported_dir / f"{name}.onnx").read_bytes()
@@ -56,3 +59,69 @@ def test_missing_manifest_exits_2(tmp_path):
     result = run_cli("-m", "export.triton", "--artifacts", str(tmp_path))
     assert result.returncode == 2
     assert "manifest.json: not found" in result.stderr
+
+
+def test_stale_repository_is_reported_and_refreshed_by_export_all(exported_copy):
+    """Retrain torch (another seed) and re-export ONNX only: the check names both stale models (the
+    keras file's metadata names the new record too) and the fix; export.all refreshes the repository."""
+    import json
+
+    from export.all import export_all
+    from export.onnx import export as export_onnx
+    from serve.check import run_check
+    from train.all import train_all
+    from train.config import TrainConfig
+    from train.data import article_data
+
+    export_triton(exported_copy)
+    repo = exported_copy / "triton"
+    rows, _ = run_check(exported_copy)
+    (row,) = [r for r in rows if r.artifact == "triton/"]
+    assert row.ok and "current (keras_linear, torch_linear)" in row.note
+    # a model export.triton made earlier that is no longer exported (e.g. renamed)
+    shutil.copytree(repo / "keras_linear", repo / "retired")
+    marker = json.loads((repo / ".made_from.json").read_text())
+    marker["models"]["retired"] = marker["models"]["keras_linear"]
+    (repo / ".made_from.json").write_text(json.dumps(marker))
+
+    train_all(TrainConfig(artifacts=exported_copy, seed=1), article_data(), frameworks=("torch",))
+    new = {e.model: e for e in export_onnx(exported_copy)}
+    result = run_cli("-m", "serve.check", "--artifacts", str(exported_copy))
+    assert result.returncode == 1, result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("[") and "triton/" in line]
+    assert line.startswith("[FAIL]") and "stale:" in line
+    for model in ("keras_linear", "torch_linear"):
+        assert f"{model}: made from {marker['models'][model]['path']}, the manifest now names" in line
+        assert new[model].path in line
+    assert "retired: no longer exported" in line
+    assert f"re-run python -m export.triton --artifacts {exported_copy}" in line
+    assert result.stdout.strip().endswith("checks FAILED: triton/ (Triton)")
+
+    export_all(exported_copy)
+    rows, manifest = run_check(exported_copy)
+    assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+    assert sorted(p.name for p in repo.iterdir()) == [".made_from.json", "keras_linear", "torch_linear"]
+    for entry in manifest.entries("onnx"):
+        assert (repo / entry.model / "1" / "model.onnx").read_bytes() == (
+            exported_copy / entry.path
+        ).read_bytes()
+    # a hand-edited copy is stale too
+    (repo / "torch_linear" / "1" / "model.onnx").write_bytes(b"edited")
+    rows, _ = run_check(exported_copy)
+    (row,) = [r for r in rows if r.artifact == "triton/"]
+    assert not row.ok and "torch_linear: triton/torch_linear/1/model.onnx differs from" in row.error
+
+
+def test_export_all_leaves_a_repository_it_did_not_make(exported_copy):
+    from export.all import export_all
+    from serve.check import run_check
+
+    own = exported_copy / "triton" / "mine" / "1"
+    own.mkdir(parents=True)
+    (own / "model.onnx").write_bytes(b"my own model")
+    export_all(exported_copy)
+    assert sorted(p.name for p in (exported_copy / "triton").iterdir()) == ["mine"]
+    assert (own / "model.onnx").read_bytes() == b"my own model"
+    rows, _ = run_check(exported_copy)
+    (row,) = [r for r in rows if r.artifact == "triton/"]
+    assert not row.ok and "not made by this toolkit's export.triton (no .made_from.json)" in row.error

@@ -26,15 +26,19 @@ from train.data import Dataset, article_data, load_csv, reference_block
 from train.parallel import ChildTrainer
 from train.record import build_record
 from train.result import FitResult
+from train.split import split_data
 
 __all__ = ["load_data", "main", "train_all"]
 
 
 def load_data(config: TrainConfig) -> Dataset:
-    """The article's data, or the validated CSV `config.data` (raises InputError naming file, row, column)."""
+    """The article's data, or the validated CSV `config.data` (raises InputError naming file, row, column)
+    with its test rows chosen (`config.test_fraction`, seeded by `config.seed`; train/split.py)."""
     if config.data is None:
-        return article_data()
-    return load_csv(config.data, config.target, config.features)
+        return split_data(article_data(), config.test_fraction, config.seed)
+    return split_data(
+        load_csv(config.data, config.target, config.features), config.test_fraction, config.seed
+    )
 
 
 def train_all(
@@ -46,21 +50,23 @@ def train_all(
     while this one imports TensorFlow and trains Keras: the two imports (~2 s and ~1 s) and
     trainings overlap on the two cores, the biggest item of `python -m train.all`'s wall time
     (bench row 1). Each framework is seeded the same way either way, so the parameters are
-    identical. Nothing is written until all frameworks trained: a bad --probe, a divergence or
+    identical. Only the train rows of `data` are trained on (`Dataset.train_part`). Nothing is
+    written until all frameworks trained: a bad --probe, a divergence or
     a run killed while training leaves the artifacts directory as it was.
     """
     reference_block(data, config.probe)  # validates --probe against the data's width
+    fit_data = data.train_part()  # the test rows (if any) are never trained on
     saves: list[tuple[FitResult, Callable[[Path], None]]] = []
     with tempfile.TemporaryDirectory(prefix="train-") as scratch:
         side = None
         if parallel and len(frameworks) > 1:  # the last framework trains in a child process
             staged = Path(scratch) / "child_model"
-            side = ChildTrainer(frameworks[-1], data, config, staged)
+            side = ChildTrainer(frameworks[-1], fit_data, config, staged)
         for name in frameworks:
             if side is not None and name == side.framework:
                 continue
             trainer = importlib.import_module(f"train.{name}")
-            model, result = trainer.train(data, config)
+            model, result = trainer.train(fit_data, config)
             saves.append((result, lambda p, trainer=trainer, model=model: trainer.save(model, p)))
         if side is not None:
             result = side.result()  # re-raises the child's DivergenceError etc.

@@ -25,6 +25,11 @@ def run(args) -> int:
     """Train from parsed CLI arguments and print the comparison table."""
     if args.data is None and (args.target != "y" or args.features is not None):
         raise InputError("--target and --features select columns of a CSV; pass --data PATH.csv as well")
+    if args.data is None and args.test_fraction:
+        raise InputError(
+            f"--test-fraction {args.test_fraction:g}: the article's six points are all training data (its "
+            "table is the article's); hold out rows of your own data with --data PATH.csv"
+        )
     config = TrainConfig(
         artifacts=args.artifacts,
         seed=args.seed,
@@ -36,6 +41,7 @@ def run(args) -> int:
         loss=args.loss,
         standardize=args.standardize,
         probe=args.probe,
+        test_fraction=args.test_fraction,
     )
     if Path(config.artifacts).exists() and not Path(config.artifacts).is_dir():  # say so before training
         cli.ensure_dir(Path(config.artifacts), create=False)
@@ -65,6 +71,19 @@ def column_list(text: str) -> tuple[str, ...]:
     if not all(names):
         raise argparse.ArgumentTypeError(f"{text!r} has an empty column name; give names like a,b,c")
     return names
+
+
+def fraction(text: str) -> float:
+    """`--test-fraction 0.2` -> 0.2, in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction like 0.2") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not in [0, 1); give a fraction like 0.2 (0: no test rows)"
+        )
+    return value
 
 
 def probe_points(text: str) -> tuple[tuple[float, ...], ...]:
@@ -130,6 +149,14 @@ def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
         default=(),
         metavar="V[,V...]",
         help="extra probe points for the check: V sets every feature to V; a:b:c gives one row",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=fraction,
+        default=None,
+        metavar="F",
+        help="share of --data rows held out (seeded by --seed) for test RMSE and R²; None: 0.2 for a CSV "
+        "(fewer if the file is too small), 0 for the article's six points; 0 trains on every row",
     )
     p.set_defaults(frameworks=frameworks)
     return p

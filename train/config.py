@@ -28,6 +28,9 @@ class TrainConfig:
     loss: str = "article"  # "article" (Keras mean, torch sum), or "mean" / "sum" squared error for both
     standardize: bool = False  # train on standardized features; mean/scale folded into the saved weights
     probe: tuple[tuple[float, ...], ...] = ()  # extra probe points (--probe), see train.data.probe_rows
+    test_fraction: float | None = (
+        None  # rows held out (train/split.py); None: 0.2 for a CSV, 0 for the article
+    )
 
     def loss_for(self, framework: str) -> str:
         """The reduction ("mean" or "sum") `framework` ("keras"/"torch") trains with."""

@@ -6,14 +6,14 @@ import csv
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import InputError
 from core.fsio import sha256_file
-from core.schema import DataInfo, Probe, Reference
+from core.schema import DataInfo, DataSplit, Probe, Reference
 
 # The article's six points (y = 2x - 1), float32 as both frameworks train on them.
 ARTICLE_X = [-1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
@@ -29,7 +29,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features `x` (rows, n) and target `y` (rows, 1), both float32."""
+    """Features `x` (rows, n) and target `y` (rows, 1), both float32; with a split, the test rows."""
 
     x: np.ndarray
     y: np.ndarray
@@ -37,6 +37,9 @@ class Dataset:
     target: str
     source: str  # "article" or the CSV path
     file_sha256: str | None = None  # sha256 of the CSV file's bytes (None for the article's data)
+    columns: tuple[str, ...] = ()  # the file's header; () means features + target
+    test_index: np.ndarray | None = None  # sorted 0-based test rows (train/split.py); None: all train
+    split: DataSplit | None = None
 
     @property
     def n_features(self) -> int:
@@ -59,7 +62,38 @@ class Dataset:
             tuple(self.features),
             self.target,
             self.file_sha256,
+            tuple(self.columns) or (*self.features, self.target),
+            self.split,
         )
+
+    def describe(self) -> dict:
+        """`info()` as JSON, as training.json's `data` holds it."""
+        return self.info().to_json()
+
+    def with_split(self, test_index: np.ndarray, split: DataSplit) -> Dataset:
+        return replace(self, test_index=np.asarray(test_index, dtype=np.int64), split=split)
+
+    def _rows(self, test: bool) -> np.ndarray:
+        mask = np.zeros(len(self.x), dtype=bool)
+        if self.test_index is not None:
+            mask[self.test_index] = True
+        return mask if test else ~mask
+
+    def train_part(self) -> Dataset:
+        """The rows the models (and least squares) are fit on: every row but the test rows."""
+        if self.test_index is None or len(self.test_index) == 0:
+            return self
+        keep = self._rows(test=False)
+        return replace(
+            self, x=np.ascontiguousarray(self.x[keep]), y=np.ascontiguousarray(self.y[keep]), test_index=None
+        )
+
+    def test_part(self) -> Dataset | None:
+        """The held-out rows, or None without a split."""
+        if self.test_index is None or len(self.test_index) == 0:
+            return None
+        rows = self._rows(test=True)
+        return replace(self, x=self.x[rows], y=self.y[rows], test_index=None)
 
 
 def article_data() -> Dataset:
@@ -264,14 +298,23 @@ def load_csv(
     values = _parse(path, header, body, used)
     x, y = np.ascontiguousarray(values[:, :-1]), np.ascontiguousarray(values[:, -1:])
     _check_fit(path, names, x)
-    return Dataset(x=x, y=y, features=names, target=target, source=str(path), file_sha256=sha256_file(path))
+    return Dataset(
+        x=x,
+        y=y,
+        features=names,
+        target=target,
+        source=str(path),
+        file_sha256=sha256_file(path),
+        columns=tuple(header),
+    )
 
 
 # --- reference and probe ---------------------------------------------------------------------
 
 
 def least_squares(data: Dataset) -> tuple[np.ndarray, float]:
-    """Ordinary least squares on the data (float64): weights (n,) and bias."""
+    """Ordinary least squares on the data's train rows (float64): weights (n,) and bias."""
+    data = data.train_part()
     design = np.hstack([data.x.astype(np.float64), np.ones((len(data.x), 1))])
     coef, *_ = np.linalg.lstsq(design, data.y[:, 0].astype(np.float64), rcond=None)
     return coef[:-1], float(coef[-1])
@@ -309,8 +352,17 @@ def probe_batch(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> np.ndar
     return np.vstack(parts).astype(np.float32)
 
 
+def headline_tolerance_scale(data: Dataset) -> float:
+    """What the check's headline bound is multiplied by: max(1, std of the training target) for a CSV
+    (a house price's 0.05 is not a line's), 1 for the article's data (its absolute 0.05 stays)."""
+    if data.source == "article":
+        return 1.0
+    return max(1.0, float(np.std(data.train_part().y.astype(np.float64))))
+
+
 def reference_block(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> tuple[Reference, Probe]:
-    """The analytic reference (least squares) and the probe batch, as stored in the record."""
+    """The analytic reference (least squares on the train rows) and the probe batch (every data row
+    first), as stored in the record."""
     weights, bias = least_squares(data)
     probe = probe_batch(data, extra).astype(np.float64)
     headline = headline_input(data.n_features).astype(np.float64)
@@ -320,4 +372,5 @@ def reference_block(data: Dataset, extra: Sequence[Sequence[float]] = ()) -> tup
         reference_y=tuple((probe @ weights + bias).tolist()),
         headline_x=tuple(headline[0].tolist()),
         headline_reference_y=float((headline @ weights + bias)[0]),
+        headline_tolerance_scale=headline_tolerance_scale(data),
     )

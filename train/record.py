@@ -9,10 +9,11 @@ import numpy as np
 
 from core.errors import IntegrityError, MissingArtifactError
 from core.fsio import Root, Transaction, sha256_file
-from core.schema import TrainingRecord
+from core.schema import LEAST_SQUARES, FitMetrics, TrainingRecord
 from train.config import TrainConfig
 from train.data import Dataset, reference_block
 from train.result import FitResult
+from train.split import fit_metrics
 
 
 def build_record(
@@ -22,13 +23,15 @@ def build_record(
     models = {}
     try:
         old = TrainingRecord.load(root.dir)
-        if old.data.sha256 == data.sha256:
+        if old.data.sha256 == data.sha256 and old.data.split == data.split:  # same rows trained on
             models = {k: m for k, m in old.models.items() if (root.dir / m.model_file).is_file()}
     except (MissingArtifactError, IntegrityError):
         models = {}  # no record yet, or an unreadable one: it is replaced
     for r in results:
         models[r.model] = r.to_record(config.to_json(), sha256_file(txn.staged(r.model_file)))
     reference, probe = reference_block(data, config.probe)
+    metrics = {name: fit_metrics(data, m.weights, m.bias) for name, m in sorted(models.items())}
+    metrics[LEAST_SQUARES] = fit_metrics(data, reference.weights, reference.bias)
     return TrainingRecord(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         config=config.to_json(),
@@ -41,6 +44,7 @@ def build_record(
             "numpy": np.__version__,
             **{k: v for r in results for k, v in r.versions.items()},
         },
+        metrics=metrics,
     )
 
 
@@ -59,7 +63,48 @@ def comparison_table(results: list[FitResult], record: TrainingRecord) -> str:
     rows.append((f"y(x={x10})", [f"{r.headline_y:.6f}" for r in results] + [f"{target:.6f}"]))
     rows.append((f"|y - {target:g}|", [f"{abs(r.headline_y - target):.6f}" for r in results] + [""]))
     rows.append(("train time (s)", [f"{r.seconds:.3f}" for r in results] + [""]))
+    if record.data.source != "article":  # the article's table stays the article's
+        keys = [r.model for r in results] + [LEAST_SQUARES]
+        rows += metric_rows([record.metrics.get(k) for k in keys])
     width = max(len(c) for c in cols) + 2
     lines = [" " * 16 + "".join(c.rjust(width) for c in cols)]
     lines += [label.ljust(16) + "".join(v.rjust(width) for v in values) for label, values in rows]
+    if record.data.source != "article":
+        lines.append(split_line(record))
     return "\n".join(lines)
+
+
+def metric_rows(metrics: list[FitMetrics | None]) -> list[tuple[str, list[str]]]:
+    """RMSE and R² on the train rows and (with a split) the test rows, one column per model."""
+
+    def cells(part: str, what: str) -> list[str]:
+        out = []
+        for m in metrics:
+            value = getattr(getattr(m, part, None), what, None) if m else None
+            out.append("n/a" if value is None else f"{value:.6g}")
+        return out
+
+    rows = [("RMSE train", cells("train", "rmse"))]
+    has_test = any(m is not None and m.test is not None for m in metrics)
+    if has_test:
+        rows.append(("RMSE test", cells("test", "rmse")))
+    rows.append(("R² train", cells("train", "r2")))
+    if has_test:
+        rows.append(("R² test", cells("test", "r2")))
+    return rows
+
+
+def split_line(record: TrainingRecord) -> str:
+    """Which rows trained and which were held out (below the table)."""
+    data, split = record.data, record.data.split
+    if split is None or split.test_rows == 0:
+        asked = ""
+        if split is not None:
+            asked = f" (--test-fraction {split.test_fraction:g}" + (
+                f": {data.rows} rows are too few to hold any out)" if split.test_fraction else ")"
+            )
+        return f"rows: all {data.rows} trained, none held out{asked}; least squares fit on the same rows"
+    return (
+        f"rows: {split.train_rows} train, {split.test_rows} test (--test-fraction "
+        f"{split.test_fraction:g}, seed {split.seed}); least squares fit on the train rows only"
+    )

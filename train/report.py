@@ -22,6 +22,7 @@ from core.fsio import Root, removing_new_dirs_on_error, sha256_file
 from core.schema import MANIFEST, TRAINING_RECORD, Manifest, ModelRecord, Reference, TrainingRecord
 from train.data import Dataset, article_data, load_csv
 from train.report_html import render_index
+from train.split import recorded_split
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def recorded_data(record: TrainingRecord) -> Dataset:
             f"{described.source}: data sha256 {data.sha256[:12]}... != training record "
             f"{described.sha256[:12]}...; the file changed since training; {fix('train')}"
         )
-    return data
+    return recorded_split(data, described.split)  # the same test rows, or InputError
 
 
 def _predict(x: np.ndarray, model: ModelRecord | Reference) -> np.ndarray:
@@ -68,7 +69,17 @@ def fit_figure(plt, data: Dataset, record: TrainingRecord) -> bytes:
     grid = np.linspace(lo - pad, hi + pad, 200)[:, None]
     reference = _predict(grid, ref)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, height_ratios=(3, 2))
-    top.scatter(x, data.y[:, 0], color="black", zorder=3, label=f"data ({len(x)} rows)")
+    train, test = data.train_part(), data.test_part()
+    top.scatter(train.x[:, 0], train.y[:, 0], color="black", zorder=3, label=f"train rows ({len(train.x)})")
+    if test is not None:
+        top.scatter(
+            test.x[:, 0],
+            test.y[:, 0],
+            facecolors="none",
+            edgecolors="tab:red",
+            zorder=3,
+            label=f"test rows ({len(test.x)}, held out)",
+        )
     top.plot(
         grid[:, 0], reference, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], label="least squares"
     )
@@ -114,13 +125,34 @@ def scatter_figure(plt, data: Dataset, record: TrainingRecord) -> bytes:
         linestyle=_REFERENCE_STYLE[1],
         label="predicted = actual",
     )
+    test_rows = np.zeros(len(actual), dtype=bool)
+    if data.test_index is not None:
+        test_rows[data.test_index] = True
     for name, model in record.models.items():
         color, _, marker = STYLES.get(name, ("tab:green", "-.", "^"))
         pred = _predict(data.x, model)
-        rmse = float(np.sqrt(np.mean((pred - actual) ** 2)))
+        fit = record.metrics.get(name)
+        rmse = f"RMSE train {fit.train.rmse:.4g}" if fit else ""
+        rmse += f", test {fit.test.rmse:.4g}" if fit and fit.test else ""
         ax.scatter(
-            actual, pred, color=color, marker=marker, alpha=0.6, s=22, label=f"{name} (RMSE {rmse:.4g})"
+            actual[~test_rows],
+            pred[~test_rows],
+            color=color,
+            marker=marker,
+            alpha=0.6,
+            s=22,
+            label=f"{name} train rows ({rmse})" if rmse else name,
         )
+        if test_rows.any():
+            ax.scatter(
+                actual[test_rows],
+                pred[test_rows],
+                facecolors="none",
+                edgecolors=color,
+                marker=marker,
+                s=40,
+                label=f"{name} test rows (held out)",
+            )
     ax.set_xlabel(f"actual {data.target}")
     ax.set_ylabel(f"predicted {data.target}")
     ax.set_title(f"{data.source}: {data.n_features} features ({', '.join(data.features)[:60]})")

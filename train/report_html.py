@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from core.schema import Manifest, TrainingRecord
+from core.schema import LEAST_SQUARES, Manifest, TrainingRecord
 from train.data import Dataset
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -96,6 +96,48 @@ def comparison_rows(record: TrainingRecord) -> list[str]:
     return rows
 
 
+def metric_rows(record: TrainingRecord) -> list[str]:
+    """RMSE and R² on the train rows and the held-out test rows: each model and least squares."""
+    keys = [k for k in [*record.models, LEAST_SQUARES] if k in record.metrics]
+    if not keys:
+        return []
+    has_test = any(record.metrics[k].test is not None for k in keys)
+    rows = [
+        "<tr><th></th>"
+        + "".join(
+            f"<th>{escape(k)} ({escape(record.models[k].framework)})</th>"
+            if k in record.models
+            else "<th>least squares</th>"
+            for k in keys
+        )
+        + "</tr>"
+    ]
+    for part in ("train", "test") if has_test else ("train",):
+        for what, label, fmt in (("rmse", "RMSE", ".6g"), ("r2", "R²", ".6f")):
+            cells = []
+            for k in keys:
+                m = getattr(record.metrics[k], part)
+                value = None if m is None else getattr(m, what)
+                cells.append(
+                    "<td>n/a</td>" if value is None else _num(value, f"metrics.{k}.{part}.{what}", fmt)
+                )
+            rows_n = getattr(record.metrics[keys[0]], part).rows
+            rows.append(f"<tr><th>{label} {part} ({rows_n} rows)</th>{''.join(cells)}</tr>")
+    return rows
+
+
+def split_text(record: TrainingRecord) -> str:
+    """Which rows trained the models and least squares, and which were held out."""
+    data, split = record.data, record.data.split
+    if split is None or split.test_rows == 0:
+        return f"All {data.rows} rows trained the models and least squares; no rows were held out."
+    return (
+        f"{split.train_rows} rows trained both models and least squares; {split.test_rows} rows were held "
+        f"out as test rows (--test-fraction {split.test_fraction:g}, seed {split.seed}, test row indices "
+        f"sha256 <code>{split.test_index_sha256[:12]}</code>)."
+    )
+
+
 def setup_rows(record: TrainingRecord, record_sha256: str) -> list[str]:
     """How each model was trained, and which data."""
     data = record.data
@@ -149,6 +191,11 @@ def render_index(
         "<h2>Comparison</h2>",
         '<table id="comparison">',
         *comparison_rows(record),
+        "</table>",
+        "<h2>Fit: train and test rows</h2>",
+        f"<p>{split_text(record)} RMSE and R² in float64 from the recorded weights.</p>",
+        '<table id="metrics">',
+        *metric_rows(record),
         "</table>",
         "<h2>Setup</h2>",
         '<table id="setup">',
