@@ -56,3 +56,23 @@ def test_missing_manifest_exits_2(tmp_path):
     result = run_cli("-m", "export.triton", "--artifacts", str(tmp_path))
     assert result.returncode == 2
     assert "manifest.json: not found" in result.stderr
+
+
+def test_config_for_two_inputs_and_two_outputs(tmp_path):
+    """Any signature: every input and output with its TYPE_* and dims without the batch dim."""
+    from export.triton import export_triton
+    from tests.anysig_helpers import NAME, anysig_dir
+
+    artifacts = anysig_dir(tmp_path / "artifacts")
+    (model_dir,) = export_triton(artifacts, tmp_path / "triton")
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.name == NAME and config.max_batch_size > 0
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("features", model_config_pb2.TYPE_FP32, [3]),
+        ("ids", model_config_pb2.TYPE_INT64, [1]),
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("score", model_config_pb2.TYPE_FP32, [1]),
+        ("pair", model_config_pb2.TYPE_FP32, [2]),
+    ]
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (artifacts / f"{NAME}.onnx").read_bytes()
