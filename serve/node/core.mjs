@@ -5,6 +5,7 @@
 // the very same checks. The rules mirror the Python loader (serve/loader.py).
 
 import { OnnxFormatError, readOnnxInfo } from "./onnx_info.mjs";
+import { generalSelftest, runModel, signatureOf } from "./tensors.mjs";
 
 // Same model across runtimes: |y - selftest_y| <= ATOL + RTOL * |selftest_y| (README "The check").
 export const SELFTEST_ATOL = 1e-5;
@@ -99,6 +100,11 @@ export class Model {
     this.irVersion = info.irVersion;
     this.producer = `${info.producerName} ${info.producerVersion}`.trim();
     this.name = this.metadata.model ?? String(source).split("/").pop().replace(/\.onnx$/, "");
+    this.signature = signatureOf(session); // any signature: `run(feeds)` (tensors.mjs)
+    if (!isClassic(this.signature)) { // predict needs one float32 input [batch, n] and one output
+      this.inputName = this.outputName = this.nFeatures = null;
+      return;
+    }
     if (session.inputNames.length !== 1 || session.outputNames.length !== 1) {
       throw new IntegrityError(`${source}: expected one input and one output, got inputs ` +
         `${preview(session.inputNames)} and outputs ${preview(session.outputNames)}; re-run ${EXPORT_FIX}`);
@@ -110,6 +116,10 @@ export class Model {
 
   /** Predict for one or more rows (see `toBatch`); resolves to one number per row. */
   async predict(x) {
+    if (this.nFeatures === null) {
+      throw new InputError(`predict needs one float32 input [batch, n]; this model's inputs are ` +
+        `${preview(this.signature.inputs.map((s) => s.name))}: use run(model, {name: nested array, ...})`);
+    }
     const { data, rows } = toBatch(x, this.nFeatures);
     const feeds = { [this.inputName]: new this.ort.Tensor("float32", data, [rows, this.nFeatures]) };
     const out = (await this.session.run(feeds))[this.outputName];
@@ -120,7 +130,13 @@ export class Model {
   }
 
   /** Predict the stored selftest_x and compare with selftest_y; throws IntegrityError beyond tolerance. */
+  /** Run on named inputs (any signature); resolves to {output name: nested array}. */
+  async run(feeds) {
+    return runModel(this, feeds);
+  }
+
   async selftest() {
+    if (this.metadata.selftest !== undefined) return generalSelftest(this);
     let x;
     let expected;
     try {
@@ -142,6 +158,11 @@ export class Model {
   async release() {
     await this.session.release?.();
   }
+}
+
+// One float32 input of rank 2 and one output: the article's signature, which `predict` takes.
+function isClassic({ inputs, outputs }) {
+  return inputs.length === 1 && outputs.length === 1 && inputs[0].dtype === "float32" && inputs[0].shape.length === 2;
 }
 
 // The input's second dimension when it is fixed; else the metadata's n_features.
