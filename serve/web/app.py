@@ -54,7 +54,7 @@ ORT_DIST = _find_ort_dist()
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
 ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
 LIB_FILES = frozenset({"core.mjs", "onnx_info.mjs", "signature_core.mjs", "tensors.mjs"})
-PAGE_FILES = frozenset({"index.html", "app.mjs", "signature.mjs", "style.css"})
+PAGE_FILES = frozenset({"index.html", "app.mjs", "general.mjs", "signature.mjs", "style.css"})
 
 
 @dataclass(frozen=True)
