@@ -258,7 +258,12 @@ class Model:
         them from `core.schema`'s constants; Node and the page read the same keys), each finite
         and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
         dtype, shape or row count fails here, at load. Returns (expected, actual).
+        A model with the general `selftest` metadata key (any signature) runs serve/selftest.py.
         """
+        if "selftest" in self.metadata:
+            from serve import selftest
+
+            return selftest.run(self)
         if self.n_features is None:
             raise IntegrityError(
                 f"{self.path}: the self-test needs one float32 input [batch, n] and one output; "
@@ -323,6 +328,8 @@ def _exact(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
         )
     if arr.dtype == dtype:
         return np.ascontiguousarray(arr)
+    if arr.dtype.kind == "b":  # a bool is not a number
+        raise PredictInputError(f"input {name!r}: got bool; expected numbers convertible to {dtype}")
     if dtype.kind in "iub" and arr.dtype.kind == "f":
         raise PredictInputError(
             f"input {name!r}: got {arr.dtype}; expected {dtype} (floats are not truncated)"

@@ -125,3 +125,23 @@ def test_export_all_leaves_a_repository_it_did_not_make(exported_copy):
     rows, _ = run_check(exported_copy)
     (row,) = [r for r in rows if r.artifact == "triton/"]
     assert not row.ok and "not made by this toolkit's export.triton (no .made_from.json)" in row.error
+
+
+def test_config_for_two_inputs_and_two_outputs(tmp_path):
+    """Any signature: every input and output with its TYPE_* and dims without the batch dim."""
+    from export.triton import export_triton
+    from tests.anysig_helpers import NAME, anysig_dir
+
+    artifacts = anysig_dir(tmp_path / "artifacts")
+    (model_dir,) = export_triton(artifacts, tmp_path / "triton")
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.name == NAME and config.max_batch_size > 0
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("features", model_config_pb2.TYPE_FP32, [3]),
+        ("ids", model_config_pb2.TYPE_INT64, [1]),
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("score", model_config_pb2.TYPE_FP32, [1]),
+        ("pair", model_config_pb2.TYPE_FP32, [2]),
+    ]
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (artifacts / f"{NAME}.onnx").read_bytes()

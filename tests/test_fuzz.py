@@ -21,6 +21,8 @@ from serve.http.app import create_app
 from serve.http.config import ServeConfig
 from serve.http.openapi import document
 from serve.http.registry import Registry
+from tests.anysig_helpers import NAME as ANY_NAME
+from tests.anysig_helpers import anysig_dir
 from tests.serve_app import MODELS, assert_no_leak
 
 EXAMPLES = 100  # per operation and generation mode
@@ -73,3 +75,52 @@ def test_cases_were_tried():
     """Runs after the fuzz tests (file order): the count README "Reliability" quotes (pytest -s)."""
     print(f"fuzz cases tried: {CASES['tried']}; by status: {dict(sorted(CASES['by_status'].items()))}")
     assert CASES["tried"] >= 500
+
+
+# The same fuzzing for a model with two inputs (float32 [batch, 3], int64 [batch, 1]) and two outputs:
+# the infer, predict and metadata routes, where the general tensor handling lives (serve/http/tensors.py).
+ANY_OPERATIONS = [
+    (path, method.upper(), mode)
+    for path, item in document([ANY_NAME])["paths"].items()
+    if "{name}" in path
+    for method, op in item.items()
+    for mode in GenerationMode
+    if mode is GenerationMode.POSITIVE or op.get("requestBody")
+]
+
+
+@pytest.fixture(scope="module")
+def any_schema(tmp_path_factory):
+    artifacts = anysig_dir(tmp_path_factory.mktemp("fuzz_anysig"))
+    registry = Registry(artifacts)
+    assert registry.load_all()
+    app = create_app(ServeConfig(artifacts=artifacts, max_rows=64, max_body_bytes=65536), registry)
+    return schemathesis.openapi.from_asgi("/openapi.json", app), artifacts
+
+
+@pytest.mark.parametrize(
+    "path, method, mode", ANY_OPERATIONS, ids=[f"{m} {p} {g.value}" for p, m, g in ANY_OPERATIONS]
+)
+def test_multi_input_model_routes_conform(any_schema, path, method, mode):
+    api, artifacts = any_schema
+    operation = api[path][method]
+    statuses = {}
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES // 2,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+    def fuzz(case):
+        response = case.call()
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code < 500, response.text
+        case.validate_response(response, excluded_checks=[positive_data_acceptance])
+        if response.status_code >= 400:
+            assert_no_leak(response.text, artifacts)
+
+    fuzz()
+    assert statuses

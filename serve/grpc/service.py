@@ -18,7 +18,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serve.http import binary
+from serve.grpc import tensors as any_signature
+from serve.http import binary, tensors
 from serve.http.httpio import INTERNAL, ApiError, preview
 from serve.http.registry import FAILED, READY, VERSION, Registry
 from serve.http.v2 import EXTENSIONS, PLATFORM, SERVER_NAME, SERVER_VERSION, check_input, check_prediction
@@ -95,7 +96,7 @@ def _outputs(model: Model, request: pb.ModelInferRequest) -> None:
 def _tensors(args: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
     return [
         pb.ModelMetadataResponse.TensorMetadata(
-            name=a["name"], datatype="FP32", shape=[-1 if d is None else d for d in a["shape"]]
+            name=a["name"], datatype=tensors.datatype(a["dtype"]), shape=tensors.dims(a["shape"])
         )
         for a in args
     ]
@@ -161,6 +162,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter_ns()
         name = request.model_name
         model = self.registry.model(name, request.model_version or None)
+        if model.n_features is None:  # any other signature: serve/grpc/tensors.py
+            try:
+                outputs = tensors.run(model, any_signature.decode(model, request, self.max_rows))
+                response = any_signature.encode(model, request, outputs)
+            except ApiError:
+                self._count(name, ok=False, ns=time.perf_counter_ns() - start, rows=0)
+                raise
+            rows = len(next(iter(outputs.values())))
+            self.registry.metrics.rows(name, "grpc", rows)
+            self._count(name, ok=True, ns=time.perf_counter_ns() - start, rows=rows)
+            response.model_version = VERSION
+            return response
         try:
             batch = decode_infer(model, request, self.max_rows)
             _outputs(model, request)

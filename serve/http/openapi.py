@@ -43,7 +43,7 @@ def _schemas() -> dict[str, Any]:
     number_data = {
         "type": "array",
         "description": "flat, or nested to match shape; row-major",
-        "items": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+        "items": {"oneOf": [{"type": "number"}, {"type": "boolean"}, {"type": "array"}]},
     }
     shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
     params = {"type": "object", "additionalProperties": True}
@@ -82,7 +82,7 @@ def _schemas() -> dict[str, Any]:
             ["name", "shape", "datatype"],
             name={"type": "string"},
             shape=shape,
-            datatype={"type": "string", "enum": list(DTYPES)},
+            datatype={"type": "string", "enum": [*DTYPES, "BOOL"]},
             parameters={**params, "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
             data=number_data,
         ),
@@ -95,7 +95,7 @@ def _schemas() -> dict[str, Any]:
             ["inputs"],
             id={"type": "string"},
             parameters={**params, "properties": {"binary_data_output": {"type": "boolean"}}},
-            inputs={"type": "array", "items": _ref("InferInput"), "minItems": 1, "maxItems": 1},
+            inputs={"type": "array", "items": _ref("InferInput"), "minItems": 1},
             outputs={"type": "array", "items": _ref("InferRequestedOutput")},
         ),
         "InferOutput": _obj(
@@ -104,7 +104,7 @@ def _schemas() -> dict[str, Any]:
             shape=shape,
             datatype={"type": "string"},
             parameters=params,
-            data={"type": "array", "items": {"type": "number"}},
+            data={"type": "array", "items": {"oneOf": [{"type": "number"}, {"type": "boolean"}]}},
         ),
         "InferResponse": _obj(
             ["model_name", "outputs"],
@@ -124,9 +124,11 @@ def _schemas() -> dict[str, Any]:
         },
         "PredictResponse": {
             "type": "object",
+            "description": "one output: its rows; several: {output: value} per row (instances) "
+            "or {output: rows} (inputs)",
             "properties": {
-                "predictions": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-                "outputs": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                "predictions": {"type": "array"},
+                "outputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
             },
         },
         "ModelStatus": _obj(

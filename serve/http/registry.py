@@ -100,7 +100,7 @@ class Registry:
             self.metrics.selftest_error.labels(state.name).set(abs(actual - expected))
             self.metrics.load_seconds.labels(state.name).set(seconds)
             logger.info(
-                "model %s ready: n_features %d, self-test y(%s) = %.6f (stored %.6f), %.1f ms",
+                "model %s ready: n_features %s, self-test y(%s) = %.6f (stored %.6f), %.1f ms",
                 state.name,
                 model.n_features,
                 model.metadata.get("selftest_x"),

@@ -14,6 +14,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve.http import tensors, tfserving_any
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
 from serve.http.registry import FAILED, LOADING, READY, VERSION, Registry
@@ -81,6 +82,11 @@ class TFServing:
         body = parse_json_object(
             (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
         )
+        if model.n_features is None:  # any other signature: serve/http/tfserving_any.py
+            feeds, key = tfserving_any.decode(model, body, self.config.row_limit)
+            outputs = tensors.run(model, feeds)
+            self.registry.metrics.rows(name, "tfserving", len(next(iter(outputs.values()))))
+            return json_response(tfserving_any.encode(key, outputs))
         batch, key = decode_predict(model, body, self.config.row_limit)
         y = model.predict(batch)
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
@@ -110,19 +116,6 @@ class TFServing:
         name, version = request.path_params["name"], request.path_params.get("version")
         sig = self.registry.model(name, version).signature
 
-        def tensors(args):
-            return {
-                a["name"]: {
-                    "dtype": "DT_FLOAT",
-                    "name": f"{a['name']}:0",
-                    "tensor_shape": {
-                        "dim": [{"size": "-1" if d is None else str(d), "name": ""} for d in a["shape"]],
-                        "unknown_rank": False,
-                    },
-                }
-                for a in args
-            }
-
         return json_response(
             {
                 "model_spec": {"name": name, "signature_name": "", "version": VERSION},
@@ -130,8 +123,8 @@ class TFServing:
                     "signature_def": {
                         "signature_def": {
                             SIGNATURE: {
-                                "inputs": tensors(sig["inputs"]),
-                                "outputs": tensors(sig["outputs"]),
+                                "inputs": tfserving_any.tensor_info(sig["inputs"]),
+                                "outputs": tfserving_any.tensor_info(sig["outputs"]),
                                 "method_name": "tensorflow/serving/predict",
                             }
                         }

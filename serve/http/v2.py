@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serve.http import binary
+from serve.http import tensors as any_signature
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
 from serve.http.registry import VERSION, Registry
@@ -264,8 +265,8 @@ class V2:
             return [
                 {
                     "name": a["name"],
-                    "datatype": "FP32",
-                    "shape": [-1 if d is None else d for d in a["shape"]],
+                    "datatype": any_signature.datatype(a["dtype"]),
+                    "shape": any_signature.dims(a["shape"]),
                 }
                 for a in args
             ]
@@ -296,6 +297,13 @@ class V2:
         body, header_length = await read_body(
             request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
         )
+        if model.n_features is None:  # any other signature: serve/http/tensors.py
+            general = any_signature.decode_v2(model, body, header_length, self.config.row_limit)
+            outputs = any_signature.run(model, general.feeds)
+            self.registry.metrics.rows(name, "v2", general.rows)
+            content, headers = any_signature.encode_v2(name, general, outputs)
+            media = "application/octet-stream" if headers else "application/json"
+            return Response(content, media_type=media, headers=headers or None)
         req = decode_request(model, body, header_length, self.config.row_limit)
         try:
             y = model.predict(req.batch)  # validates: finite float32 (rows, n)

@@ -5,6 +5,7 @@
 // the very same checks. The rules mirror the Python loader (serve/loader.py).
 
 import { OnnxFormatError, readOnnxInfo } from "./onnx_info.mjs";
+import { generalSelftest, runModel, signatureOf } from "./tensors.mjs";
 
 // Same model across runtimes: |y - selftest_y| <= ATOL + RTOL * |selftest_y| (README "The check").
 export const SELFTEST_ATOL = 1e-5;
@@ -101,9 +102,10 @@ export class Model {
     this.irVersion = info.irVersion;
     this.producer = `${info.producerName} ${info.producerVersion}`.trim();
     this.name = this.metadata.model ?? String(source).split("/").pop().replace(/\.onnx$/, "");
-    if (session.inputNames.length !== 1 || session.outputNames.length !== 1) {
-      throw new IntegrityError(`${source}: expected one input and one output, got inputs ` +
-        `${preview(session.inputNames)} and outputs ${preview(session.outputNames)}; re-run ${EXPORT_FIX}`);
+    this.signature = signatureOf(session); // any signature: `run(feeds)` (tensors.mjs)
+    if (!isClassic(this.signature)) { // predict needs one float32 input [batch, n] and one output
+      this.inputName = this.outputName = this.nFeatures = null;
+      return;
     }
     this.inputName = session.inputNames[0];
     this.outputName = session.outputNames[0];
@@ -112,21 +114,32 @@ export class Model {
 
   /** Predict for one or more rows (see `toBatch`); resolves to one number per row. */
   async predict(x) {
+    if (this.nFeatures === null) {
+      throw new InputError(`predict needs one float32 input [batch, n]; this model's inputs are ` +
+        `${preview(this.signature.inputs.map((s) => s.name))}: use run(model, {name: nested array, ...})`);
+    }
     const { data, rows } = toBatch(x, this.nFeatures);
-    return this.run(data, rows);
+    return this.runRows(data, rows);
+  }
+
+  /** Run on named inputs (any signature); resolves to {output name: nested array}. */
+  async run(feeds) {
+    return runModel(this, feeds);
   }
 
   /**
-   * Predict the stored selftest_x and compare with selftest_y; throws IntegrityError beyond tolerance.
-   * The rules of serve/loader.py (Model.selftest): selftest_x is one row of nFeatures finite numbers
-   * (at most MAX_SELFTEST_CHARS characters), selftest_y finite, the tolerance from the metadata
-   * (selftest_atol / selftest_rtol, each in [0, MAX_SELFTEST_TOL]); the input runs as one row and
-   * as a two-row batch, and each must give float32 with one value per row.
+   * Run the embedded self-test; throws IntegrityError beyond tolerance. A general model's `selftest`
+   * metadata (named tensors) goes through tensors.mjs; the article's keys follow serve/loader.py
+   * (Model.selftest): selftest_x is one row of nFeatures finite numbers (at most MAX_SELFTEST_CHARS
+   * characters), selftest_y finite, the tolerance from the metadata (selftest_atol / selftest_rtol,
+   * each in [0, MAX_SELFTEST_TOL]); the input runs as one row and as a two-row batch, and each must
+   * give float32 with one value per row.
    */
   async selftest() {
+    if (this.metadata.selftest !== undefined) return generalSelftest(this);
     const { x, expected, atol, rtol } = selftestValues(this.metadata, this.nFeatures, this.source);
-    const out = await this.run(Float32Array.from(x), 1);
-    const batch = await this.run(Float32Array.from([...x, ...x]), 2);
+    const out = await this.runRows(Float32Array.from(x), 1);
+    const batch = await this.runRows(Float32Array.from([...x, ...x]), 2);
     const actual = out[0];
     const tolerance = atol + rtol * Math.abs(expected);
     if (!(Math.abs(actual - expected) <= tolerance) || batch[1] !== actual) {
@@ -137,7 +150,7 @@ export class Model {
   }
 
   // Run `rows` rows of float32 input; the output must be float32 with one value per row.
-  async run(data, rows) {
+  async runRows(data, rows) {
     const feeds = { [this.inputName]: new this.ort.Tensor("float32", data, [rows, this.nFeatures]) };
     const out = (await this.session.run(feeds))[this.outputName];
     if (out.type !== "float32" || out.data.length !== rows) {
@@ -186,6 +199,11 @@ export function selftestValues(metadata, nFeatures, source) {
     throw bad(`tolerance ${atol} + ${rtol}·|y| is outside [0, ${MAX_SELFTEST_TOL}]`);
   }
   return { x: row, expected, atol, rtol };
+}
+
+// One float32 input of rank 2 and one output: the article's signature, which `predict` takes.
+function isClassic({ inputs, outputs }) {
+  return inputs.length === 1 && outputs.length === 1 && inputs[0].dtype === "float32" && inputs[0].shape.length === 2;
 }
 
 // The input's second dimension when it is fixed; else the metadata's n_features.

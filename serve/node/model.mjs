@@ -55,6 +55,14 @@ export async function load(file, { selftest = true, verifySha256 = true, threads
   return model;
 }
 
+/**
+ * Run a model of any signature on named inputs (name -> nested array, converted to each input's dtype
+ * only when exact); resolves to {output name: nested array}. See tensors.mjs.
+ */
+export async function run(model, feeds) {
+  return model.run(feeds);
+}
+
 /** Predict for a number, an array of numbers, or an array of rows; resolves to one number per row. */
 export async function predict(model, x) {
   return model.predict(x);

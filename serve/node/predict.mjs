@@ -6,16 +6,22 @@
 // features each x is one comma-separated row: `predict.mjs model.onnx 1,2,3 4,5,6`.
 // Errors are one line on stderr; exit 2 for a bad path or input, 1 for a failed check.
 
-import { EmbedError, load, parseRow } from "./model.mjs";
+import { readFile, stat } from "node:fs/promises";
+
+import { EmbedError, InputError, load, parseRow } from "./model.mjs";
 
 const USAGE = `usage: node serve/node/predict.mjs [--json] [--trust-key PEM] [-v] <model.onnx> <x> [<x> ...]
+       node serve/node/predict.mjs [--json] [--trust-key PEM] [-v] <model.onnx> --inputs FILE.json
 
 Load an exported ONNX model with onnxruntime-node, verify its sha256 (when a manifest.json
 beside it lists the file) and its embedded self-test, then print one prediction per x.
 
   <x>     a number (e.g. 10, -2.5, 1e3); for a model with n > 1 features, one row of n
           comma-separated numbers (e.g. 1,2,3)
+  --inputs FILE.json  any signature: a JSON object of input name -> nested array (rows first), e.g.
+          {"features": [[1, 2, 3]], "ids": [[7]]}; prints {output name: nested array} as one JSON line
   --json  print {"model", "source_framework", "opset", "selftest", "signed_by", "x", "y"} as one JSON line
+          (with --inputs: "inputs" and "outputs" instead of "x" and "y")
   --trust-key PEM  refuse the model unless the directory's model.sig is this public key's signature
           over the manifest and the model (python -m export.keys makes the pair)
   -v      full stack traces on errors
@@ -29,6 +35,10 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--json") options.json = true;
+    else if (arg === "--inputs") {
+      options.inputs = argv[++i] ?? "";
+      if (!options.inputs) options.missingValue = "--inputs needs a value: a JSON file of input name -> nested array";
+    } else if (arg.startsWith("--inputs=")) options.inputs = arg.slice("--inputs=".length);
     else if (arg === "--trust-key") {
       options.trustKey = argv[++i] ?? "";
       if (!options.trustKey) options.missingValue = "--trust-key needs a value: the public key file (public.pem)";
@@ -50,6 +60,7 @@ async function main(argv) {
     console.error(`error: ${options.missingValue}\n\n${USAGE}`);
     return 2;
   }
+  if (options.inputs !== undefined) return runInputs(positional, options);
   if (positional.length < 2) {
     console.error(`error: give a model path and at least one x\n\n${USAGE}`);
     return 2;
@@ -57,6 +68,10 @@ async function main(argv) {
   const [file, ...xs] = positional;
   try {
     const model = await load(file, { trustKey: options.trustKey });
+    if (model.nFeatures === null) {
+      throw new InputError(`${file} has inputs ${JSON.stringify(model.signature.inputs.map((t) => t.name))}, not one ` +
+        "row of numbers: give --inputs FILE.json with input name -> nested array");
+    }
     const rows = xs.map((x) => parseRow(x, model.nFeatures));
     const y = await model.predict(rows);
     const st = model.selftestResult;
@@ -79,6 +94,58 @@ async function main(argv) {
     console.error(`error: ${err.message}`);
     return err.exitCode;
   }
+}
+
+const MAX_INPUTS_BYTES = 64 * 1024 * 1024;
+
+// `--inputs FILE.json`: named inputs for a model of any signature; one JSON line of outputs.
+async function runInputs(positional, options) {
+  if (positional.length !== 1) {
+    console.error(`error: with --inputs give exactly one model path (got ${positional.length} positional ` +
+      `arguments); the rows come from the JSON file\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const feeds = await readInputs(options.inputs);
+    const model = await load(positional[0], { trustKey: options.trustKey });
+    const outputs = await model.run(feeds);
+    console.error(`self-test ok: ${model.name} (${model.metadata.source_framework ?? "unknown framework"})`);
+    const text = (value) => JSON.stringify(value, (_, v) => (typeof v === "bigint" ? v.toString() : v));
+    console.log(options.json ? text({ model: model.name, source_framework: model.metadata.source_framework ?? null,
+      opset: model.opset, signed_by: model.signedBy, inputs: feeds, outputs }) : text(outputs));
+    await model.release();
+    return 0;
+  } catch (err) {
+    if (!(err instanceof EmbedError)) throw err;
+    if (options.verbose) console.error(err.stack);
+    console.error(`error: ${err.message}`);
+    return err.exitCode;
+  }
+}
+
+async function readInputs(file) {
+  let text;
+  try {
+    const info = await stat(file);
+    if (!info.isFile()) throw Object.assign(new Error("not a regular file"), { code: "NOTFILE" });
+    if (info.size > MAX_INPUTS_BYTES) throw Object.assign(new Error(`${info.size} bytes, more than 64 MiB`), { code: "BIG" });
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const why = err.code === "ENOENT" ? "no such file" : err.message;
+    throw new InputError(`--inputs ${file}: ${why}; give a JSON file of input name -> nested array, ` +
+      `e.g. {"features": [[1, 2, 3]], "ids": [[7]]}`);
+  }
+  let feeds;
+  try {
+    feeds = JSON.parse(text);
+  } catch (err) {
+    throw new InputError(`--inputs ${file}: not JSON (${err.message.slice(0, 100)}); expected an object of input ` +
+      "name -> nested array");
+  }
+  if (feeds === null || typeof feeds !== "object" || Array.isArray(feeds)) {
+    throw new InputError(`--inputs ${file}: expected a JSON object of input name -> nested array`);
+  }
+  return feeds;
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -55,8 +55,8 @@ ORT_DIST = _find_ort_dist()
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
 ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
-LIB_FILES = frozenset({"core.mjs", "manifest.mjs", "onnx_info.mjs", "signature_core.mjs"})
-PAGE_FILES = frozenset({"index.html", "app.mjs", "signature.mjs", "style.css"})
+LIB_FILES = frozenset({"core.mjs", "manifest.mjs", "onnx_info.mjs", "signature_core.mjs", "tensors.mjs"})
+PAGE_FILES = frozenset({"index.html", "app.mjs", "general.mjs", "signature.mjs", "style.css"})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@
 import * as ort from "/ort/ort.wasm.min.mjs";
 import { createModel, EXPORT_FIX, parseRow } from "/lib/core.mjs";
 import { parseManifest } from "/lib/manifest.mjs";
+import { isGeneral, showGeneral } from "./general.mjs";
 import { verifySignature } from "./signature.mjs";
 
 // WASM files come from this server (never a CDN); one thread needs no cross-origin isolation.
@@ -204,11 +205,24 @@ async function start() {
     document.body.dataset.ready = "true";
     return;
   }
+  // Models of any other signature get a section each, with a form built from the signature (general.mjs).
+  const general = manifest.artifacts.filter((a) => a.format === "onnx" && isGeneral(a));
+  const generalDone = showGeneral(general, (entry) => loadModel(entry, trust));
+  if (general.length && !manifest.artifacts.some((a) => a.format === "onnx" && !isGeneral(a))) {
+    for (const id of ["form", "results"]) $(id).hidden = true;
+    document.querySelector(".note").hidden = true; // it explains the article's table
+    $("status").textContent = `Loading ${general.length} model(s)…`;
+    await generalDone;
+    $("status").textContent = `${general.length} model(s) of their own signature; each section says whether it loaded.`;
+    $("results").setAttribute("aria-busy", "false");
+    document.body.dataset.ready = "true";
+    return;
+  }
   const ref = reference(manifest);
   const headline = manifest.probe?.headline_x;
   const start = Array.isArray(headline) && headline.length === ref.nFeatures ? headline : Array(ref.nFeatures).fill(10);
   const readX = featureBoxes(ref, manifest.data?.features ?? [], start);
-  const entries = manifest.artifacts.filter((a) => a.format === "onnx");
+  const entries = manifest.artifacts.filter((a) => a.format === "onnx" && !isGeneral(a));
   const columns = entries.map((entry) => ({ entry, key: entry.model ?? entry.name, model: null }));
   for (const c of columns) {
     addColumn(c.key, `${LABELS[c.entry.framework] ?? c.entry.framework} (${c.entry.name})`);
@@ -240,6 +254,7 @@ async function start() {
     progress();
     if (c.model) await update(columns, ref, readX);
   }));
+  await generalDone;
   const failed = columns.filter((c) => !c.model).length;
   $("status").textContent = failed
     ? `${columns.length - failed} of ${columns.length} models ready; ${failed} failed to load (its column says why).`

@@ -1,0 +1,320 @@
+"""Named tensors of any signature over KServe V2 (JSON and binary data), shared with TF Serving and gRPC.
+
+The article's models (one float32 input [batch, n], one output) keep their fast path in v2.py;
+every other model comes here: several inputs and outputs, each input sent in a V2 datatype that
+maps exactly onto the model's dtype (the same type, or one numpy casts "safely": INT8 data for an
+int64 input, FP16 for float32; never FP32 for an int input, INT64 for float32, or a number for
+a bool), `outputs` selection with `binary_data` per output, and the outputs in their own dtype.
+Values then go through `Model.run` (range and finiteness checks, equal rows).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serve.http import binary
+from serve.http.httpio import ApiError, parse_json_object, preview
+from serve.http.registry import VERSION
+from serve.loader import Model, PredictInputError
+
+# numpy dtype name <-> V2 datatype, for every dtype the loader accepts.
+V2_TYPES = {
+    "bool": "BOOL",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+NUMPY_TYPES = {v2: np.dtype(name).newbyteorder("<") for name, v2 in V2_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One input or output of a model: name, numpy dtype, shape (None for dynamic dims)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+
+_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def specs(model: Model) -> tuple[tuple[Spec, ...], tuple[Spec, ...]]:
+    """The model's (inputs, outputs) as `Spec`s, computed once per loaded model."""
+    cached = _SPECS.get(model)
+    if cached is None:
+        sig = model.signature
+        cached = tuple(
+            tuple(Spec(a["name"], np.dtype(a["dtype"]), tuple(a["shape"])) for a in sig[side])
+            for side in ("inputs", "outputs")
+        )
+        _SPECS[model] = cached
+    return cached
+
+
+def datatype(dtype: np.dtype | str) -> str:
+    """The V2 datatype of a numpy dtype (metadata and responses)."""
+    return V2_TYPES[np.dtype(dtype).name]
+
+
+def dims(shape: tuple[int | None, ...]) -> list[int]:
+    """A shape for metadata: -1 for a dynamic dimension."""
+    return [-1 if d is None else d for d in shape]
+
+
+def _text(shape: tuple[int | None, ...]) -> str:
+    return (
+        "["
+        + ", ".join("rows" if i == 0 else str(d) if d is not None else "any" for i, d in enumerate(shape))
+        + "]"
+    )
+
+
+def check_datatype(spec: Spec, given: Any) -> np.dtype:
+    """The numpy dtype of a request's datatype when it maps exactly onto the input's; else 400."""
+    wanted = datatype(spec.dtype)
+    source = NUMPY_TYPES.get(given) if isinstance(given, str) else None
+    if source is None:
+        raise ApiError(
+            400,
+            f"input {spec.name!r}: datatype {preview(given)} is not supported; the model's input is "
+            f"{wanted} (one of {', '.join(V2_TYPES.values())})",
+        )
+    exact = source == spec.dtype or (
+        source.kind != "b" and spec.dtype.kind != "b" and np.can_cast(source, spec.dtype, "safe")
+    )
+    if not exact:
+        raise ApiError(
+            400,
+            f"input {spec.name!r}: datatype {given} does not map exactly onto the model's {wanted} "
+            f"(values would change); send {wanted}",
+        )
+    return source
+
+
+def check_shape(spec: Spec, shape: Any, max_rows: int) -> tuple[int, ...]:
+    """A request's shape for `spec`: the model's rank and static dims, 1..max_rows rows; else 400/413."""
+    if (
+        type(shape) is not list
+        or len(shape) != len(spec.shape)
+        or any(type(d) is not int or d < 0 for d in shape)
+        or any(want is not None and d != want for want, d in zip(spec.shape[1:], shape[1:], strict=True))
+    ):
+        raise ApiError(400, f"input {spec.name!r}: shape {preview(shape)}; expected {_text(spec.shape)}")
+    if shape[0] == 0:
+        raise ApiError(400, f"input {spec.name!r}: shape {shape} has no rows; expected at least one")
+    if shape[0] > max_rows:
+        raise ApiError(
+            413,
+            f"input {spec.name!r}: {shape[0]} rows exceed the limit of {max_rows} per request "
+            "(--max-rows); split the batch",
+        )
+    return tuple(shape)
+
+
+def from_values(spec: Spec, source: np.dtype, shape: tuple[int, ...], values: Any) -> np.ndarray:
+    """JSON values (flat or nested lists) of datatype `source` -> the input's array; else 400."""
+    if not isinstance(values, list):
+        raise ApiError(
+            400,
+            f"input {spec.name!r}: 'data' must be a list (flat or nested), got {preview(values)}; "
+            "or send binary_data_size with binary data",
+        )
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(
+            400, f"input {spec.name!r}: nested 'data' is not rectangular; give a flat list"
+        ) from None
+    kinds = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[source.kind]
+    if arr.dtype.kind not in kinds:
+        what = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[source.kind]
+        raise ApiError(
+            400,
+            f"input {spec.name!r}: 'data' {preview(values)} holds values that are not {what} "
+            f"for datatype {datatype(source)}",
+        )
+    return from_flat(spec, source, shape, arr.reshape(-1))
+
+
+def from_flat(spec: Spec, source: np.dtype, shape: tuple[int, ...], flat: np.ndarray) -> np.ndarray:
+    """A flat array (JSON or raw bytes, already of kind `source`) -> the input's array of `shape`."""
+    count = math.prod(shape)
+    if flat.size != count:
+        raise ApiError(400, f"input {spec.name!r}: shape {list(shape)} needs {count} values, got {flat.size}")
+    if flat.dtype != source:
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond the datatype's range: checked below
+            cast = flat.astype(source)
+        if source.kind in "iu" and not np.array_equal(cast, flat):
+            raise ApiError(400, f"input {spec.name!r}: values out of range for {datatype(source)}")
+        flat = cast
+    return flat.astype(spec.dtype, copy=False).reshape(shape)  # source -> model dtype is exact
+
+
+def from_bytes(spec: Spec, source: np.dtype, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
+    """Raw little-endian bytes (binary extension, gRPC raw contents) -> the input's array."""
+    name = datatype(source)
+    if name == "BOOL":
+        count = math.prod(shape)
+        if len(raw) != count:
+            raise ApiError(
+                400, f"input {spec.name!r}: {len(raw)} bytes for {count} BOOL elements (1 byte each)"
+            )
+        flat = np.frombuffer(raw, dtype=np.uint8)
+        if flat.size and flat.max() > 1:
+            raise ApiError(400, f"input {spec.name!r}: BOOL bytes must be 0 or 1")
+        return flat.view(np.bool_).reshape(shape)
+    return from_flat(spec, source, shape, binary.decode(raw, name, math.prod(shape), spec.name))
+
+
+def select_outputs(model: Model, requested: list[tuple[Any, Any]], default: bool) -> list[tuple[Spec, bool]]:
+    """(output spec, as binary) for each requested (name, binary flag or None); all outputs if none."""
+    outputs = specs(model)[1]
+    if not requested:
+        return [(s, default) for s in outputs]
+    by_name = {s.name: s for s in outputs}
+    chosen, seen = [], set()
+    for name, as_binary in requested:
+        if name not in by_name:
+            raise ApiError(400, f"unknown output {preview(name)}; the model's outputs are {sorted(by_name)}")
+        if name in seen:
+            raise ApiError(400, f"output {name!r} is requested twice; name each output once")
+        if as_binary is None:
+            as_binary = default
+        if not isinstance(as_binary, bool):
+            raise ApiError(
+                400, f"output {name!r}: binary_data must be true or false, got {preview(as_binary)}"
+            )
+        seen.add(name)
+        chosen.append((by_name[name], as_binary))
+    return chosen
+
+
+def run(model: Model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`Model.run`, with its refusals as 400s and non-finite float outputs refused (HTTP and gRPC)."""
+    try:
+        outputs = model.run(feeds)
+    except PredictInputError as exc:
+        raise ApiError(400, str(exc)) from None
+    for name, out in outputs.items():
+        if out.dtype.kind == "f" and not np.isfinite(out).all():
+            raise ApiError(400, f"output {name!r} overflows {out.dtype} for this input; send smaller values")
+    return outputs
+
+
+def to_bytes(arr: np.ndarray) -> bytes:
+    """An output as raw little-endian bytes (BOOL: one byte each)."""
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+@dataclass(frozen=True)
+class V2Request:
+    """A decoded V2 infer request for a model of any signature."""
+
+    feeds: dict[str, np.ndarray]
+    id: str | None
+    outputs: list[tuple[Spec, bool]]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.feeds.values())))
+
+
+def decode_v2(model: Model, body: bytes, header_length: str | None, max_rows: int) -> V2Request:
+    """Parse and validate a V2 infer request (JSON, or JSON + binary tensor data) for any signature."""
+    head, blob = binary.split(body, header_length)
+    req = parse_json_object(head, "inference request")
+    rid, params = req.get("id"), req.get("parameters", {})
+    if rid is not None and not isinstance(rid, str):
+        raise ApiError(400, f"'id' must be a string, got {type(rid).__name__}")
+    if not isinstance(params, dict):
+        raise ApiError(400, "'parameters' must be a JSON object")
+    inputs = specs(model)[0]
+    by_name = {s.name: s for s in inputs}
+    tensors = req.get("inputs")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
+        raise ApiError(
+            400,
+            f"'inputs' must be a list of tensor objects, one per input {sorted(by_name)}; "
+            f"got {preview(tensors)}",
+        )
+    names = [t.get("name") for t in tensors]
+    if not all(isinstance(n, str) for n in names) or sorted(names) != sorted(by_name):
+        raise ApiError(
+            400, f"'inputs' name {preview(names)}; the model's inputs are {sorted(by_name)}, each once"
+        )
+    chunks = binary.Chunks(blob)
+    feeds = {}
+    for tensor in tensors:
+        spec = by_name[tensor["name"]]
+        source = check_datatype(spec, tensor.get("datatype"))
+        shape = check_shape(spec, tensor.get("shape"), max_rows)
+        tparams = tensor.get("parameters", {})
+        if not isinstance(tparams, dict):
+            raise ApiError(400, f"input {spec.name!r}: 'parameters' must be a JSON object")
+        size = tparams.get("binary_data_size")
+        if size is not None:
+            if "data" in tensor:
+                raise ApiError(400, f"input {spec.name!r} has both 'data' and binary_data_size; send one")
+            feeds[spec.name] = from_bytes(spec, source, shape, chunks.take(size, spec.name))
+        else:
+            feeds[spec.name] = from_values(spec, source, shape, tensor.get("data"))
+    chunks.finish()
+    default = params.get("binary_data_output", False)
+    if not isinstance(default, bool):
+        raise ApiError(400, f"parameter binary_data_output must be true or false, got {preview(default)}")
+    requested = req.get("outputs") or []
+    if not isinstance(requested, list):
+        raise ApiError(
+            400, f"'outputs' must be a list of {{\"name\": ...}} objects, got {preview(requested)}"
+        )
+    pairs = []
+    for out in requested:
+        p = out.get("parameters", {}) if isinstance(out, dict) else None
+        if not isinstance(p, dict):
+            raise ApiError(
+                400, f'each of \'outputs\' must be {{"name": ..., "parameters": {{...}}}}, got {preview(out)}'
+            )
+        if p.get("classification"):
+            raise ApiError(400, "the classification extension is not supported")
+        pairs.append((out.get("name"), p.get("binary_data")))
+    return V2Request(feeds, rid, select_outputs(model, pairs, default))
+
+
+def encode_v2(
+    model_name: str, req: V2Request, outputs: dict[str, np.ndarray]
+) -> tuple[bytes, dict[str, str]]:
+    """The V2 infer response with the requested outputs, each JSON or binary, in its own datatype."""
+    tensors, buffers = [], []
+    for spec, as_binary in req.outputs:
+        arr = outputs[spec.name]
+        tensor: dict[str, Any] = {
+            "name": spec.name,
+            "datatype": datatype(arr.dtype),
+            "shape": list(arr.shape),
+        }
+        if as_binary:
+            raw = to_bytes(arr)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+        else:
+            flat = arr.reshape(-1)
+            tensor["data"] = flat.astype(np.float64) if arr.dtype.kind == "f" else flat  # orjson writes numpy
+        tensors.append(tensor)
+    header: dict[str, Any] = {"model_name": model_name, "model_version": VERSION, "outputs": tensors}
+    if req.id is not None:
+        header["id"] = req.id
+    return binary.encode(header, buffers)

@@ -1,0 +1,116 @@
+"""The general embedded self-test: `Model.selftest()` for a model with any signature.
+
+ONNX metadata key `selftest` = JSON {"inputs": {name: nested list}, "outputs": {name: nested
+list}, "atol": float, "rtol": float}: at most 65,536 characters, one or two rows, finite values
+(bools as true/false, ints exact). The inputs run through `Model.run` (the same dtype-exact
+conversion as any caller's feeds), alone and as a doubled batch, and every output must match
+within atol + rtol·|expected|. The article's linear models keep the legacy `selftest_x` keys.
+Node and the page run the same test (serve/node/tensors.mjs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from serve.loader import Model
+
+KEY = "selftest"
+MAX_CHARS = 65536
+MAX_TOL = 1e-3
+MAX_ROWS = 2
+
+
+def values(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray], float, float]:
+    """The parsed, bounded `selftest` metadata: (inputs, expected outputs, atol, rtol)."""
+    from serve.loader import EXPORT_FIX
+
+    def bad(why: str) -> IntegrityError:
+        return IntegrityError(f"{model.path}: metadata 'selftest' is not usable ({why}); {EXPORT_FIX}")
+
+    text = model.metadata.get(KEY, "")
+    if len(text) > MAX_CHARS:
+        raise bad(f"{len(text):,} characters, more than {MAX_CHARS:,}")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"not JSON: {str(exc)[:80]}") from None
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("inputs"), dict)
+        or not isinstance(doc.get("outputs"), dict)
+    ):
+        raise bad('expected {"inputs": {name: rows}, "outputs": {name: rows}, "atol", "rtol"}')
+    sig = model.signature
+    in_names = [a["name"] for a in sig["inputs"]]
+    out_names = {a["name"] for a in sig["outputs"]}
+    if sorted(doc["inputs"]) != sorted(in_names):
+        raise bad(f"inputs {sorted(doc['inputs'])[:8]} are not the model's {in_names}")
+    if not doc["outputs"] or not set(doc["outputs"]) <= out_names:
+        raise bad(f"outputs {sorted(doc['outputs'])[:8]} are not among the model's {sorted(out_names)}")
+    atol, rtol = doc.get("atol"), doc.get("rtol")
+    for tol in (atol, rtol):
+        if type(tol) not in (int, float) or not 0 <= tol <= MAX_TOL:
+            raise bad(f"tolerance {atol!r} + {rtol!r}·|y| is outside [0, {MAX_TOL}]")
+    expected = {}
+    for name, rows in doc["outputs"].items():
+        try:
+            arr = np.asarray(rows, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise bad(f"output {name!r} is not a rectangular list of numbers") from None
+        if arr.ndim == 0 or not 1 <= arr.shape[0] <= MAX_ROWS or not np.isfinite(arr).all():
+            raise bad(f"output {name!r} must be {MAX_ROWS} row(s) at most of finite numbers")
+        expected[name] = arr
+    for name, rows in doc["inputs"].items():
+        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ROWS:
+            raise bad(f"input {name!r} must be a list of 1 to {MAX_ROWS} rows")
+    return doc["inputs"], expected, float(atol), float(rtol)
+
+
+def run(model: Model) -> tuple[float, float]:
+    """Run the general self-test; raise IntegrityError beyond tolerance. Returns (expected, actual)
+    of the element farthest from its expected value."""
+    from serve.loader import EXPORT_FIX, PredictInputError
+
+    inputs, expected, atol, rtol = values(model)
+    try:
+        once = model.run(inputs)
+        twice = model.run({k: np.concatenate([np.asarray(v)] * 2) for k, v in model_inputs(model, inputs)})
+    except PredictInputError as exc:
+        raise IntegrityError(
+            f"{model.path}: self-test inputs do not fit the model ({exc}); {EXPORT_FIX}"
+        ) from None
+    worst = (0.0, 0.0, -1.0)
+    for name, want in expected.items():
+        got = once[name].astype(np.float64)
+        rows = got.shape[0]
+        if got.shape != want.shape or not np.array_equal(twice[name][:rows], once[name]):
+            raise IntegrityError(
+                f"{model.path}: self-test output {name!r} has shape {got.shape} (doubled batch "
+                f"{twice[name].shape}); expected {want.shape}, the same rows twice; {EXPORT_FIX}"
+            )
+        err = np.abs(got - want)
+        bound = atol + rtol * np.abs(want)
+        i = int(np.argmax(err - bound))
+        e, a = float(want.reshape(-1)[i]), float(got.reshape(-1)[i])
+        if not (err <= bound).all():
+            raise IntegrityError(
+                f"{model.path}: self-test output {name!r} expected {e!r}, got {a!r} at element {i} "
+                f"(tolerance {atol} + {rtol}·|y|); {EXPORT_FIX}"
+            )
+        if err.reshape(-1)[i] > worst[2]:
+            worst = (e, a, float(err.reshape(-1)[i]))
+    if not math.isfinite(worst[1]):
+        raise IntegrityError(f"{model.path}: self-test output is not finite; {EXPORT_FIX}")
+    return worst[0], worst[1]
+
+
+def model_inputs(model: Model, inputs: dict[str, Any]):
+    """(name, value) pairs in the model's input order."""
+    return [(a["name"], inputs[a["name"]]) for a in model.signature["inputs"]]
