@@ -108,13 +108,17 @@ export function parseManifest(text, source = MANIFEST) {
     return v;
   };
 
-  if (!isObject(obj.reference)) fail(`expected a JSON object, got ${preview(obj.reference)}`, "reference");
-  list(obj.reference.weights, "reference.weights").forEach((w, i) => finite(w, `reference.weights[${i}]`));
-  finite(obj.reference.bias, "reference.bias");
-  if (!isObject(obj.data)) fail(`expected a JSON object, got ${preview(obj.data)}`, "data");
-  list(obj.data.features, "data.features").forEach((f, i) => string(f, `data.features[${i}]`));
-  if (obj.data.features.length !== obj.reference.weights.length) {
-    fail(`${obj.data.features.length} features for ${obj.reference.weights.length} weights`, "data.features");
+  // The training run's fields, as in core/schema.py: all present (a directory exported from a
+  // training run) or all absent (models brought in as files).
+  if (obj.training_record !== undefined && obj.training_record !== null) {
+    if (!isObject(obj.reference)) fail(`expected a JSON object, got ${preview(obj.reference)}`, "reference");
+    list(obj.reference.weights, "reference.weights").forEach((w, i) => finite(w, `reference.weights[${i}]`));
+    finite(obj.reference.bias, "reference.bias");
+    if (!isObject(obj.data)) fail(`expected a JSON object, got ${preview(obj.data)}`, "data");
+    list(obj.data.features, "data.features").forEach((f, i) => string(f, `data.features[${i}]`));
+    if (obj.data.features.length !== obj.reference.weights.length) {
+      fail(`${obj.data.features.length} features for ${obj.reference.weights.length} weights`, "data.features");
+    }
   }
 
   const seen = new Map();
