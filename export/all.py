@@ -10,15 +10,18 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from core.manifest import KEEP_VERSIONS
 from core.schema import ArtifactEntry
 from export import FORMATS
 from export._core import export_formats, main_for
 from export.sign import sign_after
 
 
-def export_all(artifacts: Path) -> list[ArtifactEntry]:
+def export_all(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:
     """Run every registered exporter, commit all their entries at once; returns the entries."""
-    return export_formats(artifacts, [importlib.import_module(m).write for m in FORMATS.values()])
+    return export_formats(
+        artifacts, [importlib.import_module(m).write for m in FORMATS.values()], keep_versions
+    )
 
 
 def main() -> None:
