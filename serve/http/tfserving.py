@@ -8,6 +8,7 @@ entry per row) or `inputs` (columnar) and answers `predictions` / `outputs` resp
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,12 @@ from starlette.responses import Response
 
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
-from serve.http.registry import FAILED, LOADING, READY, VERSION, Registry
+from serve.http.registry import FAILED, LOADING, READY, UNLOADED, Registry
 from serve.loader import Model, PredictInputError
 
 SIGNATURE = "serving_default"
 # Our load states in TF Serving's ModelVersionStatus.State names.
-TF_STATES = {LOADING: "LOADING", READY: "AVAILABLE", FAILED: "END"}
+TF_STATES = {LOADING: "LOADING", READY: "AVAILABLE", FAILED: "END", UNLOADED: "END"}
 
 
 def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[np.ndarray, str]:
@@ -77,7 +78,9 @@ class TFServing:
 
     async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        model = self.registry.model(name, version)
+        start = time.perf_counter_ns()
+        served = self.registry.served(name, version)  # held to the end: a reload does not change it
+        model = served.model
         body = parse_json_object(
             (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
         )
@@ -86,29 +89,37 @@ class TFServing:
         if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
             raise ApiError(400, "the prediction overflows float32 for this input")
         self.registry.metrics.rows(name, "tfserving", len(y))
-        return json_response({key: y.astype(np.float64)})  # orjson writes the array
+        self.registry.stats.ok(name, served.label, len(y), time.perf_counter_ns() - start)
+        # TF Serving's body has one key; the version that answered goes in a header
+        return json_response({key: y.astype(np.float64)}, headers={"model-version": served.label})
 
     async def status(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         state = self.registry.state(name, version)
-        return json_response(
-            {
-                "model_version_status": [
-                    {
-                        "version": VERSION,
-                        "state": TF_STATES[state.state],
-                        "status": {
-                            "error_code": "UNKNOWN" if state.state == FAILED else "OK",
-                            "error_message": state.error or "",
-                        },
-                    }
-                ]
+        versions = state.versions.values()
+        if version is not None:
+            versions = [v for v in versions if v.label == version]
+
+        def status(v_state: str, error: str | None) -> dict[str, Any]:
+            return {
+                "state": TF_STATES[v_state],
+                "status": {
+                    "error_code": "UNKNOWN" if v_state == FAILED else "OK",
+                    "error_message": error or "",
+                },
             }
-        )
+
+        rows = [
+            {"version": v.label} | status(v.state, v.error) for v in sorted(versions, key=lambda v: -v.number)
+        ]
+        if not rows:  # unloaded (explicit mode), or nothing known yet
+            rows = [{"version": "0"} | status(state.state, state.error)]
+        return json_response({"model_version_status": rows})
 
     async def metadata(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        sig = self.registry.model(name, version).signature
+        served = self.registry.served(name, version)
+        sig = served.model.signature
 
         def tensors(args):
             return {
@@ -125,7 +136,7 @@ class TFServing:
 
         return json_response(
             {
-                "model_spec": {"name": name, "signature_name": "", "version": VERSION},
+                "model_spec": {"name": name, "signature_name": "", "version": served.label},
                 "metadata": {
                     "signature_def": {
                         "signature_def": {
