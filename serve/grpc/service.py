@@ -19,7 +19,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serve.http import binary, repository
+from serve.http import binary, repository, stats
 from serve.http.config import ServeConfig
 from serve.http.httpio import INTERNAL, ApiError, preview
 from serve.http.registry import READY, Registry
@@ -108,7 +108,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, registry: Registry, config: ServeConfig):
         self.registry, self.config, self.max_rows = registry, config, config.row_limit
-        self.stats = registry.stats  # shared with HTTP: one count per (model, version)
 
     async def _call(self, context: grpc.aio.ServicerContext, method: str, fn, *args):
         start = time.perf_counter()
@@ -172,10 +171,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
             check_prediction(y)
         except ApiError:
-            self.stats.fail(name, served.label, time.perf_counter_ns() - start)
+            stats.fail(served.counts, start)  # counted per version, with HTTP's
             raise
         self.registry.metrics.rows(name, "grpc", len(y))
-        self.stats.ok(name, served.label, len(y), time.perf_counter_ns() - start)
+        stats.ok(served.counts, len(y), start)
         out = pb.ModelInferResponse.InferOutputTensor(name=model.output_name, datatype="FP32", shape=y.shape)
         return pb.ModelInferResponse(
             model_name=name,

@@ -27,7 +27,7 @@ from core.fsio import Root
 from core.schema import MANIFEST, ArtifactEntry, Manifest
 from serve.http.httpio import ApiError, preview
 from serve.http.metrics import Metrics
-from serve.http.stats import Stats
+from serve.http.stats import new_counts
 from serve.loader import LoadOptions, Model, load_entry
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Version:
     model: Model | None = None
     error: str | None = None
     label: str = ""  # str(number): what responses carry as model_version
+    counts: list[int] = field(default_factory=new_counts)  # serve.http.stats: Triton's statistics
 
     def __post_init__(self) -> None:
         self.label = str(self.number)
@@ -90,7 +91,6 @@ class Registry:
         self.trust_key = trust_key  # each version's load verifies the signature with it (core/signing.py)
         self.threads = threads
         self.metrics = metrics or Metrics()
-        self.stats = Stats()
         self.root = Root(self.artifacts)
         self._lock = threading.Lock()  # one reload at a time
         manifest = Manifest.load(self.artifacts)  # validated: names unique and safe, paths confined

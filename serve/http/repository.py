@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.schema import MANIFEST
+from serve.http import stats as statistics
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
 from serve.http.registry import FAILED, READY, UNLOADED, Registry
@@ -108,8 +109,8 @@ def stats(registry: Registry, name: str | None, version: str | None) -> dict[str
     out = []
     for model in [name] if name else registry.names:
         state = registry.state(model, version)  # 404 for an unknown model or version
-        labels = [version] if version else [v.label for v in state.versions.values()]
-        out += [registry.stats.triton(model, label) for label in labels]
+        versions = [v for v in state.versions.values() if version is None or v.label == version]
+        out += [statistics.triton(model, v.label, v.counts) for v in versions]
     return {"model_stats": out}
 
 

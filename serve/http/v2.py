@@ -16,7 +16,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve.http import binary
+from serve.http import binary, stats
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
 from serve.http.registry import Registry
@@ -332,7 +332,7 @@ class V2:
             raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
         check_prediction(y)
         self.registry.metrics.rows(name, "v2", len(y))
-        self.registry.stats.ok(name, served.label, len(y), time.perf_counter_ns() - start)
+        stats.ok(served.counts, len(y), start)
         content, headers = encode_response(name, req, y, served.label)
         if headers:
             return Response(content, media_type="application/octet-stream", headers=headers)
