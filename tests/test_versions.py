@@ -72,3 +72,31 @@ def test_the_schema_refuses_inconsistent_previous_versions(exported_copy, base):
         with pytest.raises(SchemaError, match="previous_versions") as info:
             Manifest.load(exported_copy)
         assert fragment in str(info.value)
+
+
+def test_a_signature_covers_every_kept_version_in_python_node_and_the_server(
+    exported_copy, base, signing_keys
+):
+    from core.signing import verify_dir
+    from export.sign import sign_artifacts
+    from serve.http.registry import Registry
+    from tests.test_node import NODE, node_eval
+
+    land(exported_copy, "keras_linear", variant(base, 2.0, 1.0))
+    sign_artifacts(exported_copy, signing_keys["trusted"] / "private.pem")
+    key = signing_keys["trusted"] / "public.pem"
+    manifest = Manifest.load(exported_copy)
+    signed = verify_dir(exported_copy, key).files
+    assert {e.path for e in manifest.versions("keras_linear")} <= set(signed)
+    registry = Registry(exported_copy, trust_key=key)  # each version verified before it is served
+    assert registry.load_all()
+    assert [v.label for v in registry.states["keras_linear"].versions.values() if v.model] == ["1", "2"]
+    if NODE is not None:
+        script = (
+            'import { verifyDirectory } from "./serve/node/model.mjs";\n'
+            f"const v = await verifyDirectory({json.dumps(str(exported_copy))}, {json.dumps(str(key))});\n"
+            "console.log(JSON.stringify(v.files));"
+        )
+        out = node_eval(script)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == signed

@@ -66,7 +66,8 @@ async function checkSha256(file, bytes) {
     throw new IntegrityError(`${path.join(directory, MANIFEST)}: unreadable (${err.message}); re-run ${EXPORT_FIX}`);
   }
   // the stored version itself, or its stable alias (keras_linear.onnx -> keras_linear.<sha12>.onnx)
-  const entry = (manifest.artifacts ?? []).find((a) => path.resolve(directory, a.path) === path.resolve(file) ||
+  // the newest versions first, so an alias resolves to the newest; then the older kept versions
+  const entry = [...(manifest.artifacts ?? []), ...(manifest.previous_versions ?? [])].find((a) => path.resolve(directory, a.path) === path.resolve(file) ||
     (a.alias !== undefined && path.resolve(directory, a.alias) === path.resolve(file)));
   if (!entry) return;
   const actual = createHash("sha256").update(bytes).digest("hex");
