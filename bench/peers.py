@@ -239,7 +239,7 @@ def grpc_rps(port: int, seconds: float) -> float:
     return n / elapsed
 
 
-def measure(server: Server, seconds: float, bodies: tuple[bytes, bytes, int], script: Path) -> dict:
+def measure(server: Server, seconds: int, bodies: tuple[bytes, bytes, int], script: Path) -> dict:
     with running(server) as (proc, ready_s):
         infer = f"http://127.0.0.1:{server.http}/v2/models/{MODEL}/infer"
         wrk(infer, 1, 1, script)  # warm-up
@@ -356,7 +356,9 @@ def main() -> None:
         command="bench.peers",
     )
     p.add_argument("--reps", type=cli.positive_int, default=3, help="fresh servers per repetition")
-    p.add_argument("--seconds", type=cli.positive_float, default=3.0, help="each wrk and gRPC run")
+    p.add_argument(
+        "--seconds", type=cli.positive_int, default=3, help="each wrk and gRPC run (whole seconds)"
+    )
     p.add_argument("--artifacts", type=Path, default=None, help="exported artifacts (default: artifacts/)")
     p.add_argument("--cache", type=Path, default=None, help="where the peers' venvs live")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peers.json")
