@@ -238,3 +238,35 @@ def test_versions_routes_and_stats(explicit):
     grpc_stats = grpc.get_inference_statistics(MODEL, "1").model_stats[0]
     assert grpc_stats.execution_count == after["execution_count"]
     assert httpx.get(f"{url}/v2/models/{MODEL}/versions/9/stats").status_code == 404
+
+
+def test_a_model_the_manifest_drops_is_unloaded_and_an_unreadable_manifest_changes_nothing(exported_copy):
+    from dataclasses import replace
+
+    from core.fsio import Root
+    from core.schema import Manifest
+    from serve.http.registry import Registry
+
+    registry = Registry(exported_copy)
+    assert registry.load_all()
+    keras = registry.model(MODEL)
+    path = exported_copy / "manifest.json"
+    good = path.read_bytes()
+    path.write_text("{not json")
+    assert registry.reload() is False  # logged and counted; everything keeps serving
+    assert registry.model(MODEL) is keras and registry.names == ["keras_linear", "torch_linear"]
+    assert 'serve_manifest_reloads_total{result="failed"} 1.0' in registry.metrics.render().decode()
+    path.write_bytes(good)
+    manifest = Manifest.load(exported_copy)
+    Root(exported_copy).write_json(
+        "manifest.json",
+        replace(
+            manifest, artifacts=tuple(e for e in manifest.artifacts if e.model != "torch_linear")
+        ).to_json(),
+    )
+    assert registry.reload() is True
+    assert registry.names == [MODEL] and registry.model(MODEL) is keras  # unchanged bytes: not reloaded
+    assert (
+        'model="torch_linear"'
+        not in registry.metrics.render().decode().split("serve_model_version_loaded")[-1]
+    )

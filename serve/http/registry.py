@@ -191,14 +191,21 @@ class Registry:
             wanted = {e.model: manifest.versions(e.model) for e in manifest.entries("onnx")}
             if only is not None and only not in wanted:
                 raise ApiError(404, f"unknown model {preview(only)}: {MANIFEST} does not list it")
-            for name in [only] if only is not None else sorted(set(wanted) | set(self.states)):
-                state = self.states.get(name)
+            states = dict(self.states)  # copy on write: request handlers iterate self.states
+            for name in [only] if only is not None else sorted(set(wanted) | set(states)):
+                state = states.get(name)
                 if state is None:
-                    state = self.states[name] = ModelState(name)
+                    state = states[name] = ModelState(name)
                 elif state.unloaded and only is None:
                     continue  # explicit mode: stays unloaded until asked
-                self._reload_model(state, wanted.get(name, ()))
-            self.states = {n: s for n, s in self.states.items() if s.versions or s.unloaded}
+                if name not in wanted:  # the manifest no longer lists the model: stop serving it
+                    logger.info("model %s: no longer in %s; unloaded", name, MANIFEST)
+                    for v in state.versions.values():
+                        self.metrics.forget_version(name, v.label, v.entry.sha256)
+                    del states[name]
+                    continue
+                self._reload_model(state, wanted[name])
+            self.states = {n: s for n, s in states.items() if s.versions or s.unloaded}
             self.metrics.reloads.labels("ok").inc()
             self.metrics.ready.set(1 if self.ready else 0)
             return True
