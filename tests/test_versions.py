@@ -93,7 +93,7 @@ def test_a_signature_covers_every_kept_version_in_python_node_and_the_server(
     assert [v.label for v in registry.states["keras_linear"].versions.values() if v.model] == ["1", "2"]
     if NODE is not None:
         script = (
-            'import { verifyDirectory } from "./serve/node/model.mjs";\n'
+            'import { verifyDirectory } from "./serve/node/signature.mjs";\n'
             f"const v = await verifyDirectory({json.dumps(str(exported_copy))}, {json.dumps(str(key))});\n"
             "console.log(JSON.stringify(v.files));"
         )

@@ -265,7 +265,7 @@ def document(models: list[str]) -> dict[str, Any]:
             "post": _op(
                 f"{action} a model (--model-control explicit; 400 in other modes)",
                 _responses(action, _ref("Empty"), ("400", "404", "503")),
-                params=[{**name, "schema": {"type": "string"}}],
+                params=[name],
             )
         }
     for base, params in (
