@@ -217,6 +217,13 @@ def test_versions_routes_and_stats(explicit):
     r = infer(url, "/versions/2")
     assert r.json()["model_version"] == "2" and r.json()["outputs"][0]["data"] == [41.0]
     assert infer(url, "/versions/3").status_code == 404
+    bad = '{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [NaN]}]}'
+    assert (
+        httpx.post(f"{url}/v2/models/{MODEL}/versions/1/infer", content=bad).status_code == 400
+    )  # a failure
+    assert (
+        httpx.post(f"{url}/v1/models/{MODEL}/versions/1:predict", json={"instances": "x"}).status_code == 400
+    )
     r = httpx.post(f"{url}/v1/models/{MODEL}/versions/1:predict", json={"instances": [[10.0], [1.0]]})
     assert r.headers["model-version"] == "1" and r.json()["predictions"][0] == [y1]
     r = httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": [[10.0]]})
@@ -232,6 +239,7 @@ def test_versions_routes_and_stats(explicit):
     assert after["execution_count"] == before["execution_count"] + 3  # V2, TF Serving, gRPC
     assert after["inference_count"] == before["inference_count"] + 1 + 2 + 3
     assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 3
+    assert after["inference_stats"]["fail"]["count"] == before["inference_stats"]["fail"]["count"] + 2
     assert after["last_inference"] > 0
     both = httpx.get(f"{url}/v2/models/{MODEL}/stats").json()["model_stats"]
     assert [s["version"] for s in both] == ["1", "2"] and both[1]["execution_count"] >= 2

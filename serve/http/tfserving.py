@@ -82,13 +82,17 @@ class TFServing:
         start = time.perf_counter_ns()
         served = self.registry.served(name, version)  # held to the end: a reload does not change it
         model = served.model
-        body = parse_json_object(
-            (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
-        )
-        batch, key = decode_predict(model, body, self.config.row_limit)
-        y = model.predict(batch)
-        if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
-            raise ApiError(400, "the prediction overflows float32 for this input")
+        try:
+            body = parse_json_object(
+                (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
+            )
+            batch, key = decode_predict(model, body, self.config.row_limit)
+            y = model.predict(batch)
+            if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
+                raise ApiError(400, "the prediction overflows float32 for this input")
+        except ApiError:
+            stats.fail(served.counts, start)  # Triton's fail count, per version
+            raise
         self.registry.metrics.rows(name, "tfserving", len(y))
         stats.ok(served.counts, len(y), start)
         # TF Serving's body has one key; the version that answered goes in a header

@@ -322,15 +322,19 @@ class V2:
         start = time.perf_counter_ns()
         served = self.registry.served(name, version)  # held to the end: a reload does not change it
         model = served.model
-        body, header_length = await read_body(
-            request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
-        )
-        req = decode_request(model, body, header_length, self.config.row_limit)
         try:
-            y = model.predict(req.batch)  # validates: finite float32 (rows, n)
-        except PredictInputError as exc:
-            raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
-        check_prediction(y)
+            body, header_length = await read_body(
+                request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
+            )
+            req = decode_request(model, body, header_length, self.config.row_limit)
+            try:
+                y = model.predict(req.batch)  # validates: finite float32 (rows, n)
+            except PredictInputError as exc:
+                raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
+            check_prediction(y)
+        except ApiError:
+            stats.fail(served.counts, start)  # Triton's fail count, per version
+            raise
         self.registry.metrics.rows(name, "v2", len(y))
         stats.ok(served.counts, len(y), start)
         content, headers = encode_response(name, req, y, served.label)
