@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: all install run train export check report test lint bench clean web
+.PHONY: all install run train export check report test lint bench bench-peers clean web
 
 all: run
 
@@ -57,3 +57,8 @@ clean:
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Not part of `make test`: installs KServe 0.21.0 and MLServer 1.7.1 pinned, each in its own venv
+# under ~/.cache/oneneuron-peers (PyPI once), then measures them against python -m serve.
+bench-peers: $(STAMP)
+	$(PY) -m bench.peers

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
@@ -61,14 +62,24 @@ def load_or_none(root: Root) -> Manifest | None:
         return None
 
 
+KEEP_VERSIONS = 3  # stored versions of each model an export keeps (--keep-versions)
+
+
 def commit(
-    root: Root, record: TrainingRecord, record_sha256: str, entries: Iterable[ArtifactEntry]
+    root: Root,
+    record: TrainingRecord,
+    record_sha256: str,
+    entries: Iterable[ArtifactEntry],
+    keep_versions: int = KEEP_VERSIONS,
 ) -> tuple[Manifest, list[ArtifactEntry]]:
     """Merge `entries` into the manifest (replacing same-named ones) and rename it into place.
 
-    This rename is an export's commit point. Entries exported from another training record
-    describe models that no longer exist and are dropped, as are entries whose file is gone.
-    Returns the new manifest and the dropped entries. Callers hold `root.locked()`.
+    This rename is an export's commit point. Each new entry gets its version (`number_versions`);
+    the entry it replaces and that one's previous versions stay listed in `previous_versions`,
+    `keep_versions` in all per (model, format). Entries exported from another training record
+    that this export does not replace describe models that no longer exist and are dropped (with
+    their previous versions), as are entries whose file is gone. Returns the new manifest and the
+    dropped entries. Callers hold `root.locked()`.
     """
     entries = list(entries)
     new_names = {e.name for e in entries}
@@ -81,6 +92,9 @@ def commit(
             dropped.append(entry)
         else:
             kept.append(entry)
+    entries, previous = number_versions(root, old, entries, keep_versions)
+    kept_names = {e.name for e in kept}
+    previous += [e for e in (old.previous if old else ()) if e.name in kept_names]
     manifest = Manifest(
         training_record=RecordRef(TRAINING_RECORD, record_sha256),
         data=record.data,
@@ -89,23 +103,53 @@ def commit(
         artifacts=tuple(sorted(kept + entries, key=lambda e: e.name)),
         selftest_atol=SELFTEST_ATOL,
         selftest_rtol=SELFTEST_RTOL,
+        previous=tuple(sorted(previous, key=lambda e: (e.name, -e.version))),
     )
     root.write_json(MANIFEST, manifest.to_json())
     return manifest, dropped
+
+
+def number_versions(
+    root: Root, old: Manifest | None, entries: list[ArtifactEntry], keep_versions: int
+) -> tuple[list[ArtifactEntry], list[ArtifactEntry]]:
+    """Version `entries` against the `old` manifest: the same bytes as the newest keep its number,
+    new bytes get the highest number seen + 1 (an older version with those bytes is dropped: it
+    comes back as the newest). Returns (numbered entries, the previous versions to keep: at most
+    `keep_versions - 1` per entry, newest first, whose stored files still exist)."""
+    if keep_versions < 1:
+        raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
+    numbered, previous = [], []
+    for entry in entries:
+        history = list(old.versions(entry.model, entry.format)) if old else []
+        history = [e for e in history if e.name == entry.name]
+        newest = history[-1] if history else None
+        if newest is not None and newest.sha256 == entry.sha256:
+            version = newest.version
+        else:
+            version = max((e.version for e in history), default=0) + 1
+        numbered.append(replace(entry, version=version))
+        older = [
+            e
+            for e in reversed(history)
+            if e.sha256 != entry.sha256 and e.version < version and (root.dir / e.path).exists()
+        ]
+        previous += older[: keep_versions - 1]
+    return numbered, previous
 
 
 def refresh_aliases(
     root: Root, manifest: Manifest, dropped: Iterable[ArtifactEntry] = (), keep: set[str] = frozenset()
 ) -> list[str]:
     """After a commit: point each entry's stable name at its stored version, remove the stable names
-    of `dropped` entries, then delete stored versions no entry names (except those in `keep`: the
-    previous manifest's, so a reader that just read it can still open them). Returns the removed names.
+    of `dropped` entries, then delete stored versions no entry names (newest or previous; except
+    those in `keep`: the previous manifest's, so a reader that just read it can still open them).
+    Returns the removed names.
 
     Runs under the directory lock. A run killed here leaves the manifest and every file it names
     intact; only an alias may still show the previous version, which consumers detect by hash.
     Only `<model>.<12 hex>.<suffix>` names of the manifest's own models are ever deleted.
     """
-    referenced = {e.path for e in manifest.artifacts}
+    referenced = {e.path for e in manifest.all_entries()}
     dropped = list(dropped)
     models = {e.model for e in manifest.artifacts} | {e.model for e in dropped}
     for entry in manifest.artifacts:

@@ -469,6 +469,9 @@ class ArtifactEntry:
     graph: tuple[str, ...] = ()  # ONNX op types, in order
     metadata: Mapping[str, str] = field(default_factory=dict)  # ONNX metadata_props
     signature_name: str | None = None  # SavedModel only
+    # Per (model, format): 1 for the first export; a new content gets the highest kept version + 1,
+    # an export of the same bytes keeps its number (core.manifest.commit).
+    version: int = 1
 
     @property
     def alias(self) -> str:
@@ -507,6 +510,7 @@ class ArtifactEntry:
             graph=graph,
             metadata=f.strings("metadata", optional=True),
             signature_name=f.str("signature_name", optional=True),
+            version=f.int("version", optional=True, lo=1) or 1,  # manifests before versions: 1
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -523,6 +527,7 @@ class ArtifactEntry:
             "signature": self.signature.to_json(),
             "created": self.created,
             "producer": dict(self.producer),
+            "version": self.version,
         }
         optional = {
             "headline_y": self.headline_y,
@@ -551,6 +556,11 @@ class Manifest:
 
     `training_record`, `data`, `reference` and `probe` describe the training run the artifacts were
     exported from; all four are None for a directory of models that did not come from one.
+
+    Versions: `artifacts` holds the newest version of each (model, format), the one every consumer
+    that takes "the" model uses; `previous` (JSON `previous_versions`) holds the older versions an
+    export kept (`--keep-versions`), each with a lower `version` than its model's newest and its own
+    stored file. `versions(model)` lists them all, oldest first.
     """
 
     training_record: RecordRef | None
@@ -561,6 +571,7 @@ class Manifest:
     selftest_atol: float = SELFTEST_ATOL
     selftest_rtol: float = SELFTEST_RTOL
     schema_version: int = SCHEMA_VERSION
+    previous: tuple[ArtifactEntry, ...] = ()
 
     @classmethod
     def load(cls, directory: Path) -> Manifest:
@@ -582,6 +593,7 @@ class Manifest:
             selftest_atol=f.num("selftest_atol"),
             selftest_rtol=f.num("selftest_rtol"),
             schema_version=version,
+            previous=f.items("previous_versions", ArtifactEntry.parse, optional=True),
         )
         seen: dict[tuple[str, str], int] = {}
         paths: dict[str, str] = {}
@@ -605,6 +617,7 @@ class Manifest:
                 f.fail(f"path {entry.path!r} is another entry's name", f"artifacts[{i}].path")
         if manifest.selftest_atol < 0 or manifest.selftest_rtol < 0:
             f.fail("tolerances must be >= 0", "selftest_atol")
+        _check_previous(manifest, f)
         return manifest
 
     def to_json(self) -> dict[str, Any]:
@@ -624,7 +637,18 @@ class Manifest:
             "selftest_rtol": self.selftest_rtol,
             "artifacts": [e.to_json() for e in self.artifacts],
         }
+        if self.previous:
+            out["previous_versions"] = [e.to_json() for e in self.previous]
         return out
+
+    def all_entries(self) -> tuple[ArtifactEntry, ...]:
+        """Every kept version of every artifact: the newest ones, then the previous ones."""
+        return self.artifacts + self.previous
+
+    def versions(self, model: str, fmt: str = "onnx") -> tuple[ArtifactEntry, ...]:
+        """Every kept version of `model` in format `fmt`, oldest first (the last is the default)."""
+        found = [e for e in self.all_entries() if e.model == model and e.format == fmt]
+        return tuple(sorted(found, key=lambda e: e.version))
 
     def entries(self, fmt: str | None = None) -> tuple[ArtifactEntry, ...]:
         return tuple(e for e in self.artifacts if fmt is None or e.format == fmt)
@@ -635,6 +659,25 @@ class Manifest:
             if e.name == name or (e.model == name and (fmt is None or e.format == fmt)):
                 return e
         return None
+
+
+def _check_previous(manifest: Manifest, f: Fields) -> None:
+    """Each previous version belongs to a (model, format) the manifest has, with a lower version
+    than its newest, a version number and a stored file of its own."""
+    newest = {(e.model, e.format): e for e in manifest.artifacts}
+    seen = {(e.model, e.format, e.version) for e in manifest.artifacts}
+    paths = {e.path for e in manifest.artifacts}
+    for i, entry in enumerate(manifest.previous):
+        where = f"previous_versions[{i}]"
+        current = newest.get((entry.model, entry.format))
+        if current is None or entry.name != current.name:
+            f.fail(f"a previous version of {entry.name!r}, which artifacts does not list", where)
+        elif entry.version >= current.version:
+            f.fail(f"version {entry.version} is not older than the newest, {current.version}", where)
+        elif (entry.model, entry.format, entry.version) in seen or entry.path in paths:
+            f.fail(f"duplicate version {entry.version} (or stored file) of {entry.name!r}", where)
+        seen.add((entry.model, entry.format, entry.version))
+        paths.add(entry.path)
 
 
 @dataclass(frozen=True)

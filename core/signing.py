@@ -116,7 +116,7 @@ def signed_files(artifacts: Path, manifest: Manifest | None = None) -> list[str]
     root = artifacts.resolve()
     manifest = manifest if manifest is not None else Manifest.load(artifacts)
     files = {MANIFEST}
-    for entry in manifest.artifacts:
+    for entry in manifest.all_entries():  # every kept version: a server may load any of them
         rel = entry.path
         path = artifacts / rel
         if not isinstance(rel, str) or not path.resolve().is_relative_to(root) or path.resolve() == root:
@@ -257,7 +257,7 @@ def verify_file(path: str | Path, artifacts: str | Path, trust_key: str | Path) 
     writer does, the bytes hashed here equal a signed digest or nothing is returned."""
     path, artifacts = Path(path), Path(artifacts)
     manifest = Manifest.load(artifacts)
-    for entry in manifest.artifacts:
+    for entry in manifest.all_entries():  # the newest first: an alias names the newest
         if (artifacts / entry.path).resolve() == path.resolve() or (
             path.parent.resolve() == artifacts.resolve() and path.name == entry.alias
         ):

@@ -16,7 +16,7 @@ from core import cli
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, sha256_file, size_of
-from core.manifest import commit, load_or_none, refresh_aliases
+from core.manifest import KEEP_VERSIONS, commit, load_or_none, refresh_aliases
 from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_signature
 
 logger = logging.getLogger(__name__)
@@ -127,23 +127,26 @@ def entry(
 Writer = Callable[[Run], list[ArtifactEntry]]
 
 
-def export_formats(artifacts: Path, writers: Sequence[Writer]) -> list[ArtifactEntry]:
+def export_formats(
+    artifacts: Path, writers: Sequence[Writer], keep_versions: int = KEEP_VERSIONS
+) -> list[ArtifactEntry]:
     """Run each format's `write(run) -> entries`, then commit all their entries in one manifest.
 
     The whole export holds the directory lock, so two exports into one directory run one after
     the other. Files go to new immutable names; the manifest's rename is the one commit point
     (readers see the previous exports until then, never a manifest without them); then the
-    stable names are pointed at the new versions and versions nothing names are removed.
+    stable names are pointed at the new versions and versions nothing names are removed. Each
+    model keeps its last `keep_versions` stored versions (core.manifest.commit numbers them).
     """
     run = open_run(artifacts)
     with run.root.locked():
         entries = [e for write in writers for e in write(run)]
         previous = load_or_none(run.root)
-        manifest, dropped = commit(run.root, run.record, run.record_sha256, entries)
+        manifest, dropped = commit(run.root, run.record, run.record_sha256, entries, keep_versions)
         # The previous generation's files stay until the next export: a reader that read the old
         # manifest a moment ago can still open what it names.
         refresh_aliases(
-            run.root, manifest, dropped, keep={e.path for e in previous.artifacts} if previous else set()
+            run.root, manifest, dropped, keep={e.path for e in previous.all_entries()} if previous else set()
         )
     if dropped:
         logger.info(
@@ -151,13 +154,16 @@ def export_formats(artifacts: Path, writers: Sequence[Writer]) -> list[ArtifactE
             "format of the current one)",
             ", ".join(e.name for e in dropped),
         )
-    return entries
+    return [manifest.find(e.name) or e for e in entries]  # with their versions
 
 
 def print_entries(entries: list[ArtifactEntry], artifacts: Path) -> None:
     """One line per artifact written, then where everything went."""
     for e in entries:
-        print(f"[ok] {e.name:28s} {e.size:>9,d} bytes  sha256 {e.sha256[:12]}  y(10) = {e.headline_y:.6f}")
+        print(
+            f"[ok] {e.name:28s} {e.size:>9,d} bytes  sha256 {e.sha256[:12]}  version {e.version}  "
+            f"y(10) = {e.headline_y:.6f}"
+        )
     print(
         f"wrote {', '.join(str(artifacts / e.name) for e in entries)}; manifest {artifacts / 'manifest.json'}"
     )
@@ -176,11 +182,19 @@ def main_for(
     )
     cli.artifacts_arg(p)
     cli.lock_timeout_arg(p)
+    p.add_argument(
+        "--keep-versions",
+        type=cli.positive_int,
+        default=KEEP_VERSIONS,
+        metavar="K",
+        help="stored versions of each model to keep (the newest and K-1 previous ones; a server "
+        "serves each under /versions/{v})",
+    )
     prepare = options(p) if options else lambda args: None
 
     def _main(args) -> int:
         after = prepare(args)
-        print_entries(export(args.artifacts), args.artifacts)
+        print_entries(export(args.artifacts, args.keep_versions), args.artifacts)
         if after is not None:
             after()
         return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from core.manifest import KEEP_VERSIONS
 from core.schema import ArtifactEntry
 from export import FORMATS
 from export._core import export_formats, main_for
@@ -18,10 +19,12 @@ from export.sign import sign_after
 from export.triton import refresh
 
 
-def export_all(artifacts: Path) -> list[ArtifactEntry]:
-    """Run every registered exporter, commit all their entries at once, refresh ARTIFACTS/triton if
-    export.triton made it; returns the entries."""
-    entries = export_formats(artifacts, [importlib.import_module(m).write for m in FORMATS.values()])
+def export_all(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:
+    """Run every registered exporter, commit all their entries at once (keeping `keep_versions` stored
+    versions of each model), refresh ARTIFACTS/triton if export.triton made it; returns the entries."""
+    entries = export_formats(
+        artifacts, [importlib.import_module(m).write for m in FORMATS.values()], keep_versions
+    )
     refresh(artifacts)
     return entries
 

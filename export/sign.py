@@ -78,7 +78,9 @@ def sign_artifacts(artifacts: Path, key_path: Path) -> Verified:
     root = Root(artifacts)
     with root.locked():
         manifest = Manifest.load(artifacts)
-        for entry in manifest.artifacts:  # a missing stored version is exit 2 naming it, not a sign failure
+        for (
+            entry
+        ) in manifest.all_entries():  # a missing stored version is exit 2 naming it, not a sign failure
             root.existing(entry.path, FORMATS[entry.format])
         files = signed_files(artifacts, manifest)
         bundle = _bundle(artifacts, Path(key_path), files)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.frameworks import torch_jit_quiet
+from core.manifest import KEEP_VERSIONS
 from core.schema import ArtifactEntry
 from export._core import Run, entry, export_formats, load_source, main_for, store
 
@@ -45,9 +46,9 @@ def write(run: Run) -> list[ArtifactEntry]:
     return [entry(run, source, FORMAT, name, stored, producer={"torch": torch.__version__})]
 
 
-def export(artifacts: Path) -> list[ArtifactEntry]:
+def export(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:
     """Write the TorchScript file and record it in the manifest; returns the manifest entries."""
-    return export_formats(artifacts, [write])
+    return export_formats(artifacts, [write], keep_versions)
 
 
 def main() -> None:

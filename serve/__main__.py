@@ -17,7 +17,7 @@ import uvicorn
 from core import cli
 from core.errors import InputError
 from serve.http.app import create_app
-from serve.http.config import ServeConfig
+from serve.http.config import MODEL_CONTROL, ServeConfig
 from serve.http.protocol import protocol_class
 from serve.http.registry import Registry
 
@@ -135,6 +135,20 @@ def main() -> None:
     p.add_argument(
         "--threads", type=cli.positive_int, default=d.threads, help="onnxruntime intra-op threads per model"
     )
+    p.add_argument(
+        "--model-control",
+        choices=MODEL_CONTROL,
+        default=d.model_control,
+        help="poll: load new versions when the manifest changes (checked before they are served); "
+        "explicit: only POST /v2/repository/models/{m}/load and /unload; none: load once at start",
+    )
+    p.add_argument(
+        "--poll-seconds",
+        type=cli.positive_float,
+        default=d.poll_seconds,
+        metavar="SECONDS",
+        help="poll mode: how often the manifest is checked for a new export",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request (slower)")
     p.add_argument(
         "--trust-key",
@@ -156,6 +170,8 @@ def main() -> None:
             grpc_port=args.grpc_port,
             access_log=args.access_log,
             trust_key=args.trust_key,
+            model_control=args.model_control,
+            poll_seconds=args.poll_seconds,
         )
         print(f"config {json.dumps(config.describe())}", flush=True)
         serve(config)

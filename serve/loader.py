@@ -389,9 +389,13 @@ def resolve(
         if not (root.dir / MANIFEST).exists():
             return candidate, None, None
         manifest = Manifest.load(root.dir)
-        for entry in manifest.entries("onnx"):
+        for entry in manifest.all_entries():  # a previous version's stored file is verified too
             # the stored version itself, or its stable alias (keras_linear.onnx), in that directory
-            if candidate.parent.resolve() == root.real and candidate.name in (entry.path, entry.alias):
+            if (
+                entry.format == "onnx"
+                and candidate.parent.resolve() == root.real
+                and candidate.name in (entry.path, entry.alias)
+            ):
                 # the stored version is what the manifest's sha256 describes: load that, not the alias,
                 # which an export in progress may not have repointed yet
                 return root.existing(entry.path), entry, root

@@ -6,6 +6,7 @@ import time
 import jsonschema_rs
 import pytest
 
+from core.schema import Manifest
 from serve.http.httpio import INTERNAL
 from tests.serve_app import MODELS, client
 
@@ -24,7 +25,8 @@ def test_health_and_server_metadata(api):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("suffix", ["", "/versions/1"])
-def test_model_metadata_and_ready(api, name, suffix):
+def test_model_metadata_and_ready(api, exported_dir, name, suffix):
+    sha256 = Manifest.load(exported_dir).find(name, "onnx").sha256
     meta = api.get(f"/v2/models/{name}{suffix}").json()
     assert meta == {
         "name": name,
@@ -32,7 +34,11 @@ def test_model_metadata_and_ready(api, name, suffix):
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
-        "parameters": {"signature": "unsigned"},  # no --trust-key (tests/test_signing_serve.py: with one)
+        # no --trust-key (tests/test_signing_serve.py: with one); the version it describes and its sha256
+        "parameters": {"signature": "unsigned", "version": "1", "sha256": sha256},
+        "version_status": [
+            {"version": "1", "state": "READY", "sha256": sha256, "default": True, "reason": ""}
+        ],
     }
     assert api.get(f"/v2/models/{name}{suffix}/ready").json() == {"name": name, "ready": True}
 

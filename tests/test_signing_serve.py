@@ -15,6 +15,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from core.schema import Manifest
 from core.signing import load_public_key
 from serve.http.app import create_app
 from serve.http.config import ServeConfig
@@ -41,10 +42,16 @@ def test_signed_models_serve_and_say_so(signed_dir, signing_keys):
     assert api.get("/v2/health/ready").status_code == 200
     for name in ("keras_linear", "torch_linear"):
         meta = api.get(f"/v2/models/{name}").json()
-        assert meta["parameters"] == {"signature": "verified", "signature_key": load_public_key(key)[1]}
+        sha256 = Manifest.load(signed_dir).find(name, "onnx").sha256
+        assert meta["parameters"] == {
+            "signature": "verified",
+            "signature_key": load_public_key(key)[1],
+            "version": "1",
+            "sha256": sha256,
+        }
         assert api.post(f"/v2/models/{name}/infer", json=INFER).status_code == 200
     unsigned = signed_client(signed_dir, None)
-    assert unsigned.get("/v2/models/keras_linear").json()["parameters"] == {"signature": "unsigned"}
+    assert unsigned.get("/v2/models/keras_linear").json()["parameters"]["signature"] == "unsigned"
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -52,7 +59,7 @@ def test_refused_model_stays_unready_and_the_log_says_why(signed_copy, signing_k
     pattern = damage(signed_copy, signing_keys, kind)
     with caplog.at_level(logging.ERROR, logger="serve.http.registry"):
         api = signed_client(signed_copy, signing_keys["trusted"] / "public.pem")
-    assert re.search(r"model keras_linear: .*" + pattern, caplog.text), caplog.text
+    assert re.search(r"model keras_linear version 1: .*" + pattern, caplog.text), caplog.text
     assert api.get("/v2/health/ready").status_code == 503
     refused = api.post("/v2/models/keras_linear/infer", json=INFER)
     assert refused.status_code == 503 and "SignatureError" in refused.json()["error"]
@@ -98,5 +105,6 @@ def test_serve_process_with_trust_key(signed_copy, signing_keys):
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert re.search(
-        r"model keras_linear: .*keras_linear\.[0-9a-f]{12}\.onnx: sha256 .* changed after signing", err
+        r"model keras_linear version 1: .*keras_linear\.[0-9a-f]{12}\.onnx: sha256 .* changed after signing",
+        err,
     )

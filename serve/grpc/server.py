@@ -28,7 +28,7 @@ async def start(config: ServeConfig, registry: Registry) -> grpc.aio.Server:
             ("grpc.so_reuseport", 0),  # a port in use is an error, not shared with another server
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry, config.row_limit), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(registry, config), server)
     host = f"[{config.host}]" if ":" in config.host else config.host
     address = f"{host}:{config.grpc_port}"
     try:

@@ -9,6 +9,7 @@ is always `raw_output_contents` (FP32, little-endian), as Triton answers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -19,9 +20,10 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serve.grpc import tensors as any_signature
-from serve.http import binary, tensors
+from serve.http import binary, repository, stats, tensors
+from serve.http.config import ServeConfig
 from serve.http.httpio import INTERNAL, ApiError, preview
-from serve.http.registry import FAILED, READY, VERSION, Registry
+from serve.http.registry import READY, Registry
 from serve.http.v2 import EXTENSIONS, PLATFORM, SERVER_NAME, SERVER_VERSION, check_input, check_prediction
 from serve.loader import Model, PredictInputError
 
@@ -105,11 +107,8 @@ def _tensors(args: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.Tensor
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The service; methods not listed here answer UNIMPLEMENTED (shared memory, trace, logs)."""
 
-    def __init__(self, registry: Registry, max_rows: int):
-        self.registry, self.max_rows = registry, max_rows
-        self.stats: dict[
-            str, list[int]
-        ] = {}  # model -> [ok count, ok ns, fail count, fail ns, rows, last ms]
+    def __init__(self, registry: Registry, config: ServeConfig):
+        self.registry, self.config, self.max_rows = registry, config, config.row_limit
 
     async def _call(self, context: grpc.aio.ServicerContext, method: str, fn, *args):
         start = time.perf_counter()
@@ -145,9 +144,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         def metadata():
             sig = self.registry.model(request.name, request.version or None).signature
+            state = self.registry.state(request.name)
             return pb.ModelMetadataResponse(
                 name=request.name,
-                versions=[VERSION],
+                versions=[v.label for v in state.versions.values() if v.model is not None],
                 platform=PLATFORM,
                 inputs=_tensors(sig["inputs"]),
                 outputs=_tensors(sig["outputs"]),
@@ -161,18 +161,19 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         start = time.perf_counter_ns()
         name = request.model_name
-        model = self.registry.model(name, request.model_version or None)
+        served = self.registry.served(name, request.model_version or None)  # held to the end
+        model = served.model
         if model.n_features is None:  # any other signature: serve/grpc/tensors.py
             try:
                 outputs = tensors.run(model, any_signature.decode(model, request, self.max_rows))
                 response = any_signature.encode(model, request, outputs)
             except ApiError:
-                self._count(name, ok=False, ns=time.perf_counter_ns() - start, rows=0)
+                stats.fail(served.counts, start)
                 raise
             rows = len(next(iter(outputs.values())))
             self.registry.metrics.rows(name, "grpc", rows)
-            self._count(name, ok=True, ns=time.perf_counter_ns() - start, rows=rows)
-            response.model_version = VERSION
+            stats.ok(served.counts, rows, start)
+            response.model_version = served.label
             return response
         try:
             batch = decode_infer(model, request, self.max_rows)
@@ -183,80 +184,65 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
             check_prediction(y)
         except ApiError:
-            self._count(name, ok=False, ns=time.perf_counter_ns() - start, rows=0)
+            stats.fail(served.counts, start)  # counted per version, with HTTP's
             raise
         self.registry.metrics.rows(name, "grpc", len(y))
-        self._count(name, ok=True, ns=time.perf_counter_ns() - start, rows=len(y))
+        stats.ok(served.counts, len(y), start)
         out = pb.ModelInferResponse.InferOutputTensor(name=model.output_name, datatype="FP32", shape=y.shape)
         return pb.ModelInferResponse(
             model_name=name,
-            model_version=VERSION,
+            model_version=served.label,
             id=request.id,
             outputs=[out],
             raw_output_contents=[y.astype("<f4", copy=False).tobytes()],
         )
 
-    def _count(self, name: str, ok: bool, ns: int, rows: int) -> None:
-        s = self.stats.setdefault(name, [0, 0, 0, 0, 0, 0])
-        i = 0 if ok else 2
-        s[i] += 1
-        s[i + 1] += ns
-        s[4] += rows
-        if ok:
-            s[5] = int(time.time() * 1000)
-
     async def ModelStatistics(self, request, context):
         def statistics():
-            names = [request.name] if request.name else self.registry.names
-            out = []
-            for name in names:
-                self.registry.state(name, request.version or None)  # NOT_FOUND for unknown ones
-                ok, ok_ns, fail, fail_ns, rows, last = self.stats.get(name, [0] * 6)
-                out.append(
-                    pb.ModelStatistics(
-                        name=name,
-                        version=VERSION,
-                        last_inference=last,
-                        inference_count=rows,
-                        execution_count=ok,
-                        inference_stats=pb.InferStatistics(
-                            success=pb.StatisticDuration(count=ok, ns=ok_ns),
-                            fail=pb.StatisticDuration(count=fail, ns=fail_ns),
-                            compute_infer=pb.StatisticDuration(count=ok, ns=ok_ns),
-                        ),
-                    )
-                )
-            return pb.ModelStatisticsResponse(model_stats=out)
+            found = repository.stats(self.registry, request.name or None, request.version or None)
+            return pb.ModelStatisticsResponse(model_stats=[_model_stats(s) for s in found["model_stats"]])
 
         return await self._call(context, "ModelStatistics", statistics)
 
     async def RepositoryIndex(self, request, context):
-        states = {READY: "READY", FAILED: "UNAVAILABLE"}
-        models = [
-            pb.RepositoryIndexResponse.ModelIndex(
-                name=s.name, version=VERSION, state=states.get(s.state, "LOADING"), reason=s.error or ""
-            )
-            for s in self.registry.states.values()
-            if not request.ready or s.state == READY
-        ]
-        return pb.RepositoryIndexResponse(models=models)
+        rows = repository.index(self.registry, request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows])
 
     async def RepositoryModelLoad(self, request, context):
-        def load():
-            state = self.registry.state(request.model_name)  # NOT_FOUND unless in the manifest
-            if state.state != READY:
-                self.registry.model(request.model_name)  # UNAVAILABLE: loading, or failed (with why)
-            return pb.RepositoryModelLoadResponse()  # already loaded: every manifest model is
-
-        return await self._call(context, "RepositoryModelLoad", load)
+        return await self._control(context, "RepositoryModelLoad", request.model_name, "load")
 
     async def RepositoryModelUnload(self, request, context):
-        def unload():
-            self.registry.state(request.model_name)
-            raise ApiError(
-                503,
-                f"model {request.model_name!r} cannot be unloaded: this server serves every model in the "
-                "manifest for its whole run (no model control yet); stop the server instead",
-            )
+        return await self._control(context, "RepositoryModelUnload", request.model_name, "unload")
 
-        return await self._call(context, "RepositoryModelUnload", unload)
+    async def _control(self, context, method: str, name: str, action: str):
+        start = time.perf_counter()
+        status = 200
+        try:  # a load verifies and self-tests: a worker thread, not the event loop
+            await asyncio.get_running_loop().run_in_executor(
+                None, repository.control, self.registry, self.config, name, action
+            )
+        except ApiError as exc:
+            status = exc.status
+            await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
+        finally:
+            self.registry.metrics.observe(f"grpc {method}", "GRPC", status, time.perf_counter() - start)
+        return pb.RepositoryModelLoadResponse() if action == "load" else pb.RepositoryModelUnloadResponse()
+
+
+def _model_stats(s: dict[str, Any]) -> pb.ModelStatistics:
+    """Triton's JSON statistics entry (serve.http.stats) as the protobuf message."""
+    i = s["inference_stats"]
+
+    def duration(key: str) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=i[key]["count"], ns=i[key]["ns"])
+
+    return pb.ModelStatistics(
+        name=s["name"],
+        version=s["version"],
+        last_inference=s["last_inference"],
+        inference_count=s["inference_count"],
+        execution_count=s["execution_count"],
+        inference_stats=pb.InferStatistics(
+            success=duration("success"), fail=duration("fail"), compute_infer=duration("compute_infer")
+        ),
+    )

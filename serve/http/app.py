@@ -1,5 +1,7 @@
 """The app factory: `create_app(ServeConfig)` -> a Starlette app serving V2 and TF Serving REST.
 
+Routes: V2 (serve.http.v2), TF Serving (serve.http.tfserving), Triton's model repository and
+statistics (serve.http.repository, which also runs the `--model-control poll` manifest watcher).
 Plain Starlette routes, not FastAPI: request validation is hand-written in `serve.http.v2` /
 `serve.http.tfserving` (errors name the input and what was expected), and skipping pydantic keeps
 a batch-1 infer near the bare-stack ceiling (bench/serving.py measures it).
@@ -22,6 +24,7 @@ from serve.http import openapi
 from serve.http.config import ServeConfig
 from serve.http.httpio import INTERNAL, clip, error_response, instrumented, json_response
 from serve.http.registry import Registry
+from serve.http.repository import Repository, watch
 from serve.http.tfserving import TFServing
 from serve.http.v2 import V2
 
@@ -34,6 +37,7 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlet
     registry = registry or Registry(config.artifacts, config.threads, trust_key=config.trust_key)
     metrics = registry.metrics
     table = V2(registry, config).routes() + TFServing(registry, config).routes()
+    table += Repository(registry, config).routes()
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
@@ -67,10 +71,16 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
-        if not registry.loaded:  # load after the socket is up, so /v2/health/live answers meanwhile
+        task, watcher = None, None
+        if config.model_control == "poll":  # loads first (unless loaded), then follows the manifest
+            watcher = asyncio.ensure_future(watch(registry, config.poll_seconds))
+        elif not registry.loaded:  # load after the socket is up, so /v2/health/live answers meanwhile
             task = asyncio.get_running_loop().run_in_executor(None, registry.load_all)
         yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
         if task is not None and not task.done():
             with contextlib.suppress(Exception):
                 await task

@@ -8,10 +8,11 @@ and Histogram take a lock per update, which costs ~2 µs of a ~150 µs request.
 
 from __future__ import annotations
 
+import contextlib
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 # Sub-millisecond buckets: a batch-1 request takes ~0.2 ms on loopback.
@@ -80,6 +81,46 @@ class Metrics:
             "serve_model_load_seconds", "Time to verify, load and self-test the model", ["model"], registry=r
         )
         self.ready = Gauge("serve_ready", "1 when every model is loaded and passed its self-test", registry=r)
+        self.default_version = Gauge(
+            "serve_model_default_version",
+            "The version routes without /versions/{v} serve (the newest that passed its checks); 0: none",
+            ["model"],
+            registry=r,
+        )
+        self.version_loaded = Gauge(
+            "serve_model_version_loaded",
+            "1 when this stored version (sha256) loaded and passed its checks, 0 while loading or failed",
+            ["model", "version", "sha256"],
+            registry=r,
+        )
+        self.version_failed = Gauge(
+            "serve_model_version_failed",
+            "1 when this stored version failed its sha256, signature, load or self-test (never served)",
+            ["model", "version", "sha256"],
+            registry=r,
+        )
+        self.version_failures = Counter(
+            "serve_model_version_load_failures",
+            "Version loads that failed (counted again when a manifest change retries one)",
+            ["model"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "serve_manifest_reloads",
+            "Manifest re-reads (poll or explicit load), by result: ok, failed (unreadable manifest)",
+            ["result"],
+            registry=r,
+        )
+
+    def version_state(self, model: str, version: str, sha256: str, state: str) -> None:
+        self.version_loaded.labels(model, version, sha256).set(1 if state == "READY" else 0)
+        self.version_failed.labels(model, version, sha256).set(1 if state == "FAILED" else 0)
+
+    def forget_version(self, model: str, version: str, sha256: str) -> None:
+        """A version no longer served: its series leave /metrics."""
+        for gauge in (self.version_loaded, self.version_failed):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version, sha256)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request and record its latency."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from serve.http.binary import DTYPES
-from serve.http.registry import VERSION
 
 JSON = "application/json"
 ERROR_CODES = {
@@ -73,11 +72,35 @@ def _schemas() -> dict[str, Any]:
             inputs={"type": "array", "items": _ref("TensorMetadata")},
             outputs={"type": "array", "items": _ref("TensorMetadata")},
             parameters=_obj(
-                ["signature"],
+                ["signature", "version", "sha256"],
                 signature={"type": "string", "enum": ["verified", "unsigned"]},
                 signature_key={"type": "string", "description": "sha256 of the trusted public key's PEM"},
+                version={"type": "string", "description": "the version this metadata describes"},
+                sha256={"type": "string", "description": "that version's stored file's sha256"},
             ),
+            version_status={"type": "array", "items": _ref("VersionStatus")},
         ),
+        "VersionStatus": _obj(
+            ["version", "state", "sha256", "default", "reason"],
+            version={"type": "string"},
+            state={"type": "string", "enum": ["LOADING", "READY", "FAILED"]},
+            sha256={"type": "string"},
+            default={"type": "boolean", "description": "what routes without /versions/{v} serve"},
+            reason={"type": "string", "description": "why it failed (never served)"},
+        ),
+        "RepositoryIndexRequest": _obj([], ready={"type": "boolean"}),
+        "RepositoryIndex": {
+            "type": "array",
+            "items": _obj(
+                ["name", "state"],
+                name={"type": "string"},
+                version={"type": "string"},
+                state={"type": "string"},
+                reason={"type": "string"},
+            ),
+        },
+        "Empty": {"type": "object"},
+        "ModelStats": _obj(["model_stats"], model_stats={"type": "array", "items": {"type": "object"}}),
         "InferInput": _obj(
             ["name", "shape", "datatype"],
             name={"type": "string"},
@@ -171,7 +194,7 @@ def document(models: list[str]) -> dict[str, Any]:
         "name": "version",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "enum": [VERSION]},
+        "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
     }
     header = {
         "name": "Inference-Header-Content-Length",
@@ -229,6 +252,33 @@ def document(models: list[str]) -> dict[str, Any]:
                 ),
                 infer_body,
                 params + [header],
+            )
+        }
+    repo_body = {"required": False, "content": {JSON: {"schema": _ref("RepositoryIndexRequest")}}}
+    paths["/v2/repository/index"] = {
+        "post": _op(
+            "every model version and its state (Triton repository API)",
+            _responses("index", _ref("RepositoryIndex"), ("400",)),
+            repo_body,
+        )
+    }
+    for action in ("load", "unload"):
+        paths[f"/v2/repository/models/{{name}}/{action}"] = {
+            "post": _op(
+                f"{action} a model (--model-control explicit; 400 in other modes)",
+                _responses(action, _ref("Empty"), ("400", "404", "503")),
+                params=[name],
+            )
+        }
+    for base, params in (
+        ("/v2/models/{name}", [name]),
+        ("/v2/models/{name}/versions/{version}", [name, version]),
+    ):
+        paths[base + "/stats"] = {
+            "get": _op(
+                "inference statistics (Triton's shape)",
+                _responses("stats", _ref("ModelStats"), ("404",)),
+                params=params,
             )
         }
     for base, params in (

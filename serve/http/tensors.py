@@ -19,7 +19,6 @@ import numpy as np
 
 from serve.http import binary
 from serve.http.httpio import ApiError, parse_json_object, preview
-from serve.http.registry import VERSION
 from serve.loader import Model, PredictInputError
 
 # numpy dtype name <-> V2 datatype, for every dtype the loader accepts.
@@ -295,7 +294,7 @@ def decode_v2(model: Model, body: bytes, header_length: str | None, max_rows: in
 
 
 def encode_v2(
-    model_name: str, req: V2Request, outputs: dict[str, np.ndarray]
+    model_name: str, req: V2Request, outputs: dict[str, np.ndarray], version: str
 ) -> tuple[bytes, dict[str, str]]:
     """The V2 infer response with the requested outputs, each JSON or binary, in its own datatype."""
     tensors, buffers = [], []
@@ -314,7 +313,7 @@ def encode_v2(
             flat = arr.reshape(-1)
             tensor["data"] = flat.astype(np.float64) if arr.dtype.kind == "f" else flat  # orjson writes numpy
         tensors.append(tensor)
-    header: dict[str, Any] = {"model_name": model_name, "model_version": VERSION, "outputs": tensors}
+    header: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": tensors}
     if req.id is not None:
         header["id"] = req.id
     return binary.encode(header, buffers)

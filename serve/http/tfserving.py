@@ -8,21 +8,22 @@ entry per row) or `inputs` (columnar) and answers `predictions` / `outputs` resp
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve.http import tensors, tfserving_any
+from serve.http import stats, tensors, tfserving_any
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
-from serve.http.registry import FAILED, LOADING, READY, VERSION, Registry
+from serve.http.registry import FAILED, LOADING, READY, UNLOADED, Registry
 from serve.loader import Model, PredictInputError
 
 SIGNATURE = "serving_default"
 # Our load states in TF Serving's ModelVersionStatus.State names.
-TF_STATES = {LOADING: "LOADING", READY: "AVAILABLE", FAILED: "END"}
+TF_STATES = {LOADING: "LOADING", READY: "AVAILABLE", FAILED: "END", UNLOADED: "END"}
 
 
 def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[np.ndarray, str]:
@@ -78,47 +79,65 @@ class TFServing:
 
     async def predict(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        model = self.registry.model(name, version)
-        body = parse_json_object(
-            (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
-        )
-        if model.n_features is None:  # any other signature: serve/http/tfserving_any.py
-            feeds, key = tfserving_any.decode(model, body, self.config.row_limit)
-            outputs = tensors.run(model, feeds)
-            self.registry.metrics.rows(name, "tfserving", len(next(iter(outputs.values()))))
-            return json_response(tfserving_any.encode(key, outputs))
-        batch, key = decode_predict(model, body, self.config.row_limit)
-        y = model.predict(batch)
-        if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
-            raise ApiError(400, "the prediction overflows float32 for this input")
+        start = time.perf_counter_ns()
+        served = self.registry.served(name, version)  # held to the end: a reload does not change it
+        model = served.model
+        try:
+            body = parse_json_object(
+                (await read_body(request, self.config.max_body_bytes, timeout=self.config.body_timeout))[0]
+            )
+            if model.n_features is None:  # any other signature: serve/http/tfserving_any.py
+                feeds, key = tfserving_any.decode(model, body, self.config.row_limit)
+                outputs = tensors.run(model, feeds)
+                rows = len(next(iter(outputs.values())))
+                self.registry.metrics.rows(name, "tfserving", rows)
+                stats.ok(served.counts, rows, start)
+                return json_response(
+                    tfserving_any.encode(key, outputs), headers={"model-version": served.label}
+                )
+            batch, key = decode_predict(model, body, self.config.row_limit)
+            y = model.predict(batch)
+            if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
+                raise ApiError(400, "the prediction overflows float32 for this input")
+        except ApiError:
+            stats.fail(served.counts, start)  # Triton's fail count, per version
+            raise
         self.registry.metrics.rows(name, "tfserving", len(y))
-        return json_response({key: y.astype(np.float64)})  # orjson writes the array
+        stats.ok(served.counts, len(y), start)
+        # TF Serving's body has one key; the version that answered goes in a header
+        return json_response({key: y.astype(np.float64)}, headers={"model-version": served.label})
 
     async def status(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         state = self.registry.state(name, version)
-        return json_response(
-            {
-                "model_version_status": [
-                    {
-                        "version": VERSION,
-                        "state": TF_STATES[state.state],
-                        "status": {
-                            "error_code": "UNKNOWN" if state.state == FAILED else "OK",
-                            "error_message": state.error or "",
-                        },
-                    }
-                ]
+        versions = state.versions.values()
+        if version is not None:
+            versions = [v for v in versions if v.label == version]
+
+        def status(v_state: str, error: str | None) -> dict[str, Any]:
+            return {
+                "state": TF_STATES[v_state],
+                "status": {
+                    "error_code": "UNKNOWN" if v_state == FAILED else "OK",
+                    "error_message": error or "",
+                },
             }
-        )
+
+        rows = [
+            {"version": v.label} | status(v.state, v.error) for v in sorted(versions, key=lambda v: -v.number)
+        ]
+        if not rows:  # unloaded (explicit mode), or nothing known yet
+            rows = [{"version": "0"} | status(state.state, state.error)]
+        return json_response({"model_version_status": rows})
 
     async def metadata(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        sig = self.registry.model(name, version).signature
+        served = self.registry.served(name, version)
+        sig = served.model.signature
 
         return json_response(
             {
-                "model_spec": {"name": name, "signature_name": "", "version": VERSION},
+                "model_spec": {"name": name, "signature_name": "", "version": served.label},
                 "metadata": {
                     "signature_def": {
                         "signature_def": {

@@ -8,6 +8,7 @@ POST /v2/models/{name}[/versions/{v}]/infer.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +16,11 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve.http import binary
+from serve.http import binary, stats
 from serve.http import tensors as any_signature
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
-from serve.http.registry import VERSION, Registry
+from serve.http.registry import Registry
 from serve.loader import Model, PredictInputError
 
 SERVER_NAME = "one-neuron-serve"
@@ -218,7 +219,9 @@ def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[s
     return chosen
 
 
-def encode_response(model_name: str, req: InferRequest, y: np.ndarray) -> tuple[bytes, dict[str, str]]:
+def encode_response(
+    model_name: str, req: InferRequest, y: np.ndarray, version: str
+) -> tuple[bytes, dict[str, str]]:
     """The V2 infer response for prediction `y` (float32 rows x 1), JSON or JSON + binary."""
     outputs, buffers = [], []
     for name, as_binary in req.outputs:
@@ -230,10 +233,31 @@ def encode_response(model_name: str, req: InferRequest, y: np.ndarray) -> tuple[
         else:
             tensor["data"] = y.reshape(-1).astype(np.float64)  # orjson writes it at C speed
         outputs.append(tensor)
-    header: dict[str, Any] = {"model_name": model_name, "model_version": VERSION, "outputs": outputs}
+    header: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": outputs}
     if req.id is not None:
         header["id"] = req.id
     return binary.encode(header, buffers)
+
+
+def ready_versions(registry: Registry, name: str) -> list[str]:
+    """The version labels `name` serves (ready), oldest first."""
+    return [v.label for v in registry.state(name).versions.values() if v.model is not None]
+
+
+def version_status(registry: Registry, name: str) -> list[dict[str, Any]]:
+    """Every version the server knows of `name`: its state, sha256 and why it failed (if it did)."""
+    state = registry.state(name)
+    default = state.default
+    return [
+        {
+            "version": v.label,
+            "state": v.state,
+            "sha256": v.entry.sha256,
+            "default": v is default,
+            "reason": v.error or "",
+        }
+        for v in state.versions.values()
+    ]
 
 
 class V2:
@@ -258,7 +282,8 @@ class V2:
 
     async def model_metadata(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        model = self.registry.model(name, version)
+        served = self.registry.served(name, version)
+        model = served.model
         sig = model.signature
 
         def tensors(args):
@@ -274,7 +299,7 @@ class V2:
         return json_response(
             {
                 "name": name,
-                "versions": [VERSION],
+                "versions": ready_versions(self.registry, name),
                 "platform": PLATFORM,
                 "inputs": tensors(sig["inputs"]),
                 "outputs": tensors(sig["outputs"]),
@@ -282,7 +307,9 @@ class V2:
                     {"signature": "verified", "signature_key": model.signed_by}
                     if model.signed_by
                     else {"signature": "unsigned"}
-                ),
+                )
+                | {"version": served.label, "sha256": served.entry.sha256},
+                "version_status": version_status(self.registry, name),
             }
         )
 
@@ -293,25 +320,40 @@ class V2:
 
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        model = self.registry.model(name, version)
-        body, header_length = await read_body(
-            request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
-        )
+        start = time.perf_counter_ns()
+        served = self.registry.served(name, version)  # held to the end: a reload does not change it
+        model = served.model
         if model.n_features is None:  # any other signature: serve/http/tensors.py
-            general = any_signature.decode_v2(model, body, header_length, self.config.row_limit)
-            outputs = any_signature.run(model, general.feeds)
+            try:
+                body, header_length = await read_body(
+                    request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
+                )
+                general = any_signature.decode_v2(model, body, header_length, self.config.row_limit)
+                outputs = any_signature.run(model, general.feeds)
+            except ApiError:
+                stats.fail(served.counts, start)
+                raise
             self.registry.metrics.rows(name, "v2", general.rows)
-            content, headers = any_signature.encode_v2(name, general, outputs)
+            stats.ok(served.counts, general.rows, start)
+            content, headers = any_signature.encode_v2(name, general, outputs, served.label)
             media = "application/octet-stream" if headers else "application/json"
             return Response(content, media_type=media, headers=headers or None)
-        req = decode_request(model, body, header_length, self.config.row_limit)
         try:
-            y = model.predict(req.batch)  # validates: finite float32 (rows, n)
-        except PredictInputError as exc:
-            raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
-        check_prediction(y)
+            body, header_length = await read_body(
+                request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
+            )
+            req = decode_request(model, body, header_length, self.config.row_limit)
+            try:
+                y = model.predict(req.batch)  # validates: finite float32 (rows, n)
+            except PredictInputError as exc:
+                raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
+            check_prediction(y)
+        except ApiError:
+            stats.fail(served.counts, start)  # Triton's fail count, per version
+            raise
         self.registry.metrics.rows(name, "v2", len(y))
-        content, headers = encode_response(name, req, y)
+        stats.ok(served.counts, len(y), start)
+        content, headers = encode_response(name, req, y, served.label)
         if headers:
             return Response(content, media_type="application/octet-stream", headers=headers)
         return Response(content, media_type="application/json")

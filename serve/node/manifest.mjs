@@ -121,10 +121,7 @@ export function parseManifest(text, source = MANIFEST) {
     }
   }
 
-  const seen = new Map();
-  const names = new Set();
-  list(obj.artifacts, "artifacts").forEach((entry, i) => {
-    const at = `artifacts[${i}]`;
+  const checkEntry = (entry, at) => {
     if (!isObject(entry)) fail(`expected a JSON object, got ${preview(entry)}`, at);
     string(entry.format, `${at}.format`);
     if (!FORMATS.includes(entry.format)) fail(`${preview(entry.format)} is not one of ${FORMATS.join(", ")}`, `${at}.format`);
@@ -150,6 +147,12 @@ export function parseManifest(text, source = MANIFEST) {
         if (!DTYPES.includes(spec.dtype)) fail(`${preview(spec.dtype)} is not one of ${DTYPES.join(", ")}`, `${where}.dtype`);
       });
     }
+  };
+  const seen = new Map();
+  const names = new Set();
+  list(obj.artifacts, "artifacts").forEach((entry, i) => {
+    const at = `artifacts[${i}]`;
+    checkEntry(entry, at);
     const key = `${entry.model}\u0000${entry.format}`;
     if (seen.has(key) || names.has(entry.name)) {
       fail(`duplicate ${entry.format} artifact for ${preview(entry.model)} (see artifacts[${seen.get(key)}])`, at);
@@ -162,10 +165,16 @@ export function parseManifest(text, source = MANIFEST) {
       fail(`path ${preview(entry.path)} is another entry's name`, `artifacts[${i}].path`);
     }
   });
+  // older kept versions of the same models (core/schema.py `previous`): the same per-entry rules
+  if (obj.previous_versions !== undefined && obj.previous_versions !== null) {
+    list(obj.previous_versions, "previous_versions").forEach((entry, i) => checkEntry(entry, `previous_versions[${i}]`));
+  }
   return obj;
 }
 
 /** The entry whose stored version (`path`) or stable name (`alias`) is the file name `base`. */
 export function findEntry(manifest, base) {
-  return manifest.artifacts.find((a) => a.path === base || (a.alias ?? a.name) === base) ?? null;
+  // the newest versions first, so a stable name stands for the newest; then older kept versions by path
+  return manifest.artifacts.find((a) => a.path === base || (a.alias ?? a.name) === base) ??
+    (manifest.previous_versions ?? []).find((a) => a.path === base) ?? null;
 }

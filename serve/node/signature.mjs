@@ -46,7 +46,8 @@ export async function loadPublicKey(file) {
 async function signedFiles(dir, manifest) {
   const root = path.resolve(dir);
   const files = new Set([MANIFEST]);
-  for (const entry of manifest.artifacts ?? []) {
+  // every kept version: the newest (artifacts) and the older ones (previous_versions)
+  for (const entry of [...(manifest.artifacts ?? []), ...(manifest.previous_versions ?? [])]) {
     const full = path.resolve(root, String(entry.path));
     if (!full.startsWith(root + path.sep)) throw new SignatureError(`${path.join(dir, MANIFEST)}: entry path ${entry.path} leaves ${dir}`);
     let info;
@@ -110,7 +111,7 @@ export async function verifyDirectory(dir, trustKey, { only } = {}) {
  * pass the `bytes` you will load, so what is verified is exactly what runs. */
 export async function verifyFile(file, dir, trustKey, bytes = undefined) {
   const manifest = JSON.parse(await readFile(path.join(dir, MANIFEST), "utf8").catch(() => "{}"));
-  const entry = (manifest.artifacts ?? []).find((a) => path.resolve(dir, a.path) === path.resolve(file) ||
+  const entry = [...(manifest.artifacts ?? []), ...(manifest.previous_versions ?? [])].find((a) => path.resolve(dir, a.path) === path.resolve(file) ||
     (a.alias !== undefined && path.resolve(dir, a.alias) === path.resolve(file)));
   if (!entry) {
     await verifyDirectory(dir, trustKey, { only: MANIFEST }); // unsigned or altered: say that first

@@ -51,7 +51,7 @@ export async function verifySignature(pem, manifestBytes, manifest) {
   if (!ok) throw badSignature(sigUrl, fp, "/trust/public.pem", "artifacts");
   const signed = parseStatement(payload, sigUrl);
   checkManifest(signed, hex(await crypto.subtle.digest("SHA-256", manifestBytes)), `${DIR}/${MANIFEST}`, "artifacts");
-  const named = new Set(manifest.artifacts.map((a) => a.path));
+  const named = new Set([...manifest.artifacts, ...(manifest.previous_versions ?? [])].map((a) => a.path));
   const signedTop = new Set([...signed.keys()].filter((n) => n !== MANIFEST).map((n) => n.split("/")[0]));
   for (const p of named) {
     if (!signedTop.has(p)) throw new SignatureError(`${DIR}/${p}: added after signing (not covered by ${SIGNATURE}); re-sign with ${signFix("artifacts")}`);
