@@ -18,7 +18,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from bench.soak import free_port, start_server, stop_server
+from bench._server import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "keras_linear"

@@ -33,8 +33,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench._server import free_port
 from bench.serving import LUA, _artifacts, wrk
-from bench.soak import free_port
 
 logger = logging.getLogger(__name__)
 

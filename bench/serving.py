@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from bench._server import free_port
 from core import cli
 from core.schema import Manifest
 
@@ -39,12 +39,6 @@ wrk.headers["Content-Type"] = "application/json"
 """
 RATIO_TARGET, P50_TARGET_MS = 0.9, 0.5
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -128,7 +122,7 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
         model_path = artifacts / Manifest.load(artifacts).find(MODEL, "onnx").path
         script = tmp / "post.lua"
         script.write_text(LUA)
-        sp, bp = _free_port(), _free_port()
+        sp, bp = free_port(), free_port()
         path = f"/v2/models/{MODEL}/infer"
         with (
             _process(

@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench._core import ROOT
+from bench._server import start_server, stop_server
 from core import cli
 
 MAX_ROWS = 64  # the server runs with --max-rows 64 and --max-body-bytes 65536 so the 413s are cheap
@@ -68,52 +64,6 @@ class Summary:
     server_alive: bool = False  # still running when the clients stopped
     examples: list[str] = field(default_factory=list)  # the first few failures, for the log
     ok: bool = False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(artifacts: Path, *args: str, timeout: float = 60) -> tuple[subprocess.Popen, int]:
-    """`python -m serve` on a free loopback port, once /v2/health/ready answers 200.
-    gRPC is off unless `args` give --grpc-port (its default port may be taken by another server)."""
-    port = free_port()
-    if "--grpc-port" not in args:
-        args = (*args, "--grpc-port", "0")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serve", "--artifacts", str(artifacts), "--port", str(port), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise RuntimeError(f"server not ready within {timeout} s")
-        time.sleep(0.1)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def rss_kib(pid: int) -> int:

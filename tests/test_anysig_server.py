@@ -166,7 +166,7 @@ def test_tfserving_columnar_and_row_formats(api):
 
 @pytest.mark.slow
 def test_grpc_raw_and_typed_contents(artifacts):
-    from bench.soak import free_port, start_server, stop_server
+    from bench._server import free_port, start_server, stop_server
 
     grpc_port = free_port()
     proc, _ = start_server(artifacts, "--grpc-port", str(grpc_port))

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench._server import free_port
 from tests.batch_helpers import read_output
 from tests.conftest import ROOT, run_cli
 
 DASK = str(Path(sys.executable).parent / "dask")
 CHUNKS = 48
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_workers(address: str, n: int, timeout: float = 40) -> None:

@@ -13,7 +13,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from bench.soak import free_port, start_server, stop_server
+from bench._server import free_port, start_server, stop_server
 from tests.serve_app import MODELS, assert_no_leak, reference
 from tests.test_server_process_hardening import infer_ok
 

@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from bench.soak import free_port, start_server, stop_server
+from bench._server import free_port, start_server, stop_server
 from tests.version_helpers import land, predict, variant
 
 pytestmark = pytest.mark.slow

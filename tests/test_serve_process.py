@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from bench._server import free_port
 from tests.conftest import ROOT
 from tests.serve_app import MODELS, reference
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.soak import start_server, stop_server
+from bench._server import start_server, stop_server
 from tests.serve_app import assert_no_leak, reference
 from tests.test_server_hardening import MODEL_ROUTES, TRAVERSALS
 
