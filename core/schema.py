@@ -276,6 +276,83 @@ def linear_signature(n_features: int) -> Signature:
     )
 
 
+ACTIVATIONS = ("relu", "tanh")
+MAX_HIDDEN_LAYERS = 8
+MAX_HIDDEN_UNITS = 4096
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a trained model computes: the article's one linear unit (`hidden` empty), or an MLP with
+    `hidden` units per layer, `activation` after each hidden layer and one linear output unit."""
+
+    hidden: tuple[int, ...] = ()
+    activation: str | None = None
+
+    @property
+    def is_linear(self) -> bool:
+        return not self.hidden
+
+    def parameters(self, n_features: int) -> int:
+        """Weights and biases of every layer, for `n_features` inputs and one output."""
+        sizes = (n_features, *self.hidden, 1)
+        return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+
+    def describe(self) -> str:
+        """`linear`, or `mlp:16,16 relu` (the --model / --activation flags that build it)."""
+        if self.is_linear:
+            return "linear"
+        return f"mlp:{','.join(str(h) for h in self.hidden)} {self.activation}"
+
+    @classmethod
+    def parse(cls, f: Fields) -> Architecture:
+        kind = f.str("kind")
+        if kind == "linear":
+            return cls()
+        if kind != "mlp":
+            f.fail(f"{kind[:40]!r} is not 'linear' or 'mlp'", "kind")
+        hidden = f.list("hidden") or []
+        if not 1 <= len(hidden) <= MAX_HIDDEN_LAYERS or not all(
+            type(h) is int and 1 <= h <= MAX_HIDDEN_UNITS for h in hidden
+        ):
+            f.fail(
+                f"expected 1 to {MAX_HIDDEN_LAYERS} layer sizes in [1, {MAX_HIDDEN_UNITS}], "
+                f"got {_preview(hidden)}",
+                "hidden",
+            )
+        activation = f.str("activation")
+        if activation not in ACTIVATIONS:
+            f.fail(f"{activation[:40]!r} is not one of {', '.join(ACTIVATIONS)}", "activation")
+        return cls(tuple(hidden), activation)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.is_linear:
+            return {"kind": "linear"}
+        return {"kind": "mlp", "hidden": list(self.hidden), "activation": self.activation}
+
+
+LINEAR = Architecture()
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A nonlinear model's predictions for the report: on a grid over the data (one feature) or on
+    the first data rows (several features)."""
+
+    x: tuple[tuple[float, ...], ...]
+    y: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, f: Fields, n_features: int) -> Fitted:
+        fitted = cls(f.rows("x"), f.nums("y"))
+        if any(len(row) != n_features for row in fitted.x) or len(fitted.y) != len(fitted.x):
+            f.fail(f"expected rows of {n_features} number(s) and one y per row", "x")
+        return fitted
+
+    def to_json(self) -> dict[str, Any]:
+        return {"x": [list(r) for r in self.x], "y": list(self.y)}
+
+
 @dataclass(frozen=True)
 class DataInfo:
     """What the models were trained on (its identity, not its rows)."""
@@ -387,6 +464,7 @@ class ArtifactEntry:
     graph: tuple[str, ...] = ()  # ONNX op types, in order
     metadata: Mapping[str, str] = field(default_factory=dict)  # ONNX metadata_props
     signature_name: str | None = None  # SavedModel only
+    architecture: Architecture | None = None  # a trained model's; None: not from a training run
 
     @property
     def alias(self) -> str:
@@ -425,6 +503,7 @@ class ArtifactEntry:
             graph=graph,
             metadata=f.strings("metadata", optional=True),
             signature_name=f.str("signature_name", optional=True),
+            architecture=Architecture.parse(f.sub("architecture")) if f.has("architecture") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -451,6 +530,7 @@ class ArtifactEntry:
             "graph": list(self.graph) or None,
             "metadata": dict(self.metadata) or None,
             "signature_name": self.signature_name,
+            "architecture": None if self.architecture is None else self.architecture.to_json(),
         }
         return out | {k: v for k, v in optional.items() if v is not None}
 
@@ -567,7 +647,12 @@ class Manifest:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """One framework's training run, as `training.json` records it."""
+    """One framework's training run, as `training.json` records it.
+
+    `weights` and `bias` are the learned parameters of a linear model (None for an MLP, whose
+    parameters are only in its model file); `parameters` counts them for either; `fitted` holds an
+    MLP's predictions for the report (None for a linear model, whose line the report draws itself).
+    """
 
     model: str
     framework: str
@@ -575,21 +660,29 @@ class ModelRecord:
     model_file: str  # one name inside the artifacts directory
     model_sha256: str
     loss: str
-    weights: tuple[float, ...]
-    bias: float
+    weights: tuple[float, ...] | None
+    bias: float | None
     final_loss: float
     headline_y: float
     train_seconds: float
     loss_history: tuple[float, ...]
     standardization: Mapping[str, Any] | None = None  # train.standardize.Standardizer.to_json()
     config: Mapping[str, Any] = field(default_factory=dict)  # train.config.TrainConfig.to_json()
+    architecture: Architecture = LINEAR
+    parameters: int | None = None  # weights and biases in all layers
+    fitted: Fitted | None = None
 
     @classmethod
-    def parse(cls, f: Fields) -> ModelRecord:
+    def parse(cls, f: Fields, n_features: int | None = None) -> ModelRecord:
         std = f.sub("standardization").obj if f.has("standardization") else None
         if std is not None:
             std_f = f.sub("standardization")
             std_f.nums("mean"), std_f.nums("scale")
+        architecture = Architecture.parse(f.sub("architecture")) if f.has("architecture") else LINEAR
+        linear = architecture.is_linear
+        fitted = None
+        if f.has("fitted") and n_features is not None:
+            fitted = Fitted.parse(f.sub("fitted"), n_features)
         return cls(
             model=f.name("model"),
             framework=f.str("framework"),
@@ -597,33 +690,43 @@ class ModelRecord:
             model_file=f.name("model_file"),
             model_sha256=f.sha256("model_sha256"),
             loss=f.str("loss"),
-            weights=f.nums("weights"),
-            bias=f.num("bias"),
+            weights=f.nums("weights", optional=not linear),
+            bias=f.num("bias", optional=not linear),
             final_loss=f.num("final_loss"),
             headline_y=f.num("headline_y"),
             train_seconds=f.num("train_seconds"),
             loss_history=f.nums("loss_history"),
             standardization=std,
             config=f.sub("config").obj if f.has("config") else {},
+            architecture=architecture,
+            parameters=f.int("parameters", optional=True),
+            fitted=fitted,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.model,
             "framework": self.framework,
             "versions": dict(self.versions),
             "model_file": self.model_file,
             "model_sha256": self.model_sha256,
             "loss": self.loss,
-            "weights": list(self.weights),
+            "weights": None if self.weights is None else list(self.weights),
             "bias": self.bias,
             "final_loss": self.final_loss,
             "headline_y": self.headline_y,
             "train_seconds": self.train_seconds,
             "standardization": None if self.standardization is None else dict(self.standardization),
             "config": dict(self.config),
+            "architecture": self.architecture.to_json(),
+            "parameters": self.parameters,
             "loss_history": list(self.loss_history),
         }
+        if self.weights is None:  # an MLP: no single weight vector to record
+            del out["weights"], out["bias"]
+        if self.fitted is not None:
+            out["fitted"] = self.fitted.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -657,10 +760,10 @@ class TrainingRecord:
         models = {}
         for key in list(models_f.obj)[:64]:
             check_name(key, lambda problem, key=key: models_f.fail(problem, key))
-            record = ModelRecord.parse(models_f.sub(key))
+            record = ModelRecord.parse(models_f.sub(key), data.n_features)
             if record.model != key:
                 models_f.fail(f"model {record.model!r} recorded under {key!r}", key)
-            if len(record.weights) != data.n_features:
+            if record.weights is not None and len(record.weights) != data.n_features:
                 models_f.fail(
                     f"{len(record.weights)} weights for {data.n_features} feature(s)", f"{key}.weights"
                 )

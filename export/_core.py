@@ -17,12 +17,12 @@ from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, sha256_file, size_of
 from core.manifest import commit, load_or_none, refresh_aliases
-from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_signature
+from core.schema import LINEAR, TRAINING_RECORD, Architecture, ArtifactEntry, TrainingRecord, linear_signature
 
 logger = logging.getLogger(__name__)
 
-# The trained models every exporter reads: model name -> trainer module.
-TRAINERS = {"keras_linear": "train.keras", "torch_linear": "train.torch"}
+# The trained models every exporter reads: source framework -> trainer module.
+TRAINERS = {"tensorflow": "train.keras", "torch": "train.torch"}
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Source:
     n_features: int
     headline_y: float
     probe_y: list[float]
+    architecture: Architecture = LINEAR
 
 
 @dataclass
@@ -67,6 +68,11 @@ def open_run(artifacts: Path) -> Run:
     return Run(root, record, sha256_file(root.existing(TRAINING_RECORD)))
 
 
+def trained(run: Run, framework: str) -> list[str]:
+    """The record's models trained in `framework` (keras_linear, or keras_mlp for --model mlp:...)."""
+    return [name for name, m in run.record.models.items() if m.framework == framework]
+
+
 def load_source(run: Run, name: str) -> Source:
     """Load trained model `name` (checking its sha256 against the record) and run the probe batch
     through it in its own framework."""
@@ -82,12 +88,14 @@ def load_source(run: Run, name: str) -> Source:
             f"{path}: sha256 {actual[:12]}... != training record {info.model_sha256[:12]}...; "
             f"{fix('train', run.artifacts)}"
         )
-    trainer = importlib.import_module(TRAINERS[name])
+    trainer = importlib.import_module(TRAINERS[info.framework])
     n = run.record.data.n_features
-    model = trainer.load(path, n)
+    model = trainer.load(path, n, info.architecture)
     probe_y = np.asarray(trainer.predict(model, run.probe), dtype=np.float64).reshape(-1)
     headline_y = float(trainer.predict(model, run.headline).reshape(-1)[0])
-    return Source(name, info.framework, dict(info.versions), model, n, headline_y, probe_y.tolist())
+    return Source(
+        name, info.framework, dict(info.versions), model, n, headline_y, probe_y.tolist(), info.architecture
+    )
 
 
 def store(run: Run, name: str, write: Callable[[Path], None]) -> tuple[str, str]:
@@ -120,6 +128,7 @@ def entry(
         source_probe_y=tuple(source.probe_y),
         training_record_sha256=run.record_sha256,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        architecture=source.architecture,
         **extra,
     )
 

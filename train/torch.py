@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy
 
+from core.schema import LINEAR, Architecture, Fitted
+from train import mlp
 from train.config import TrainConfig
 from train.data import Dataset, headline_input
 from train.result import FitResult, check_losses, log_progress
@@ -25,11 +27,11 @@ MODEL = "torch_linear"
 MODEL_FILE = f"{MODEL}.pt"
 
 
-def build_model(n_features: int) -> nn.Linear:
-    """The article's model: one linear unit."""
+def build_model(n_features: int, architecture: Architecture = LINEAR) -> nn.Module:
+    """The article's model: one linear unit (or an MLP, train/mlp.py)."""
     from torch import nn
 
-    return nn.Linear(n_features, 1)
+    return nn.Linear(n_features, 1) if architecture.is_linear else mlp.torch_module(n_features, architecture)
 
 
 LOSS_NAMES = {
@@ -38,14 +40,15 @@ LOSS_NAMES = {
 }
 
 
-def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
+def train(data: Dataset, config: TrainConfig) -> tuple[nn.Module, FitResult]:
     """Seed, build and train the torch model on `data` with the article's Python loop."""
     import torch
     from torch import nn
 
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    model = build_model(data.n_features)
+    arch = config.architecture
+    model = build_model(data.n_features, arch)
     loss_name = config.loss_for("torch")
     criterion = nn.MSELoss(reduction=loss_name)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
@@ -63,39 +66,59 @@ def train(data: Dataset, config: TrainConfig) -> tuple[nn.Linear, FitResult]:
             check_losses("torch", losses, config.lr, config.standardize)
             log_progress("torch", step, config.epochs, losses[-1])
     with torch.no_grad():
-        if scaler:  # fold mean/scale into the layer: the saved model takes raw x
+        if scaler and arch.is_linear:  # fold mean/scale into the layer: the saved model takes raw x
             w, b = scaler.fold(model.weight[0].numpy(), float(model.bias[0]))
             model.weight.copy_(torch.from_numpy(w.astype(numpy.float32)).reshape(1, -1))
             model.bias.fill_(b)
-        prediction = float(model(torch.from_numpy(headline_input(data.n_features)))[0, 0])
+        elif scaler:  # an MLP: fold them into its first layer
+            first = model[0]
+            k, c = mlp.fold_first_layer(first.weight.numpy().T, first.bias.numpy(), scaler)
+            first.weight.copy_(torch.from_numpy(numpy.ascontiguousarray(k.T)))
+            first.bias.copy_(torch.from_numpy(c))
+        headline = headline_input(data.n_features)
+        prediction = float(model(torch.from_numpy(headline))[0, 0])
+    weights = bias = fitted = None
+    if arch.is_linear:
+        weights, bias = [float(w) for w in model.weight.detach()[0]], float(model.bias.detach()[0])
+    else:
+        points = mlp.fitted_points(data, headline)
+        fitted = Fitted(
+            tuple(tuple(float(v) for v in row) for row in points),
+            tuple(float(v) for v in predict(model, points)[:, 0]),
+        )
+    name = mlp.model_name("torch", arch)
     result = FitResult(
-        model=MODEL,
+        model=name,
         framework="torch",
         versions={"torch": torch.__version__},
-        model_file=MODEL_FILE,
+        model_file=f"{name}.pt",
         loss_name=LOSS_NAMES[loss_name],
-        weights=[float(w) for w in model.weight.detach()[0]],
-        bias=float(model.bias.detach()[0]),
+        weights=weights,
+        bias=bias,
         losses=losses,
         headline_y=prediction,
         seconds=time.perf_counter() - start,
         standardization=scaler.to_json() if scaler else None,
+        architecture=arch,
+        parameters=sum(p.numel() for p in model.parameters()),
+        fitted=fitted,
     )
     return model, result
 
 
-def save(model: nn.Linear, path: os.PathLike) -> None:
+def save(model: nn.Module, path: os.PathLike) -> None:
     """Save the state_dict only (tensors, no pickled code)."""
     import torch
 
     torch.save(model.state_dict(), path)
 
 
-def load(path: os.PathLike, n_features: int) -> nn.Linear:
-    """Load weights written by `save`; `weights_only=True` refuses pickled objects."""
+def load(path: os.PathLike, n_features: int, architecture: Architecture = LINEAR) -> nn.Module:
+    """Rebuild the record's architecture and load the weights written by `save` into it;
+    `weights_only=True` refuses pickled objects."""
     import torch
 
-    model = build_model(n_features)
+    model = build_model(n_features, architecture)
     model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     return model.eval()
 
