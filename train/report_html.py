@@ -50,22 +50,32 @@ def comparison_rows(record: TrainingRecord) -> list[str]:
     def row(label: str, cells: list[str]) -> None:
         rows.append(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>")
 
+    linear = [n for n in names if models[n].weights is not None]
+    if len(linear) < len(names):  # an MLP: what it is and how big; weights rows for linear models only
+        row("model", [_text(models[n].architecture.describe()) for n in names] + [_text("linear")])
+        row(
+            "parameters",
+            [_num(models[n].parameters, f"models.{n}.parameters", ",.0f") for n in names]
+            + [_num(len(ref.weights) + 1, fmt=",.0f")],
+        )
     row("loss", [_text(models[n].loss) for n in names] + [blank])
     row(
         "final loss",
         [_num(models[n].final_loss, f"models.{n}.final_loss", ".6g") for n in names] + [blank],
     )
-    for i, feature in enumerate(features):
+    for i, feature in enumerate(features if linear else ()):
         label = "w" if len(features) == 1 else f"w[{feature}]"
         row(
             label,
-            [_num(models[n].weights[i], f"models.{n}.weights.{i}") for n in names]
+            [_num(models[n].weights[i], f"models.{n}.weights.{i}") if n in linear else blank for n in names]
             + [_num(ref.weights[i], f"reference.weights.{i}")],
         )
-    row(
-        "b",
-        [_num(models[n].bias, f"models.{n}.bias") for n in names] + [_num(ref.bias, "reference.bias")],
-    )
+    if linear:
+        row(
+            "b",
+            [_num(models[n].bias, f"models.{n}.bias") if n in linear else blank for n in names]
+            + [_num(ref.bias, "reference.bias")],
+        )
     x = ", ".join(f"{v:g}" for v in probe.headline_x)
     row(
         f"y(x = {x})",
@@ -75,11 +85,13 @@ def comparison_rows(record: TrainingRecord) -> list[str]:
     row(f"|y - {target:g}|", [_num(abs(models[n].headline_y - target)) for n in names] + [blank])
     worst = [
         float(np.max(np.abs(probe_x @ np.asarray(models[n].weights) + models[n].bias - reference_y)))
+        if n in linear
+        else None
         for n in names
     ]
     row(
         f"max |y - least squares| over the {len(probe_x)} probe rows",
-        [_num(v, fmt=".3g") for v in worst] + [blank],
+        [blank if v is None else _num(v, fmt=".3g") for v in worst] + [blank],
     )
     row(
         "train time (s)",
@@ -110,7 +122,9 @@ def setup_rows(record: TrainingRecord, record_sha256: str) -> list[str]:
     for name, model in record.models.items():
         config = model.config
         settings = ", ".join(
-            f"{k} {config[k]}" for k in ("seed", "epochs", "lr", "loss", "standardize") if k in config
+            f"{k} {config[k]}"
+            for k in ("model", "activation", "seed", "epochs", "lr", "loss", "standardize")
+            if config.get(k) is not None
         )
         rows.append(
             f"<tr><th>{escape(name)}</th><td colspan=2>{escape(settings)}; "
