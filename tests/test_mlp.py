@@ -1,0 +1,182 @@
+"""More than one neuron: `--model mlp:8,8 --activation tanh` on a nonlinear CSV, end to end.
+
+The CSV: y = sin(a) + b², a and b ~ U(-2, 2), 300 rows, numpy seed 7 (written by the test).
+Trained with the CLI in both frameworks, exported, checked, loaded with the Python loader and
+served in-process; every prediction is compared with the source framework's on fresh rows.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.serve_app import client
+
+ROWS = 300
+HIDDEN = (8, 8)
+# (2 inputs + 1) x 8 + (8 + 1) x 8 + (8 + 1) x 1
+PARAMETERS = 3 * 8 + 9 * 8 + 9
+MODELS = {"keras_mlp": "train.keras", "torch_mlp": "train.torch"}
+ATOL, RTOL = 1e-5, 1e-6  # the check's same-model tolerance
+
+
+def make_csv(path):
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-2, 2, (ROWS, 2))
+    y = np.sin(x[:, 0]) + x[:, 1] ** 2
+    lines = ["a,b,y"] + [f"{a:.6f},{b:.6f},{t:.6f}" for (a, b), t in zip(x, y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """Trained with the CLI (--model mlp:8,8 --activation tanh --standardize), exported in-process."""
+    from export.all import export_all
+
+    root = tmp_path_factory.mktemp("mlp")
+    x, y = make_csv(root / "data.csv")
+    artifacts = root / "artifacts"
+    result = run_cli(
+        "-m",
+        "train.all",
+        "--data",
+        str(root / "data.csv"),
+        "--model",
+        "mlp:8,8",
+        "--activation",
+        "tanh",
+        "--standardize",
+        "--epochs",
+        "300",
+        "--lr",
+        "0.1",
+        "--artifacts",
+        str(artifacts),
+    )
+    assert result.returncode == 0, result.stderr
+    export_all(artifacts)
+    return {"artifacts": artifacts, "x": x, "y": y, "stdout": result.stdout}
+
+
+def fresh_rows(n=16):
+    """Rows nobody trained or probed on, inside and beyond the data's range."""
+    rng = np.random.default_rng(123)
+    return np.vstack([rng.uniform(-2, 2, (n - 2, 2)), [[-6.0, 5.0], [9.0, -7.5]]]).astype(np.float32)
+
+
+def in_source(artifacts, name, x):
+    """The trained model's own prediction, in Keras or torch (rebuilt from the record)."""
+    import importlib
+
+    from core.schema import TrainingRecord
+
+    info = TrainingRecord.load(artifacts).models[name]
+    trainer = importlib.import_module(MODELS[name])
+    model = trainer.load(artifacts / info.model_file, 2, info.architecture)
+    return np.asarray(trainer.predict(model, x), dtype=np.float64)[:, 0]
+
+
+def assert_same_model(actual, expected):
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert np.all(np.abs(actual - expected) <= ATOL + RTOL * np.abs(expected)), (actual, expected)
+
+
+def test_record_has_the_architecture_and_no_weights(mlp):
+    record = json.loads((mlp["artifacts"] / "training.json").read_text())
+    assert sorted(record["models"]) == sorted(MODELS)
+    for model in record["models"].values():
+        assert model["architecture"] == {"kind": "mlp", "hidden": list(HIDDEN), "activation": "tanh"}
+        assert model["parameters"] == PARAMETERS
+        assert "weights" not in model and "bias" not in model
+        assert len(model["fitted"]["y"]) == ROWS  # predictions on the data rows, for the report
+        assert model["config"]["model"] == "mlp:8,8" and model["config"]["activation"] == "tanh"
+        assert model["loss"].startswith("mean")  # --loss article is the mean in both for an MLP
+    # the table: architecture and parameter count instead of weights
+    assert "mlp:8,8 tanh" in mlp["stdout"] and f"{PARAMETERS}" in mlp["stdout"]
+    assert "w[a]" not in mlp["stdout"]
+
+
+def test_the_mlp_fits_what_a_line_cannot(mlp):
+    """Both frameworks beat least squares on the training rows by a wide margin (b² is not linear)."""
+    from core.schema import TrainingRecord
+
+    record = TrainingRecord.load(mlp["artifacts"])
+    design = np.hstack([mlp["x"], np.ones((ROWS, 1))])
+    coef, *_ = np.linalg.lstsq(design, mlp["y"], rcond=None)
+    linear_mse = float(np.mean((design @ coef - mlp["y"]) ** 2))
+    for model in record.models.values():
+        fitted = np.asarray(model.fitted.y)
+        mse = float(np.mean((fitted - mlp["y"]) ** 2))
+        assert mse < 0.5 * linear_mse, (model.model, mse, linear_mse)
+
+
+def test_exports_keep_the_mlp_graph_and_pass_the_check(mlp, capsys):
+    import onnx
+
+    from serve.check import report
+
+    manifest = json.loads((mlp["artifacts"] / "manifest.json").read_text())
+    names = sorted(e["name"] for e in manifest["artifacts"])
+    assert names == ["keras_mlp.onnx", "keras_mlp.savedmodel", "torch_mlp.onnx", "torch_mlp.torchscript.pt"]
+    for entry in manifest["artifacts"]:
+        assert entry["architecture"]["hidden"] == list(HIDDEN)
+        if entry["format"] == "onnx":
+            assert entry["graph"].count("Tanh") == 2  # canonical_affine left the graph alone
+            proto = onnx.load(str(mlp["artifacts"] / entry["path"]))
+            assert "rewritten" not in proto.doc_string
+            assert json.loads(entry["metadata"]["architecture"])["activation"] == "tanh"
+    assert report(mlp["artifacts"]) == 0
+    out = capsys.readouterr().out
+    assert "all 6 checks passed" in out and "not linear, so |y(10)" in out
+    assert report(mlp["artifacts"], as_json=True) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert all(r["ok"] and r["architecture"] == "mlp:8,8 tanh" for r in rows)
+
+
+def test_loader_and_server_equal_the_source_framework(mlp):
+    from serve import load
+
+    x = fresh_rows()
+    api = client(mlp["artifacts"])
+    for name in MODELS:
+        expected = in_source(mlp["artifacts"], name, x)
+        model = load(name, artifacts=mlp["artifacts"])  # sha256 + embedded self-test
+        assert_same_model(model.predict(x)[:, 0], expected)
+        assert_same_model(model.run({"x": x})["y"][:, 0], expected)
+        body = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()}]}
+        r = api.post(f"/v2/models/{name}/infer", content=json.dumps(body).encode())
+        assert r.status_code == 200, r.text
+        assert_same_model(r.json()["outputs"][0]["data"], expected)
+        r = api.post(f"/v1/models/{name}:predict", content=json.dumps({"instances": x[:3].tolist()}).encode())
+        assert r.status_code == 200, r.text
+        assert_same_model(np.asarray(r.json()["predictions"])[:, 0], expected[:3])
+
+
+def test_report_plots_predicted_vs_actual_without_weights(mlp, tmp_path):
+    from train.report import build_report
+
+    files = {p.name for p in build_report(mlp["artifacts"], tmp_path / "report")}
+    assert files == {"predicted_vs_actual.png", "loss.png", "index.html"}
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "mlp:8,8 tanh" in html and 'data-key="models.keras_mlp.parameters"' in html
+    assert "w[a]" not in html
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "mlp:0,4"], "expected 1 to 8 hidden layers of 1 to 4096 units"),
+        (["--model", "mlp:"], "is not a model; give linear, or mlp:H1,H2"),
+        (["--model", "cnn"], "is not a model"),
+        (["--activation", "tanh"], "pass --model mlp:H1,H2,... as well"),
+        (["--model", "mlp:4", "--activation", "sigmoid"], "invalid choice: 'sigmoid'"),
+    ],
+)
+def test_bad_model_flags_are_one_line_exit_2(tmp_path, args, message):
+    result = run_cli("-m", "train.all", *args, "--artifacts", str(tmp_path / "art"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "art").exists()
