@@ -62,7 +62,7 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     )
     s, base = interleave(numpy_fn, bare_fn, reps)
     rows.append(Row("4 latency b=1", "numpy x*w+b (floor)", "bare InferenceSession.run", "us/call", s, base))
-    rows += mlp_rows(artifacts.parent / "mlp", calls, reps)
+    rows += mlp_rows(artifacts.parent / "mlp", calls, reps, quick)
 
     import torch
 
@@ -89,11 +89,11 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     return rows
 
 
-def mlp_rows(artifacts: Path, calls: int, reps: int) -> list[Row]:
+def mlp_rows(artifacts: Path, calls: int, reps: int, quick: bool = False) -> list[Row]:
     """The loader's `run` and `predict` per call on the MLP's ONNX file vs a bare session on it."""
     from bench.mlp_artifacts import MODEL
 
-    artifacts = mlp_artifacts(artifacts)
+    artifacts = mlp_artifacts(artifacts, quick)
     model = load(MODEL, artifacts)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
