@@ -193,8 +193,8 @@ class Model:
                 and _all_finite(arr)
             ):
                 outputs = self._run(self._run_outputs, feeds)
-                if all(out.ndim and out.shape[0] == arr.shape[0] for out in outputs):
-                    return dict(zip(self._run_outputs, outputs, strict=True))
+                if len(outputs) == 1 and outputs[0].ndim and outputs[0].shape[0] == arr.shape[0]:
+                    return {self._run_outputs[0]: outputs[0]}
         if not isinstance(feeds, dict):
             raise PredictInputError(
                 f"feeds must be a dict of input name -> array, got {type(feeds).__name__}"
