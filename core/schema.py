@@ -465,6 +465,9 @@ class ArtifactEntry:
     metadata: Mapping[str, str] = field(default_factory=dict)  # ONNX metadata_props
     signature_name: str | None = None  # SavedModel only
     architecture: Architecture | None = None  # a trained model's; None: not from a training run
+    # An MLP's per-probe-row size of the sums runtimes add up (its network with |weights| on |x|):
+    # the check's bound scales with it, as the linear models' bound scales with Σ|x·w| + |b|.
+    source_probe_magnitude: tuple[float, ...] = ()
 
     @property
     def alias(self) -> str:
@@ -504,6 +507,7 @@ class ArtifactEntry:
             metadata=f.strings("metadata", optional=True),
             signature_name=f.str("signature_name", optional=True),
             architecture=Architecture.parse(f.sub("architecture")) if f.has("architecture") else None,
+            source_probe_magnitude=f.nums("source_probe_magnitude", optional=True) or (),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -531,6 +535,7 @@ class ArtifactEntry:
             "metadata": dict(self.metadata) or None,
             "signature_name": self.signature_name,
             "architecture": None if self.architecture is None else self.architecture.to_json(),
+            "source_probe_magnitude": list(self.source_probe_magnitude) or None,
         }
         return out | {k: v for k, v in optional.items() if v is not None}
 
@@ -606,6 +611,12 @@ class Manifest:
                 f.fail(
                     f"{len(entry.source_probe_y)} values for {len(manifest.probe.x)} probe rows",
                     f"artifacts[{i}].source_probe_y",
+                )
+            magnitude = entry.source_probe_magnitude
+            if magnitude and (len(magnitude) != len(entry.source_probe_y) or min(magnitude) < 0):
+                f.fail(
+                    f"expected {len(entry.source_probe_y)} values >= 0, one per probe row",
+                    f"artifacts[{i}].source_probe_magnitude",
                 )
         names = {e.name for e in manifest.artifacts}
         for i, entry in enumerate(manifest.artifacts):

@@ -37,6 +37,7 @@ class Source:
     headline_y: float
     probe_y: list[float]
     architecture: Architecture = LINEAR
+    probe_magnitude: list[float] | None = None  # an MLP's, train.mlp.magnitude on the probe rows
 
 
 @dataclass
@@ -93,8 +94,21 @@ def load_source(run: Run, name: str) -> Source:
     model = trainer.load(path, n, info.architecture)
     probe_y = np.asarray(trainer.predict(model, run.probe), dtype=np.float64).reshape(-1)
     headline_y = float(trainer.predict(model, run.headline).reshape(-1)[0])
+    magnitude = None
+    if not info.architecture.is_linear:
+        from train.mlp import magnitude as mlp_magnitude
+
+        magnitude = mlp_magnitude(trainer.layers(model), run.probe).tolist()
     return Source(
-        name, info.framework, dict(info.versions), model, n, headline_y, probe_y.tolist(), info.architecture
+        name,
+        info.framework,
+        dict(info.versions),
+        model,
+        n,
+        headline_y,
+        probe_y.tolist(),
+        info.architecture,
+        magnitude,
     )
 
 
@@ -129,6 +143,7 @@ def entry(
         training_record_sha256=run.record_sha256,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         architecture=source.architecture,
+        source_probe_magnitude=tuple(source.probe_magnitude or ()),
         **extra,
     )
 

@@ -56,17 +56,22 @@ def is_linear(entry: ArtifactEntry) -> bool:
     return entry.architecture is None or entry.architecture.is_linear
 
 
-def magnitudes(manifest: Manifest, probe: np.ndarray, source: np.ndarray, linear: bool = True) -> np.ndarray:
+def magnitudes(
+    manifest: Manifest, probe: np.ndarray, source: np.ndarray, linear: bool = True, magnitude=()
+) -> np.ndarray:
     """Per probe row, the size of the numbers a runtime adds up: |y| + sum_i |x_i w_i| + |b|.
 
     With n > 1 features, x @ w sums terms that can cancel (1523 - 2000 + 500 = 23 at x = 1000),
     and runtimes that add in a different order differ by a few float32 ulps of the largest
     term, not of the result. w and b are the least-squares reference, which the models approach.
-    With one feature nothing cancels and the bound is the documented |b| alone. An MLP's weights
-    are not in the manifest (nor is least squares its answer): its bound is |b| alone too.
+    With one feature nothing cancels and the bound is the documented |b| alone. An MLP's sums
+    can cancel in every layer: its bound adds the exporter's `source_probe_magnitude` (the same
+    network with |weights| on |x|, train/mlp.py `magnitude`), or is |b| alone without it.
     """
     weights = np.abs(np.asarray(manifest.reference.weights, dtype=np.float64))
-    if len(weights) == 1 or not linear:
+    if not linear:
+        return np.abs(source) + np.asarray(magnitude or np.zeros_like(source), dtype=np.float64)
+    if len(weights) == 1:
         return np.abs(source)
     terms = np.abs(probe.astype(np.float64)) @ weights + abs(manifest.reference.bias)
     return np.abs(source) + terms
@@ -98,7 +103,7 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
     reference_y = np.asarray(manifest.probe.reference_y, dtype=np.float64)
     linear = is_linear(entry)
     described = entry.architecture.describe() if entry.architecture else "linear"
-    bound = tol.atol + tol.rtol * magnitudes(manifest, probe, source, linear)
+    bound = tol.atol + tol.rtol * magnitudes(manifest, probe, source, linear, entry.source_probe_magnitude)
     rows = []
     for name, factory in runtimes:
         try:
@@ -185,10 +190,9 @@ def format_rows(rows: list[Row], manifest: Manifest, tol: Tolerances) -> str:
     nonlinear = sorted(
         {f"{r.artifact.split('.')[0]} ({r.architecture})" for r in rows if r.architecture != "linear"}
     )
+    mlp_bound = f"{tol.atol:g} + {tol.rtol:g}·(|b| + m), m: the network with |weights| applied to |x|"
     if len(nonlinear) == len({r.artifact.split(".")[0] for r in rows}):  # no linear model
-        lines.append(
-            f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·|b| over {n_probe} probe rows"
-        )
+        lines.append(f"tolerances: same model |a - b| <= {mlp_bound}, over {n_probe} probe rows")
     else:
         lines.append(
             f"tolerances: same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·{magnitude} over "
@@ -196,8 +200,12 @@ def format_rows(rows: list[Row], manifest: Manifest, tol: Tolerances) -> str:
         )
     if nonlinear:
         lines.append(
-            f"* {', '.join(nonlinear)}: not linear, so |y(10) - {ref:g}| is reported, not bounded; "
-            f"same model |a - b| <= {tol.atol:g} + {tol.rtol:g}·|b|"
+            f"* {', '.join(nonlinear)}: not linear, so |y(10) - {ref:g}| is reported, not bounded"
+            + (
+                ""
+                if len(nonlinear) == len({r.artifact.split(".")[0] for r in rows})
+                else f"; |a - b| <= {mlp_bound}"
+            )
         )
     lines.append(
         "max|Δ lstsq|: largest |prediction - least squares| over the probe rows (reported, not bounded)"

@@ -122,6 +122,9 @@ def test_exports_keep_the_mlp_graph_and_pass_the_check(mlp, capsys):
     assert names == ["keras_mlp.onnx", "keras_mlp.savedmodel", "torch_mlp.onnx", "torch_mlp.torchscript.pt"]
     for entry in manifest["artifacts"]:
         assert entry["architecture"]["hidden"] == list(HIDDEN)
+        # the check's per-row magnitude: at least |y| (the network with |weights| bounds the output)
+        magnitude, source = np.asarray(entry["source_probe_magnitude"]), np.asarray(entry["source_probe_y"])
+        assert len(magnitude) == len(source) and np.all(magnitude >= np.abs(source) - 1e-4)
         if entry["format"] == "onnx":
             assert entry["graph"].count("Tanh") == 2  # canonical_affine left the graph alone
             proto = onnx.load(str(mlp["artifacts"] / entry["path"]))
@@ -180,3 +183,30 @@ def test_bad_model_flags_are_one_line_exit_2(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "art").exists()
+
+
+def test_check_fails_an_mlp_whose_onnx_file_differs_slightly(mlp, tmp_path):
+    """The MLP's bound is not vacuous: an output bias moved by 1e-3 fails onnxruntime and onnx.reference."""
+    import onnx
+    from onnx import numpy_helper
+
+    from core.fsio import sha256_path
+    from serve.check import run_check
+    from tests.conftest import copy_artifacts
+
+    artifacts = copy_artifacts(mlp["artifacts"], tmp_path / "artifacts")
+    manifest = json.loads((artifacts / "manifest.json").read_text())
+    entry = next(e for e in manifest["artifacts"] if e["name"] == "torch_mlp.onnx")
+    path = artifacts / entry["path"]
+    proto = onnx.load(str(path))
+    biases = [i for i in proto.graph.initializer if numpy_helper.to_array(i).size == 1]
+    assert len(biases) == 1  # the output layer's bias
+    biases[0].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(biases[0]) + 1e-3, biases[0].name))
+    path.unlink()  # the stored version is a hard link of the alias: write a new file
+    path.write_bytes(proto.SerializeToString())
+    entry["sha256"], entry["size"] = sha256_path(path), path.stat().st_size
+    (artifacts / "manifest.json").write_text(json.dumps(manifest))
+    rows, _ = run_check(artifacts)
+    failed = {(r.artifact, r.runtime) for r in rows if not r.ok}
+    assert failed == {("torch_mlp.onnx", "onnxruntime"), ("torch_mlp.onnx", "onnx.reference")}, rows
+    assert all(r.worst_excess > 0 for r in rows if not r.ok)

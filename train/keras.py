@@ -188,6 +188,11 @@ def load(path: os.PathLike, n_features: int, architecture: Architecture = LINEAR
     return model
 
 
+def layers(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each Dense layer's (kernel (in, out), bias), for `train.mlp.magnitude`."""
+    return [(layer.kernel.numpy(), layer.bias.numpy()) for layer in model.layers if hasattr(layer, "kernel")]
+
+
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """The model's output for a float32 batch (rows, n), in Keras."""
     return np.asarray(model(x, training=False))

@@ -91,3 +91,18 @@ def fitted_points(data: Dataset, headline: np.ndarray) -> np.ndarray:
     lo, hi = min(x.min(), float(headline[0, 0])), max(x.max(), float(headline[0, 0]))
     pad = 0.05 * (hi - lo)
     return np.linspace(lo - pad, hi + pad, GRID_POINTS, dtype=np.float32)[:, None]
+
+
+def magnitude(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """Per row of `x`, the size of the sums a runtime adds up in an MLP: the same network with
+    |weights| and |biases| applied to |x| (relu and tanh never grow a value: |f(z)| <= |z|).
+
+    Each layer's dot products add terms no larger than this network's values, and a rounding
+    error in a hidden layer reaches the output amplified by at most the |weights| after it, so
+    float32 differences between runtimes scale with its output (for one linear layer it is
+    Σ|x·w| + |b|, the linear models' bound). `layers`: (kernel (in, out), bias (out,)), float64.
+    """
+    m = np.abs(np.asarray(x, dtype=np.float64))
+    for kernel, bias in layers:
+        m = m @ np.abs(np.asarray(kernel, dtype=np.float64)) + np.abs(np.asarray(bias, dtype=np.float64))
+    return m[:, 0]

@@ -141,6 +141,17 @@ def load(path: os.PathLike, n_features: int, architecture: Architecture = LINEAR
     return model.eval()
 
 
+def layers(model: nn.Module) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
+    """Each Linear layer's (weight transposed to (in, out), bias), for `train.mlp.magnitude`."""
+    from torch import nn
+
+    return [
+        (m.weight.detach().numpy().T, m.bias.detach().numpy())
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
+
+
 def predict(model: nn.Module, x: numpy.ndarray) -> numpy.ndarray:
     """The model's output for a float32 batch (rows, n), in torch."""
     import torch
