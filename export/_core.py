@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from core import cli
+from core.architecture import LINEAR, Architecture
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, sha256_file, size_of
 from core.manifest import commit, load_or_none, refresh_aliases
-from core.schema import LINEAR, TRAINING_RECORD, Architecture, ArtifactEntry, TrainingRecord, linear_signature
+from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_signature
 
 logger = logging.getLogger(__name__)
 

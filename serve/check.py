@@ -80,10 +80,11 @@ def magnitudes(
 def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: Tolerances) -> list[Row]:
     """Verify one artifact's hash, then compare its predictions in each of its runtimes."""
     runtimes = RUNTIMES[entry.format]
+    described = entry.architecture.describe() if entry.architecture else "linear"
     try:
         path = Path(verify(root, entry))
     except IntegrityError as exc:
-        return [Row(entry.name, rt, False, error=str(exc)) for rt, _ in runtimes]
+        return [Row(entry.name, rt, False, error=str(exc), architecture=described) for rt, _ in runtimes]
     if not entry.source_probe_y:
         return [
             Row(
@@ -93,6 +94,7 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
                 error=f"{root.dir / entry.path}: the manifest records no probe "
                 "rows and source outputs for it, so there is nothing to compare; export it with "
                 f"python -m export.all from a training run",
+                architecture=described,
             )
             for rt, _ in runtimes
         ]
@@ -102,7 +104,6 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
     reference = manifest.probe.headline_reference_y
     reference_y = np.asarray(manifest.probe.reference_y, dtype=np.float64)
     linear = is_linear(entry)
-    described = entry.architecture.describe() if entry.architecture else "linear"
     bound = tol.atol + tol.rtol * magnitudes(manifest, probe, source, linear, entry.source_probe_magnitude)
     rows = []
     for name, factory in runtimes:
@@ -118,6 +119,7 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
                     False,
                     error=f"{path}: {name} cannot run it ({type(exc).__name__}: "
                     f"{str(exc)[:200]}); {fix('export', root.dir)}",
+                    architecture=described,
                 )
             )
             continue
@@ -129,6 +131,7 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
                     False,
                     error=f"{path}: {name} returned {y.shape[0]} values for "
                     f"{len(source)} probe rows; {fix('export', root.dir)}",
+                    architecture=described,
                 )
             )
             continue

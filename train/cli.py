@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 
 from core import cli
+from core.architecture import ACTIVATIONS
 from core.errors import InputError
-from core.schema import ACTIVATIONS, TRAINING_RECORD, TrainingRecord
+from core.schema import TRAINING_RECORD, TrainingRecord
 from train.config import LOSSES, TrainConfig
 from train.mlp import parse_model
 

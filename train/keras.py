@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.architecture import LINEAR, Architecture, Fitted
 from core.frameworks import quiet_tensorflow
-from core.schema import LINEAR, Architecture, Fitted
 from train import mlp
 from train.config import TrainConfig
 from train.data import Dataset, headline_input

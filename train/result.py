@@ -6,8 +6,9 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from core.architecture import LINEAR, Architecture, Fitted
 from core.errors import DivergenceError
-from core.schema import LINEAR, Architecture, Fitted, ModelRecord
+from core.schema import ModelRecord
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy
 
-from core.schema import LINEAR, Architecture, Fitted
+from core.architecture import LINEAR, Architecture, Fitted
 from train import mlp
 from train.config import TrainConfig
 from train.data import Dataset, headline_input
