@@ -210,3 +210,30 @@ def test_check_fails_an_mlp_whose_onnx_file_differs_slightly(mlp, tmp_path):
     failed = {(r.artifact, r.runtime) for r in rows if not r.ok}
     assert failed == {("torch_mlp.onnx", "onnxruntime"), ("torch_mlp.onnx", "onnx.reference")}, rows
     assert all(r.worst_excess > 0 for r in rows if not r.ok)
+
+
+def test_one_framework_retrained_as_an_mlp_keeps_the_others_linear_model(trained_dir, tmp_path):
+    """`train.keras --model mlp:4` after the article's run: the record holds keras_mlp and torch_linear,
+    both export and pass the check, the least-squares bound applied to the linear model only."""
+    import shutil
+
+    from core.schema import TrainingRecord
+    from export.all import export_all
+    from serve.check import run_check
+    from train.all import train_all
+    from train.config import TrainConfig
+    from train.data import article_data
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(trained_dir, artifacts)
+    train_all(TrainConfig(artifacts=artifacts, model="mlp:4"), article_data(), frameworks=("keras",))
+    record = TrainingRecord.load(artifacts)
+    assert sorted(record.models) == ["keras_mlp", "torch_linear"]
+    assert record.models["torch_linear"].weights is not None and record.models["keras_mlp"].weights is None
+    assert record.models["keras_mlp"].parameters == (1 + 1) * 4 + (4 + 1)
+    export_all(artifacts)
+    rows, _ = run_check(artifacts)
+    assert all(r.ok for r in rows), rows
+    assert {r.architecture for r in rows if r.artifact.startswith("torch_linear")} == {"linear"}
+    assert {r.architecture for r in rows if r.artifact.startswith("keras_mlp")} == {"mlp:4 relu"}
+    assert max(r.diff_analytic for r in rows if r.architecture == "linear") <= 0.05
