@@ -55,7 +55,12 @@ def comparison_rows(record: TrainingRecord) -> list[str]:
         row("model", [_text(models[n].architecture.describe()) for n in names] + [_text("linear")])
         row(
             "parameters",
-            [_num(models[n].parameters, f"models.{n}.parameters", ",.0f") for n in names]
+            [
+                blank
+                if models[n].parameters is None
+                else _num(models[n].parameters, f"models.{n}.parameters", ",.0f")
+                for n in names
+            ]
             + [_num(len(ref.weights) + 1, fmt=",.0f")],
         )
     row("loss", [_text(models[n].loss) for n in names] + [blank])
@@ -159,7 +164,12 @@ def render_index(
         f"<title>Training report: {escape(str(data.source))}</title><style>{_CSS}</style></head><body>",
         f"<h1>Training report: {escape(str(data.source))}</h1>",
         f"<p>Trained {escape(record.created)}. "
-        "Least squares (numpy, float64) is the analytic answer both single-neuron models approach.</p>",
+        + (
+            "Least squares (numpy, float64) is the analytic answer both single-neuron models approach.</p>"
+            if all(m.architecture.is_linear for m in record.models.values())
+            else "Least squares (numpy, float64) is the best affine fit, shown for comparison; an MLP is "
+            "not bound to it.</p>"
+        ),
         "<h2>Comparison</h2>",
         '<table id="comparison">',
         *comparison_rows(record),
