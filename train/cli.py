@@ -130,7 +130,7 @@ def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
         "--activation",
         choices=ACTIVATIONS,
         default=None,
-        help=f"activation after each hidden layer of --model mlp:... (default {ACTIVATIONS[0]})",
+        help=f"activation after each hidden layer of --model mlp:...; None: {ACTIVATIONS[0]}",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for weight initialisation")
     p.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs, help="full-batch SGD updates")
