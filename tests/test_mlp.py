@@ -6,6 +6,8 @@ served in-process; every prediction is compared with the source framework's on f
 """
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -237,3 +239,27 @@ def test_one_framework_retrained_as_an_mlp_keeps_the_others_linear_model(trained
     assert {r.architecture for r in rows if r.artifact.startswith("torch_linear")} == {"linear"}
     assert {r.architecture for r in rows if r.artifact.startswith("keras_mlp")} == {"mlp:4 relu"}
     assert max(r.diff_analytic for r in rows if r.architecture == "linear") <= 0.05
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not found: install Node.js 20+ to run it")
+def test_node_cli_equals_the_source_framework(mlp):
+    """The Node CLI loads each MLP (sha256 beside the manifest, embedded self-test) and predicts rows."""
+    from tests.conftest import ROOT
+
+    if not (ROOT / "node_modules" / "onnxruntime-node" / "package.json").is_file():
+        pytest.fail(
+            "node_modules/onnxruntime-node is missing: run `npm ci --ignore-scripts` (make test does)"
+        )
+    x = fresh_rows(4)
+    rows = [",".join(repr(float(v)) for v in row) for row in x]
+    for name in MODELS:
+        result = subprocess.run(
+            ["node", "serve/node/predict.mjs", str(mlp["artifacts"] / f"{name}.onnx"), *rows],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "self-test ok" in result.stderr
+        assert_same_model([float(v) for v in result.stdout.split()], in_source(mlp["artifacts"], name, x))
