@@ -3,6 +3,8 @@
 The loader's `predict` vs a bare `InferenceSession.run` on the same file, plus numpy
 `x * w + b` (the floor), TorchScript in torch and the SavedModel signature in TensorFlow.
 Each sample is the mean over a block of calls; blocks of each subject are interleaved.
+Rows "4 latency b=1 MLP": the same comparison for `--model mlp:16,16` (bench/mlp_artifacts.py),
+the loader's `run` and `predict` against a bare session on that file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench._core import Row, interleave
+from bench.mlp_artifacts import example_row, mlp_artifacts
 from core.frameworks import quiet_tensorflow, torch_jit_quiet
 from core.schema import TrainingRecord
 from serve import load
@@ -59,6 +62,7 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     )
     s, base = interleave(numpy_fn, bare_fn, reps)
     rows.append(Row("4 latency b=1", "numpy x*w+b (floor)", "bare InferenceSession.run", "us/call", s, base))
+    rows += mlp_rows(artifacts.parent / "mlp", calls, reps, quick)
 
     import torch
 
@@ -82,4 +86,36 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     rows.append(
         Row("4 latency b=1", "SavedModel signature in TF", "bare InferenceSession.run", "us/call", s, base)
     )
+    return rows
+
+
+def mlp_rows(artifacts: Path, calls: int, reps: int, quick: bool = False) -> list[Row]:
+    """The loader's `run` and `predict` per call on the MLP's ONNX file vs a bare session on it."""
+    from bench.mlp_artifacts import MODEL
+
+    artifacts = mlp_artifacts(artifacts, quick)
+    model = load(MODEL, artifacts)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    bare = ort.InferenceSession(str(artifacts / f"{MODEL}.onnx"), so, providers=["CPUExecutionProvider"])
+    x = example_row()
+    bare_fn = per_call(lambda: bare.run(["y"], {"x": x}), calls)
+    rows = []
+    for name, fn in (
+        ("loader run", lambda: model.run({"x": x})),
+        ("loader predict", lambda: model.predict(x)),
+    ):
+        s, base = interleave(per_call(fn, calls), bare_fn, reps)
+        rows.append(
+            Row(
+                "4 latency b=1 MLP",
+                f"{name} (mlp:16,16 relu)",
+                "bare InferenceSession.run",
+                "us/call",
+                s,
+                base,
+                target="<= 1.1x",
+                target_ratio=1.1,
+            )
+        )
     return rows

@@ -5,7 +5,8 @@ Starlette + uvicorn, the same JSON parsing, the same onnxruntime session, nothin
 running at once on loopback, driven by `wrk` (apt-get install -y wrk) with batch-1 V2 JSON
 infer requests at 1 and 16 connections. Repetitions alternate the order of subject and
 baseline, after a warm-up of each. Targets (issue 4): server >= 0.9x the baseline's req/s,
-and p50 <= 0.5 ms at concurrency 1.
+and p50 <= 0.5 ms at concurrency 1. Row "6 serving MLP c=1": the same at concurrency 1 for
+`--model mlp:16,16` (bench/mlp_artifacts.py; target >= 0.9x).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import mlp_artifacts as mlp_bench
 from bench._server import free_port
 from core import cli
 from core.schema import Manifest
@@ -33,16 +35,24 @@ from core.schema import Manifest
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "keras_linear"
 BODY = '{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[10.0]}]}'
-LUA = f"""wrk.method = "POST"
-wrk.body = '{BODY}'
+MLP_BODY = '{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[0.5,-1.0]}]}'
+
+
+def lua(body: str) -> str:
+    """The wrk script posting `body` as JSON."""
+    return f"""wrk.method = "POST"
+wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
+
+
+LUA = lua(BODY)
 RATIO_TARGET, P50_TARGET_MS = 0.9, 0.5
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 @contextlib.contextmanager
-def _process(args: list[str], ready_url: str, probe: str | None = None) -> Iterator[str]:
+def _process(args: list[str], ready_url: str, probe: str | None = None, body: str = BODY) -> Iterator[str]:
     """Run `python args...` until the block ends; yields once `ready_url` answers 200."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -59,7 +69,7 @@ def _process(args: list[str], ready_url: str, probe: str | None = None) -> Itera
             if proc.poll() is not None:
                 raise RuntimeError(f"{' '.join(args)} exited: {proc.stderr.read()}")
             with contextlib.suppress(httpx.TransportError):
-                r = httpx.post(ready_url, content=BODY) if probe == "post" else httpx.get(ready_url)
+                r = httpx.post(ready_url, content=body) if probe == "post" else httpx.get(ready_url)
                 if r.status_code == 200:
                     break
             if time.monotonic() > deadline:
@@ -112,44 +122,56 @@ def _artifacts(given: Path | None, scratch: Path) -> Path:
 
 
 def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
-    """Measure the server against the bare baseline; one dict per concurrency level."""
+    """Measure the server against the bare baseline; one dict per concurrency level (and the MLP)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not found; install it with: apt-get install -y wrk")
-    seconds, reps, warmup = (1, 2, 1) if quick else (5, 5, 2)
+    timing = (1, 2, 1) if quick else (5, 5, 2)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp = Path(tmp)
         artifacts = _artifacts(artifacts, tmp / "artifacts")
-        model_path = artifacts / Manifest.load(artifacts).find(MODEL, "onnx").path
-        script = tmp / "post.lua"
-        script.write_text(LUA)
-        sp, bp = free_port(), free_port()
-        path = f"/v2/models/{MODEL}/infer"
-        with (
-            _process(
-                ["-m", "serve", "--artifacts", str(artifacts), "--port", str(sp), "--grpc-port", "0"],
-                f"http://127.0.0.1:{sp}/v2/health/ready",
-            ),
-            _process(
-                ["-m", "bench.serving_baseline", "--model", str(model_path), "--port", str(bp)],
-                f"http://127.0.0.1:{bp}{path}",
-                probe="post",
-            ),
-        ):
-            targets = {"subject": f"http://127.0.0.1:{sp}{path}", "baseline": f"http://127.0.0.1:{bp}{path}"}
-            rows = []
-            for c in (1, 16):
-                for url in targets.values():
-                    wrk(url, c, warmup, script)
-                got: dict[str, list[dict]] = {"subject": [], "baseline": []}
-                for rep in range(reps):
-                    order = ["subject", "baseline"] if rep % 2 == 0 else ["baseline", "subject"]
-                    for who in order:
-                        got[who].append(wrk(targets[who], c, seconds, script))
-                rows.append(_row(c, got))
+        rows = compare(artifacts, MODEL, BODY, (1, 16), timing, tmp, "6 serving")
+        mlp = mlp_bench.mlp_artifacts(tmp / "mlp", quick)
+        rows += compare(mlp, mlp_bench.MODEL, MLP_BODY, (1,), timing, tmp, "6 serving MLP")
     return rows
 
 
-def _row(c: int, got: dict[str, list[dict]]) -> dict:
+def compare(
+    artifacts: Path, model: str, body: str, connections, timing: tuple[int, int, int], tmp: Path, label: str
+) -> list[dict]:
+    """`python -m serve` and the bare route on `model`, side by side, at each connection count."""
+    seconds, reps, warmup = timing
+    model_path = artifacts / Manifest.load(artifacts).find(model, "onnx").path
+    script = tmp / f"post-{model}.lua"
+    script.write_text(lua(body))
+    sp, bp = free_port(), free_port()
+    path = f"/v2/models/{model}/infer"
+    with (
+        _process(
+            ["-m", "serve", "--artifacts", str(artifacts), "--port", str(sp), "--grpc-port", "0"],
+            f"http://127.0.0.1:{sp}/v2/health/ready",
+        ),
+        _process(
+            ["-m", "bench.serving_baseline", "--model", str(model_path), "--port", str(bp)],
+            f"http://127.0.0.1:{bp}{path}",
+            probe="post",
+            body=body,
+        ),
+    ):
+        targets = {"subject": f"http://127.0.0.1:{sp}{path}", "baseline": f"http://127.0.0.1:{bp}{path}"}
+        rows = []
+        for c in connections:
+            for url in targets.values():
+                wrk(url, c, warmup, script)
+            got: dict[str, list[dict]] = {"subject": [], "baseline": []}
+            for rep in range(reps):
+                order = ["subject", "baseline"] if rep % 2 == 0 else ["baseline", "subject"]
+                for who in order:
+                    got[who].append(wrk(targets[who], c, seconds, script))
+            rows.append(_row(c, got, label, model))
+    return rows
+
+
+def _row(c: int, got: dict[str, list[dict]], label: str = "6 serving", model: str = MODEL) -> dict:
     s_rps, b_rps = [r["rps"] for r in got["subject"]], [r["rps"] for r in got["baseline"]]
     s_med, b_med = statistics.median(s_rps), statistics.median(b_rps)
     p50 = statistics.median(r["p50_ms"] for r in got["subject"])
@@ -158,8 +180,8 @@ def _row(c: int, got: dict[str, list[dict]]) -> dict:
     met = ratio >= RATIO_TARGET and (c != 1 or p50 <= P50_TARGET_MS)
     target = f">= {RATIO_TARGET}x baseline req/s" + (f", p50 <= {P50_TARGET_MS} ms" if c == 1 else "")
     return {
-        "row": f"6 serving c={c}",
-        "subject": "python -m serve (V2 JSON infer, batch 1)",
+        "row": f"{label} c={c}",
+        "subject": "python -m serve (V2 JSON infer, batch 1)" + ("" if model == MODEL else f", {model}"),
         "baseline": "bare Starlette route, same JSON parse + onnxruntime session",
         "metric": "req/s",
         "subject_values": s_rps,

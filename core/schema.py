@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.architecture import LINEAR, Architecture, Fitted
 from core.errors import MissingArtifactError, SchemaError
 from core.fixes import fix
 
@@ -472,6 +473,10 @@ class ArtifactEntry:
     # Per (model, format): 1 for the first export; a new content gets the highest kept version + 1,
     # an export of the same bytes keeps its number (core.manifest.commit).
     version: int = 1
+    architecture: Architecture | None = None  # a trained model's; None: not from a training run
+    # An MLP's per-probe-row size of the sums runtimes add up (its network with |weights| on |x|):
+    # the check's bound scales with it, as the linear models' bound scales with Σ|x·w| + |b|.
+    source_probe_magnitude: tuple[float, ...] = ()
 
     @property
     def alias(self) -> str:
@@ -511,6 +516,8 @@ class ArtifactEntry:
             metadata=f.strings("metadata", optional=True),
             signature_name=f.str("signature_name", optional=True),
             version=f.int("version", optional=True, lo=1) or 1,  # manifests before versions: 1
+            architecture=Architecture.parse(f.sub("architecture")) if f.has("architecture") else None,
+            source_probe_magnitude=f.nums("source_probe_magnitude", optional=True) or (),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -538,6 +545,8 @@ class ArtifactEntry:
             "graph": list(self.graph) or None,
             "metadata": dict(self.metadata) or None,
             "signature_name": self.signature_name,
+            "architecture": None if self.architecture is None else self.architecture.to_json(),
+            "source_probe_magnitude": list(self.source_probe_magnitude) or None,
         }
         return out | {k: v for k, v in optional.items() if v is not None}
 
@@ -611,6 +620,12 @@ class Manifest:
                     f"{len(entry.source_probe_y)} values for {len(manifest.probe.x)} probe rows",
                     f"artifacts[{i}].source_probe_y",
                 )
+            magnitude = entry.source_probe_magnitude
+            if magnitude and (len(magnitude) != len(entry.source_probe_y) or min(magnitude) < 0):
+                f.fail(
+                    f"expected {len(entry.source_probe_y)} values >= 0, one per probe row",
+                    f"artifacts[{i}].source_probe_magnitude",
+                )
         names = {e.name for e in manifest.artifacts}
         for i, entry in enumerate(manifest.artifacts):
             if entry.path in names and entry.path != entry.name:
@@ -682,7 +697,12 @@ def _check_previous(manifest: Manifest, f: Fields) -> None:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """One framework's training run, as `training.json` records it."""
+    """One framework's training run, as `training.json` records it.
+
+    `weights` and `bias` are the learned parameters of a linear model (None for an MLP, whose
+    parameters are only in its model file); `parameters` counts them for either; `fitted` holds an
+    MLP's predictions for the report (None for a linear model, whose line the report draws itself).
+    """
 
     model: str
     framework: str
@@ -690,21 +710,29 @@ class ModelRecord:
     model_file: str  # one name inside the artifacts directory
     model_sha256: str
     loss: str
-    weights: tuple[float, ...]
-    bias: float
+    weights: tuple[float, ...] | None
+    bias: float | None
     final_loss: float
     headline_y: float
     train_seconds: float
     loss_history: tuple[float, ...]
     standardization: Mapping[str, Any] | None = None  # train.standardize.Standardizer.to_json()
     config: Mapping[str, Any] = field(default_factory=dict)  # train.config.TrainConfig.to_json()
+    architecture: Architecture = LINEAR
+    parameters: int | None = None  # weights and biases in all layers
+    fitted: Fitted | None = None
 
     @classmethod
-    def parse(cls, f: Fields) -> ModelRecord:
+    def parse(cls, f: Fields, n_features: int | None = None) -> ModelRecord:
         std = f.sub("standardization").obj if f.has("standardization") else None
         if std is not None:
             std_f = f.sub("standardization")
             std_f.nums("mean"), std_f.nums("scale")
+        architecture = Architecture.parse(f.sub("architecture")) if f.has("architecture") else LINEAR
+        linear = architecture.is_linear
+        fitted = None
+        if f.has("fitted") and n_features is not None:
+            fitted = Fitted.parse(f.sub("fitted"), n_features)
         return cls(
             model=f.name("model"),
             framework=f.str("framework"),
@@ -712,33 +740,43 @@ class ModelRecord:
             model_file=f.name("model_file"),
             model_sha256=f.sha256("model_sha256"),
             loss=f.str("loss"),
-            weights=f.nums("weights"),
-            bias=f.num("bias"),
+            weights=f.nums("weights", optional=not linear),
+            bias=f.num("bias", optional=not linear),
             final_loss=f.num("final_loss"),
             headline_y=f.num("headline_y"),
             train_seconds=f.num("train_seconds"),
             loss_history=f.nums("loss_history"),
             standardization=std,
             config=f.sub("config").obj if f.has("config") else {},
+            architecture=architecture,
+            parameters=f.int("parameters", optional=True),
+            fitted=fitted,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.model,
             "framework": self.framework,
             "versions": dict(self.versions),
             "model_file": self.model_file,
             "model_sha256": self.model_sha256,
             "loss": self.loss,
-            "weights": list(self.weights),
+            "weights": None if self.weights is None else list(self.weights),
             "bias": self.bias,
             "final_loss": self.final_loss,
             "headline_y": self.headline_y,
             "train_seconds": self.train_seconds,
             "standardization": None if self.standardization is None else dict(self.standardization),
             "config": dict(self.config),
+            "architecture": self.architecture.to_json(),
+            "parameters": self.parameters,
             "loss_history": list(self.loss_history),
         }
+        if self.weights is None:  # an MLP: no single weight vector to record
+            del out["weights"], out["bias"]
+        if self.fitted is not None:
+            out["fitted"] = self.fitted.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -804,10 +842,10 @@ class TrainingRecord:
         models = {}
         for key in list(models_f.obj)[:64]:
             check_name(key, lambda problem, key=key: models_f.fail(problem, key))
-            record = ModelRecord.parse(models_f.sub(key))
+            record = ModelRecord.parse(models_f.sub(key), data.n_features)
             if record.model != key:
                 models_f.fail(f"model {record.model!r} recorded under {key!r}", key)
-            if len(record.weights) != data.n_features:
+            if record.weights is not None and len(record.weights) != data.n_features:
                 models_f.fail(
                     f"{len(record.weights)} weights for {data.n_features} feature(s)", f"{key}.weights"
                 )

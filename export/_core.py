@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from core import cli
+from core.architecture import LINEAR, Architecture
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, sha256_file, size_of
@@ -21,8 +22,8 @@ from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_s
 
 logger = logging.getLogger(__name__)
 
-# The trained models every exporter reads: model name -> trainer module.
-TRAINERS = {"keras_linear": "train.keras", "torch_linear": "train.torch"}
+# The trained models every exporter reads: source framework -> trainer module.
+TRAINERS = {"tensorflow": "train.keras", "torch": "train.torch"}
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Source:
     n_features: int
     headline_y: float
     probe_y: list[float]
+    architecture: Architecture = LINEAR
+    probe_magnitude: list[float] | None = None  # an MLP's, train.mlp.magnitude on the probe rows
 
 
 @dataclass
@@ -67,6 +70,11 @@ def open_run(artifacts: Path) -> Run:
     return Run(root, record, sha256_file(root.existing(TRAINING_RECORD)))
 
 
+def trained(run: Run, framework: str) -> list[str]:
+    """The record's models trained in `framework` (keras_linear, or keras_mlp for --model mlp:...)."""
+    return [name for name, m in run.record.models.items() if m.framework == framework]
+
+
 def load_source(run: Run, name: str) -> Source:
     """Load trained model `name` (checking its sha256 against the record) and run the probe batch
     through it in its own framework."""
@@ -82,12 +90,27 @@ def load_source(run: Run, name: str) -> Source:
             f"{path}: sha256 {actual[:12]}... != training record {info.model_sha256[:12]}...; "
             f"{fix('train', run.artifacts)}"
         )
-    trainer = importlib.import_module(TRAINERS[name])
+    trainer = importlib.import_module(TRAINERS[info.framework])
     n = run.record.data.n_features
-    model = trainer.load(path, n)
+    model = trainer.load(path, n, info.architecture)
     probe_y = np.asarray(trainer.predict(model, run.probe), dtype=np.float64).reshape(-1)
     headline_y = float(trainer.predict(model, run.headline).reshape(-1)[0])
-    return Source(name, info.framework, dict(info.versions), model, n, headline_y, probe_y.tolist())
+    magnitude = None
+    if not info.architecture.is_linear:
+        from train.mlp import magnitude as mlp_magnitude
+
+        magnitude = mlp_magnitude(trainer.layers(model), run.probe).tolist()
+    return Source(
+        name,
+        info.framework,
+        dict(info.versions),
+        model,
+        n,
+        headline_y,
+        probe_y.tolist(),
+        info.architecture,
+        magnitude,
+    )
 
 
 def store(run: Run, name: str, write: Callable[[Path], None]) -> tuple[str, str]:
@@ -120,6 +143,8 @@ def entry(
         source_probe_y=tuple(source.probe_y),
         training_record_sha256=run.record_sha256,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        architecture=source.architecture,
+        source_probe_magnitude=tuple(source.probe_magnitude or ()),
         **extra,
     )
 

@@ -22,7 +22,7 @@ from core.errors import IntegrityError
 from core.frameworks import quiet_tensorflow
 from core.manifest import KEEP_VERSIONS
 from core.schema import SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry
-from export._core import Run, Source, entry, export_formats, load_source, main_for, store
+from export._core import Run, Source, entry, export_formats, load_source, main_for, store, trained
 
 FORMAT = "onnx"
 # Opset 18: the newest both converters emit natively (tf2onnx 1.17 tops out at 18; torch's
@@ -167,11 +167,12 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
         "selftest_atol": repr(SELFTEST_ATOL),  # the tolerance Python and JavaScript both apply
         "selftest_rtol": repr(SELFTEST_RTOL),
     }
+    if not source.architecture.is_linear:  # the article's models keep their metadata as it was
+        metadata["architecture"] = json.dumps(source.architecture.to_json())
     onnx.helper.set_model_props(proto, metadata)
     proto.producer_version = proto.producer_version.removesuffix(" None")  # tf2onnx appends its git hash
-    proto.doc_string = (
-        f"{source.name}: y = x @ w + b, trained in {source.framework}. {proto.doc_string}".strip()
-    )
+    computes = "y = x @ w + b" if source.architecture.is_linear else source.architecture.describe()
+    proto.doc_string = f"{source.name}: {computes}, trained in {source.framework}. {proto.doc_string}".strip()
     onnx.checker.check_model(proto, full_check=True)
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer):
         raise IntegrityError(
@@ -193,9 +194,9 @@ def _torch_producer() -> dict[str, str]:
     return {"torch": torch.__version__, "onnxscript": onnxscript.__version__}
 
 
-_CONVERTERS = {
-    "keras_linear": (keras_to_onnx, _keras_producer),
-    "torch_linear": (torch_to_onnx, _torch_producer),
+_CONVERTERS = {  # source framework -> converter
+    "tensorflow": (keras_to_onnx, _keras_producer),
+    "torch": (torch_to_onnx, _torch_producer),
 }
 
 
@@ -204,7 +205,8 @@ def write(run: Run) -> list[ArtifactEntry]:
     import onnx
 
     entries = []
-    for name, (convert, producer) in _CONVERTERS.items():
+    models = [(name, *_CONVERTERS[fw]) for fw in _CONVERTERS for name in trained(run, fw)]
+    for name, convert, producer in models:
         source = load_source(run, name)
         proto = finish(convert(source.model, source.n_features), source, run.record_sha256)
         data = proto.SerializeToString()

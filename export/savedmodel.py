@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from core.frameworks import quiet_tensorflow
 from core.manifest import KEEP_VERSIONS
 from core.schema import ArtifactEntry
-from export._core import Run, entry, export_formats, load_source, main_for, store
+from export._core import Run, entry, export_formats, load_source, main_for, store, trained
 
 FORMAT = "savedmodel"
 SIGNATURE = "serving_default"
@@ -38,15 +38,18 @@ def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
 
 
 def write(run: Run) -> list[ArtifactEntry]:
-    """Store the Keras model's SavedModel; returns its manifest entry (uncommitted)."""
+    """Store each Keras model's SavedModel; returns their manifest entries (uncommitted)."""
     tf = quiet_tensorflow()
     import keras
 
-    source = load_source(run, "keras_linear")
-    name = f"{source.name}.savedmodel"
-    stored = store(run, name, lambda p: _write_or_raise_oserror(source.model, source.n_features, p))
-    producer = {"tensorflow": tf.__version__, "keras": keras.__version__}
-    return [entry(run, source, FORMAT, name, stored, signature_name=SIGNATURE, producer=producer)]
+    entries = []
+    for model in trained(run, "tensorflow"):
+        source = load_source(run, model)
+        name = f"{source.name}.savedmodel"
+        stored = store(run, name, lambda p, s=source: _write_or_raise_oserror(s.model, s.n_features, p))
+        producer = {"tensorflow": tf.__version__, "keras": keras.__version__}
+        entries.append(entry(run, source, FORMAT, name, stored, signature_name=SIGNATURE, producer=producer))
+    return entries
 
 
 def _write_or_raise_oserror(model: keras.Model, n_features: int, path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from core.frameworks import torch_jit_quiet
 from core.manifest import KEEP_VERSIONS
 from core.schema import ArtifactEntry
-from export._core import Run, entry, export_formats, load_source, main_for, store
+from export._core import Run, entry, export_formats, load_source, main_for, store, trained
 
 FORMAT = "torchscript"
 
@@ -37,13 +37,16 @@ def write_torchscript(model: torch.nn.Module, path: Path) -> None:
 
 
 def write(run: Run) -> list[ArtifactEntry]:
-    """Store the torch model's TorchScript file; returns its manifest entry (uncommitted)."""
+    """Store each torch model's TorchScript file; returns their manifest entries (uncommitted)."""
     import torch
 
-    source = load_source(run, "torch_linear")
-    name = f"{source.name}.torchscript.pt"
-    stored = store(run, name, lambda p: write_torchscript(source.model, p))
-    return [entry(run, source, FORMAT, name, stored, producer={"torch": torch.__version__})]
+    entries = []
+    for model in trained(run, "torch"):
+        source = load_source(run, model)
+        name = f"{source.name}.torchscript.pt"
+        stored = store(run, name, lambda p, s=source: write_torchscript(s.model, p))
+        entries.append(entry(run, source, FORMAT, name, stored, producer={"torch": torch.__version__}))
+    return entries
 
 
 def export(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:

@@ -12,9 +12,11 @@ import math
 from pathlib import Path
 
 from core import cli
+from core.architecture import ACTIVATIONS
 from core.errors import InputError
 from core.schema import TRAINING_RECORD, TrainingRecord
 from train.config import LOSSES, TrainConfig
+from train.mlp import parse_model
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ def run(args) -> int:
             f"--test-fraction {args.test_fraction:g}: the article's six points are all training data (its "
             "table is the article's); hold out rows of your own data with --data PATH.csv"
         )
+    if args.activation is not None and args.model == "linear":
+        raise InputError(
+            f"--activation {args.activation} applies to hidden layers; pass --model mlp:H1,H2,... as well"
+        )
     config = TrainConfig(
         artifacts=args.artifacts,
         seed=args.seed,
@@ -42,6 +48,8 @@ def run(args) -> int:
         standardize=args.standardize,
         probe=args.probe,
         test_fraction=args.test_fraction,
+        model=args.model,
+        activation=args.activation,
     )
     if Path(config.artifacts).exists() and not Path(config.artifacts).is_dir():  # say so before training
         cli.ensure_dir(Path(config.artifacts), create=False)
@@ -107,7 +115,8 @@ def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
     names = " and ".join(frameworks)
     command = "train.all" if len(frameworks) > 1 else "train." + frameworks[0]
     p = cli.parser(
-        f"Train the article's one-neuron linear regression in {names}, on the article's data or on your CSV.",
+        f"Train the article's one-neuron linear regression (or an MLP, --model) in {names}, on the "
+        "article's data or on your CSV.",
         f"python -m {command} --data houses.csv --target price --standardize",
         command=command,
     )
@@ -128,6 +137,19 @@ def build_parser(frameworks=FRAMEWORKS) -> argparse.ArgumentParser:
         default=None,
         metavar="A,B",
         help="feature columns of --data; None: every column but the target",
+    )
+    p.add_argument(
+        "--model",
+        type=parse_model,
+        default=defaults.model,
+        metavar="linear|mlp:H1,H2",
+        help="linear: the article's one neuron; mlp:16,16: hidden layers of 16 and 16 units, then one output",
+    )
+    p.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        default=None,
+        help=f"activation after each hidden layer of --model mlp:...; None: {ACTIVATIONS[0]}",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for weight initialisation")
     p.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs, help="full-batch SGD updates")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.architecture import ACTIVATIONS, LINEAR, Architecture
+
 # --loss names. "article" keeps each framework's loss from the article.
 LOSSES = ("article", "mean", "sum")
 ARTICLE_LOSS = {
@@ -31,10 +33,28 @@ class TrainConfig:
     test_fraction: float | None = (
         None  # rows held out (train/split.py); None: 0.2 for a CSV, 0 for the article
     )
+    model: str = "linear"  # "linear" (the article) or "mlp:H1,H2,..." (hidden layer sizes), see train/mlp.py
+    activation: str | None = None  # after each hidden layer of an MLP: relu (default) or tanh
+
+    @property
+    def architecture(self) -> Architecture:
+        """The model both frameworks build (`model` is validated by the CLI: train.mlp.parse_model)."""
+        if self.model == "linear":
+            return LINEAR
+        hidden = tuple(int(h) for h in self.model.removeprefix("mlp:").split(","))
+        activation = self.activation or ACTIVATIONS[0]
+        return Architecture(hidden, activation)
 
     def loss_for(self, framework: str) -> str:
-        """The reduction ("mean" or "sum") `framework` ("keras"/"torch") trains with."""
-        return ARTICLE_LOSS[framework] if self.loss == "article" else self.loss
+        """The reduction ("mean" or "sum") `framework` ("keras"/"torch") trains with.
+
+        "article" is the article's per-framework choice for its linear model; an MLP is not the
+        article's model, and with "article" both frameworks use the mean (a summed loss scales
+        every step by the number of rows, which diverges at --lr 0.01 on a few hundred rows).
+        """
+        if self.loss != "article":
+            return self.loss
+        return ARTICLE_LOSS[framework] if self.model == "linear" else "mean"
 
     def to_json(self) -> dict:
         d = asdict(self)

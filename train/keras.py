@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.architecture import LINEAR, Architecture, Fitted
 from core.frameworks import quiet_tensorflow
+from train import mlp
 from train.config import TrainConfig
 from train.data import Dataset, headline_input
 from train.result import FitResult, check_losses, log_progress
@@ -36,12 +38,20 @@ LOSS_NAMES = {
 }
 
 
-def build_model(n_features: int, lr: float, loss: str = "mean") -> keras.Model:
-    """The article's model: one Dense unit, compiled with SGD and squared error (`loss`: mean or sum)."""
+def build_model(
+    n_features: int, lr: float, loss: str = "mean", architecture: Architecture = LINEAR
+) -> keras.Model:
+    """The article's model: one Dense unit (or an MLP, train/mlp.py), compiled with SGD and squared
+    error (`loss`: mean or sum)."""
     quiet_tensorflow()
     import keras
 
-    model = keras.Sequential([keras.Input(shape=(n_features,), name="x"), keras.layers.Dense(1)])
+    layers = (
+        [keras.Input(shape=(n_features,), name="x"), keras.layers.Dense(1)]
+        if architecture.is_linear
+        else mlp.keras_layers(n_features, architecture)
+    )
+    model = keras.Sequential(layers)
     # "mean" is the article's string loss, kept as is so the default run stays bitwise the same.
     compiled = "mean_squared_error" if loss == "mean" else keras.losses.MeanSquaredError(reduction="sum")
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=compiled)
@@ -111,28 +121,46 @@ def train(data: Dataset, config: TrainConfig) -> tuple[keras.Model, FitResult]:
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     loss = config.loss_for("keras")
-    model = build_model(data.n_features, config.lr, loss)
+    arch = config.architecture
+    model = build_model(data.n_features, config.lr, loss, arch)
     scaler = Standardizer.fit(data) if config.standardize else None
     fit_data = scaler.transform(data) if scaler else data
     losses = fit_compiled(model, fit_data.x, fit_data.y, config.epochs, config)
-    if scaler:  # fold mean/scale into the layer: the saved model takes raw x
+    if scaler and arch.is_linear:  # fold mean/scale into the layer: the saved model takes raw x
         kernel, bias = (v.numpy() for v in model.weights)
         w, b = scaler.fold(kernel[:, 0], float(bias[0]))
         model.layers[-1].set_weights([w.reshape(-1, 1).astype(np.float32), np.asarray([b], np.float32)])
-    kernel, bias = (v.numpy() for v in model.weights)
-    prediction = float(model(headline_input(data.n_features), training=False).numpy()[0, 0])
+    elif scaler:  # an MLP: fold them into its first layer
+        first = model.layers[0]
+        first.set_weights(list(mlp.fold_first_layer(*(v.numpy() for v in first.weights), scaler)))
+    headline = headline_input(data.n_features)
+    prediction = float(model(headline, training=False).numpy()[0, 0])
+    weights = bias = fitted = None
+    if arch.is_linear:
+        kernel, b = (v.numpy() for v in model.weights)
+        weights, bias = [float(w) for w in kernel[:, 0]], float(b[0])
+    else:
+        points = mlp.fitted_points(data, headline)
+        fitted = Fitted(
+            tuple(tuple(float(v) for v in row) for row in points),
+            tuple(float(v) for v in predict(model, points)[:, 0]),
+        )
+    name = mlp.model_name("keras", arch)
     result = FitResult(
-        model=MODEL,
+        model=name,
         framework="tensorflow",
         versions={"tensorflow": tf.__version__, "keras": keras.__version__},
-        model_file=MODEL_FILE,
+        model_file=f"{name}.keras",
         loss_name=LOSS_NAMES[loss],
-        weights=[float(w) for w in kernel[:, 0]],
-        bias=float(bias[0]),
+        weights=weights,
+        bias=bias,
         losses=losses,
         headline_y=prediction,
         seconds=time.perf_counter() - start,
         standardization=scaler.to_json() if scaler else None,
+        architecture=arch,
+        parameters=int(model.count_params()),
+        fitted=fitted,
     )
     return model, result
 
@@ -142,15 +170,27 @@ def save(model: keras.Model, path: os.PathLike) -> None:
     model.save(path)
 
 
-def load(path: os.PathLike, n_features: int) -> keras.Model:
-    """Load a `.keras` archive written by `save` (safe mode: no lambda deserialisation)."""
+def load(path: os.PathLike, n_features: int, architecture: Architecture = LINEAR) -> keras.Model:
+    """Load a `.keras` archive written by `save` (safe mode: no lambda deserialisation); it must
+    have the record's input width and architecture."""
     quiet_tensorflow()
     import keras
 
     model = keras.models.load_model(path, compile=False, safe_mode=True)
     if model.input_shape[-1] != n_features:
         raise ValueError(f"{path}: model takes {model.input_shape[-1]} features, record says {n_features}")
+    expected = build_model(n_features, 0.01, architecture=architecture)
+    if [w.shape for w in model.weights] != [w.shape for w in expected.weights]:
+        raise ValueError(
+            f"{path}: layer shapes {[tuple(w.shape) for w in model.weights]} are not the record's "
+            f"architecture {architecture.describe()}"
+        )
     return model
+
+
+def layers(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each Dense layer's (kernel (in, out), bias), for `train.mlp.magnitude`."""
+    return [(layer.kernel.numpy(), layer.bias.numpy()) for layer in model.layers if hasattr(layer, "kernel")]
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:

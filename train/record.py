@@ -21,16 +21,27 @@ def build_record(
 ) -> TrainingRecord:
     """The new record: these results, plus another framework's earlier run on the same data."""
     models = {}
+    frameworks = {r.framework for r in results}
     try:
         old = TrainingRecord.load(root.dir)
         if old.data.sha256 == data.sha256 and old.data.split == data.split:  # same rows trained on
-            models = {k: m for k, m in old.models.items() if (root.dir / m.model_file).is_file()}
+            # another framework's run; not this framework's other model
+            models = {
+                k: m
+                for k, m in old.models.items()
+                if m.framework not in frameworks and (root.dir / m.model_file).is_file()
+            }
     except (MissingArtifactError, IntegrityError):
         models = {}  # no record yet, or an unreadable one: it is replaced
     for r in results:
         models[r.model] = r.to_record(config.to_json(), sha256_file(txn.staged(r.model_file)))
     reference, probe = reference_block(data, config.probe)
-    metrics = {name: fit_metrics(data, m.weights, m.bias) for name, m in sorted(models.items())}
+    # RMSE/R² from the recorded parameters: linear models (an MLP's are not recorded as weights)
+    metrics = {
+        name: fit_metrics(data, m.weights, m.bias)
+        for name, m in sorted(models.items())
+        if m.weights is not None
+    }
     metrics[LEAST_SQUARES] = fit_metrics(data, reference.weights, reference.bias)
     return TrainingRecord(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -56,10 +67,15 @@ def comparison_table(results: list[FitResult], record: TrainingRecord) -> str:
     cols = [f"{r.model} ({r.framework})" for r in results] + ["least squares"]
     rows = [("final loss", [f"{r.final_loss:.6g}" for r in results] + [""])]
     names = record.data.features
-    for i, w in enumerate(ref.weights):
-        label = f"w[{names[i] if i < len(names) else i}]"[:15] if len(ref.weights) > 1 else "w"
-        rows.append((label, [f"{r.weights[i]:.6f}" for r in results] + [f"{w:.6f}"]))
-    rows.append(("b", [f"{r.bias:.6f}" for r in results] + [f"{ref.bias:.6f}"]))
+    if any(r.weights is None for r in results):  # an MLP: its size, not its weights
+        rows.insert(0, ("model", [r.architecture.describe() for r in results] + ["linear"]))
+        rows.append(("parameters", [f"{r.parameters:,}" for r in results] + [f"{len(ref.weights) + 1}"]))
+    if any(r.weights is not None for r in results):  # weights rows for linear models only
+        for i, w in enumerate(ref.weights):
+            label = f"w[{names[i] if i < len(names) else i}]"[:15] if len(ref.weights) > 1 else "w"
+            cells = ["" if r.weights is None else f"{r.weights[i]:.6f}" for r in results]
+            rows.append((label, cells + [f"{w:.6f}"]))
+        rows.append(("b", ["" if r.bias is None else f"{r.bias:.6f}" for r in results] + [f"{ref.bias:.6f}"]))
     rows.append((f"y(x={x10})", [f"{r.headline_y:.6f}" for r in results] + [f"{target:.6f}"]))
     rows.append((f"|y - {target:g}|", [f"{abs(r.headline_y - target):.6f}" for r in results] + [""]))
     rows.append(("train time (s)", [f"{r.seconds:.3f}" for r in results] + [""]))

@@ -27,7 +27,7 @@ from train.split import recorded_split
 logger = logging.getLogger(__name__)
 
 FIGURES = ("fit.png", "predicted_vs_actual.png", "loss.png")
-STYLES = {"keras_linear": ("tab:blue", "-", "o"), "torch_linear": ("tab:orange", "--", "s")}
+STYLES = {"tensorflow": ("tab:blue", "-", "o"), "torch": ("tab:orange", "--", "s")}  # by source framework
 _REFERENCE_STYLE = ("black", ":")
 
 
@@ -51,6 +51,17 @@ def recorded_data(record: TrainingRecord) -> Dataset:
 
 def _predict(x: np.ndarray, model: ModelRecord | Reference) -> np.ndarray:
     return x.astype(np.float64) @ np.asarray(model.weights, dtype=np.float64) + model.bias
+
+
+def _style(model: ModelRecord) -> tuple[str, str, str]:
+    return STYLES.get(model.framework, ("tab:green", "-.", "^"))
+
+
+def _label(name: str, model: ModelRecord) -> str:
+    """`keras_linear: y = 2·x - 1`, or `keras_mlp: mlp:16,16 relu, 337 parameters`."""
+    if model.weights is None:
+        return f"{name}: {model.architecture.describe()}, {model.parameters:,} parameters"
+    return f"{name}: y = {model.weights[0]:.6f}·x {'+' if model.bias >= 0 else '-'} {abs(model.bias):.6f}"
 
 
 def _png(fig) -> bytes:
@@ -85,22 +96,22 @@ def fit_figure(plt, data: Dataset, record: TrainingRecord) -> bytes:
     )
     bottom.axhline(0, color=_REFERENCE_STYLE[0], linestyle=_REFERENCE_STYLE[1], linewidth=1)
     for name, model in record.models.items():
-        color, style, marker = STYLES.get(name, ("tab:green", "-.", "^"))
-        pred = _predict(grid, model)
-        top.plot(
-            grid[:, 0],
-            pred,
-            color=color,
-            linestyle=style,
-            label=f"{name}: y = {model.weights[0]:.6f}·x "
-            f"{'+' if model.bias >= 0 else '-'} {abs(model.bias):.6f}",
-        )
+        color, style, marker = _style(model)
+        if model.weights is None:  # an MLP: the curve its run recorded (train/mlp.py fitted_points)
+            xs = np.asarray(model.fitted.x, dtype=np.float64)[:, 0] if model.fitted else np.zeros(0)
+            pred = np.asarray(model.fitted.y if model.fitted else (), dtype=np.float64)
+            below = pred - _predict(xs[:, None], ref)
+        else:
+            xs, pred = grid[:, 0], _predict(grid, model)
+            below = pred - reference
+        top.plot(xs, pred, color=color, linestyle=style, label=_label(name, model))
         top.plot([headline], [model.headline_y], marker=marker, color=color, linestyle="none")
-        bottom.plot(grid[:, 0], pred - reference, color=color, linestyle=style, label=name)
+        bottom.plot(xs, below, color=color, linestyle=style, label=name)
     top.axvline(headline, color="grey", linewidth=0.8)
     top.set_ylabel(data.target)
+    curves = "curves" if any(m.weights is None for m in record.models.values()) else "lines"
     top.set_title(
-        f"{data.source}: fitted lines at x = {headline:g} vs least squares "
+        f"{data.source}: fitted {curves} at x = {headline:g} vs least squares "
         f"{record.probe.headline_reference_y:.6g}"
     )
     top.legend(fontsize=8, loc="upper left")
@@ -129,7 +140,22 @@ def scatter_figure(plt, data: Dataset, record: TrainingRecord) -> bytes:
     if data.test_index is not None:
         test_rows[data.test_index] = True
     for name, model in record.models.items():
-        color, _, marker = STYLES.get(name, ("tab:green", "-.", "^"))
+        color, _, marker = _style(model)
+        if model.weights is None:  # an MLP: its predictions on the first data rows, from its run
+            pred = np.asarray(model.fitted.y if model.fitted else (), dtype=np.float64)
+            truth = actual[: len(pred)]
+            rmse = float(np.sqrt(np.mean((pred - truth) ** 2))) if len(pred) else float("nan")
+            rows = "" if len(pred) == len(actual) else f", first {len(pred):,} rows"
+            ax.scatter(
+                truth,
+                pred,
+                color=color,
+                marker=marker,
+                alpha=0.6,
+                s=22,
+                label=f"{name} (RMSE {rmse:.4g}{rows})",
+            )
+            continue
         pred = _predict(data.x, model)
         fit = record.metrics.get(name)
         rmse = f"RMSE train {fit.train.rmse:.4g}" if fit else ""
@@ -166,7 +192,7 @@ def loss_figure(plt, record: TrainingRecord) -> bytes:
     """Both training loss curves, log scale, labelled with what each loss is."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, model in record.models.items():
-        color, style, _ = STYLES.get(name, ("tab:green", "-.", "^"))
+        color, style, _ = _style(model)
         history = np.asarray(model.loss_history, dtype=np.float64)
         ax.semilogy(
             np.arange(1, len(history) + 1),

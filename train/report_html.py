@@ -50,22 +50,37 @@ def comparison_rows(record: TrainingRecord) -> list[str]:
     def row(label: str, cells: list[str]) -> None:
         rows.append(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>")
 
+    linear = [n for n in names if models[n].weights is not None]
+    if len(linear) < len(names):  # an MLP: what it is and how big; weights rows for linear models only
+        row("model", [_text(models[n].architecture.describe()) for n in names] + [_text("linear")])
+        row(
+            "parameters",
+            [
+                blank
+                if models[n].parameters is None
+                else _num(models[n].parameters, f"models.{n}.parameters", ",.0f")
+                for n in names
+            ]
+            + [_num(len(ref.weights) + 1, fmt=",.0f")],
+        )
     row("loss", [_text(models[n].loss) for n in names] + [blank])
     row(
         "final loss",
         [_num(models[n].final_loss, f"models.{n}.final_loss", ".6g") for n in names] + [blank],
     )
-    for i, feature in enumerate(features):
+    for i, feature in enumerate(features if linear else ()):
         label = "w" if len(features) == 1 else f"w[{feature}]"
         row(
             label,
-            [_num(models[n].weights[i], f"models.{n}.weights.{i}") for n in names]
+            [_num(models[n].weights[i], f"models.{n}.weights.{i}") if n in linear else blank for n in names]
             + [_num(ref.weights[i], f"reference.weights.{i}")],
         )
-    row(
-        "b",
-        [_num(models[n].bias, f"models.{n}.bias") for n in names] + [_num(ref.bias, "reference.bias")],
-    )
+    if linear:
+        row(
+            "b",
+            [_num(models[n].bias, f"models.{n}.bias") if n in linear else blank for n in names]
+            + [_num(ref.bias, "reference.bias")],
+        )
     x = ", ".join(f"{v:g}" for v in probe.headline_x)
     row(
         f"y(x = {x})",
@@ -75,11 +90,13 @@ def comparison_rows(record: TrainingRecord) -> list[str]:
     row(f"|y - {target:g}|", [_num(abs(models[n].headline_y - target)) for n in names] + [blank])
     worst = [
         float(np.max(np.abs(probe_x @ np.asarray(models[n].weights) + models[n].bias - reference_y)))
+        if n in linear
+        else None
         for n in names
     ]
     row(
         f"max |y - least squares| over the {len(probe_x)} probe rows",
-        [_num(v, fmt=".3g") for v in worst] + [blank],
+        [blank if v is None else _num(v, fmt=".3g") for v in worst] + [blank],
     )
     row(
         "train time (s)",
@@ -152,7 +169,9 @@ def setup_rows(record: TrainingRecord, record_sha256: str) -> list[str]:
     for name, model in record.models.items():
         config = model.config
         settings = ", ".join(
-            f"{k} {config[k]}" for k in ("seed", "epochs", "lr", "loss", "standardize") if k in config
+            f"{k} {config[k]}"
+            for k in ("model", "activation", "seed", "epochs", "lr", "loss", "standardize")
+            if config.get(k) is not None
         )
         rows.append(
             f"<tr><th>{escape(name)}</th><td colspan=2>{escape(settings)}; "
@@ -187,7 +206,12 @@ def render_index(
         f"<title>Training report: {escape(str(data.source))}</title><style>{_CSS}</style></head><body>",
         f"<h1>Training report: {escape(str(data.source))}</h1>",
         f"<p>Trained {escape(record.created)}. "
-        "Least squares (numpy, float64) is the analytic answer both single-neuron models approach.</p>",
+        + (
+            "Least squares (numpy, float64) is the analytic answer both single-neuron models approach.</p>"
+            if all(m.architecture.is_linear for m in record.models.values())
+            else "Least squares (numpy, float64) is the best affine fit, shown for comparison; an MLP is "
+            "not bound to it.</p>"
+        ),
         "<h2>Comparison</h2>",
         '<table id="comparison">',
         *comparison_rows(record),

@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from core.architecture import LINEAR, Architecture, Fitted
 from core.errors import DivergenceError
 from core.schema import ModelRecord
 
@@ -19,17 +20,20 @@ DIVERGENCE_FACTOR = 1e6
 class FitResult:
     """Learned parameters and history of one framework's run."""
 
-    model: str  # "keras_linear" or "torch_linear"
+    model: str  # "keras_linear" or "torch_linear" (keras_mlp, torch_mlp: train/mlp.py)
     framework: str  # "tensorflow" or "torch"
     versions: dict[str, str]
     model_file: str  # file name inside the artifacts directory
     loss_name: str
-    weights: list[float]
-    bias: float
+    weights: list[float] | None  # a linear model's; None for an MLP
+    bias: float | None
     losses: list[float] = field(repr=False)
     headline_y: float = math.nan  # the prediction at the probe's headline point (x = 10)
     seconds: float = math.nan
     standardization: dict | None = None  # Standardizer.to_json() when trained with --standardize
+    architecture: Architecture = LINEAR
+    parameters: int | None = None  # weights and biases in all layers
+    fitted: Fitted | None = None  # an MLP's predictions for the report (train/mlp.py fitted_points)
 
     @property
     def final_loss(self) -> float:
@@ -44,7 +48,7 @@ class FitResult:
             model_file=self.model_file,
             model_sha256=model_sha256,
             loss=self.loss_name,
-            weights=tuple(self.weights),
+            weights=None if self.weights is None else tuple(self.weights),
             bias=self.bias,
             final_loss=self.final_loss,
             headline_y=self.headline_y,
@@ -52,6 +56,9 @@ class FitResult:
             loss_history=tuple(self.losses),
             standardization=self.standardization,
             config=config,
+            architecture=self.architecture,
+            parameters=self.parameters,
+            fitted=self.fitted,
         )
 
 
