@@ -1,11 +1,13 @@
 """The Dask engine of `python -m serve.batch`: `--scheduler tcp://HOST:PORT` or `--workers N`.
 
-The client plans partitions (Parquet: `chunks_per_task` chunks of a file, from its footer;
-CSV: one file each), broadcasts the model's bytes once, and each task writes its parts into
-the shared output directory exactly as the local engine would (same names, same bytes).
-Each worker process verifies the bytes' sha256 and the self-test once and caches the
-session by sha256. A task lost with its worker is recomputed by the scheduler; parts are
-committed atomically, so a recomputed part replaces nothing but an identical copy.
+The client plans tasks (Parquet: one output part of a file each, `--part-rows` rows, from
+its footer, so every task of a file but its last does equal work; CSV: one file each),
+broadcasts the model's bytes once, and each task writes its parts into the shared output
+directory exactly as the local engine would (same names, same bytes). Each worker process
+verifies the bytes' sha256 (with `--trust-key`: against the digest the signature covers)
+and the self-test once and caches the session by sha256. A task lost with its worker is
+recomputed by the scheduler; parts are committed atomically, so a recomputed part replaces
+nothing but an identical copy.
 Workers need this package importable and the input and output paths visible (a shared
 filesystem); README "Batch scoring" says what changes on Kubernetes or Slurm.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.errors import InputError, IntegrityError
+from core.signing import SignatureError
 from serve.batch import parts
 from serve.batch.job import BatchJob
 from serve.batch.local import model_facts, open_model, process_file
@@ -39,6 +42,12 @@ def worker_model(model_bytes: bytes, job: BatchJob) -> Model:
     if model is not None:
         return model
     digest = hashlib.sha256(model_bytes).hexdigest()
+    if digest != job.model_sha256 and job.signed_by is not None:
+        raise SignatureError(
+            f"{job.model_path}: the bytes this worker received hash to {digest[:12]}, not the digest "
+            f"{job.model_sha256[:12]} signed by key {job.signed_by[:16]}: changed after signing; "
+            "re-run python -m export.all and sign again"
+        )
     if digest != job.model_sha256:
         raise IntegrityError(f"model bytes received by the worker hash to {digest}, not {job.model_sha256}")
     path = Path(tempfile.mkdtemp(prefix="serve-batch-")) / f"{job.model_sha256[:12]}.onnx"
@@ -49,19 +58,19 @@ def worker_model(model_bytes: bytes, job: BatchJob) -> Model:
 
 
 def score_partition(model_bytes: bytes, job: BatchJob, file_index: int, first: int, stop: int | None):
-    """One Dask task: chunks first..stop-1 of one file -> committed parts. Returns (metas, rows)."""
+    """One Dask task: parts first..stop-1 of one file -> committed parts. Returns (metas, rows)."""
     return process_file(worker_model(model_bytes, job), job, file_index, first, stop)
 
 
-def partitions(job: BatchJob, chunks_per_task: int) -> list[tuple[int, int, int | None]]:
-    """(file index, first chunk, stop chunk) per task, in input order."""
+def partitions(job: BatchJob, parts_per_task: int = 1) -> list[tuple[int, int, int | None]]:
+    """(file index, first part, stop part) per task, in input order."""
     out: list[tuple[int, int, int | None]] = []
     for index, file in enumerate(job.files):
         if file.kind == "csv":
             out.append((index, 0, None))  # CSV has no row index: a task reads the whole file
             continue
-        chunks = math.ceil(parquet_rows(file) / job.batch_rows)
-        out += [(index, c, min(c + chunks_per_task, chunks)) for c in range(0, chunks, chunks_per_task)]
+        n = math.ceil(parquet_rows(file) / job.part_rows)
+        out += [(index, c, min(c + parts_per_task, n)) for c in range(0, n, parts_per_task)]
     return out
 
 
@@ -88,15 +97,14 @@ def connect(scheduler: str | None, workers: int | None):
         ) from None
 
 
-def run_cluster(
-    job: BatchJob, scheduler: str | None, workers: int | None, quiet: bool = False, chunks_per_task: int = 1
-) -> dict:
+def run_cluster(job: BatchJob, scheduler: str | None, workers: int | None, quiet: bool = False) -> dict:
     """Score every partition on the cluster; returns the final manifest (written by the client)."""
     from distributed import as_completed
 
     model_bytes = Path(job.model_path).read_bytes()
     if hashlib.sha256(model_bytes).hexdigest() != job.model_sha256:
-        raise IntegrityError(f"{job.model_path}: changed since it was verified; run the job again")
+        error = SignatureError if job.signed_by else IntegrityError
+        raise error(f"{job.model_path}: changed since it was verified; run the job again")
     client, cluster = connect(scheduler, workers)
     try:
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
@@ -104,7 +112,7 @@ def run_cluster(
             client.wait_for_workers(1, timeout=30)
         logger.info("dask: %d workers at %s", max(n_workers, 1), client.scheduler.address)
         shared = client.scatter(model_bytes, broadcast=True, hash=False)
-        tasks = partitions(job, chunks_per_task)
+        tasks = partitions(job)
         futures = [
             client.submit(score_partition, shared, job, i, first, stop, pure=False, retries=2)
             for i, first, stop in tasks

@@ -1,0 +1,123 @@
+"""One output part of `python -m serve.batch`, written as its tables arrive and hashed while written.
+
+A part holds many tables of at most `--batch-rows` rows (Parquet: one row group each; CSV: one
+header), so only one table is in memory at a time however large the part. The bytes go to a
+temporary name in the output directory through a file object that feeds sha256 as it writes, so
+committing a part never reads it back. `commit()` renames it into place; the part's manifest,
+written next, is the commit point (serve/batch/parts.py).
+
+Durability (the fsync policy): a part is not fsynced when committed. `--resume` trusts a part
+only when its bytes hash to its manifest's sha256, so a part lost or torn by a power cut is
+recomputed, never kept; a SIGKILL loses nothing that was renamed. Before the final
+`_manifest.json` says the job is done, every part and manifest is fsynced (`parts.finish`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "snappy"
+_BUFFER = 1 << 20  # bytes buffered before a write(2)
+
+
+class _HashingFile:
+    """The writable binary file pyarrow writes to: every byte also goes into sha256."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "wb", buffering=_BUFFER)  # noqa: SIM115 - closed by PartWriter
+        self._sha = hashlib.sha256()
+        self._pos = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self._sha.update(view)
+        self._f.write(view)
+        self._pos += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._pos
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+            self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class PartWriter:
+    """Write one part table by table; `commit()` returns its sha256 once it is at `path`."""
+
+    def __init__(self, path: Path, fmt: str):
+        self.path, self.fmt = Path(path), fmt
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        self._tmp = Path(tmp)
+        os.chmod(self._tmp, 0o644)  # mkstemp makes 0600; parts are read by other tools and users
+        self._file = _HashingFile(self._tmp)
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        self._empty: pa.Table | None = None  # a first table with no rows (every row skipped)
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:  # nothing to write; keep its schema in case the whole part is empty
+            self._empty = self._empty or table
+            return
+        if self._writer is None:
+            self._open(table.schema)
+        elif table.schema != self._writer.schema:
+            table = table.cast(self._writer.schema)  # same columns; types fixed by the first table
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def _open(self, schema: pa.Schema) -> None:
+        if self.fmt == "parquet":
+            self._writer = pq.ParquetWriter(self._file, schema, compression=PARQUET_COMPRESSION)
+        else:
+            self._writer = pacsv.CSVWriter(self._file, schema)
+
+    def commit(self) -> str:
+        """Close the part and rename it into place; returns the sha256 of its bytes."""
+        if self._writer is None:  # an empty part: a valid file with the columns and no rows
+            self._open(self._empty.schema if self._empty is not None else pa.schema([]))
+            if self._empty is not None and self.fmt == "csv":
+                self._writer.write_table(self._empty)
+        self._writer.close()
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self._file.hexdigest()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None:
+            self.abort()
