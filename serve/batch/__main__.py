@@ -130,6 +130,9 @@ def main() -> None:
             else:
                 final = run_local(job, model, quiet=args.quiet)
         seconds = time.perf_counter() - start
+        if "rows_per_worker" in final:
+            shares = ", ".join(f"{w}: {n:,}" for w, n in sorted(final["rows_per_worker"].items()))
+            print(f"rows per dask worker: {shares}")
         print(
             f"scored {final['rows_out']:,} of {final['rows_in']:,} rows ({final['rows_skipped']:,} skipped"
             + (f", {final['lines_skipped']:,} ragged lines skipped" if final["lines_skipped"] else "")

@@ -17,17 +17,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import sys
 import tempfile
 from pathlib import Path
 
-from tqdm import tqdm
+import pyarrow.parquet as pq
 
 from core.errors import InputError, IntegrityError
 from core.signing import SignatureError
 from serve.batch import parts
 from serve.batch.job import BatchJob
-from serve.batch.local import model_facts, open_model, process_file
+from serve.batch.local import model_facts, open_model, process_file, progress_bar
 from serve.batch.source import parquet_rows
 from serve.loader import Model
 
@@ -58,8 +57,13 @@ def worker_model(model_bytes: bytes, job: BatchJob) -> Model:
 
 
 def score_partition(model_bytes: bytes, job: BatchJob, file_index: int, first: int, stop: int | None):
-    """One Dask task: parts first..stop-1 of one file -> committed parts. Returns (metas, rows)."""
-    return process_file(worker_model(model_bytes, job), job, file_index, first, stop)
+    """One Dask task: parts first..stop-1 of one file -> committed parts.
+
+    Returns (metas, rows, the worker's address)."""
+    from distributed import get_worker
+
+    metas, rows = process_file(worker_model(model_bytes, job), job, file_index, first, stop)
+    return metas, rows, get_worker().address
 
 
 def partitions(job: BatchJob, parts_per_task: int = 1) -> list[tuple[int, int, int | None]]:
@@ -69,7 +73,15 @@ def partitions(job: BatchJob, parts_per_task: int = 1) -> list[tuple[int, int, i
         if file.kind == "csv":
             out.append((index, 0, None))  # CSV has no row index: a task reads the whole file
             continue
-        n = math.ceil(parquet_rows(file) / job.part_rows)
+        meta = pq.ParquetFile(file.path).metadata
+        largest = max((meta.row_group(g).num_rows for g in range(meta.num_row_groups)), default=0)
+        if largest > job.part_rows:
+            logger.warning(
+                "%s: row groups of up to %d rows > --part-rows %d: each task decodes its row group from "
+                "the start; write the file with row groups of at most --part-rows rows for even tasks",
+                file.path, largest, job.part_rows,
+            )  # fmt: skip
+        n = math.ceil(meta.num_rows / job.part_rows)
         out += [(index, c, min(c + parts_per_task, n)) for c in range(0, n, parts_per_task)]
     return out
 
@@ -117,20 +129,20 @@ def run_cluster(job: BatchJob, scheduler: str | None, workers: int | None, quiet
             client.submit(score_partition, shared, job, i, first, stop, pure=False, retries=2)
             for i, first, stop in tasks
         ]
-        metas, rows = [], {}
+        metas, rows, by_worker = [], {}, {}
         total = None if any(f.kind == "csv" for f in job.files) else sum(parquet_rows(f) for f in job.files)
-        with tqdm(
-            total=total, unit=" rows", unit_scale=True, file=sys.stderr,
-            disable=quiet or not sys.stderr.isatty(), desc="scoring (dask)",
-        ) as bar:  # fmt: skip
-            for future, (task_metas, task_rows) in as_completed(futures, with_results=True):
+        with progress_bar(total, "scoring (dask)", quiet) as bar:
+            for future, (task_metas, task_rows, worker) in as_completed(futures, with_results=True):
                 index = task_metas[0]["file_index"] if task_metas else None
                 if index is not None:
                     rows[index] = rows.get(index, 0) + task_rows
                 metas += task_metas
+                by_worker[worker] = by_worker.get(worker, 0) + task_rows
                 bar.update(task_rows)
                 future.release()
-        return parts.finish(Path(job.output), job.identity(), metas, model_facts(job), rows)
+        logger.info("dask: rows scored per worker: %s", by_worker)
+        final = parts.finish(Path(job.output), job.identity(), metas, model_facts(job), rows)
+        return final | {"rows_per_worker": by_worker}  # for the summary line, not in _manifest.json
     finally:
         client.close()
         if cluster is not None:

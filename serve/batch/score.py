@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from core.errors import InputError
 from serve.batch.job import Plan, output_columns
@@ -22,6 +21,8 @@ def _parse(arr: pa.ChunkedArray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarra
     dtype without nulls is used in place (zero-copy); anything else is parsed through float64."""
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     fast = arr.null_count == 0 and dtype.kind in "fiu" and arr.type == pa.from_numpy_dtype(dtype)
+    if not fast:
+        import pyarrow.compute as pc  # ~60 ms to import: only when a column needs parsing
     if fast:
         values = arr.to_numpy(zero_copy_only=True)
         bad = ~np.isfinite(values) if dtype.kind == "f" else np.zeros(len(values), dtype=bool)

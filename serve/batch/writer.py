@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,24 +27,36 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "snappy"
-_BUFFER = 1 << 20  # bytes buffered before a write(2)
+_BUFFER = 1 << 20  # bytes pyarrow buffers per write(2) and per block hashed
+_QUEUED = 8  # blocks written but not yet hashed, at most (8 MiB)
 
 
 class _HashingFile:
-    """The writable binary file pyarrow writes to: every byte also goes into sha256."""
+    """The binary file pyarrow writes to (through a 1 MiB `pa.BufferedOutputStream`, so ~1 MiB per
+    call): every block is written, then hashed by a helper thread while pyarrow encodes the next
+    one (hashlib releases the GIL), so sha256 costs the part almost no wall time. The blocks are
+    `bytes` copies, safe to hash after `write` returns; at most `_QUEUED` of them wait."""
 
     def __init__(self, path: Path):
-        self._f = open(path, "wb", buffering=_BUFFER)  # noqa: SIM115 - closed by PartWriter
+        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
         self._sha = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED)
+        self._hasher = threading.Thread(target=self._hash, name="part-sha256", daemon=True)
+        self._hasher.start()
         self._pos = 0
         self.closed = False
 
-    def write(self, data) -> int:
+    def _hash(self) -> None:
+        while (block := self._queue.get()) is not None:
+            self._sha.update(block)
+
+    def write(self, data: bytes) -> int:
         view = memoryview(data)
-        self._sha.update(view)
-        self._f.write(view)
-        self._pos += view.nbytes
-        return view.nbytes
+        while view:  # a raw file may take fewer bytes than given
+            view = view[self._f.write(view) :]
+        self._queue.put(data)
+        self._pos += len(data)
+        return len(data)
 
     def tell(self) -> int:
         return self._pos
@@ -54,12 +68,14 @@ class _HashingFile:
         return False
 
     def flush(self) -> None:
-        self._f.flush()
+        pass
 
     def close(self) -> None:
         if not self.closed:
-            self._f.close()
             self.closed = True
+            self._queue.put(None)
+            self._hasher.join()
+            self._f.close()
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
@@ -75,6 +91,7 @@ class PartWriter:
         self._tmp = Path(tmp)
         os.chmod(self._tmp, 0o644)  # mkstemp makes 0600; parts are read by other tools and users
         self._file = _HashingFile(self._tmp)
+        self._sink = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), _BUFFER)
         self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
         self._empty: pa.Table | None = None  # a first table with no rows (every row skipped)
         self.rows = 0
@@ -92,9 +109,9 @@ class PartWriter:
 
     def _open(self, schema: pa.Schema) -> None:
         if self.fmt == "parquet":
-            self._writer = pq.ParquetWriter(self._file, schema, compression=PARQUET_COMPRESSION)
+            self._writer = pq.ParquetWriter(self._sink, schema, compression=PARQUET_COMPRESSION)
         else:
-            self._writer = pacsv.CSVWriter(self._file, schema)
+            self._writer = pacsv.CSVWriter(self._sink, schema)
 
     def commit(self) -> str:
         """Close the part and rename it into place; returns the sha256 of its bytes."""
@@ -103,6 +120,7 @@ class PartWriter:
             if self._empty is not None and self.fmt == "csv":
                 self._writer.write_table(self._empty)
         self._writer.close()
+        self._sink.close()  # flushes, then closes the hashing file
         self._file.close()
         os.replace(self._tmp, self.path)
         return self._file.hexdigest()
@@ -111,6 +129,8 @@ class PartWriter:
         with contextlib.suppress(Exception):
             if self._writer is not None:
                 self._writer.close()
+        with contextlib.suppress(Exception):
+            self._sink.close()
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._tmp.unlink()
