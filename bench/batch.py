@@ -6,7 +6,8 @@ of Parquet (`--quick`: 500k), linear model. Row 8: `--scheduler` on a running cl
 one-thread workers vs 1 (scheduler and workers started before the timed region, as a user's
 cluster would be), and 1 worker vs local, on a compute-heavy MLP (64 -> 1024 -> 1024 -> 1,
 ReLU; ~2.2 MFLOP per row) in equal parts so compute dominates and both workers get equal work
-(the rows each worker scored are reported).
+(the rows each worker scored are reported); and, as the ceiling the machine allows at that
+moment, the same MLP in 2 concurrent bare onnxruntime processes vs 1.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from core.schema import Signature, TensorSpec
 from serve.batch.job import PART_ROWS
 
 ROWS, QUICK_ROWS = 20_000_000, 500_000
-MLP_ROWS, QUICK_MLP_ROWS = 240_000, 12_000
+MLP_ROWS, QUICK_MLP_ROWS = 480_000, 12_000
 MLP_TASKS = 24  # equal parts: 12 per worker of 2, so neither waits long for the other at the end
 MLP_BATCH = 2000
 BATCH_ROWS = 65536
@@ -66,6 +67,32 @@ for b in pf.iter_batches(batch_size={batch}):
     rows += b.num_rows
 writer.close()
 """
+
+
+# The machine's own scaling ceiling for row 8: the same MLP in 1 vs 2 concurrent bare onnxruntime
+# processes (no Dask, no I/O), each scoring its share of the rows in batches of MLP_BATCH rows.
+BARE_MLP = """
+import sys, numpy as np, onnxruntime as ort
+so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+x = np.random.default_rng(0).standard_normal(({batch}, {width})).astype(np.float32)
+for _ in range(int(sys.argv[2]) // {batch}):
+    s.run(None, {{"x": x}})
+"""
+
+
+def concurrent_rows_per_s(rows: int, procs: int, model: Path):
+    """rows/s of `procs` bare processes started together, each scoring rows / procs rows."""
+    code = BARE_MLP.format(batch=MLP_BATCH, width=WIDTH)
+
+    def sample() -> float:
+        start = time.perf_counter()
+        running = [subprocess.Popen(python("-c", code, str(model), str(rows // procs))) for _ in range(procs)]
+        if any(p.wait() != 0 for p in running):
+            raise RuntimeError("a bare MLP process failed")
+        return rows / (time.perf_counter() - start)
+
+    return sample
 
 
 def mlp_dir(directory: Path) -> Path:
@@ -213,6 +240,8 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
         local = rows_per_s(mlp_rows, python(*mlp), work / "mlp-out")
         s8, b8 = interleave(two, one, reps, warmup=0 if quick else 1)  # warm-up: each worker's session
         s9, b9 = interleave(one, local, reps, warmup=0)
+    bare_two = concurrent_rows_per_s(mlp_rows, 2, art / "mlp.onnx")
+    s10, b10 = interleave(bare_two, concurrent_rows_per_s(mlp_rows, 1, art / "mlp.onnx"), reps, warmup=0)
     shares = worker_shares(printed)
     seven = Row("7 batch", f"python -m serve.batch local ({rows:,} rows Parquet -> Parquet, "
                 f"{PART_ROWS:,}-row parts, fsynced)", "bare pyarrow + onnxruntime loop, same parts "
@@ -227,4 +256,6 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
         eight,
         Row("8 batch dask", f"1 worker (MLP, {mlp_rows:,} rows)", "local, --threads 1", "rows/s", s9, b9,
             higher_is_better=True),
+        Row("8 machine", "2 concurrent bare onnxruntime processes (the same MLP, no Dask, no I/O)",
+            "1 bare process", "rows/s", s10, b10, higher_is_better=True),
     ]  # fmt: skip

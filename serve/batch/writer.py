@@ -1,10 +1,11 @@
 """One output part of `python -m serve.batch`, written as its tables arrive and hashed while written.
 
 A part holds many tables of at most `--batch-rows` rows (Parquet: one row group each; CSV: one
-header), so only one table is in memory at a time however large the part. The bytes go to a
-temporary name in the output directory through a file object that feeds sha256 as it writes, so
-committing a part never reads it back. `commit()` renames it into place; the part's manifest,
-written next, is the commit point (serve/batch/parts.py).
+header), so only two tables are in memory at a time however large the part: one is encoded and
+written on a helper thread (pyarrow releases the GIL) while the next batch is read and scored.
+The bytes go to a temporary name in the output directory through a file object that feeds
+sha256 as it writes, so committing a part never reads it back. `commit()` renames it into
+place; the part's manifest, written next, is the commit point (serve/batch/parts.py).
 
 Durability (the fsync policy): a part is not fsynced when committed. `--resume` trusts a part
 only when its bytes hash to its manifest's sha256, so a part lost or torn by a power cut is
@@ -20,6 +21,7 @@ import os
 import queue
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -94,6 +96,8 @@ class PartWriter:
         self._sink = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), _BUFFER)
         self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
         self._empty: pa.Table | None = None  # a first table with no rows (every row skipped)
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
+        self._pending: Future | None = None  # the table being encoded and written
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -104,8 +108,14 @@ class PartWriter:
             self._open(table.schema)
         elif table.schema != self._writer.schema:
             table = table.cast(self._writer.schema)  # same columns; types fixed by the first table
-        self._writer.write_table(table)
+        self._wait()  # at most one table in flight: one more batch in memory, no more
+        self._pending = self._encoder.submit(self._writer.write_table, table)
         self.rows += table.num_rows
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # an encoding or disk error surfaces here, in the scoring thread
 
     def _open(self, schema: pa.Schema) -> None:
         if self.fmt == "parquet":
@@ -115,6 +125,8 @@ class PartWriter:
 
     def commit(self) -> str:
         """Close the part and rename it into place; returns the sha256 of its bytes."""
+        self._wait()
+        self._encoder.shutdown()
         if self._writer is None:  # an empty part: a valid file with the columns and no rows
             self._open(self._empty.schema if self._empty is not None else pa.schema([]))
             if self._empty is not None and self.fmt == "csv":
@@ -126,6 +138,9 @@ class PartWriter:
         return self._file.hexdigest()
 
     def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._wait()
+        self._encoder.shutdown()
         with contextlib.suppress(Exception):
             if self._writer is not None:
                 self._writer.close()
