@@ -1,9 +1,10 @@
 """The local engine of `python -m serve.batch`: one process streaming chunks through one session.
 
 Memory bound: one batch at a time. Peak memory is the process's baseline (interpreter,
-onnxruntime, pyarrow, the model) plus about 4x `batch_rows` x row width (the batch as read,
-parsed inputs, the outputs and the row group being encoded), plus one CSV read block (1 MiB)
-and the writer's 1 MiB buffer; it depends on neither the input's size nor `--part-rows`
+onnxruntime, pyarrow, the model) plus about 5x `batch_rows` x row width (the batch as read,
+parsed inputs, the outputs, and the previous batch's row group being encoded on the writer's
+thread), plus one CSV read block (1 MiB), the writer's 1 MiB buffer and up to 8 MiB queued for
+hashing; it depends on neither the input's size nor `--part-rows`
 (a part is written row group by row group; tests/test_batch_local.py measures it).
 """
 
