@@ -70,7 +70,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def job_input(exported_dir, tmp_path_factory):
-    """Two Parquet files (48 chunks of 2000 rows in all) and the local engine's output for them."""
+    """Two Parquet files (48 parts of 2000 rows in all) and the local engine's output for them."""
     base = tmp_path_factory.mktemp("dask-input")
     rng = np.random.default_rng(3)
     for i, rows in enumerate((30_000, CHUNKS * 2000 - 30_000)):
@@ -78,7 +78,7 @@ def job_input(exported_dir, tmp_path_factory):
         pq.write_table(pa.table({"id": np.arange(rows) + i * 30_000, "x": x}), base / f"in{i}.parquet",
                        row_group_size=5000)  # fmt: skip
     args = ("--quiet", "--model", "torch_linear", "--artifacts", str(exported_dir), "--input", str(base),
-            "--batch-rows", "2000")  # fmt: skip
+            "--batch-rows", "1000", "--part-rows", "2000")  # fmt: skip
     local = run_cli("-m", "serve.batch", *args, "--output", str(base / "_local"))
     assert local.returncode == 0, local.stderr
     return args, base / "_local"

@@ -45,7 +45,8 @@ def test_parquet_output_equals_loader_predictions(exported_dir, tmp_path):
     pq.write_table(pa.table({"id": np.arange(x.size), "x": x}), tmp_path / "in.parquet", row_group_size=7000)
     out = tmp_path / "out"
     result = batch("--model", "keras_linear", "--artifacts", str(exported_dir), "--input",
-                   str(tmp_path / "in.parquet"), "--output", str(out), "--batch-rows", "10000")  # fmt: skip
+                   str(tmp_path / "in.parquet"), "--output", str(out), "--batch-rows", "3000", "--part-rows",
+                   "10000")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "scored 25,000 of 25,000 rows" in result.stdout and result.stderr == ""  # --quiet: no bar
     assert sorted(p.name for p in out.glob("part-*")) == [f"part-00000-000000{i}.parquet" for i in range(3)]
@@ -59,6 +60,9 @@ def test_parquet_output_equals_loader_predictions(exported_dir, tmp_path):
     entries = json.loads((exported_dir / "manifest.json").read_text())["artifacts"]
     assert final["model"]["sha256"] == next(e["sha256"] for e in entries if e["name"] == "keras_linear.onnx")
     assert [p["rows"] for p in final["parts"]] == [[0, 10000], [10000, 20000], [20000, 25000]]
+    # a part holds many batches, one row group each: memory is bounded by --batch-rows, not the part
+    groups = [pq.ParquetFile(out / p["part"]).metadata.num_row_groups for p in final["parts"]]
+    assert groups == [4, 4, 2]  # 3000 + 3000 + 3000 + 1000, twice, then 3000 + 2000
 
 
 def test_csv_directory_of_files_multi_input_model(two_io, tmp_path):
@@ -69,7 +73,8 @@ def test_csv_directory_of_files_multi_input_model(two_io, tmp_path):
         pacsv.write_csv(t, src / f"day{i}.csv")
     out = tmp_path / "out"
     result = batch("--model", "two_io", "--artifacts", str(two_io), "--input", str(src), "--output", str(out),
-                   "--map", "a=f0,f1", "--map", "b=n", "--keep", "id", "--batch-rows", "500")  # fmt: skip
+                   "--map", "a=f0,f1", "--map", "b=n", "--keep", "id", "--batch-rows", "200", "--part-rows",
+                   "500")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "no self-test" in result.stderr  # a signature without one is said, not skipped silently
     names = sorted(p.name for p in out.glob("part-*"))
@@ -114,6 +119,39 @@ def test_bad_cell_fails_with_row_and_column_or_is_skipped_and_reported(exported_
     assert [(r["row"], r["column"]) for r in report] == [(1, "x"), (2, "x"), (3, "x"), (4, "x")]
     assert read_output(tmp_path / "skip")["id"].to_pylist() == ["0", "5"]
     assert json.loads((tmp_path / "skip" / "_manifest.json").read_text())["rows_skipped"] == 4
+
+
+def test_ragged_csv_line_stops_the_job_or_is_skipped_and_reported(exported_dir, tmp_path):
+    (tmp_path / "ragged.csv").write_text("id,x\n0,1\n1,2,3\n2,3\n3\n4,5\n")
+    args = [
+        "--model",
+        "torch_linear",
+        "--artifacts",
+        str(exported_dir),
+        "--input",
+        str(tmp_path / "ragged.csv"),
+    ]
+    failed = batch(*args, "--output", str(tmp_path / "fail"))
+    assert failed.returncode == 2
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'ragged.csv'}: cannot read part 0 (rows from 0): ")
+    assert "Expected 2 columns, got 3: 1,2,3" in last and last.endswith(
+        "fix the line or pass --on-error skip"
+    )
+    skipped = batch(*args, "--output", str(tmp_path / "skip"), "--on-error", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "scored 3 of 3 rows (0 skipped, 2 ragged lines skipped)" in skipped.stdout
+    report = [json.loads(line) for line in (tmp_path / "skip" / "_skipped.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in report] == [
+        (3, "3 fields, expected 2: '1,2,3'"),
+        (5, "1 fields, expected 2: '3'"),
+    ]
+    got = read_output(tmp_path / "skip")
+    assert got["id"].to_pylist() == ["0", "2", "4"]
+    want = load("torch_linear", exported_dir).predict(np.array([[1], [3], [5]], dtype=np.float32))[:, 0]
+    assert np.array_equal(got["y"].to_numpy(), want)
+    final = json.loads((tmp_path / "skip" / "_manifest.json").read_text())
+    assert (final["rows_in"], final["rows_skipped"], final["lines_skipped"]) == (3, 0, 2)
 
 
 def test_signature_mismatch_refused_before_any_work(two_io, exported_dir, tmp_path):

@@ -28,7 +28,8 @@ def test_sigkill_at_a_random_point_then_resume(exported_dir, tmp_path):
     x = np.random.default_rng(7).uniform(-1000, 1000, rows).astype(np.float32)
     pq.write_table(pa.table({"id": np.arange(rows), "x": x}), tmp_path / "in.parquet", row_group_size=3000)
     args = ["-m", "serve.batch", "--quiet", "--model", "torch_linear", "--artifacts", str(exported_dir),
-            "--input", str(tmp_path / "in.parquet"), "--batch-rows", "5000", "--threads", "1"]  # fmt: skip
+            "--input", str(tmp_path / "in.parquet"), "--batch-rows", "1500", "--part-rows", "5000",
+            "--threads", "1"]  # fmt: skip
     whole = run_cli(*args, "--output", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 

@@ -21,7 +21,8 @@ import uvicorn
 # command -> (kind, numeric flag). Kinds: "train" writes the artifacts directory (creating it)
 # and the training record; "export" reads training.json and the trained models; "report" reads
 # training.json (and the manifest); "reader" reads manifest.json and the files it names; "sign" is a
-# reader given a valid --key; "keys" only writes --out DIR.
+# reader given a valid --key; "keys" only writes --out DIR; "batch" is a reader also given a valid
+# Parquet --input and a new --output directory.
 CLIS = {
     "train.all": ("train", "--epochs"),
     "train.keras": ("train", "--epochs"),
@@ -38,6 +39,7 @@ CLIS = {
     "serve.check": ("reader", "--atol"),
     "serve": ("reader", "--max-rows"),
     "serve.web": ("reader", "--port"),
+    "serve.batch": ("batch", "--batch-rows"),
 }
 CASES = ["unknown_flag", "missing_dir", "not_a_dir", "non_numeric", "negative", "bad_json", "missing_file"]
 
@@ -45,6 +47,8 @@ CASES = ["unknown_flag", "missing_dir", "not_a_dir", "non_numeric", "negative", 
 def applies(kind: str, flag: str | None, case: str) -> bool:
     if kind == "keys":
         return case in ("unknown_flag", "not_a_dir")  # it reads nothing and creates its directory
+    if kind == "batch":
+        return applies("reader", flag, case)
     if case == "missing_dir":
         return kind != "train"  # training creates its output directory
     if case in ("non_numeric", "negative"):
@@ -62,6 +66,20 @@ def argv_for(case: str, kind: str, flag: str | None, exported_dir, tmp_path) -> 
 
         private, _, _ = make_keys(tmp_path / "signing-key")
         return [*argv_for(case, "reader", flag, exported_dir, tmp_path), "--key", str(private)]
+    if kind == "batch":  # a valid input and output, so that the case itself is what is refused
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "in.parquet")
+        io = [
+            "--model",
+            "keras_linear",
+            "--input",
+            str(tmp_path / "in.parquet"),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+        return [*argv_for(case, "reader", flag, exported_dir, tmp_path), *io]
     if kind == "keys" and case == "not_a_dir":
         (tmp_path / "file").write_text("x")
         return ["--out", str(tmp_path / "file")]

@@ -15,7 +15,7 @@ from core import cli
 from core.errors import InputError
 from core.fsio import sha256_file
 from serve.batch import parts
-from serve.batch.job import FORMATS, ON_ERROR, BatchJob, parse_map, plan
+from serve.batch.job import FORMATS, ON_ERROR, PART_ROWS, BatchJob, parse_map, plan
 from serve.batch.local import open_model, run_local
 from serve.batch.source import column_names, resolve_inputs
 from serve.loader import resolve
@@ -41,7 +41,15 @@ def build_parser():
         metavar="INPUT=COL[,COL...]",
         help="feed model input INPUT from these columns (repeat per input)",
     )
-    p.add_argument("--batch-rows", type=cli.positive_int, default=65536, help="rows per chunk and part")
+    p.add_argument(
+        "--batch-rows", type=cli.positive_int, default=65536, help="rows per model run and row group (memory)"
+    )
+    p.add_argument(
+        "--part-rows",
+        type=cli.positive_int,
+        default=PART_ROWS,
+        help="rows per output part: the unit of --resume and of Dask tasks (default %(default)s)",
+    )
     p.add_argument("--threads", type=cli.positive_int, default=1, help="onnxruntime intra-op threads")
     p.add_argument(
         "--on-error",
@@ -62,14 +70,28 @@ def build_parser():
         default=None,
         help="start a local Dask cluster with N one-thread workers",
     )
+    p.add_argument(
+        "--trust-key",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="public key: the directory's model.sig must verify before any work (and on each worker)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def make_job(args) -> tuple[BatchJob, object]:
     """Resolve the model and the input, check them against each other; nothing is written yet."""
-    path, entry, _root = resolve(args.model, args.artifacts)
-    model = open_model(path, None, args.threads)
+    path, entry, root = resolve(args.model, args.artifacts)
+    sha256, signed_by = entry.sha256 if entry else None, None
+    if args.trust_key is not None:  # before onnxruntime reads a byte of the model
+        from core.signing import verify_file
+
+        verified = verify_file(path, root.dir if root is not None else path.parent, args.trust_key)
+        signed_by = verified.key_fingerprint
+        sha256 = verified.digest(entry.path) if entry is not None else sha256_file(path)
+    model = open_model(path, sha256, args.threads)
     files = resolve_inputs(args.input)
     columns = column_names(files[0])
     for f in files[1:]:
@@ -79,15 +101,17 @@ def make_job(args) -> tuple[BatchJob, object]:
     the_plan = plan(model.signature, columns, parse_map(args.map), keep, args.format)
     job = BatchJob(
         model_path=str(Path(path).resolve()),
-        model_sha256=entry.sha256 if entry else sha256_file(path),
+        model_sha256=sha256 or sha256_file(path),
         model_name=model.name,
         files=tuple(files),
         plan=the_plan,
         output=str(args.output.absolute()),
         fmt=args.format,
         batch_rows=args.batch_rows,
+        part_rows=args.part_rows,
         on_error=args.on_error,
         threads=args.threads,
+        signed_by=signed_by,
     )
     return job, model
 
@@ -106,8 +130,13 @@ def main() -> None:
             else:
                 final = run_local(job, model, quiet=args.quiet)
         seconds = time.perf_counter() - start
+        if "rows_per_worker" in final:
+            shares = ", ".join(f"{w}: {n:,}" for w, n in sorted(final["rows_per_worker"].items()))
+            print(f"rows per dask worker: {shares}")
         print(
-            f"scored {final['rows_out']:,} of {final['rows_in']:,} rows ({final['rows_skipped']:,} skipped) "
+            f"scored {final['rows_out']:,} of {final['rows_in']:,} rows ({final['rows_skipped']:,} skipped"
+            + (f", {final['lines_skipped']:,} ragged lines skipped" if final["lines_skipped"] else "")
+            + ") "
             f"into {len(final['parts'])} parts in {out} in {seconds:.1f} s "
             f"({final['rows_in'] / max(seconds, 1e-9):,.0f} rows/s)"
         )

@@ -8,13 +8,14 @@ any mismatch before a row is read.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InputError
 
 FORMATS = ("parquet", "csv")
 ON_ERROR = ("fail", "skip")
+PART_ROWS = 1 << 20  # 16 batches of the default 65,536 rows: ~20 parts for 20M rows, not ~300
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,12 @@ class BatchJob:
     plan: Plan
     output: str
     fmt: str = "parquet"
-    batch_rows: int = 65536
+    batch_rows: int = 65536  # rows per model run and per Parquet row group (the memory bound)
+    part_rows: int = PART_ROWS  # rows per output part: the unit of --resume and of Dask tasks
     on_error: str = "fail"
     threads: int = 1
     selftest: bool = True
-    extra: dict = field(default_factory=dict, compare=False)
+    signed_by: str | None = None  # --trust-key: the key's fingerprint; model_sha256 is the signed digest
 
     def identity(self) -> dict:
         """The fields a resumed run must match (not threads or where the work runs)."""
@@ -78,6 +80,7 @@ class BatchJob:
             },
             "format": self.fmt,
             "batch_rows": self.batch_rows,
+            "part_rows": self.part_rows,
             "on_error": self.on_error,
         }
 

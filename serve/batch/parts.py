@@ -1,13 +1,14 @@
 """The output directory of `python -m serve.batch`: numbered parts, their manifests, resume.
 
-    OUT/part-00000-0000000.parquet   file 0, chunk 0 (names sort in input order)
+    OUT/part-00000-0000000.parquet   file 0, part 0 (names sort in input order)
     OUT/_parts/part-00000-0000000.json   its manifest: input file, row range, rows, sha256, skipped rows
     OUT/_job.json                    what the job is (model sha256, inputs' identity, plan, options)
-    OUT/_manifest.json               written last, when every chunk is committed
+    OUT/_manifest.json               written last, when every part is committed
     OUT/_skipped.jsonl               with --on-error skip: one line per skipped row
 
-A part's data file is written to a temporary name and renamed, then its manifest is written
-the same way: the manifest is the commit point, so a killed job leaves whole parts or none.
+A part's data file is written to a temporary name (hashed while written) and renamed, then its
+manifest is written the same way: the manifest is the commit point, so a killed job leaves
+whole parts or none. Parts are fsynced once, before the final manifest (serve/batch/writer.py).
 `--resume` keeps a part whose manifest is there and whose bytes still hash to it. Readers of the
 directory (pyarrow.dataset, Spark, pandas) skip names starting with `_` or `.`.
 """
@@ -18,17 +19,15 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-
 from core.errors import InputError
 from core.fsio import atomic_write_json, atomic_write_with, sha256_file
+from serve.batch.writer import PartWriter
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ PART_MANIFEST = re.compile(r"^part-\d{5}-\d{7}\.json$")
 TEMPORARY = re.compile(r"^\..+\.tmp$")
 
 
-def part_name(file_index: int, chunk: int, fmt: str) -> str:
-    return f"part-{file_index:05d}-{chunk:07d}.{fmt}"
+def part_name(file_index: int, part: int, fmt: str) -> str:
+    return f"part-{file_index:05d}-{part:07d}.{fmt}"
 
 
 def _ours(entry: Path) -> bool:
@@ -130,49 +129,61 @@ def locked(out: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def done(out: Path, file_index: int, chunk: int, fmt: str) -> dict | None:
+def manifest_path(out: Path, file_index: int, part: int, fmt: str) -> Path:
+    return out / PARTS / part_name(file_index, part, fmt).replace(f".{fmt}", ".json")
+
+
+def done(out: Path, file_index: int, part: int, fmt: str) -> dict | None:
     """The committed manifest of a part, or None when it must be (re)computed."""
-    name = part_name(file_index, chunk, fmt)
     try:
-        meta = json.loads((out / PARTS / name.replace(f".{fmt}", ".json")).read_text())
-        return meta if sha256_file(out / name) == meta["sha256"] else None
+        meta = json.loads(manifest_path(out, file_index, part, fmt).read_text())
+        return meta if sha256_file(out / part_name(file_index, part, fmt)) == meta["sha256"] else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def write_part(
+def open_part(out: Path, file_index: int, part: int, fmt: str) -> PartWriter:
+    return PartWriter(out / part_name(file_index, part, fmt), fmt)
+
+
+def commit_part(
     out: Path,
+    writer: PartWriter,
     file_index: int,
-    chunk: int,
-    fmt: str,
+    part: int,
     source: str,
     first_row: int,
     rows_in: int,
-    table: pa.Table,
     skipped: list[dict],
 ) -> dict:
-    """Write one part atomically, then commit it with its manifest; returns the manifest."""
-    name = part_name(file_index, chunk, fmt)
+    """Rename the part into place, then commit it with its manifest; returns the manifest.
 
-    def write(tmp: Path) -> None:
-        if fmt == "parquet":
-            pq.write_table(table, tmp, compression="snappy")
-        else:
-            pacsv.write_csv(table, tmp)
-
-    atomic_write_with(out / name, write)
+    Neither is fsynced here (see serve/batch/writer.py): `done` re-hashes a part before trusting
+    it, and `finish` fsyncs everything before the final manifest."""
     meta = {
-        "part": name,
+        "part": writer.path.name,
         "input": source,
         "file_index": file_index,
-        "chunk": chunk,
+        "index": part,
         "rows": [first_row, first_row + rows_in],
-        "rows_out": table.num_rows,
-        "sha256": sha256_file(out / name),
+        "rows_out": writer.rows,
+        "sha256": writer.commit(),
         "skipped": skipped,
     }
-    atomic_write_json(out / PARTS / name.replace(f".{fmt}", ".json"), meta)
+    target = manifest_path(out, file_index, part, writer.fmt)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, target)
     return meta
+
+
+def _fsync(paths: list[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def finish(out: Path, identity: dict, metas: list[dict], model: dict, rows: dict[int, int]) -> dict:
@@ -180,20 +191,26 @@ def finish(out: Path, identity: dict, metas: list[dict], model: dict, rows: dict
 
     `rows` is each input file's row count (by file index), as the engine read it.
     """
-    metas = sorted(metas, key=lambda m: (m["file_index"], m["chunk"]))
+    metas = sorted(metas, key=lambda m: (m["file_index"], m["index"]))
     covered: dict[int, int] = {}
     for m in metas:
         covered[m["file_index"]] = covered.get(m["file_index"], 0) + m["rows"][1] - m["rows"][0]
     if {i: n for i, n in rows.items() if n} != covered or any(
-        m["chunk"] == 0 and m["rows"][0] != 0 for m in metas
+        m["index"] == 0 and m["rows"][0] != 0 for m in metas
     ):
         raise InputError(f"{out}: the parts do not cover the input's rows exactly; use --overwrite")
     for prev, cur in zip(metas, metas[1:], strict=False):
         same = prev["file_index"] == cur["file_index"]
-        if same and (cur["chunk"] != prev["chunk"] + 1 or cur["rows"][0] != prev["rows"][1]):
+        if same and (cur["index"] != prev["index"] + 1 or cur["rows"][0] != prev["rows"][1]):
             raise InputError(
                 f"{out}: parts {prev['part']} and {cur['part']} are not contiguous; use --overwrite"
             )
+    # durable before the final manifest says so: every part, its manifest and both directories
+    _fsync(
+        [out / m["part"] for m in metas]
+        + [out / PARTS / (m["part"].rsplit(".", 1)[0] + ".json") for m in metas]
+    )
+    _fsync([out / PARTS, out])
     skipped = [{"input": m["input"], **s} for m in metas for s in m["skipped"]]
     if skipped:
         lines = "".join(json.dumps(s) + "\n" for s in skipped)
@@ -204,9 +221,11 @@ def finish(out: Path, identity: dict, metas: list[dict], model: dict, rows: dict
         "inputs": identity["inputs"],
         "format": identity["format"],
         "batch_rows": identity["batch_rows"],
+        "part_rows": identity["part_rows"],
         "rows_in": rows_in,
         "rows_out": sum(m["rows_out"] for m in metas),
-        "rows_skipped": len(skipped),
+        "rows_skipped": sum("row" in s for s in skipped),
+        "lines_skipped": sum("line" in s for s in skipped),  # ragged CSV lines: not rows, so not in rows_in
         "parts": [{k: m[k] for k in ("part", "file_index", "rows", "rows_out", "sha256")} for m in metas],
     }
     atomic_write_json(out / FINAL, final)

@@ -1,9 +1,10 @@
 """Input for `python -m serve.batch`: CSV or Parquet files, read as fixed-size chunks.
 
-A chunk is `batch_rows` consecutive rows of one file (the last one shorter), whatever the
-reader's own batching, so chunk `k` of a file always holds rows [k * batch_rows, ...): the
-unit of output parts, resume and Dask partitions. CSV columns are read as text (cells are
-parsed when scored, so one bad cell is reported with its row instead of failing the reader).
+A part is `part_rows` consecutive rows of one file (the last one shorter), whatever the
+reader's own batching, so part `k` of a file always holds rows [k * part_rows, ...): the unit
+of output files, resume and Dask tasks. It is read as tables of at most `batch_rows` rows.
+CSV columns are read as text (cells are parsed when scored, so one bad cell is reported with
+its row instead of failing the reader).
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def column_names(file: InputFile) -> list[str]:
     try:
         if file.kind == "parquet":
             return list(pq.read_schema(file.path).names)
-        with pacsv.open_csv(file.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK)) as reader:
+        header_only = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")  # lines: when scored
+        with pacsv.open_csv(
+            file.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK), parse_options=header_only
+        ) as reader:
             return list(reader.schema.names)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{file.path}: not a readable {file.kind} file ({str(exc)[:200]})") from None
@@ -85,13 +89,33 @@ def parquet_rows(file: InputFile) -> int:
     return pq.ParquetFile(file.path).metadata.num_rows
 
 
-def _csv_batches(file: InputFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
+def _csv_batches(file: InputFile, columns: list[str], ragged: list[dict] | None) -> Iterator[pa.RecordBatch]:
+    """Text columns; with `ragged` (--on-error skip) a line with the wrong number of fields is
+    dropped and appended to it as {"line", "reason"} instead of stopping the reader."""
     names = column_names(file)
     convert = pacsv.ConvertOptions(
         column_types={c: pa.string() for c in names}, include_columns=columns, strings_can_be_null=False
     )
+    parse = pacsv.ParseOptions()
+    if ragged is not None:
+
+        def skip_line(row) -> str:
+            text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
+            ragged.append(
+                {
+                    "line": row.number,  # 1-based physical line, the header being line 1 (None: unknown)
+                    "column": None,
+                    "reason": f"{row.actual_columns} fields, expected {row.expected_columns}: {text!r}",
+                }
+            )
+            return "skip"
+
+        parse = pacsv.ParseOptions(invalid_row_handler=skip_line)
     reader = pacsv.open_csv(
-        file.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK), convert_options=convert
+        file.path,
+        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK, use_threads=False),
+        parse_options=parse,
+        convert_options=convert,
     )
     with reader:
         yield from reader
@@ -123,36 +147,48 @@ def _parquet_batches(
         yield batch
 
 
-def iter_chunks(
-    file: InputFile, columns: list[str], batch_rows: int, first: int = 0, stop: int | None = None
-) -> Iterator[tuple[int, pa.Table]]:
-    """Yield (chunk index, table of `columns`) for chunks first..stop-1 of `file`, in order."""
+def iter_batches(
+    file: InputFile,
+    columns: list[str],
+    batch_rows: int,
+    part_rows: int,
+    first: int = 0,
+    stop: int | None = None,
+    ragged: list[dict] | None = None,
+) -> Iterator[tuple[int, int, pa.Table]]:
+    """Yield (part, first file row, table of `columns`) for parts first..stop-1 of `file`, in order.
+
+    Part k is rows [k * part_rows, (k + 1) * part_rows) of the file; its tables hold at most
+    `batch_rows` rows each and never cross a part boundary, so one part's tables are consecutive.
+    """
     if file.kind == "parquet":
-        batches = _parquet_batches(
-            file, columns, batch_rows, first * batch_rows, None if stop is None else stop * batch_rows
-        )
-        index = first
+        row = first * part_rows
+        batches = _parquet_batches(file, columns, batch_rows, row, None if stop is None else stop * part_rows)
     else:
-        batches, index = _csv_batches(file, columns), 0  # CSV has no index: read from the top
+        batches, row = _csv_batches(file, columns, ragged), 0  # CSV has no index: read from the top
     pending: list[pa.RecordBatch] = []
     have = 0
+
+    def limit() -> int:  # rows the pending table may still take: the batch size or the part's end
+        return min(batch_rows, (row // part_rows + 1) * part_rows - row)
+
     try:
         for batch in batches:
             while batch.num_rows:
-                take = min(batch_rows - have, batch.num_rows)
+                take = min(limit() - have, batch.num_rows)
                 pending.append(batch.slice(0, take))
                 have += take
                 batch = batch.slice(take)
-                if have == batch_rows:
-                    if index >= first:
-                        yield index, pa.Table.from_batches(pending)
-                    index, pending, have = index + 1, [], 0
-                    if stop is not None and index >= stop:
+                if have == limit():
+                    if row // part_rows >= first:
+                        yield row // part_rows, row, pa.Table.from_batches(pending)
+                    row, pending, have = row + have, [], 0
+                    if stop is not None and row // part_rows >= stop:
                         return
-        if have and index >= first:
-            yield index, pa.Table.from_batches(pending)
-    except pa.ArrowInvalid as exc:  # a ragged CSV line, a corrupt Parquet page
+        if have and row // part_rows >= first:
+            yield row // part_rows, row, pa.Table.from_batches(pending)
+    except pa.ArrowInvalid as exc:  # a ragged CSV line (--on-error fail), a corrupt Parquet page
         raise InputError(
-            f"{file.path}: cannot read chunk {index} (rows from {index * batch_rows}): {str(exc)[:300]}; "
-            "fix or remove the file"
+            f"{file.path}: cannot read part {row // part_rows} (rows from {row}): {str(exc)[:300]}; "
+            + ("fix or remove the file" if file.kind == "parquet" else "fix the line or pass --on-error skip")
         ) from None
