@@ -231,11 +231,15 @@ def test_memory_stays_bounded_on_a_file_larger_than_the_bound(exported_dir, tmp_
     table = pa.table(cols)
     pq.write_table(table.slice(0, small), tmp_path / "small.parquet", row_group_size=16384)
     pq.write_table(table, tmp_path / "big.parquet", row_group_size=16384)
-    input_bytes = table.nbytes  # 144 MB in memory; the bound: ~4 x 16384 rows x 36 bytes, ~2.4 MB
+    # 144 MB in memory. The bound does not depend on the input: ~5 x 16384 rows x 36 bytes (~3 MB) of
+    # batches in flight, at most 8 MiB of written blocks waiting to be hashed and a 1 MiB write buffer,
+    # plus what pyarrow's allocator keeps; measured +26 MB when the pipeline is saturated (a loaded
+    # machine), +2-5 MB otherwise. A run holding the input would grow by >= 144 MB.
+    input_bytes = table.nbytes
     grew = (peak_kib(tmp_path / "big.parquet", tmp_path / "o2") - peak_kib(tmp_path / "small.parquet",
             tmp_path / "o1")) * 1024  # fmt: skip
     assert input_bytes > 100e6
-    assert grew < 0.1 * input_bytes, (
+    assert grew < 0.25 * input_bytes, (
         f"peak RSS grew {grew / 1e6:.1f} MB for {input_bytes / 1e6:.0f} MB more input"
     )
     assert read_output(tmp_path / "o2").num_rows == big
