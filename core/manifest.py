@@ -50,30 +50,40 @@ def load_or_none(root: Root) -> Manifest | None:
 
 
 def commit(
-    root: Root, record: TrainingRecord, record_sha256: str, entries: Iterable[ArtifactEntry]
+    root: Root, record: TrainingRecord | None, record_sha256: str | None, entries: Iterable[ArtifactEntry]
 ) -> tuple[Manifest, list[ArtifactEntry]]:
     """Merge `entries` into the manifest (replacing same-named ones) and rename it into place.
 
     This rename is an export's commit point. Entries exported from another training record
     describe models that no longer exist and are dropped, as are entries whose file is gone.
-    Returns the new manifest and the dropped entries. Callers hold `root.locked()`.
+    Models brought in from a file (no training record: export.all --from-keras/--from-torch) are
+    kept beside them. With `record` None (such an export), the manifest keeps the training run it
+    already records, if any. Returns the new manifest and the dropped entries. Callers hold
+    `root.locked()`.
     """
     entries = list(entries)
     new_names = {e.name for e in entries}
+    new_models = {e.model for e in entries if e.training_record_sha256 is None}
     old = load_or_none(root)
     kept, dropped = [], []
     for entry in old.artifacts if old else ():
         if entry.name in new_names:
             continue
-        if entry.training_record_sha256 != record_sha256 or not (root.dir / entry.path).exists():
+        stale = (
+            entry.model in new_models  # a brought-in model re-exported: its other formats are replaced
+            if entry.training_record_sha256 is None
+            else record is not None and entry.training_record_sha256 != record_sha256
+        )
+        if stale or not (root.dir / entry.path).exists():
             dropped.append(entry)
         else:
             kept.append(entry)
+    trained = record is not None
     manifest = Manifest(
-        training_record=RecordRef(TRAINING_RECORD, record_sha256),
-        data=record.data,
-        reference=record.reference,
-        probe=record.probe,
+        training_record=RecordRef(TRAINING_RECORD, record_sha256) if trained else old and old.training_record,
+        data=record.data if trained else old and old.data,
+        reference=record.reference if trained else old and old.reference,
+        probe=record.probe if trained else old and old.probe,
         artifacts=tuple(sorted(kept + entries, key=lambda e: e.name)),
         selftest_atol=SELFTEST_ATOL,
         selftest_rtol=SELFTEST_RTOL,
@@ -93,7 +103,7 @@ def refresh_aliases(
     intact; only an alias may still show the previous version, which consumers detect by hash.
     Only `<model>.<12 hex>.<suffix>` names of the manifest's own models are ever deleted.
     """
-    referenced = {e.path for e in manifest.artifacts}
+    referenced = {e.path for e in manifest.artifacts} | {e.probe.path for e in manifest.artifacts if e.probe}
     dropped = list(dropped)
     models = {e.model for e in manifest.artifacts} | {e.model for e in dropped}
     for entry in manifest.artifacts:

@@ -1,0 +1,338 @@
+"""A brought-in model in its own framework: a `.keras` file in Keras, a `.pt2` ExportedProgram in torch.
+
+Each `Source` knows its signature (names sanitised to `[A-Za-z_][A-Za-z0-9_]*`, first dimension the
+dynamic batch), runs named numpy inputs (`run(feeds) -> {output: array}`), and converts itself:
+Keras -> ONNX with tf2onnx through a `tf.function` (`from_keras` breaks on Keras 3) and a
+SavedModel; torch -> ONNX with `torch.onnx.export(dynamo=True)` of the program, and TorchScript by
+tracing the program's module when that works (`torchscript()` returns None and a reason otherwise).
+A converter that cannot export the model raises `ConversionError` (exit 2) naming the op, the
+converter and its version. Loading the file writes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError
+from core.frameworks import quiet_tensorflow, torch_jit_quiet
+from core.schema import DTYPES, Signature, TensorSpec
+
+logger = logging.getLogger(__name__)
+OPSET = 18  # as export/onnx.py
+BATCH = "batch"
+CHUNK = 1024  # rows per call when running the probe through the source model
+_DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # core.schema's dimension-name pattern
+
+
+class ConversionError(InputError):
+    """A converter cannot export the model (an unsupported op or construct): exit 2, nothing written."""
+
+
+def sanitise(name: str, taken: set[str]) -> str:
+    """`name` as a tensor name every consumer accepts (`[A-Za-z_][A-Za-z0-9_]*`, <= 64), unique in `taken`."""
+    text = re.sub(r"[^A-Za-z0-9_]", "_", str(name))[:60] or "tensor"
+    text = text if re.match(r"[A-Za-z_]", text) else f"_{text}"
+    out, i = text, 1
+    while out in taken:
+        out, i = f"{text}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def spec(path: Path, kind: str, name: str, dtype: str, dims: list[int | str | None]) -> TensorSpec:
+    """A TensorSpec whose first dimension is the batch; None dims become `<name>_<i>`."""
+    if dtype not in DTYPES:
+        raise InputError(
+            f"{path}: {kind} {name!r} has dtype {dtype}; expected one of {', '.join(sorted(DTYPES))}"
+        )
+    if not dims or dims[0] not in (None, BATCH):
+        raise InputError(
+            f"{path}: {kind} {name!r} has shape {dims}; expected a dynamic first (batch) dimension: "
+            "Keras Input(shape=...) without batch_size, or torch.export.export(..., dynamic_shapes="
+            "{name: {0: torch.export.Dim('batch')}})"
+        )
+    shape = [BATCH] + [
+        d if isinstance(d, int) or _DIM.fullmatch(d or "") else f"{name}_{i}" for i, d in enumerate(dims) if i
+    ]
+    return TensorSpec(name, dtype, tuple(shape))
+
+
+@dataclass
+class Source:
+    """A model loaded from the user's file."""
+
+    path: Path  # as given (its name is recorded, not its directory)
+    data: bytes  # the file's bytes: what source_sha256 describes and what was loaded
+    framework: str  # tensorflow / torch
+    versions: dict[str, str]
+    signature: Signature
+    call: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    to_onnx: Callable[[], Any]  # -> onnx.ModelProto (raises ConversionError)
+    sha256: str = ""  # of `data`
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The source model's outputs, CHUNK rows at a time, each output as its signature's dtype."""
+        rows = len(next(iter(feeds.values())))
+        parts = [self.call({k: v[i : i + CHUNK] for k, v in feeds.items()}) for i in range(0, rows, CHUNK)]
+        out = {}
+        for s in self.signature.outputs:
+            arr = np.concatenate([np.asarray(p[s.name]) for p in parts])
+            out[s.name] = np.ascontiguousarray(arr, dtype=np.dtype(s.dtype))
+        return out
+
+
+# -- Keras -------------------------------------------------------------------------------------------
+def load_keras(path: Path, data: bytes) -> Source:
+    """A `.keras` file (safe mode: no Lambda layers with Python code) in Keras 3."""
+    tf = quiet_tensorflow()
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:  # load exactly the bytes that were hashed
+        copy = Path(tmp) / "model.keras"
+        copy.write_bytes(data)
+        try:
+            model = keras.saving.load_model(copy, compile=False)
+        except Exception as exc:
+            raise InputError(
+                f"{path}: Keras {keras.__version__} cannot load it ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); pass a file saved with "
+                "model.save('model.keras') using built-in or registered layers"
+            ) from None
+    taken: set[str] = set()
+    in_names = [sanitise(t.name, taken) for t in model.inputs]
+    out_keys = list(model.output_names)
+    out_names = [sanitise(k, set(in_names) | taken) for k in out_keys]
+    inputs = tuple(
+        spec(path, "input", n, str(t.dtype), list(t.shape))
+        for n, t in zip(in_names, model.inputs, strict=True)
+    )
+    outputs = tuple(
+        spec(path, "output", n, str(t.dtype), list(t.shape))
+        for n, t in zip(out_names, model.outputs, strict=True)
+    )
+
+    def outputs_of(out: Any) -> dict[str, Any]:
+        values = [out[k] for k in out_keys] if isinstance(out, dict) else keras.tree.flatten(out)
+        return dict(zip(out_names, values, strict=True))
+
+    def graph_fn(*args):
+        return outputs_of(model(keras.tree.pack_sequence_as(model.input, list(args)), training=False))
+
+    specs = [
+        tf.TensorSpec([d if isinstance(d, int) else None for d in s.shape], s.dtype, name=s.name)
+        for s in inputs
+    ]
+    fn = tf.function(graph_fn, input_signature=specs)
+
+    def call(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in fn(*[tf.constant(feeds[n]) for n in in_names]).items()}
+
+    def to_onnx():
+        return _tf2onnx(path, fn, specs)
+
+    versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    source = Source(path, data, "tensorflow", versions, Signature(inputs, outputs), call, to_onnx)
+    source.extra = {"model": model, "fn": graph_fn, "specs": specs}
+    return source
+
+
+def _tf2onnx(path: Path, fn: Any, specs: list) -> Any:
+    import onnx
+    import tf2onnx
+
+    what = f"tf2onnx {tf2onnx.__version__}"
+    converter_log = logging.getLogger("tf2onnx")
+    level = converter_log.level
+    converter_log.setLevel(logging.CRITICAL)  # its "op ... is not supported" lines: we say it once below
+    try:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET)
+    except Exception as exc:
+        raise ConversionError(f"{path}: {what} cannot convert it: {_first_line(exc)}; {_FIX}") from None
+    finally:
+        converter_log.setLevel(level)
+    # tf2onnx keeps an op it cannot convert in the graph under its TensorFlow name: refuse those
+    unsupported = [
+        n for n in proto.graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type, n.domain)
+    ]
+    if unsupported:
+        ops = ", ".join(sorted({f"{n.op_type} ({n.name})" for n in unsupported}))
+        raise ConversionError(
+            f"{path}: {what} cannot convert TensorFlow op {ops} to ONNX opset {OPSET}; {_FIX}"
+        )
+    return proto
+
+
+def write_savedmodel(source: Source, target: Path, signature_name: str) -> None:
+    """The Keras model as a SavedModel with one serving signature named after the inputs and outputs."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(source.extra["model"])
+    archive.add_endpoint(name=signature_name, fn=source.extra["fn"], input_signature=source.extra["specs"])
+    archive.write_out(str(target), verbose=False)
+
+
+# -- torch -------------------------------------------------------------------------------------------
+def load_torch(path: Path, data: bytes) -> Source:
+    """A `.pt2` file written by `torch.export.save` (no Python class needed to load it)."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    try:
+        program = torch.export.load(io.BytesIO(data))
+    except Exception as exc:
+        raise InputError(
+            f"{path}: torch {torch.__version__} cannot load it as an ExportedProgram ({type(exc).__name__}: "
+            f"{_first_line(exc)}); pass a file written by torch.export.save(torch.export.export(model, "
+            "example_inputs, dynamic_shapes=...), 'model.pt2')"
+        ) from None
+    sig = program.graph_signature
+    nodes = {n.name: n for n in program.graph.nodes}
+    taken: set[str] = set()
+    batch_symbols: set[str] = set()
+    inputs = []
+    for raw in sig.user_inputs:
+        val = nodes[raw].meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            raise InputError(f"{path}: input {raw!r} is not a tensor; expected tensor inputs only")
+        dims = [int(d) if isinstance(d, int) else str(d) for d in val.shape]
+        if dims and isinstance(dims[0], str):
+            batch_symbols.add(dims[0])
+        inputs.append((sanitise(raw, taken), val, dims))
+    out_node = next(n for n in program.graph.nodes if n.op == "output")
+    out_vals = [a.meta.get("val") if hasattr(a, "meta") else None for a in out_node.args[0]][
+        : len(sig.user_outputs)
+    ]
+    out_spec = program.call_spec.out_spec
+    keys = list(out_spec.context) if out_spec.type is dict else None
+    raw_out = keys or (["output"] if len(out_vals) == 1 else [f"output_{i}" for i in range(len(out_vals))])
+    out_names = [sanitise(k, taken) for k in raw_out]
+
+    def dims_of(dims: list) -> list:  # symbols: the batch's -> None (named batch); others keep their name
+        return [None if d in batch_symbols else d for d in dims]
+
+    in_specs = tuple(spec(path, "input", n, _dtype(v), dims_of(d)) for n, v, d in inputs)
+    outputs = []
+    for n, v in zip(out_names, out_vals, strict=True):
+        if not isinstance(v, torch.Tensor):
+            raise InputError(f"{path}: output {n!r} is not a tensor; expected tensor outputs only")
+        outputs.append(
+            spec(
+                path,
+                "output",
+                n,
+                _dtype(v),
+                dims_of([int(d) if isinstance(d, int) else str(d) for d in v.shape]),
+            )
+        )
+    module = program.module()
+    in_names = [n for n, _, _ in inputs]
+
+    def call(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        flat = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in in_names]
+        args, kwargs = pytree.tree_unflatten(flat, program.call_spec.in_spec)
+        with torch.no_grad():
+            out = pytree.tree_flatten(module(*args, **kwargs))[0]
+        return {n: o.numpy() for n, o in zip(out_names, out, strict=True)}
+
+    def to_onnx():
+        return _torch_onnx(path, program, in_names, out_names)
+
+    versions = {"torch": torch.__version__}
+    source = Source(path, data, "torch", versions, Signature(in_specs, tuple(outputs)), call, to_onnx)
+    source.extra = {"program": program, "module": module, "in_names": in_names, "out_names": out_names}
+    return source
+
+
+def _dtype(value: Any) -> str:
+    return str(value.dtype).removeprefix("torch.")
+
+
+def _torch_onnx(path: Path, program: Any, in_names: list[str], out_names: list[str]) -> Any:
+    import torch
+
+    from export.onnx import _quiet_torch_exporter
+
+    what = f"torch.onnx (torch {torch.__version__})"
+    try:
+        with _quiet_torch_exporter(), _quiet_stdout():
+            onnx_program = torch.onnx.export(
+                program, (), input_names=in_names, output_names=out_names, opset_version=OPSET,
+                dynamo=True, verbose=False,
+            )  # fmt: skip
+    except Exception as exc:
+        text = str(exc)
+        op = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text) or re.search(
+            r"call_function\[target=([\w.]+)\]", text
+        )
+        why = f"op {op.group(1)} has no ONNX conversion at opset {OPSET}" if op else _first_line(exc)
+        raise ConversionError(f"{path}: {what} cannot export it: {why}; {_FIX}") from None
+    return onnx_program.model_proto
+
+
+class _quiet_stdout:  # torch.onnx prints progress lines on stdout in some versions
+    def __enter__(self):
+        import contextlib
+
+        self._cm = contextlib.redirect_stdout(io.StringIO())
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+def torchscript(
+    source: Source, probe: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
+) -> tuple[bytes | None, str]:
+    """TorchScript by tracing the program's module on the probe; (bytes, "") or (None, why not).
+
+    A trace records one path through the code: it is kept only when it reproduces the source's
+    outputs on the probe rows and on a batch of a different size (the first 3 rows).
+    """
+    import torch
+    import torch.utils._pytree as pytree
+
+    program, names = source.extra["program"], source.extra["in_names"]
+    flat = [torch.from_numpy(np.ascontiguousarray(probe[n])) for n in names]
+    args, kwargs = pytree.tree_unflatten(flat, program.call_spec.in_spec)
+    buffer = io.BytesIO()
+    try:
+        with torch_jit_quiet(), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(
+                source.extra["module"], tuple(args), example_kwarg_inputs=kwargs or None, strict=False
+            )
+            torch.jit.save(traced, buffer)
+            for rows in (len(flat[0]), 3):
+                got = pytree.tree_flatten(traced(*[t[:rows] for t in flat]))[0]
+                for s, g in zip(source.signature.outputs, got, strict=True):
+                    want = expected[s.name][:rows]
+                    if g.shape != want.shape or not np.allclose(
+                        g.numpy(), want, rtol=1e-5, atol=1e-5, equal_nan=True
+                    ):
+                        return (
+                            None,
+                            f"torch.jit.trace of the program differs from it on {s.name!r} ({rows} rows)",
+                        )
+    except Exception as exc:
+        return None, f"torch.jit.trace of the program failed ({type(exc).__name__}: {_first_line(exc)})"
+    return buffer.getvalue(), ""
+
+
+_FIX = "replace that op or construct in the model (or use a converter that supports it) and save it again"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
