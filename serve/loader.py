@@ -260,7 +260,12 @@ class Model:
         them from `core.schema`'s constants; Node and the page read the same keys), each finite
         and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
         dtype, shape or row count fails here, at load. Returns (expected, actual).
+
+        A model with the `selftest` metadata key (any signature; export/byom.py) runs its named
+        inputs with `run` instead (`_selftest_named`); returns its worst element's (expected, actual).
         """
+        if "selftest" in self.metadata:
+            return self._selftest_named()
         if self.n_features is None:
             raise IntegrityError(
                 f"{self.path}: the self-test needs one float32 input [batch, n] and one output; "
@@ -281,6 +286,58 @@ class Model:
                 f"(tolerance {atol} + {rtol}·|y|); {EXPORT_FIX}"
             )
         return expected, actual
+
+    def _selftest_named(self) -> tuple[float, float]:
+        """The `selftest` key: JSON {"inputs": {name: rows}, "outputs": {name: rows}, "atol", "rtol"}."""
+        text = self.metadata["selftest"]
+
+        def bad(why: str) -> IntegrityError:
+            return IntegrityError(f"{self.path}: metadata has no usable self-test ({why}); {EXPORT_FIX}")
+
+        if len(text) > MAX_SELFTEST_CHARS:
+            raise bad(f"selftest is {len(text):,} characters, more than {MAX_SELFTEST_CHARS:,}")
+        try:
+            test = json.loads(text)
+            inputs, outputs = dict(test["inputs"]), dict(test["outputs"])
+            atol, rtol = float(test["atol"]), float(test["rtol"])
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise bad(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        if set(outputs) != set(self._run_outputs):
+            raise bad(f"outputs {sorted(outputs)[:8]}, expected {self._run_outputs}")
+        if not (0 <= atol <= MAX_SELFTEST_TOL and 0 <= rtol <= MAX_SELFTEST_TOL):
+            raise bad(f"tolerance {atol} + {rtol}·|y| is outside [0, {MAX_SELFTEST_TOL}]")
+        try:
+            got = self.run(inputs)
+        except PredictInputError as exc:
+            raise bad(f"its inputs do not fit the model: {exc}") from None
+        worst = (0.0, 0.0, -math.inf)  # expected, actual, excess
+        for name, actual in got.items():
+            try:
+                expected = np.asarray(
+                    outputs[name], dtype=np.float64 if actual.dtype.kind == "f" else actual.dtype
+                )
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise bad(f"output {name!r}: {str(exc)[:120]}") from None
+            if expected.shape != actual.shape or not 1 <= expected.shape[0] <= 2:
+                raise IntegrityError(
+                    f"{self.path}: self-test output {name!r} has shape {actual.shape}, the file expects "
+                    f"{expected.shape} (one or two rows); {EXPORT_FIX}"
+                )
+            if actual.dtype.kind != "f":  # integers and bools: exactly
+                excess = np.where(actual != expected, np.inf, -1.0)
+            else:
+                a, b = actual.astype(np.float64), expected
+                excess = np.abs(a - b) - (atol + rtol * np.abs(b))
+                excess = np.where(np.isnan(excess), np.inf, excess)
+            i = int(np.argmax(excess))
+            if excess.flat[i] > worst[2]:
+                worst = (float(expected.flat[i]), float(actual.flat[i]), float(excess.flat[i]))
+            if excess.flat[i] > 0:
+                raise IntegrityError(
+                    f"{self.path}: self-test output {name!r} expected {expected.flat[i]!r}, got "
+                    f"{actual.flat[i]!r} (tolerance {atol} + {rtol}·|y|); {EXPORT_FIX}"
+                )
+        return worst[0], worst[1]
 
     def _selftest_values(self) -> tuple[np.ndarray, float, float, float]:
         meta = self.metadata
