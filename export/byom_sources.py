@@ -305,14 +305,21 @@ def torchscript(
 
     program, names = source.extra["program"], source.extra["in_names"]
     flat = [torch.from_numpy(np.ascontiguousarray(probe[n])) for n in names]
-    args, kwargs = pytree.tree_unflatten(flat, program.call_spec.in_spec)
+
+    class Positional(torch.nn.Module):  # inputs in signature order, whatever the program's call spec
+        def __init__(self):
+            super().__init__()
+            self.program = source.extra["module"]
+
+        def forward(self, *tensors):
+            args, kwargs = pytree.tree_unflatten(list(tensors), program.call_spec.in_spec)
+            return self.program(*args, **kwargs)
+
     buffer = io.BytesIO()
     try:
         with torch_jit_quiet(), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(
-                source.extra["module"], tuple(args), example_kwarg_inputs=kwargs or None, strict=False
-            )
+            traced = torch.jit.trace(Positional(), tuple(flat), strict=False)
             torch.jit.save(traced, buffer)
             for rows in (len(flat[0]), 3):
                 got = pytree.tree_flatten(traced(*[t[:rows] for t in flat]))[0]

@@ -1,0 +1,290 @@
+"""Your own model: a `.keras` and a `.pt2` with two inputs (float features, int64 ids through an
+Embedding) and two outputs, each through `export.all --from-*` -> `serve.check` -> the loader's `run`;
+a perturbed ONNX file fails the check with its minimum passing atol; a model each converter cannot
+export fails in one line and writes nothing. Models are built here; nothing is downloaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.fsio import Root
+from core.schema import Manifest
+from tests.conftest import run_cli
+
+FEATURES, IDS, VOCAB = 3, 5, 10
+
+
+def keras_model():
+    from core.frameworks import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    feats = keras.Input((FEATURES,), dtype="float32", name="features")
+    ids = keras.Input((IDS,), dtype="int64", name="token_ids")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(VOCAB, 4)(ids))
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([feats, pooled]))
+    score = keras.layers.Dense(1, name="score")(hidden)
+    probs = keras.layers.Dense(3, activation="softmax", name="probs")(hidden)
+    return keras.Model({"features": feats, "token_ids": ids}, {"score": score, "probs": probs})
+
+
+def torch_module():
+    import torch
+
+    class TwoInTwoOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(VOCAB, 4)
+            self.hidden = torch.nn.Linear(FEATURES + 4, 8)
+            self.score = torch.nn.Linear(8, 1)
+            self.probs = torch.nn.Linear(8, 3)
+
+        def forward(self, features, token_ids):
+            h = torch.relu(self.hidden(torch.cat([features, self.emb(token_ids).mean(1)], 1)))
+            return {"score": self.score(h), "probs": torch.softmax(self.probs(h), -1)}
+
+    torch.manual_seed(0)
+    return TwoInTwoOut().eval()
+
+
+def save_program(module, path: Path, example: dict) -> Path:
+    """torch.export with a dynamic batch dimension on every input, then torch.export.save."""
+    import torch
+
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(module, (), kwargs=example, dynamic_shapes={n: {0: batch} for n in example})
+    torch.export.save(program, path)
+    return path
+
+
+def fresh_inputs(rows: int = 7, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "features": rng.standard_normal((rows, FEATURES)).astype(np.float32),
+        "token_ids": rng.integers(0, VOCAB, (rows, IDS)).astype(np.int64),
+    }
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    import torch
+
+    root = tmp_path_factory.mktemp("sources")
+    keras_model().save(root / "two.keras")
+    example = {"features": torch.randn(2, FEATURES), "token_ids": torch.randint(0, VOCAB, (2, IDS))}
+    save_program(torch_module(), root / "two.pt2", example)
+    return {"keras": root / "two.keras", "torch": root / "two.pt2"}
+
+
+@pytest.fixture(scope="module")
+def exported(sources, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """Each source exported through the CLI into its own directory: framework -> (dir, stdout)."""
+    out = {}
+    for framework, name in (("keras", "kmodel"), ("torch", "tmodel")):
+        artifacts = tmp_path_factory.mktemp(framework) / "artifacts"
+        r = run_cli(
+            "-m", "export.all", f"--from-{framework}", str(sources[framework]), "--name", name,
+            "--artifacts", str(artifacts),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        out[framework] = (artifacts, r.stdout)
+    return out
+
+
+@pytest.mark.parametrize(
+    "framework, name, formats",
+    [
+        ("keras", "kmodel", {"onnx", "savedmodel"}),
+        ("torch", "tmodel", {"onnx", "exportedprogram", "torchscript"}),
+    ],
+)
+def test_export_records_formats_probe_and_provenance(exported, sources, framework, name, formats):
+    artifacts, stdout = exported[framework]
+    manifest = Manifest.load(artifacts)
+    assert manifest.training_record is None  # no training run in this directory
+    entries = [e for e in manifest.artifacts if e.model == name]
+    assert {e.format for e in entries} == formats
+    source_sha = hashlib.sha256(sources[framework].read_bytes()).hexdigest()
+    assert {e.source_sha256 for e in entries} == {source_sha}
+    assert len({e.probe for e in entries}) == 1  # one probe file for every artifact of the model
+    sig = entries[0].signature
+    assert [(s.name, s.dtype, s.shape) for s in sig.inputs] == [
+        ("features", "float32", ("batch", FEATURES)),
+        ("token_ids", "int64", ("batch", IDS)),
+    ]
+    assert sorted((s.name, s.dtype, s.shape) for s in sig.outputs) == [
+        ("probs", "float32", ("batch", 3)),
+        ("score", "float32", ("batch", 1)),
+    ]
+    with np.load(artifacts / entries[0].probe.path) as npz:
+        assert sorted(npz.files) == ["inputs/features", "inputs/token_ids", "outputs/probs", "outputs/score"]
+        ids = npz["inputs/token_ids"]
+        assert ids.dtype == np.int64 and 0 <= ids.min() and ids.max() < VOCAB  # default --int-range 0:10
+        assert np.abs(npz["inputs/features"]).max() > 100  # the large-magnitude rows
+    for e in entries:
+        assert f"[ok] {e.name}" in stdout
+
+
+@pytest.mark.parametrize("framework, name", [("keras", "kmodel"), ("torch", "tmodel")])
+def test_check_passes_then_loader_run_equals_source(exported, sources, framework, name):
+    artifacts, _ = exported[framework]
+    r = run_cli("-m", "serve.check", "--artifacts", str(artifacts), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    runtimes = {(row["artifact"].split(".", 1)[1], row["runtime"]) for row in report["parity"]}
+    expected = {("onnx", "onnxruntime"), ("onnx", "onnx.reference")} | (
+        {("savedmodel", "tensorflow")}
+        if framework == "keras"
+        else {("pt2", "torch"), ("torchscript.pt", "torch")}
+    )
+    assert runtimes == expected
+    for row in report["parity"]:
+        assert row["ok"] and row["output"] in ("score", "probs")
+        assert row["min_atol"] <= row["atol"] and row["max_abs"] >= 0 and row["rows"] == 36
+
+    from serve.loader import load
+
+    model = load(name, artifacts=artifacts)  # runs the embedded `selftest`
+    feeds = fresh_inputs()
+    got = model.run(feeds)
+    if framework == "keras":
+        want = {k: np.asarray(v) for k, v in keras_reload(sources["keras"])(feeds).items()}
+    else:
+        import torch
+
+        program = torch.export.load(sources["torch"])
+        with torch.no_grad():
+            out = program.module()(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        want = {k: v.numpy() for k, v in out.items()}
+    assert set(got) == {"score", "probs"}
+    for k in got:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def keras_reload(path: Path):
+    import keras
+
+    return keras.saving.load_model(path)
+
+
+def test_perturbed_onnx_fails_and_prints_minimum_atol(exported, tmp_path):
+    """score + 1e-3 in the ONNX graph: the check fails (exit 1) and names the smallest atol that
+    passes; that atol passes (exit 0) and anything below it fails."""
+    import onnx
+
+    artifacts = tmp_path / "artifacts"
+    source_dir, _ = exported["torch"]
+    manifest = Manifest.load(source_dir)
+    entry = next(e for e in manifest.artifacts if e.format == "onnx")
+    proto = onnx.load(source_dir / entry.path)
+    producer = next(n for n in proto.graph.node if "score" in n.output)
+    producer.output[list(producer.output).index("score")] = "score_raw"
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1e-3], np.float32), "delta"))
+    proto.graph.node.append(onnx.helper.make_node("Add", ["score_raw", "delta"], ["score"]))
+    artifacts.mkdir()
+    (artifacts / entry.path).write_bytes(proto.SerializeToString())
+    (artifacts / entry.probe.path).write_bytes((source_dir / entry.probe.path).read_bytes())
+    from dataclasses import replace
+
+    from core.fsio import sha256_file
+
+    perturbed = replace(entry, sha256=sha256_file(artifacts / entry.path))  # the hash matches: parity fails
+    Root(artifacts).write_json("manifest.json", replace(manifest, artifacts=(perturbed,)).to_json())
+
+    r = run_cli("-m", "serve.check", "--artifacts", str(artifacts))
+    assert r.returncode == 1, r.stdout + r.stderr
+    failed = [line for line in r.stdout.splitlines() if line.startswith("[FAIL]")]
+    assert len(failed) == 2 and all(" score " in line for line in failed)  # onnxruntime, onnx.reference
+    assert "min atol" in r.stdout and "checks FAILED" in r.stdout
+
+    r = run_cli("-m", "serve.check", "--artifacts", str(artifacts), "--json")
+    rows = [row for row in json.loads(r.stdout)["parity"] if row["output"] == "score"]
+    min_atol = max(row["min_atol"] for row in rows)
+    assert 5e-4 < min_atol <= 1.01e-3 and all(not row["ok"] for row in rows)
+    assert f"{min_atol:.2e}" in run_cli("-m", "serve.check", "--artifacts", str(artifacts)).stdout
+    ok = run_cli("-m", "serve.check", "--artifacts", str(artifacts), "--atol", f"score={min_atol * 1.0001}")
+    assert ok.returncode == 0, ok.stdout
+    below = run_cli("-m", "serve.check", "--artifacts", str(artifacts), "--atol", f"score={min_atol * 0.99}")
+    assert below.returncode == 1
+
+
+def test_unexportable_keras_model_one_line_nothing_written(tmp_path):
+    import keras
+    import tf2onnx
+
+    x = keras.Input((3, 3), name="x")
+    keras.Model(x, keras.ops.linalg.svd(x)[1]).save(tmp_path / "svd.keras")
+    artifacts = tmp_path / "artifacts"
+    r = run_cli("-m", "export.all", "--from-keras", str(tmp_path / "svd.keras"), "--name", "svd",
+                "--artifacts", str(artifacts))  # fmt: skip
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Svd" in lines[0] and f"tf2onnx {tf2onnx.__version__}" in lines[0]
+    assert not artifacts.exists()
+
+
+def test_unexportable_torch_model_one_line_nothing_written(tmp_path):
+    import torch
+
+    class Svd(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.svdvals(x)
+
+    save_program(Svd(), tmp_path / "svd.pt2", {"x": torch.randn(2, 3, 3)})
+    artifacts = tmp_path / "artifacts"
+    r = run_cli("-m", "export.all", "--from-torch", str(tmp_path / "svd.pt2"), "--name", "svd",
+                "--artifacts", str(artifacts))  # fmt: skip
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "aten._linalg_svd" in lines[0] and f"torch {torch.__version__}" in lines[0]
+    assert not artifacts.exists()
+
+
+def test_probe_inputs_from_file_and_bad_ones(sources, tmp_path):
+    from core.errors import InputError
+    from export.byom import ByomConfig, export_byom
+
+    good = tmp_path / "inputs.npz"
+    feeds = fresh_inputs(rows=3, seed=5)
+    np.savez(good, **feeds)
+    entries = export_byom(tmp_path / "a", ByomConfig("torch", sources["torch"], "mine", probe_inputs=good))
+    with np.load(tmp_path / "a" / entries[0].probe.path) as npz:
+        np.testing.assert_array_equal(npz["inputs/token_ids"], feeds["token_ids"])
+        np.testing.assert_array_equal(npz["inputs/features"], feeds["features"])
+
+    np.savez(tmp_path / "float_ids.npz", features=feeds["features"], token_ids=feeds["token_ids"] + 0.5)
+    with pytest.raises(InputError, match="token_ids.*float64; expected int64"):
+        export_byom(
+            tmp_path / "b",
+            ByomConfig("torch", sources["torch"], "m", probe_inputs=tmp_path / "float_ids.npz"),
+        )
+    with pytest.raises(InputError, match=r"int-range 0:50"):  # ids beyond the Embedding's 10 rows
+        export_byom(tmp_path / "c", ByomConfig("torch", sources["torch"], "m", int_range=(0, 50)))
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_tampered_selftest_refuses_to_load(exported, tmp_path):
+    import onnx
+
+    from core.errors import IntegrityError
+    from serve.loader import load
+
+    artifacts, _ = exported["keras"]
+    entry = next(e for e in Manifest.load(artifacts).artifacts if e.format == "onnx")
+    proto = onnx.load(artifacts / entry.path)
+    test = json.loads(entry.metadata["selftest"])
+    test["outputs"]["score"][0][0] += 0.01
+    onnx.helper.set_model_props(proto, {**entry.metadata, "selftest": json.dumps(test)})
+    onnx.save(proto, tmp_path / "tampered.onnx")
+    with pytest.raises(IntegrityError, match="self-test output 'score'"):
+        load(tmp_path / "tampered.onnx")
+    assert load(artifacts / entry.path).run(fresh_inputs(2))["probs"].shape == (2, 3)
