@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import runpy
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -215,23 +218,39 @@ def test_perturbed_onnx_fails_and_prints_minimum_atol(exported, tmp_path):
     assert below.returncode == 1
 
 
-def test_unexportable_keras_model_one_line_nothing_written(tmp_path):
+def export_in_process(monkeypatch, capsys, *argv: str) -> tuple[int, list[str]]:
+    """`python -m export.all ARGV` in this process (TensorFlow and torch imported once): exit code,
+    stderr lines. Only for runs that fail: a successful one ends the process (os._exit, cli.run)."""
+    monkeypatch.setattr(sys, "argv", ["export.all", *argv])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as info:
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: "found in sys.modules"
+        runpy.run_module("export.all", run_name="__main__", alter_sys=True)
+    return info.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_unexportable_keras_model_one_line_nothing_written(tmp_path, monkeypatch, capsys):
     import keras
     import tf2onnx
 
     x = keras.Input((3, 3), name="x")
     keras.Model(x, keras.ops.linalg.svd(x)[1]).save(tmp_path / "svd.keras")
     artifacts = tmp_path / "artifacts"
-    r = run_cli("-m", "export.all", "--from-keras", str(tmp_path / "svd.keras"), "--name", "svd",
-                "--artifacts", str(artifacts))  # fmt: skip
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
+    code, lines = export_in_process(
+        monkeypatch,
+        capsys,
+        "--from-keras",
+        str(tmp_path / "svd.keras"),
+        "--name",
+        "svd",
+        "--artifacts",
+        str(artifacts),
+    )
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert "Svd" in lines[0] and f"tf2onnx {tf2onnx.__version__}" in lines[0]
     assert not artifacts.exists()
 
 
-def test_unexportable_torch_model_one_line_nothing_written(tmp_path):
+def test_unexportable_torch_model_one_line_nothing_written(tmp_path, monkeypatch, capsys):
     import torch
 
     class Svd(torch.nn.Module):
@@ -240,11 +259,17 @@ def test_unexportable_torch_model_one_line_nothing_written(tmp_path):
 
     save_program(Svd(), tmp_path / "svd.pt2", {"x": torch.randn(2, 3, 3)})
     artifacts = tmp_path / "artifacts"
-    r = run_cli("-m", "export.all", "--from-torch", str(tmp_path / "svd.pt2"), "--name", "svd",
-                "--artifacts", str(artifacts))  # fmt: skip
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
+    code, lines = export_in_process(
+        monkeypatch,
+        capsys,
+        "--from-torch",
+        str(tmp_path / "svd.pt2"),
+        "--name",
+        "svd",
+        "--artifacts",
+        str(artifacts),
+    )
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert "aten._linalg_svd" in lines[0] and f"torch {torch.__version__}" in lines[0]
     assert not artifacts.exists()
 
