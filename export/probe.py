@@ -35,6 +35,7 @@ INT_RANGE = (0, 10)  # default --int-range: [0, 10)
 DYNAMIC_SIZE = 4  # size given to dynamic dimensions other than the batch
 MAX_PROBE_BYTES = 64 << 20  # a --probe-inputs file (and a stored probe) larger than this is refused
 MAX_ROWS = 100_000
+MAX_UNPACKED = 512 << 20  # the arrays of a probe file, uncompressed (a zip bomb is refused unread)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same probe has the same bytes, hence the same name
 
 
@@ -115,6 +116,7 @@ def read_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray]:
     if path.stat().st_size > MAX_PROBE_BYTES:
         raise InputError(f"{path}: more than {MAX_PROBE_BYTES >> 20} MiB; {fix} with fewer rows")
     try:
+        unpacked_size(path)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in list(npz.files)[:64]}
     except Exception as exc:  # numpy raises ValueError, OSError, zipfile errors, pickle refusals
@@ -145,6 +147,16 @@ def read_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray]:
             )
         out[spec.name] = arr
     return out
+
+
+def unpacked_size(path: Path) -> int:
+    """The uncompressed size of a zip's members; ValueError beyond MAX_UNPACKED or 256 members."""
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+    size = sum(m.file_size for m in members)
+    if size > MAX_UNPACKED or len(members) > 256:
+        raise ValueError(f"{len(members)} arrays, {size:,} bytes uncompressed; the limit is {MAX_UNPACKED:,}")
+    return size
 
 
 def exact(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
@@ -179,6 +191,7 @@ def to_bytes(probe: Probe) -> bytes:
 def load(path: Path, signature: Signature) -> Probe:
     """Read a stored probe (its sha256 already checked) and check it matches `signature`."""
     try:
+        unpacked_size(path)
         with np.load(path, allow_pickle=False) as npz:
             files = set(npz.files)
             want = {f"inputs/{s.name}" for s in signature.inputs} | {
