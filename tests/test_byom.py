@@ -313,3 +313,30 @@ def test_tampered_selftest_refuses_to_load(exported, tmp_path):
     with pytest.raises(IntegrityError, match="self-test output 'score'"):
         load(tmp_path / "tampered.onnx")
     assert load(artifacts / entry.path).run(fresh_inputs(2))["probs"].shape == (2, 3)
+
+
+def test_beside_the_articles_models(sources, exported_copy, capsys):
+    """A brought-in model in the article's directory: both checked (the article's table unchanged),
+    and re-exporting the article keeps the brought-in model."""
+    from export.all import export_all
+    from export.byom import ByomConfig, export_byom
+    from serve import check
+
+    article = {e.name for e in Manifest.load(exported_copy).artifacts}
+    export_byom(exported_copy, ByomConfig("torch", sources["torch"], "mine"))
+    capsys.readouterr()
+    assert check.report(exported_copy) == 0
+    out = capsys.readouterr().out
+    article_table, mine_table = out.split("all 6 checks passed\n")  # the article's table comes first
+    assert "keras_linear.onnx" in article_table and "mine" not in article_table
+    # onnx in 2 runtimes, the program and TorchScript in torch; 2 outputs each
+    assert mine_table.count("[ok]   mine.") == 8 and "all 8 checks passed" in mine_table
+    manifest = Manifest.load(exported_copy)
+    assert manifest.training_record is not None and manifest.probe is not None
+
+    export_all(exported_copy)  # the article again
+    kept = Manifest.load(exported_copy)
+    assert {e.name for e in kept.artifacts} == article | {"mine.onnx", "mine.pt2", "mine.torchscript.pt"}
+    assert all((exported_copy / e.path).exists() for e in kept.artifacts)
+    assert (exported_copy / next(e for e in kept.artifacts if e.model == "mine").probe.path).exists()
+    assert check.report(exported_copy) == 0
