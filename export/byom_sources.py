@@ -111,15 +111,19 @@ def load_keras(path: Path, data: bytes) -> Source:
             ) from None
     taken: set[str] = set()
     in_names = [sanitise(t.name, taken) for t in model.inputs]
-    out_keys = list(model.output_names)
-    out_names = [sanitise(k, set(in_names) | taken) for k in out_keys]
+    # a dict of outputs: its keys; else the output layers' names, in order
+    structure = model.output
+    is_dict = isinstance(structure, dict)
+    out_keys = list(structure) if is_dict else list(model.output_names)
+    out_tensors = [structure[k] for k in out_keys] if is_dict else keras.tree.flatten(structure)
+    out_names = [sanitise(k, taken) for k in out_keys]
     inputs = tuple(
         spec(path, "input", n, str(t.dtype), list(t.shape))
         for n, t in zip(in_names, model.inputs, strict=True)
     )
     outputs = tuple(
         spec(path, "output", n, str(t.dtype), list(t.shape))
-        for n, t in zip(out_names, model.outputs, strict=True)
+        for n, t in zip(out_names, out_tensors, strict=True)
     )
 
     def outputs_of(out: Any) -> dict[str, Any]:

@@ -340,3 +340,81 @@ def test_beside_the_articles_models(sources, exported_copy, capsys):
     assert all((exported_copy / e.path).exists() for e in kept.artifacts)
     assert (exported_copy / next(e for e in kept.artifacts if e.model == "mine").probe.path).exists()
     assert check.report(exported_copy) == 0
+
+
+def every_dtype_keras(path: Path) -> None:
+    import keras
+
+    seq = keras.Input((None, 2), dtype="float64", name="seq")  # a dynamic time dimension
+    mask = keras.Input((None,), dtype="bool", name="mask")
+    half = keras.Input((2,), dtype="float16", name="half")
+    ids = keras.Input((3,), dtype="int32", name="ids32")
+    total = keras.ops.sum(keras.ops.sum(seq, -1) * keras.ops.cast(mask, "float64"), -1, keepdims=True)
+    outputs = {"total": total, "any": keras.ops.any(mask, -1, keepdims=True), "h2": half * 2, "i": ids + 1}
+    keras.Model([seq, mask, half, ids], {**outputs, "seq2": seq * 2}).save(path)
+
+
+def every_dtype_torch(path: Path) -> None:
+    import torch
+
+    class EveryDtype(torch.nn.Module):
+        def forward(self, seq, mask, half, ids32):
+            total = (seq.sum(-1) * mask.to(seq.dtype)).sum(-1, keepdim=True)
+            return {
+                "total": total,
+                "any": mask.any(-1, keepdim=True),
+                "h2": half * 2,
+                "i": ids32 + 1,
+                "seq2": seq * 2,
+            }
+
+    example = {
+        "seq": torch.randn(2, 3, 2, dtype=torch.float64),
+        "mask": torch.ones(2, 3, dtype=torch.bool),
+        "half": torch.ones(2, 2, dtype=torch.float16),
+        "ids32": torch.ones(2, 3, dtype=torch.int32),
+    }
+    batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
+    shapes = {
+        "seq": {0: batch, 1: time},
+        "mask": {0: batch, 1: time},
+        "half": {0: batch},
+        "ids32": {0: batch},
+    }
+    torch.export.save(torch.export.export(EveryDtype(), (), kwargs=example, dynamic_shapes=shapes), path)
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_every_dtype_and_a_dynamic_time_dimension(framework, tmp_path):
+    """float16/32/64, int32, bool inputs and outputs and a dynamic dimension besides the batch:
+    exported, checked exactly (ints and bools equal), loaded and run with another time length."""
+    from export.byom import ByomConfig, export_byom
+    from serve.loader import load
+    from serve.parity import Tolerances, run_parity
+
+    source = tmp_path / ("m.keras" if framework == "keras" else "m.pt2")
+    (every_dtype_keras if framework == "keras" else every_dtype_torch)(source)
+    artifacts = tmp_path / "artifacts"
+    export_byom(artifacts, ByomConfig(framework, source, "dtypes"))
+    manifest = Manifest.load(artifacts)
+    sig = manifest.artifacts[0].signature
+    dtypes = {s.name: s.dtype for s in (*sig.inputs, *sig.outputs)}
+    assert dtypes == {
+        "seq": "float64", "mask": "bool", "half": "float16", "ids32": "int32",
+        "total": "float64", "any": "bool", "h2": "float16", "i": "int32", "seq2": "float64",
+    }  # fmt: skip
+    seq = next(s for s in sig.inputs if s.name == "seq")
+    assert seq.shape[0] == "batch" and isinstance(seq.shape[1], str) and seq.shape[2] == 2
+    rows = run_parity(Root(artifacts), manifest, Tolerances())
+    assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
+    assert {(r.output, r.atol) for r in rows if r.output in ("i", "any")} == {("i", 0.0), ("any", 0.0)}
+
+    model = load("dtypes", artifacts=artifacts)  # the embedded selftest passes
+    rng = np.random.default_rng(3)
+    seq_in, mask_in = rng.standard_normal((2, 7, 2)), rng.integers(0, 2, (2, 7)).astype(bool)
+    out = model.run(
+        {"seq": seq_in, "mask": mask_in, "half": np.ones((2, 2), np.float16), "ids32": [[1, 2, 3]] * 2}
+    )
+    np.testing.assert_allclose(out["total"][:, 0], (seq_in.sum(-1) * mask_in).sum(-1), rtol=1e-12)
+    np.testing.assert_array_equal(out["i"], [[2, 3, 4]] * 2)
+    assert out["seq2"].shape == (2, 7, 2) and out["any"].dtype == np.bool_ and out["h2"].dtype == np.float16
