@@ -270,8 +270,20 @@ def _converter(framework: str) -> dict[str, str]:
 
 def export_byom(artifacts: Path, cfg: ByomConfig) -> list[ArtifactEntry]:
     """Convert `cfg.source` and commit its artifacts and probe to `artifacts`; returns the entries."""
+    if Path(artifacts).exists() and not Path(artifacts).is_dir():  # before a 10 s conversion
+        raise InputError(f"{artifacts}: exists and is not a directory; pass --artifacts DIR with a directory")
     write = prepare(cfg)
     return export_formats(artifacts, [write], trained=False)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0; give e.g. 0")
+    return value
 
 
 def add_options(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
@@ -281,7 +293,7 @@ def add_options(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], No
     src.add_argument("--from-keras", type=Path, metavar="FILE", help="export this .keras model instead")
     src.add_argument("--from-torch", type=Path, metavar="FILE", help="export this torch.export .pt2 instead")
     g.add_argument("--name", help="the model's name in the manifest (with --from-*)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the generated probe inputs")
+    g.add_argument("--seed", type=_seed, default=0, help="seed of the generated probe inputs")
     g.add_argument(
         "--int-range",
         default=f"{probes.INT_RANGE[0]}:{probes.INT_RANGE[1]}",

@@ -193,14 +193,21 @@ def load_torch(path: Path, data: bytes) -> Source:
     import torch
     import torch.utils._pytree as pytree
 
+    loader_log = logging.getLogger("torch.export")
+    level = loader_log.level
+    loader_log.setLevel(logging.CRITICAL)  # it logs the traceback of a failed load as a warning
     try:
         program = torch.export.load(io.BytesIO(data))
     except Exception as exc:
+        why = _first_line(exc)
+        why = "not an archive torch.export.save wrote" if "warnings above" in why else why  # they are muted
         raise InputError(
-            f"{path}: torch {torch.__version__} cannot load it as an ExportedProgram ({type(exc).__name__}: "
-            f"{_first_line(exc)}); pass a file written by torch.export.save(torch.export.export(model, "
-            "example_inputs, dynamic_shapes=...), 'model.pt2')"
+            f"{path}: torch {torch.__version__} cannot load it as a torch.export program "
+            f"({why}); pass a file written by "
+            "torch.export.save(torch.export.export(model, example_inputs, dynamic_shapes=...), 'model.pt2')"
         ) from None
+    finally:
+        loader_log.setLevel(level)
     sig = program.graph_signature
     nodes = {n.name: n for n in program.graph.nodes}
     taken: set[str] = set()
