@@ -418,3 +418,68 @@ def test_every_dtype_and_a_dynamic_time_dimension(framework, tmp_path):
     np.testing.assert_allclose(out["total"][:, 0], (seq_in.sum(-1) * mask_in).sum(-1), rtol=1e-12)
     np.testing.assert_array_equal(out["i"], [[2, 3, 4]] * 2)
     assert out["seq2"].shape == (2, 7, 2) and out["any"].dtype == np.bool_ and out["h2"].dtype == np.float16
+
+
+def onnx_with_probe(directory: Path, node, rows: int = 40) -> None:
+    """A one-node ONNX model a: float32 [batch, 2] -> y, its probe file (source outputs: a @ I = a)
+    and a manifest entry naming both, as an export writes them."""
+    from dataclasses import replace
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from core.manifest import onnx_entry, write_standalone
+    from core.schema import ProbeRef, Signature, TensorSpec
+    from export.probe import Probe, to_bytes
+
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [onnx.numpy_helper.from_array(np.eye(2, dtype=np.float32), "b")],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    directory.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=opsets), directory / "m.onnx")
+    a = np.random.default_rng(0).standard_normal((rows, 2)).astype(np.float32)
+    root = Root(directory)
+    probe = ProbeRef(
+        *root.store_immutable("m.probe.npz", lambda p: p.write_bytes(to_bytes(Probe({"a": a}, {"y": a}))))
+    )
+    sig = Signature((TensorSpec("a", "float32", ("batch", 2)),), (TensorSpec("y", "float32", ("batch", 2)),))
+    write_standalone(root, [replace(onnx_entry(root, "m.onnx", "m", sig), probe=probe)])
+
+
+def test_reference_evaluator_rows_say_what_they_did_not_run(tmp_path, monkeypatch):
+    """An op onnx.reference lacks: its row is skipped with the reason (onnxruntime's decides); over
+    the time budget it runs the rows that fit and says how many."""
+    from onnx import helper
+
+    from serve import parity
+
+    fused = helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain="com.microsoft", alpha=1.0)
+    onnx_with_probe(tmp_path / "fused", fused)
+    rows = parity.run_parity(Root(tmp_path / "fused"), Manifest.load(tmp_path / "fused"), parity.Tolerances())
+    by_runtime = {r.runtime: r for r in rows}
+    assert by_runtime["onnxruntime"].ok and by_runtime["onnxruntime"].max_abs == 0
+    ref = by_runtime["onnx.reference"]
+    assert ref.skipped and ref.ok and "FusedMatMul" in ref.note
+    assert "[skip]" in parity.format_rows(rows) and "all 2 checks passed" in parity.format_rows(rows)
+
+    onnx_with_probe(tmp_path / "matmul", helper.make_node("MatMul", ["a", "b"], ["y"]))
+    monkeypatch.setattr(parity, "REFERENCE_BUDGET", 1e-9)
+    rows = parity.run_parity(
+        Root(tmp_path / "matmul"), Manifest.load(tmp_path / "matmul"), parity.Tolerances()
+    )
+    ref = next(r for r in rows if r.runtime == "onnx.reference")
+    assert ref.skipped and "over the 1e-09 s budget" in ref.note
+    monkeypatch.setattr(
+        parity, "_within_budget", lambda run, feeds: ({"a": feeds["a"][:5]}, "first 5 of 40 rows")
+    )
+    ref = next(
+        r
+        for r in parity.run_parity(
+            Root(tmp_path / "matmul"), Manifest.load(tmp_path / "matmul"), parity.Tolerances()
+        )
+        if r.runtime == "onnx.reference"
+    )
+    assert ref.ok and ref.rows == 5 and ref.note == "first 5 of 40 rows"
