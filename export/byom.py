@@ -161,7 +161,9 @@ def prepare(cfg: ByomConfig) -> Callable[[Run], list[ArtifactEntry]]:
     from export import byom_sources as sources
 
     data = read_source(cfg)
-    load = sources.load_keras if cfg.framework == "keras" else sources.load_torch
+    from export import byom_torch
+
+    load = sources.load_keras if cfg.framework == "keras" else byom_torch.load_torch
     source = load(cfg.source, data)
     source.sha256 = hashlib.sha256(data).hexdigest()
     signature = source.signature
@@ -188,7 +190,7 @@ def prepare(cfg: ByomConfig) -> Callable[[Run], list[ArtifactEntry]]:
     unavailable = {}
     ts_bytes = None
     if cfg.framework == "torch":
-        ts_bytes, why = sources.torchscript(source, inputs, outputs)
+        ts_bytes, why = byom_torch.torchscript(source, inputs, outputs)
         if ts_bytes is None:
             unavailable["torchscript"] = why
             logger.info(
