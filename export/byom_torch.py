@@ -162,22 +162,25 @@ def torchscript(
             return self.program(*args, **kwargs)
 
     buffer = io.BytesIO()
-    try:
-        with torch_jit_quiet(), warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with torch_jit_quiet(), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
             traced = torch.jit.trace(Positional(), tuple(flat), strict=False)
             torch.jit.save(traced, buffer)
-            for rows in (len(flat[0]), 3):
+        except Exception as exc:
+            return None, f"torch.jit.trace of the program failed ({type(exc).__name__}: {first_line(exc)})"
+        for rows in (len(flat[0]), 3):
+            try:
                 got = pytree.tree_flatten(traced(*[t[:rows] for t in flat]))[0]
-                for s, g in zip(source.signature.outputs, got, strict=True):
-                    want = expected[s.name][:rows]
-                    if g.shape != want.shape or not np.allclose(
-                        g.numpy(), want, rtol=1e-5, atol=1e-5, equal_nan=True
-                    ):
-                        return (
-                            None,
-                            f"torch.jit.trace of the program differs from it on {s.name!r} ({rows} rows)",
-                        )
-    except Exception as exc:
-        return None, f"torch.jit.trace of the program failed ({type(exc).__name__}: {first_line(exc)})"
+            except Exception as exc:
+                return None, (
+                    f"the trace of the program fails on {rows} rows: it recorded a size the program "
+                    f"computes ({type(exc).__name__})"
+                )
+            for s, g in zip(source.signature.outputs, got, strict=True):
+                want = expected[s.name][:rows]
+                if g.shape != want.shape or not np.allclose(
+                    g.numpy(), want, rtol=1e-5, atol=1e-5, equal_nan=True
+                ):
+                    return None, f"the trace of the program differs from it on {s.name!r} ({rows} rows)"
     return buffer.getvalue(), ""

@@ -480,3 +480,25 @@ def test_reference_evaluator_rows_say_what_they_did_not_run(tmp_path, monkeypatc
     )
     ref = next(r for r in rows if r.runtime == "onnx.reference")
     assert ref.ok and not ref.skipped and ref.rows == 10 and ref.note.startswith("first 10 of 40 rows")
+
+
+def test_no_torchscript_when_the_trace_does_not_reproduce_the_program(tmp_path):
+    """A size the program computes (arange over the batch) is a constant in a trace: no TorchScript
+    file, every entry says why, and what was exported passes the check."""
+    import torch
+
+    from export.byom import ByomConfig, export_byom
+    from serve.parity import Tolerances, run_parity
+
+    class Arange(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.arange(x.shape[0], dtype=x.dtype)[:, None]
+
+    save_program(Arange(), tmp_path / "arange.pt2", {"x": torch.randn(2, 3)})
+    entries = export_byom(tmp_path / "a", ByomConfig("torch", tmp_path / "arange.pt2", "arange"))
+    assert {e.format for e in entries} == {"onnx", "exportedprogram"}
+    assert all("3 rows" in e.unavailable["torchscript"] for e in entries)
+    assert not list((tmp_path / "a").glob("*torchscript*"))
+    manifest = Manifest.load(tmp_path / "a")
+    assert all(e.unavailable == entries[0].unavailable for e in manifest.artifacts)
+    assert all(r.ok for r in run_parity(Root(tmp_path / "a"), manifest, Tolerances()))
