@@ -158,11 +158,12 @@ def prepare(cfg: ByomConfig) -> Callable[[Run], list[ArtifactEntry]]:
     """Load, probe and convert in memory (nothing written); returns the writer that stores it all."""
     import hashlib
 
-    from export import byom_sources as sources
+    import onnx
 
-    data = read_source(cfg)
+    from export import byom_sources as sources
     from export import byom_torch
 
+    data = read_source(cfg)
     load = sources.load_keras if cfg.framework == "keras" else byom_torch.load_torch
     source = load(cfg.source, data)
     source.sha256 = hashlib.sha256(data).hexdigest()
@@ -182,8 +183,6 @@ def prepare(cfg: ByomConfig) -> Callable[[Run], list[ArtifactEntry]]:
             "or --probe-inputs"
         ) from None
     probe = probes.Probe(inputs, outputs)
-    import onnx
-
     proto = finish_onnx(source.to_onnx(), source, cfg.name, probe)
     onnx_bytes = proto.SerializeToString()
     producer = {**source.versions, "onnx": onnx.__version__}
