@@ -67,8 +67,8 @@ KEEP_VERSIONS = 3  # stored versions of each model an export keeps (--keep-versi
 
 def commit(
     root: Root,
-    record: TrainingRecord,
-    record_sha256: str,
+    record: TrainingRecord | None,
+    record_sha256: str | None,
     entries: Iterable[ArtifactEntry],
     keep_versions: int = KEEP_VERSIONS,
 ) -> tuple[Manifest, list[ArtifactEntry]]:
@@ -78,28 +78,37 @@ def commit(
     the entry it replaces and that one's previous versions stay listed in `previous_versions`,
     `keep_versions` in all per (model, format). Entries exported from another training record
     that this export does not replace describe models that no longer exist and are dropped (with
-    their previous versions), as are entries whose file is gone. Returns the new manifest and the
-    dropped entries. Callers hold `root.locked()`.
+    their previous versions), as are entries whose file is gone or damaged. Models brought in from
+    a file (no training record: export.all --from-keras/--from-torch) are kept beside them. With
+    `record` None (such an export), the manifest keeps the training run it already records, if
+    any. Returns the new manifest and the dropped entries. Callers hold `root.locked()`.
     """
     entries = list(entries)
     new_names = {e.name for e in entries}
+    new_models = {e.model for e in entries if e.training_record_sha256 is None}
     old = load_or_none(root)
     kept, dropped = [], []
     for entry in old.artifacts if old else ():
         if entry.name in new_names:
             continue
-        if entry.training_record_sha256 != record_sha256 or not _intact(root, entry):
+        stale = (
+            entry.model in new_models  # a brought-in model re-exported: its other formats are replaced
+            if entry.training_record_sha256 is None
+            else record is not None and entry.training_record_sha256 != record_sha256
+        )
+        if stale or not _intact(root, entry):
             dropped.append(entry)
         else:
             kept.append(entry)
+    trained = record is not None
     entries, previous = number_versions(root, old, entries, keep_versions)
     kept_names = {e.name for e in kept}
     previous += [e for e in (old.previous if old else ()) if e.name in kept_names]
     manifest = Manifest(
-        training_record=RecordRef(TRAINING_RECORD, record_sha256),
-        data=record.data,
-        reference=record.reference,
-        probe=record.probe,
+        training_record=RecordRef(TRAINING_RECORD, record_sha256) if trained else old and old.training_record,
+        data=record.data if trained else old and old.data,
+        reference=record.reference if trained else old and old.reference,
+        probe=record.probe if trained else old and old.probe,
         artifacts=tuple(sorted(kept + entries, key=lambda e: e.name)),
         selftest_atol=SELFTEST_ATOL,
         selftest_rtol=SELFTEST_RTOL,
@@ -149,7 +158,9 @@ def refresh_aliases(
     intact; only an alias may still show the previous version, which consumers detect by hash.
     Only `<model>.<12 hex>.<suffix>` names of the manifest's own models are ever deleted.
     """
-    referenced = {e.path for e in manifest.all_entries()}
+    referenced = {e.path for e in manifest.all_entries()} | {
+        e.probe.path for e in manifest.all_entries() if e.probe
+    }
     dropped = list(dropped)
     models = {e.model for e in manifest.artifacts} | {e.model for e in dropped}
     for entry in manifest.artifacts:

@@ -35,7 +35,12 @@ _NAME = re.compile(NAME_PATTERN)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"})
 # format -> what its stored version is on disk
-FORMATS: Mapping[str, str] = {"onnx": "file", "savedmodel": "dir", "torchscript": "file"}
+FORMATS: Mapping[str, str] = {
+    "onnx": "file",
+    "savedmodel": "dir",
+    "torchscript": "file",
+    "exportedprogram": "file",  # a torch.export program (.pt2) brought in with export.all --from-torch
+}
 MAX_JSON_BYTES = 32 << 20  # a manifest or record larger than this is refused before parsing
 MAX_DEPTH = 16  # deeper JSON nesting than any file we write
 MAX_STRING = 4096
@@ -447,6 +452,22 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class ProbeRef:
+    """A brought-in model's probe file (`<model>.<sha12>.probe.npz`: `inputs/<name>` and the source
+    framework's `outputs/<name>`), shared by every artifact of that model; confined like `path`."""
+
+    path: str
+    sha256: str
+
+    @classmethod
+    def parse(cls, f: Fields) -> ProbeRef:
+        return cls(f.name("path"), f.sha256("sha256"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
 class ArtifactEntry:
     """One exported artifact: its stored version, hash, signature and the source model's outputs."""
 
@@ -477,6 +498,11 @@ class ArtifactEntry:
     # An MLP's per-probe-row size of the sums runtimes add up (its network with |weights| on |x|):
     # the check's bound scales with it, as the linear models' bound scales with Σ|x·w| + |b|.
     source_probe_magnitude: tuple[float, ...] = ()
+    # A model brought in with export.all --from-keras/--from-torch (export/byom.py):
+    source_sha256: str | None = None  # the .keras / .pt2 file's sha256 (its provenance)
+    source_file: str | None = None  # that file's name, as given
+    probe: ProbeRef | None = None  # the probe inputs and source outputs the check compares against
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # format -> why it was not produced
 
     @property
     def alias(self) -> str:
@@ -518,6 +544,10 @@ class ArtifactEntry:
             version=f.int("version", optional=True, lo=1) or 1,  # manifests before versions: 1
             architecture=Architecture.parse(f.sub("architecture")) if f.has("architecture") else None,
             source_probe_magnitude=f.nums("source_probe_magnitude", optional=True) or (),
+            source_sha256=f.sha256("source_sha256") if f.has("source_sha256") else None,
+            source_file=f.str("source_file", optional=True),
+            probe=ProbeRef.parse(f.sub("probe")) if f.has("probe") else None,
+            unavailable=f.strings("unavailable", optional=True),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -547,6 +577,10 @@ class ArtifactEntry:
             "signature_name": self.signature_name,
             "architecture": None if self.architecture is None else self.architecture.to_json(),
             "source_probe_magnitude": list(self.source_probe_magnitude) or None,
+            "source_sha256": self.source_sha256,
+            "source_file": self.source_file,
+            "probe": self.probe.to_json() if self.probe else None,
+            "unavailable": dict(self.unavailable) or None,
         }
         return out | {k: v for k, v in optional.items() if v is not None}
 
@@ -615,7 +649,11 @@ class Manifest:
                 )
             seen[key] = i
             paths[entry.name] = entry.path
-            if manifest.probe is not None and len(entry.source_probe_y) != len(manifest.probe.x):
+            if (
+                manifest.probe is not None
+                and entry.probe is None
+                and len(entry.source_probe_y) != len(manifest.probe.x)
+            ):
                 f.fail(
                     f"{len(entry.source_probe_y)} values for {len(manifest.probe.x)} probe rows",
                     f"artifacts[{i}].source_probe_y",

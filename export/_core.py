@@ -46,8 +46,8 @@ class Run:
     """One export run: the artifacts directory and the training record it exports from."""
 
     root: Root
-    record: TrainingRecord
-    record_sha256: str
+    record: TrainingRecord | None  # None: models brought in from files (export/byom.py)
+    record_sha256: str | None
 
     @property
     def artifacts(self) -> Path:
@@ -153,7 +153,7 @@ Writer = Callable[[Run], list[ArtifactEntry]]
 
 
 def export_formats(
-    artifacts: Path, writers: Sequence[Writer], keep_versions: int = KEEP_VERSIONS
+    artifacts: Path, writers: Sequence[Writer], keep_versions: int = KEEP_VERSIONS, trained: bool = True
 ) -> list[ArtifactEntry]:
     """Run each format's `write(run) -> entries`, then commit all their entries in one manifest.
 
@@ -162,8 +162,13 @@ def export_formats(
     (readers see the previous exports until then, never a manifest without them); then the
     stable names are pointed at the new versions and versions nothing names are removed. Each
     model keeps its last `keep_versions` stored versions (core.manifest.commit numbers them).
+    With `trained` False (export/byom.py) no training record is read and the directory may be new.
     """
-    run = open_run(artifacts)
+    run = (
+        open_run(artifacts)
+        if trained
+        else Run(Root(cli.ensure_dir(Path(artifacts), create=True)), None, None)
+    )
     with run.root.locked():
         entries = [e for write in writers for e in write(run)]
         previous = load_or_none(run.root)
@@ -171,7 +176,12 @@ def export_formats(
         # The previous generation's files stay until the next export: a reader that read the old
         # manifest a moment ago can still open what it names.
         refresh_aliases(
-            run.root, manifest, dropped, keep={e.path for e in previous.all_entries()} if previous else set()
+            run.root,
+            manifest,
+            dropped,
+            keep={p for e in previous.all_entries() for p in (e.path, e.probe and e.probe.path) if p}
+            if previous
+            else set(),
         )
     if dropped:
         logger.info(
@@ -185,10 +195,12 @@ def export_formats(
 def print_entries(entries: list[ArtifactEntry], artifacts: Path) -> None:
     """One line per artifact written, then where everything went."""
     for e in entries:
-        print(
-            f"[ok] {e.name:28s} {e.size:>9,d} bytes  sha256 {e.sha256[:12]}  version {e.version}  "
+        what = (
             f"y(10) = {e.headline_y:.6f}"
+            if e.headline_y is not None
+            else f"source sha256 {e.source_sha256[:12]}"
         )
+        print(f"[ok] {e.name:28s} {e.size:>9,d} bytes  sha256 {e.sha256[:12]}  version {e.version}  {what}")
     print(
         f"wrote {', '.join(str(artifacts / e.name) for e in entries)}; manifest {artifacts / 'manifest.json'}"
     )
@@ -219,7 +231,10 @@ def main_for(
 
     def _main(args) -> int:
         after = prepare(args)
-        print_entries(export(args.artifacts, args.keep_versions), args.artifacts)
+        # an option may replace the export (export.all --from-keras/--from-torch: export/byom.py)
+        chosen = getattr(args, "export", None)
+        entries = chosen(args.artifacts) if chosen else export(args.artifacts, args.keep_versions)
+        print_entries(entries, args.artifacts)
         if after is not None:
             after()
         return 0

@@ -1,5 +1,6 @@
 """Export every format: `python -m export.all [--artifacts DIR] [--sign-key PEM]` (SavedModel,
-TorchScript, ONNX); with `--sign-key`, sign the result (export/sign.py).
+TorchScript, ONNX); with `--sign-key`, sign the result (export/sign.py). With `--from-keras FILE` or
+`--from-torch FILE` and `--name NAME`, export that model instead (export/byom.py).
 
 All formats are committed to the manifest together, in one rename: a server or an app reading
 the directory sees the previous exports until the new ones replace them (README "Reliability").
@@ -15,6 +16,7 @@ from core.manifest import KEEP_VERSIONS
 from core.schema import ArtifactEntry
 from export import FORMATS
 from export._core import export_formats, main_for
+from export.byom import add_options
 from export.sign import sign_after
 from export.triton import refresh
 
@@ -29,8 +31,20 @@ def export_all(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[Arti
     return entries
 
 
+def _options(p):
+    """--from-keras/--from-torch (export/byom.py), then --sign-key (export/sign.py)."""
+    byom = add_options(p)
+    sign = sign_after(p)
+
+    def prepare(args):
+        byom(args)
+        return sign(args)
+
+    return prepare
+
+
 def main() -> None:
-    main_for("all", export_all, options=sign_after)
+    main_for("all", export_all, options=_options)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from least squares is reported, not bounded); also report (c) the largest distan
 squares over the probe batch. The headline bound (b) is --analytic-tol times the manifest's
 `probe.headline_tolerance_scale`: max(1, std of the training target) for a CSV, 1 for the
 article's data. A Triton repository in ARTIFACTS/triton gets a row too: current, or which models
-are stale and the command that refreshes them (export/triton_state.py). Exit 0 all pass, 1 any
-fails, 2 usage error or missing artifacts.
+are stale and the command that refreshes them (export/triton_state.py). Models brought in with
+export.all --from-keras / --from-torch are compared with their probe file, per output
+(serve/parity.py). Exit 0 all pass, 1 any fails, 2 usage error or missing artifacts.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.fsio import Root
 from core.manifest import verify
 from core.schema import ArtifactEntry, Manifest
 from export.triton_state import triton_state
+from serve import parity
 from serve.runtimes import RUNTIMES
 
 
@@ -178,7 +180,7 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
             f"{artifacts}: no such directory; {fix('train', artifacts)} and {fix('export', artifacts)}"
         )
     manifest = Manifest.load(artifacts)
-    if manifest.probe is None:
+    if manifest.probe is None and not any(e.probe for e in manifest.artifacts):
         raise InputError(
             f"{artifacts}/manifest.json records no training run (no probe rows, no source "
             f"outputs) to check its models against; {fix('export', artifacts)} from a training run"
@@ -191,7 +193,8 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
     for entry in manifest.artifacts:  # a missing input is exit 2, like every other command
         if not (root.dir / entry.path).exists():
             root.existing(entry.path)
-    rows = [row for entry in manifest.artifacts for row in check_artifact(root, manifest, entry, tol)]
+    article = [e for e in manifest.artifacts if e.probe is None]  # brought-in models: serve/parity.py
+    rows = [row for entry in article for row in check_artifact(root, manifest, entry, tol)]
     triton = triton_state(artifacts, manifest)  # ARTIFACTS/triton, if there is one
     if triton is not None:
         text = triton.line()
@@ -271,8 +274,21 @@ def main() -> None:
     cli.artifacts_arg(p)
     d = Tolerances()
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
-    p.add_argument("--atol", type=cli.positive_float, default=d.atol, help="absolute tolerance, same model")
-    p.add_argument("--rtol", type=float, default=d.rtol, help="relative tolerance, same model")
+    p.add_argument(
+        "--atol",
+        action="append",
+        type=parity.tolerance_arg,
+        metavar="[OUTPUT=]VALUE",
+        help=f"absolute tolerance, same model (default {d.atol:g}); OUTPUT=VALUE for one output of a "
+        "brought-in model, whose defaults go by dtype (README 'Your own model'); repeatable",
+    )
+    p.add_argument(
+        "--rtol",
+        action="append",
+        type=parity.tolerance_arg,
+        metavar="[OUTPUT=]VALUE",
+        help=f"relative tolerance, same model (default {d.rtol:g}); OUTPUT=VALUE as for --atol",
+    )
     p.add_argument(
         "--analytic-tol",
         type=cli.positive_float,
@@ -284,14 +300,23 @@ def main() -> None:
     )
 
     def _main(args) -> int:
-        tol = Tolerances(args.atol, args.rtol, args.analytic_tol)
-        return report(args.artifacts, tol, as_json=args.json, trust_key=args.trust_key)
+        by_output = parity.Tolerances.from_flags(args.atol, args.rtol)
+        tol = Tolerances(
+            d.atol if by_output.atol is None else by_output.atol,
+            d.rtol if by_output.rtol is None else by_output.rtol,
+            args.analytic_tol,
+        )
+        return report(args.artifacts, tol, as_json=args.json, trust_key=args.trust_key, by_output=by_output)
 
     cli.run(_main, p.parse_args())
 
 
 def report(
-    artifacts: Path, tol: Tolerances = Tolerances(), as_json: bool = False, trust_key: Path | None = None
+    artifacts: Path,
+    tol: Tolerances = Tolerances(),
+    as_json: bool = False,
+    trust_key: Path | None = None,
+    by_output: parity.Tolerances = parity.Tolerances(),
 ) -> int:
     """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails.
     With `trust_key`, the signature is verified first (serve/signature.py); if it fails, nothing runs."""
@@ -299,25 +324,30 @@ def report(
     if signature is not None and not signature.ok:
         return IntegrityError.exit_code
     rows, manifest = run_check(artifacts, tol)
+    brought = parity.run_parity(Root(artifacts), manifest, by_output)  # [] without brought-in models
+    ok = all(r.ok for r in rows) and all(r.ok for r in brought)
     if as_json:
         print(
             json.dumps(
                 {
-                    "ok": all(r.ok for r in rows),
+                    "ok": ok,
                     "tolerances": asdict(tol)
                     | {
-                        "analytic_scale": manifest.probe.headline_tolerance_scale,
-                        "analytic_bound": analytic_bound(manifest, tol),
+                        "analytic_scale": manifest.probe.headline_tolerance_scale if manifest.probe else None,
+                        "analytic_bound": analytic_bound(manifest, tol) if manifest.probe else None,
                     },
                     "rows": [asdict(r) for r in rows],
+                    **({"parity": [r.to_json() for r in brought]} if brought else {}),
                     **({"signature": signature.to_json()} if signature else {}),
                 },
                 indent=2,
             )
         )
     else:
-        print((f"{signature.line()}\n" if signature else "") + format_rows(rows, manifest, tol))
-    return 0 if all(r.ok for r in rows) else IntegrityError.exit_code
+        tables = [format_rows(rows, manifest, tol)] if rows else []
+        tables += [parity.format_rows(brought)] if brought else []
+        print((f"{signature.line()}\n" if signature else "") + "\n".join(tables))
+    return 0 if ok else IntegrityError.exit_code
 
 
 def signature_first(artifacts: Path, trust_key: Path | None, as_json: bool):

@@ -64,3 +64,84 @@ RUNTIMES: dict[str, list[tuple[str, Callable[[Path], Predict]]]] = {
     "savedmodel": [("tensorflow", tensorflow_savedmodel)],
     "torchscript": [("torch", torch_torchscript)],
 }
+
+
+# -- any signature (models brought in with export.all --from-keras/--from-torch; serve/parity.py) ----
+# Each factory takes the artifact's path and its output names in signature order, and returns
+# `run(feeds {input name: array}) -> {output name: array}`.
+Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def run_onnxruntime(path: Path, outputs: list[str]) -> Run:
+    """onnxruntime's CPU provider through the loader's `Model.run` (checks off: the check reports them)."""
+    from serve.loader import load
+
+    return load(path, verify_sha256=False, selftest=False).run
+
+
+def run_onnx_reference(path: Path, outputs: list[str]) -> Run:
+    """`onnx.reference.ReferenceEvaluator` (pure numpy; serve/parity.py bounds its time)."""
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(str(path))
+    return lambda feeds: dict(zip(outputs, evaluator.run(outputs, feeds), strict=True))
+
+
+def run_savedmodel(path: Path, outputs: list[str]) -> Run:
+    """The SavedModel's `serving_default` signature in TensorFlow (inputs and outputs by name)."""
+    from core.frameworks import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return lambda feeds: {
+        k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()
+    }
+
+
+def _torch_outputs(result, outputs: list[str]) -> dict[str, np.ndarray]:
+    import torch.utils._pytree as pytree
+
+    flat = pytree.tree_flatten(result)[0]  # a dict flattens in insertion order, as at export
+    return {n: t.detach().numpy() for n, t in zip(outputs, flat, strict=True)}
+
+
+def run_torchscript(path: Path, outputs: list[str]) -> Run:
+    """The TorchScript file in torch, inputs positional in signature order."""
+    import torch
+
+    from core.frameworks import torch_jit_quiet
+
+    with torch_jit_quiet():
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return _torch_outputs(module(*[torch.from_numpy(v) for v in feeds.values()]), outputs)
+
+    return run
+
+
+def run_exportedprogram(path: Path, outputs: list[str]) -> Run:
+    """The torch.export program (.pt2) in torch: its own module, inputs in the program's order."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    program = torch.export.load(str(path))
+    module = program.module()
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        flat = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
+        args, kwargs = pytree.tree_unflatten(flat, program.call_spec.in_spec)
+        with torch.no_grad():
+            return _torch_outputs(module(*args, **kwargs), outputs)
+
+    return run
+
+
+# format -> [(runtime name, factory)] for models checked against a probe file
+RUN_RUNTIMES: dict[str, list[tuple[str, Callable[[Path, list[str]], Run]]]] = {
+    "onnx": [("onnxruntime", run_onnxruntime), ("onnx.reference", run_onnx_reference)],
+    "savedmodel": [("tensorflow", run_savedmodel)],
+    "torchscript": [("torch", run_torchscript)],
+    "exportedprogram": [("torch", run_exportedprogram)],
+}

@@ -1,0 +1,253 @@
+"""The parity proof for brought-in models (export.all --from-keras/--from-torch): part of `serve.check`.
+
+For every manifest entry with a `probe` file: check the artifact's sha256 and the probe's, run the
+probe inputs in each runtime for its format (ONNX: onnxruntime and onnx.reference; SavedModel:
+TensorFlow; TorchScript and the ExportedProgram: torch) and compare every output with the source
+framework's, element by element: pass when |a - b| <= atol + rtol·|b| everywhere (integer and bool
+outputs: equal). Each row reports max |a - b|, max |a - b| / |b| (over b != 0) and the minimum atol
+that would pass at the row's rtol, max(0, max(|a - b| - rtol·|b|)), as Polygraphy does.
+
+Tolerances per output: `--atol NAME=VALUE` for that output, `--atol VALUE` for every other output,
+else the default for its dtype (`DEFAULTS`); the same for `--rtol`. onnx.reference is pure Python:
+when the whole probe would take longer than `REFERENCE_BUDGET` seconds it runs the first rows that
+fit and the row says how many; an op it cannot run is the row's note, and the row is skipped, not
+failed (onnxruntime's row still decides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import IntegrityError
+from core.fixes import fix
+from core.fsio import Root, sha256_file
+from core.manifest import verify
+from core.schema import ArtifactEntry, Manifest, TensorSpec
+from export.probe import MAX_PROBE_BYTES
+from export.probe import load as load_probe
+from serve.runtimes import RUN_RUNTIMES
+
+# dtype -> (atol, rtol) when no flag names the output
+DEFAULTS: Mapping[str, tuple[float, float]] = {
+    "float16": (1e-3, 1e-3),
+    "float32": (1e-5, 1e-5),
+    "float64": (1e-7, 1e-7),
+}
+EXACT = (0.0, 0.0)  # integer and bool outputs
+REFERENCE_BUDGET = 20.0  # seconds onnx.reference may spend on one artifact's probe
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """`--atol` / `--rtol` as given: a value for every output and/or values per output name."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    atol_by_output: Mapping[str, float] = field(default_factory=dict)
+    rtol_by_output: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_flags(cls, atol: list | None, rtol: list | None) -> Tolerances:
+        """From `tolerance_arg` pairs (name or None, value); the last value given for a name wins."""
+
+        def split(pairs):
+            pairs = pairs or []
+            return next((v for n, v in reversed(pairs) if n is None), None), {n: v for n, v in pairs if n}
+
+        (a, a_by), (r, r_by) = split(atol), split(rtol)
+        return cls(a, r, a_by, r_by)
+
+    def for_output(self, spec: TensorSpec) -> tuple[float, float]:
+        if spec.dtype not in DEFAULTS:
+            return EXACT
+        atol, rtol = DEFAULTS[spec.dtype]
+        atol = self.atol_by_output.get(spec.name, self.atol if self.atol is not None else atol)
+        rtol = self.rtol_by_output.get(spec.name, self.rtol if self.rtol is not None else rtol)
+        return atol, rtol
+
+
+def tolerance_arg(text: str) -> tuple[str | None, float]:
+    """`VALUE` (every output) or `NAME=VALUE` (one output): a finite number >= 0."""
+    name, sep, value = text.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0 <= number < math.inf or (sep and not name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a finite number >= 0, or OUTPUT=NUMBER for one output, e.g. 1e-5 or y=1e-4"
+        )
+    return (name or None), number
+
+
+@dataclass
+class Row:
+    """One output of one artifact in one runtime (output None: the runtime could not run it)."""
+
+    artifact: str
+    runtime: str
+    output: str | None
+    ok: bool
+    rows: int = 0  # probe rows compared
+    max_abs: float | None = None
+    max_rel: float | None = None  # over elements where the source output is not 0
+    min_atol: float | None = None  # the smallest atol that passes at `rtol`
+    atol: float | None = None
+    rtol: float | None = None
+    note: str | None = None  # e.g. onnx.reference ran a subset, or could not run an op (skipped)
+    skipped: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in asdict(self).items()
+        }
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[float, float, float]:
+    """(max |a - b|, max |a - b| / |b| over b != 0, minimum passing atol at `rtol`); NaN == NaN."""
+    a, b = actual.astype(np.float64), expected.astype(np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    diff = np.where(same, 0.0, np.abs(a - b))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    scale = np.where(np.isfinite(b), np.abs(b), 0.0)
+    nonzero = scale > 0
+    rel = float(np.max(diff[nonzero] / scale[nonzero])) if nonzero.any() else 0.0
+    return float(diff.max(initial=0.0)), rel, max(0.0, float(np.max(diff - rtol * scale, initial=0.0)))
+
+
+def check_entry(root: Root, entry: ArtifactEntry, tol: Tolerances) -> list[Row]:
+    """Verify `entry` and its probe, then one row per runtime and output."""
+    runtimes = RUN_RUNTIMES[entry.format]
+    try:
+        path = Path(verify(root, entry))
+        probe_path = root.existing(entry.probe.path)
+        if probe_path.stat().st_size > MAX_PROBE_BYTES:
+            raise IntegrityError(
+                f"{probe_path}: more than {MAX_PROBE_BYTES >> 20} MiB; {fix('export', root.dir)}"
+            )
+        if sha256_file(probe_path) != entry.probe.sha256:
+            raise IntegrityError(
+                f"{probe_path}: sha256 differs from the manifest's; the probe was changed after export; "
+                f"{fix('export', root.dir)}"
+            )
+        probe = load_probe(probe_path, entry.signature)
+    except IntegrityError as exc:
+        return [Row(entry.name, rt, None, False, error=str(exc)) for rt, _ in runtimes]
+    names = [s.name for s in entry.signature.outputs]
+    rows = []
+    for runtime, factory in runtimes:
+        feeds, note = dict(probe.inputs), None
+        try:
+            run = factory(path, names)
+            if runtime == "onnx.reference":
+                feeds, note = _within_budget(run, feeds)
+            got = run(feeds) if feeds else None
+        except Exception as exc:  # any runtime failure is this row's, not the check's
+            text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            if runtime == "onnx.reference" and isinstance(exc, (NotImplementedError, KeyError, TypeError)):
+                rows.append(
+                    Row(entry.name, runtime, None, True, note=f"cannot run it ({text})", skipped=True)
+                )
+            else:
+                rows.append(
+                    Row(entry.name, runtime, None, False, error=f"{path}: {runtime} cannot run it ({text})")
+                )
+            continue
+        if got is None:
+            rows.append(Row(entry.name, runtime, None, True, note=note, skipped=True))
+            continue
+        n = len(next(iter(feeds.values())))
+        for spec in entry.signature.outputs:
+            atol, rtol = tol.for_output(spec)
+            expected, actual = probe.outputs[spec.name][:n], np.asarray(got.get(spec.name))
+            if actual.shape != expected.shape:
+                rows.append(
+                    Row(
+                        entry.name,
+                        runtime,
+                        spec.name,
+                        False,
+                        n,
+                        atol=atol,
+                        rtol=rtol,
+                        error=f"shape {actual.shape}, the source's is {expected.shape}",
+                    )  # fmt: skip
+                )
+                continue
+            max_abs, max_rel, min_atol = compare(actual, expected, atol, rtol)
+            rows.append(
+                Row(
+                    entry.name,
+                    runtime,
+                    spec.name,
+                    min_atol <= atol,
+                    n,
+                    max_abs,
+                    max_rel,
+                    min_atol,
+                    atol,
+                    rtol,
+                    note,
+                )
+            )
+    return rows
+
+
+def _within_budget(run, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str | None]:
+    """The probe rows onnx.reference can run within REFERENCE_BUDGET (timed on one row)."""
+    total = len(next(iter(feeds.values())))
+    start = time.perf_counter()
+    run({k: v[:1] for k, v in feeds.items()})
+    per_row = max(time.perf_counter() - start, 1e-6)
+    fit = int(REFERENCE_BUDGET / per_row)
+    if fit >= total:
+        return feeds, None
+    if fit < 1:
+        return {}, f"skipped: one row took {per_row:.1f} s, over the {REFERENCE_BUDGET:g} s budget"
+    return (
+        {k: v[:fit] for k, v in feeds.items()},
+        f"first {fit} of {total} rows: all would take ~{per_row * total:.0f} s "
+        f"(budget {REFERENCE_BUDGET:g} s)",
+    )
+
+
+def run_parity(root: Root, manifest: Manifest, tol: Tolerances) -> list[Row]:
+    """Rows for every entry with a probe file (the article's entries are serve.check's own)."""
+    return [row for e in manifest.artifacts if e.probe is not None for row in check_entry(root, e, tol)]
+
+
+def format_rows(rows: list[Row]) -> str:
+    """The table a person reads: one line per artifact, runtime and output."""
+    head = f"{'':7}{'artifact':28}{'runtime':16}{'output':14}{'max|Δ|':>10}{'max rel':>10}{'min atol':>10}"
+    lines = [head + f"{'atol':>9}{'rtol':>9}"]
+    for r in rows:
+        mark = "[skip]" if r.skipped else "[ok]  " if r.ok else "[FAIL]"
+        what = f"{mark} {r.artifact:28}{r.runtime:16}"
+        if r.error or r.output is None:
+            lines.append(f"{what}{r.error or r.note}")
+            continue
+        figures = f"{r.max_abs:10.2e}{r.max_rel:10.2e}{r.min_atol:10.2e}" if r.max_abs is not None else ""
+        line = f"{what}{r.output:14}{figures:30}{r.atol:9.0e}{r.rtol:9.0e}"
+        lines.append(line + (f"  {r.error}" if r.error else "") + (f"  ({r.note})" if r.note else ""))
+    lines.append(
+        "pass: |a - b| <= atol + rtol·|b| for every element of the probe (int and bool outputs: equal); "
+        "min atol: the smallest atol that passes at that rtol"
+    )
+    failed = [r for r in rows if not r.ok]
+    lines.append(
+        f"all {len(rows)} checks passed"
+        if not failed
+        else f"{len(failed)} of {len(rows)} checks FAILED: "
+        + ", ".join(f"{r.artifact} ({r.runtime}{', ' + r.output if r.output else ''})" for r in failed)
+    )
+    return "\n".join(lines)
