@@ -200,7 +200,7 @@ def print_entries(entries: list[ArtifactEntry], artifacts: Path) -> None:
             if e.headline_y is not None
             else f"source sha256 {e.source_sha256[:12]}"
         )
-        print(f"[ok] {e.name:28s} {e.size:>9,d} bytes  sha256 {e.sha256[:12]}  version {e.version}  {what}")
+        print(f"[ok] {e.name:28s} {e.size:>9,d} bytes  sha256 {e.sha256[:12]}  {what}")
     print(
         f"wrote {', '.join(str(artifacts / e.name) for e in entries)}; manifest {artifacts / 'manifest.json'}"
     )
