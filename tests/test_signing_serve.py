@@ -108,3 +108,25 @@ def test_serve_process_with_trust_key(signed_copy, signing_keys):
         r"model keras_linear version 1: .*keras_linear\.[0-9a-f]{12}\.onnx: sha256 .* changed after signing",
         err,
     )
+
+
+def test_reload_never_swaps_in_a_version_the_trusted_key_did_not_sign(signed_copy, signing_keys):
+    """Issue 15 with the server's reload: a new version exported but not signed (model.sig still
+    from the previous export) is never served; once the directory is signed again, it is."""
+    from export.sign import sign_artifacts
+    from serve.http.registry import Registry
+    from tests.version_helpers import land, variant
+
+    registry = Registry(signed_copy, trust_key=signing_keys["trusted"] / "public.pem")
+    assert registry.load_all()
+    before = registry.served("keras_linear")
+    data = (signed_copy / "keras_linear.onnx").read_bytes()
+    new_version = land(signed_copy, "keras_linear", variant(data, 3.0, 1.0))
+    registry.reload()
+    served = registry.served("keras_linear")
+    assert served.label == before.label and served.entry.sha256 == before.entry.sha256
+    assert float(served.model.predict([[10.0]])[0, 0]) == float(before.model.predict([[10.0]])[0, 0])
+    sign_artifacts(signed_copy, signing_keys["trusted"] / "private.pem")
+    registry.reload()
+    assert registry.served("keras_linear").label == str(new_version)
+    assert float(registry.served("keras_linear").model.predict([[10.0]])[0, 0]) == 31.0
