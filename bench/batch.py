@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 from onnx import TensorProto, helper, numpy_helper
 
 from bench._core import ROOT, Row, interleave, python
+from bench._server import stop_all
 from core.fsio import Root
 from core.manifest import onnx_entry, write_standalone
 from core.schema import Signature, TensorSpec
@@ -181,15 +181,7 @@ def dask_cluster(workers: int, logs: Path) -> Iterator[str]:
             client.wait_for_workers(workers, timeout=60)
         yield address
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs, timeout=15)
 
 
 def same_parts(ours: Path, bare: Path) -> bool:

@@ -6,7 +6,6 @@ equal the local engine's, also when a worker is SIGKILLed mid-job.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench._server import free_port
+from bench._server import free_port, stop_all
 from tests.batch_helpers import read_output
 from tests.conftest import ROOT, run_cli
 
@@ -57,15 +56,7 @@ def cluster(tmp_path_factory):
         wait_for_workers(address, 2)
         yield address, procs[1:]
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs, timeout=10)
 
 
 @pytest.fixture(scope="module")

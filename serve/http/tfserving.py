@@ -28,15 +28,7 @@ TF_STATES = {LOADING: "LOADING", READY: "AVAILABLE", FAILED: "END", UNLOADED: "E
 
 def decode_predict(model: Model, body: dict[str, Any], max_rows: int) -> tuple[np.ndarray, str]:
     """The float32 batch of a :predict body and the response key ("predictions" or "outputs")."""
-    signature = body.get("signature_name", SIGNATURE)
-    if signature != SIGNATURE:
-        raise ApiError(400, f"unknown signature_name {preview(signature)}; the model has {SIGNATURE!r}")
-    if ("instances" in body) == ("inputs" in body):
-        raise ApiError(
-            400,
-            "the body needs exactly one of 'instances' (row format: a list with one entry per "
-            "row) or 'inputs' (columnar format), e.g. {\"instances\": [[10.0]]}",
-        )
+    tfserving_any.check_format(body, 'e.g. {"inputs": [[10.0]]}; rows: {"instances": [[10.0]]}')
     if "instances" in body:
         data, key = body["instances"], "predictions"
         if not isinstance(data, list):

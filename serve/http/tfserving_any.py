@@ -36,8 +36,8 @@ TF_TYPES = {
 }
 
 
-def decode(model: Model, body: dict[str, Any], max_rows: int) -> tuple[dict[str, Any], str]:
-    """The feeds of a :predict body for any signature and the response key ("predictions"/"outputs")."""
+def check_format(body: dict[str, Any], columnar: str) -> None:
+    """A :predict body names the one signature and exactly one of the row and columnar formats."""
     signature = body.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
         raise ApiError(400, f"unknown signature_name {preview(signature)}; the model has {SIGNATURE!r}")
@@ -45,8 +45,13 @@ def decode(model: Model, body: dict[str, Any], max_rows: int) -> tuple[dict[str,
         raise ApiError(
             400,
             "the body needs exactly one of 'instances' (row format: a list with one entry per row) "
-            "or 'inputs' (columnar format: {input name: rows})",
+            f"or 'inputs' (columnar format: {columnar})",
         )
+
+
+def decode(model: Model, body: dict[str, Any], max_rows: int) -> tuple[dict[str, Any], str]:
+    """The feeds of a :predict body for any signature and the response key ("predictions"/"outputs")."""
+    check_format(body, "{input name: rows}")
     names = [s.name for s in tensors.specs(model)[0]]
     if "instances" in body:
         rows = body["instances"]
