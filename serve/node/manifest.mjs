@@ -16,7 +16,7 @@ import { IntegrityError } from "./core.mjs";
 export const MANIFEST = "manifest.json";
 export const SCHEMA_VERSION = 2;
 export const NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}";
-export const FORMATS = Object.freeze(["onnx", "savedmodel", "torchscript"]);
+export const FORMATS = Object.freeze(["exportedprogram", "onnx", "savedmodel", "torchscript"]);
 export const DTYPES = Object.freeze(["bool", "float16", "float32", "float64", "int16", "int32", "int64", "int8", "uint8"]);
 export const MAX_JSON_BYTES = 32 << 20; // core/schema.py MAX_JSON_BYTES
 export const MAX_DEPTH = 16; // core/schema.py MAX_DEPTH
