@@ -4,14 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from bench._server import free_port
+from bench._server import start_server, stop_server
 from tests.conftest import ROOT
 from tests.serve_app import MODELS, reference
 
@@ -20,41 +19,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(exported_dir):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serve",
-            "--artifacts",
-            str(exported_dir),
-            "--port",
-            str(port),
-            "--grpc-port",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server not ready within 60 s"
-        time.sleep(0.1)
+    proc, port = start_server(exported_dir)
     yield proc, port
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+    stop_server(proc)
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
