@@ -7,24 +7,38 @@ import datetime as dt
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Protocol
 
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
-from core.fsio import VERSIONED, Root, sha256_path
+from core.fsio import VERSIONED, Root, Transaction, sha256_path
 from core.schema import (
     FORMATS,
     MANIFEST,
     SELFTEST_ATOL,
     SELFTEST_RTOL,
+    SIGNATURE,
     TRAINING_RECORD,
     ArtifactEntry,
     Manifest,
     RecordRef,
     Signature,
+    Signing,
     TrainingRecord,
 )
 
 logger = logging.getLogger(__name__)
+
+
+class Seal(Protocol):
+    """What signs a manifest as it is committed (export/sign.py `Sealer`): the manifest's `signing`
+    field, and `stage(txn)`, which stages `model.sig` over `txn`'s staged manifest."""
+
+    signing: Signing
+
+    def stage(self, txn: Transaction) -> None: ...
+
+    def describe(self) -> str: ...  # after the commit: one line saying what was signed
 
 
 def verify(root: Root, entry: ArtifactEntry, rel: str | None = None) -> str:
@@ -71,8 +85,10 @@ def commit(
     record_sha256: str | None,
     entries: Iterable[ArtifactEntry],
     keep_versions: int = KEEP_VERSIONS,
+    seal: Seal | None = None,
 ) -> tuple[Manifest, list[ArtifactEntry]]:
-    """Merge `entries` into the manifest (replacing same-named ones) and rename it into place.
+    """Merge `entries` into the manifest (replacing same-named ones) and commit it (`write`, with
+    `seal`: signed in the same commit).
 
     This rename is an export's commit point. Each new entry gets its version (`number_versions`);
     the entry it replaces and that one's previous versions stay listed in `previous_versions`,
@@ -114,8 +130,25 @@ def commit(
         selftest_rtol=SELFTEST_RTOL,
         previous=tuple(sorted(previous, key=lambda e: (e.name, -e.version))),
     )
-    root.write_json(MANIFEST, manifest.to_json())
-    return manifest, dropped
+    return write(root, manifest, seal), dropped
+
+
+def write(root: Root, manifest: Manifest, seal: Seal | None = None) -> Manifest:
+    """Commit `manifest` and, with `seal`, `model.sig` over it, in one journaled transaction
+    (core/fsio.py): after a crash the next `locked()` finishes both renames or neither happened.
+    Without `seal` the manifest is unsigned and a `model.sig` from an earlier export, which can no
+    longer verify, is removed. Returns the manifest committed. Callers hold `root.locked()`."""
+    manifest = replace(manifest, signing=seal.signing if seal else None)
+    with root.transaction() as txn:
+        txn.write_json(MANIFEST, manifest.to_json())
+        if seal is not None:
+            seal.stage(txn)
+    if seal is None and (root.dir / SIGNATURE).exists():
+        root.remove(SIGNATURE)
+        logger.warning(
+            "removed %s: it signed the previous manifest; %s", root.dir / SIGNATURE, fix("sign", root.dir)
+        )
+    return manifest
 
 
 def number_versions(
@@ -202,5 +235,4 @@ def onnx_entry(
 def write_standalone(root: Root, entries: Iterable[ArtifactEntry]) -> Manifest:
     """Write a manifest for models that did not come from a training run (no record, no probe)."""
     manifest = Manifest(training_record=None, data=None, reference=None, probe=None, artifacts=tuple(entries))
-    root.write_json(MANIFEST, manifest.to_json())
-    return manifest
+    return write(root, manifest)

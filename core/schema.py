@@ -27,6 +27,7 @@ from core.errors import MissingArtifactError, SchemaError
 from core.fixes import fix
 
 MANIFEST = "manifest.json"
+SIGNATURE = "model.sig"  # the signature bundle beside the manifest (core/signing.py)
 TRAINING_RECORD = "training.json"
 SCHEMA_VERSION = 2
 # A model or artifact name: starts with a letter or digit, then letters, digits, _ . - (<= 128 chars).
@@ -52,11 +53,13 @@ SELFTEST_RTOL = 1e-6
 T = TypeVar("T")
 
 
-def read_json(path: Path, what_fixes: str) -> Any:
-    """Read a bounded, bounded-depth JSON document; any failure is one IntegrityError naming `path`."""
+def read_json(path: Path, what_fixes: str, data: bytes | None = None) -> Any:
+    """Read a bounded, bounded-depth JSON document (or parse `data`, its bytes already read); any
+    failure is one IntegrityError naming `path`."""
     from core.fsio import read_regular  # a regular file only, never a FIFO or a device
 
-    data = read_regular(path, MAX_JSON_BYTES, what_fixes)
+    if data is None:
+        data = read_regular(path, MAX_JSON_BYTES, what_fixes)
     try:
         obj = json.loads(data)
     except RecursionError:
@@ -79,17 +82,18 @@ def _check_depth(obj: Any, path: Path, what_fixes: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
-def open_document(directory: Path, name: str, fix_key: str) -> Fields:
-    """`directory/name` read (bounded), parsed and version-checked: the top-level `Fields`.
+def open_document(directory: Path, name: str, fix_key: str, data: bytes | None = None) -> Fields:
+    """`directory/name` read (bounded; or `data`, its bytes already read), parsed and
+    version-checked: the top-level `Fields`.
 
     A missing file is MissingArtifactError; anything else wrong is a SchemaError; both name the
     file and end with the command that writes it (`fix_key` in core.fixes).
     """
     path = Path(directory) / name
     what_fixes = fix(fix_key, directory)
-    if not path.exists() and not path.is_symlink():
+    if data is None and not path.exists() and not path.is_symlink():
         raise MissingArtifactError(f"{path}: not found; {what_fixes}")
-    f = Fields(read_json(path, what_fixes), path, "", what_fixes)
+    f = Fields(read_json(path, what_fixes, data), path, "", what_fixes)
     version = f.int("schema_version", lo=0)
     if version != SCHEMA_VERSION:
         f.fail(
@@ -594,6 +598,26 @@ class RecordRef:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """The manifest's `signing` field: the signature bundle that covers this manifest (always
+    `model.sig`, core/signing.py) and the sha256 of the signing key's public PEM. Informative until
+    the bundle verifies with a trusted key (the bundle covers these bytes, so then it is trusted)."""
+
+    bundle: str
+    key_sha256: str
+
+    @classmethod
+    def parse(cls, f: Fields) -> Signing:
+        bundle = f.name("bundle")
+        if bundle != SIGNATURE:
+            f.fail(f"{bundle!r}: a signature bundle is always {SIGNATURE!r}", "bundle")
+        return cls(bundle, f.sha256("key_sha256"))
+
+    def to_json(self) -> dict[str, str]:
+        return {"bundle": self.bundle, "key_sha256": self.key_sha256}
+
+
+@dataclass(frozen=True)
 class Manifest:
     """`manifest.json`: the index of every exported artifact and what it was checked against.
 
@@ -615,11 +639,13 @@ class Manifest:
     selftest_rtol: float = SELFTEST_RTOL
     schema_version: int = SCHEMA_VERSION
     previous: tuple[ArtifactEntry, ...] = ()
+    signing: Signing | None = None  # set by a signed export (export/sign.py); None: unsigned
 
     @classmethod
-    def load(cls, directory: Path) -> Manifest:
-        """Parse and validate `directory/manifest.json` (MissingArtifactError when there is none)."""
-        return cls.parse(open_document(directory, MANIFEST, "export"))
+    def load(cls, directory: Path, data: bytes | None = None) -> Manifest:
+        """Parse and validate `directory/manifest.json` (MissingArtifactError when there is none),
+        or `data`, its bytes already read (core/signing.py parses the bytes it verified)."""
+        return cls.parse(open_document(directory, MANIFEST, "export", data))
 
     @classmethod
     def parse(cls, f: Fields) -> Manifest:
@@ -637,6 +663,7 @@ class Manifest:
             selftest_rtol=f.num("selftest_rtol"),
             schema_version=version,
             previous=f.items("previous_versions", ArtifactEntry.parse, optional=True),
+            signing=Signing.parse(f.sub("signing")) if f.has("signing") else None,
         )
         seen: dict[tuple[str, str], int] = {}
         paths: dict[str, str] = {}
@@ -692,6 +719,8 @@ class Manifest:
         }
         if self.previous:
             out["previous_versions"] = [e.to_json() for e in self.previous]
+        if self.signing is not None:
+            out["signing"] = self.signing.to_json()
         return out
 
     def all_entries(self) -> tuple[ArtifactEntry, ...]:

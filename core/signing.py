@@ -5,10 +5,11 @@ consumers load, never an alias: `manifest.json` and every file of every stored v
 manifest names (`keras_linear.<sha12>.onnx`, each file inside `keras_linear.<sha12>.savedmodel/`).
 The stable names (hard links, symlinks), the training files and the signature itself are not.
 
-Where the signature is: always `model.sig` beside `manifest.json`. The manifest does not name it:
-the signature covers the manifest's bytes, so a manifest field pointing at the signature would be
-read before it is verified and could not add anything a verifier may rely on. A consumer given a
-trusted key looks for `model.sig`; no file there is "unsigned" and refused.
+Where the signature is: always `model.sig` beside `manifest.json`, committed with it in one
+transaction (export/sign.py `Sealer`). The manifest names it in its `signing` field, with the
+signing key's fingerprint; that field is covered by the signature, so it is only trusted once the
+bundle verifies (then it must name the trusted key). A consumer given a trusted key looks for
+`model.sig` whatever the manifest says: no file there is "unsigned" and refused.
 
 Verification, in order: (1) the bundle is a Sigstore bundle holding a DSSE envelope over an in-toto
 statement; (2) its ECDSA signature over the DSSE pre-authentication encoding verifies with the
@@ -28,16 +29,16 @@ import binascii
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.errors import InputError, IntegrityError, MissingArtifactError
 from core.fixes import fix
-from core.fsio import sha256_file
-from core.schema import MANIFEST, Manifest
+from core.fsio import read_regular, sha256_file
+from core.schema import MANIFEST, MAX_JSON_BYTES, SIGNATURE, Manifest
 
-SIGNATURE = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"  # followed by .v0.3+json
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -55,6 +56,7 @@ class Verified:
     artifacts: Path
     key_fingerprint: str  # sha256 (hex) of the trusted public key's PEM, model-signing's key hint
     digests: tuple[tuple[str, str], ...]  # (relative path, sha256) of every signed file, sorted
+    manifest: Manifest  # parsed from the manifest bytes whose signed sha256 was checked
 
     @property
     def files(self) -> list[str]:
@@ -140,11 +142,12 @@ def signed_files(artifacts: Path, manifest: Manifest | None = None) -> list[str]
     return sorted(files)
 
 
-def read_bundle(path: Path) -> tuple[bytes, bytes, str]:
-    """Parse a Sigstore bundle file; returns (payload, signature DER, key hint). Malformed: SignatureError."""
+def read_bundle(path: Path, data: bytes | None = None) -> tuple[bytes, bytes, str]:
+    """Parse a Sigstore bundle file (or `data`, its bytes already read); returns (payload,
+    signature DER, key hint). Malformed: SignatureError."""
     resign = f"re-sign with {fix('sign', path.parent).removeprefix('re-run ')}"
     try:
-        bundle = json.loads(path.read_bytes())
+        bundle = json.loads(path.read_bytes() if data is None else data)
         envelope = bundle["dsseEnvelope"]
         payload = base64.b64decode(envelope["payload"], validate=True)
         sig = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
@@ -185,24 +188,69 @@ def parse_statement(path: Path, payload: bytes) -> dict[str, str]:
 
 def verify_dir(artifacts: str | Path, trust_key: str | Path, only: str | None = None) -> Verified:
     """Verify `artifacts/model.sig` with the public key file `trust_key`; raise SignatureError
-    naming the file and the reason, or return what was verified.
+    naming the file and the reason, or return what was verified (with the manifest it verified).
 
     With `only` (a stored version's relative path), file contents are hashed for that version
     alone: a loader verifies the signed index and what it loads, so one tampered model does not
     keep a server from serving the others. The signature, the manifest and the file set are
     always checked in full.
+
+    The manifest and the signature are each read once; the manifest returned is parsed from the
+    bytes whose sha256 was checked. An export commits `manifest.json` and `model.sig` with two
+    renames back to back, so a reader can see one new and one old: a failed verification is
+    retried while either file is still changing, and reported once both are stable.
     """
+    artifacts = Path(artifacts)
+    key, fp = load_public_key(trust_key)
+    how = fix("sign", artifacts).removeprefix("re-run ")
+    pair = _read_pair(artifacts, how)
+    for attempt in range(_RETRIES + 1):
+        try:
+            return _verify(artifacts, key, fp, trust_key, pair, only)
+        except SignatureError:
+            if attempt == _RETRIES:
+                raise
+            time.sleep(_RETRY_PAUSE)
+            again = _read_pair(artifacts, how)
+            if again == pair:
+                raise  # nothing moved: the error stands
+            pair = again
+    raise AssertionError("unreachable")
+
+
+_RETRIES = 5  # re-reads of a (model.sig, manifest.json) pair that fails while an export commits
+_RETRY_PAUSE = 0.02
+
+
+def _read_pair(artifacts: Path, how: str) -> tuple[bytes | None, bytes | None]:
+    """model.sig's and manifest.json's bytes (bounded, regular files only; None when absent)."""
+
+    def read(path: Path) -> bytes | None:
+        if not path.exists() and not path.is_symlink():
+            return None
+        return read_regular(path, MAX_JSON_BYTES, f"re-sign with {how}")
+
+    return read(artifacts / SIGNATURE), read(artifacts / MANIFEST)
+
+
+def _verify(
+    artifacts: Path,
+    key: Any,
+    fp: str,
+    trust_key: str | Path,
+    pair: tuple[bytes | None, bytes | None],
+    only: str | None,
+) -> Verified:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    artifacts = Path(artifacts)
-    key, fp = load_public_key(trust_key)
-    sig_path = artifacts / SIGNATURE
+    sig_bytes, manifest_bytes = pair
+    sig_path, manifest_path = artifacts / SIGNATURE, artifacts / MANIFEST
     how = fix("sign", artifacts).removeprefix("re-run ")
-    if not sig_path.is_file():
+    if sig_bytes is None:
         raise SignatureError(f"{sig_path}: not found: {artifacts} is unsigned; sign it with {how}")
-    payload, sig, hint = read_bundle(sig_path)
+    payload, sig, hint = read_bundle(sig_path, sig_bytes)
     if hint and hint != fp:
         raise SignatureError(
             f"{sig_path}: signed by key {hint[:16]}, not the trusted key {fp[:16]} ({trust_key}); "
@@ -218,16 +266,21 @@ def verify_dir(artifacts: str | Path, trust_key: str | Path, only: str | None = 
     signed = parse_statement(sig_path, payload)
     if MANIFEST not in signed:
         raise SignatureError(f"{sig_path}: does not cover {MANIFEST}; re-sign with {how}")
-    manifest_path = artifacts / MANIFEST
-    if not manifest_path.is_file():
+    if manifest_bytes is None:
         raise SignatureError(f"{manifest_path}: removed after signing; {fix('sign', artifacts)}")
-    actual = sha256_file(manifest_path)
+    actual = hashlib.sha256(manifest_bytes).hexdigest()
     if actual != signed[MANIFEST]:
         raise SignatureError(
             f"{manifest_path}: sha256 {actual[:12]} != signed {signed[MANIFEST][:12]}: the manifest changed "
             f"after signing (or {SIGNATURE} comes from another export); re-sign with {how}"
         )
-    present = set(signed_files(artifacts))  # the manifest is now the signed one
+    manifest = Manifest.load(artifacts, manifest_bytes)  # the signed bytes, parsed
+    if manifest.signing is not None and manifest.signing.key_sha256 != fp:
+        raise SignatureError(  # the bundle verified with the trusted key, so the manifest lies
+            f"{manifest_path}: names signing key {manifest.signing.key_sha256[:16]}, but {SIGNATURE} "
+            f"verifies with {fp[:16]}; re-sign with {how}"
+        )
+    present = set(signed_files(artifacts, manifest))
     added, removed = sorted(present - signed.keys()), sorted(signed.keys() - present)
     for name in removed:
         if not (artifacts / name).exists():
@@ -240,7 +293,7 @@ def verify_dir(artifacts: str | Path, trust_key: str | Path, only: str | None = 
             f"after signing (the signature covers {len(signed)} files); re-sign with {how}"
         )
     for name in sorted(signed):
-        if only is not None and name != only and not name.startswith(f"{only}/"):
+        if name == MANIFEST or (only is not None and name != only and not name.startswith(f"{only}/")):
             continue
         digest = sha256_file(artifacts / name)
         if digest != signed[name]:
@@ -248,28 +301,27 @@ def verify_dir(artifacts: str | Path, trust_key: str | Path, only: str | None = 
                 f"{artifacts / name}: sha256 {digest[:12]} != signed {signed[name][:12]}: changed after "
                 f"signing; {fix('sign', artifacts)}"
             )
-    return Verified(artifacts, fp, tuple(sorted(signed.items())))
+    return Verified(artifacts, fp, tuple(sorted(signed.items())), manifest)
 
 
 def verify_file(path: str | Path, artifacts: str | Path, trust_key: str | Path) -> Verified:
     """Verify the directory, then require that `path` (a stored version or its alias) holds the
-    bytes the signature records for the manifest entry it belongs to. Whatever a concurrent
-    writer does, the bytes hashed here equal a signed digest or nothing is returned."""
+    bytes the signature records for the entry of the verified manifest it belongs to. Whatever a
+    concurrent writer does, the bytes hashed here equal a signed digest or nothing is returned."""
     path, artifacts = Path(path), Path(artifacts)
-    manifest = Manifest.load(artifacts)
-    for entry in manifest.all_entries():  # the newest first: an alias names the newest
+    verified = verify_dir(artifacts, trust_key, only=MANIFEST)  # signature, manifest, file set
+    for entry in verified.manifest.all_entries():  # the newest first: an alias names the newest
         if (artifacts / entry.path).resolve() == path.resolve() or (
             path.parent.resolve() == artifacts.resolve() and path.name == entry.alias
         ):
-            stored = entry.path
-            verified = verify_dir(artifacts, trust_key, only=stored)  # also proves `manifest` was signed
-            expected = verified.digest(stored)
-            if expected is not None and sha256_file(path) == expected:
+            expected, digest = verified.digest(entry.path), sha256_file(path)
+            if digest == expected:
                 return verified
+            what = path if path.name == Path(entry.path).name else f"{path} (stable name of {entry.path})"
             raise SignatureError(
-                f"{path}: its bytes are not the signed {entry.path}; {fix('sign', artifacts)}"
+                f"{what}: sha256 {digest[:12]} != signed {(expected or 'nothing')[:12]}: changed after "
+                f"signing; {fix('sign', artifacts)}"
             )
-    verify_dir(artifacts, trust_key, only=MANIFEST)  # unsigned or altered: say that first
     raise SignatureError(
         f"{path}: not named by the signed {artifacts / MANIFEST}, so not covered by {SIGNATURE}"
     )

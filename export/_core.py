@@ -17,7 +17,7 @@ from core.architecture import LINEAR, Architecture
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, sha256_file, size_of
-from core.manifest import KEEP_VERSIONS, commit, load_or_none, refresh_aliases
+from core.manifest import KEEP_VERSIONS, Seal, commit, load_or_none, refresh_aliases
 from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_signature
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,11 @@ Writer = Callable[[Run], list[ArtifactEntry]]
 
 
 def export_formats(
-    artifacts: Path, writers: Sequence[Writer], keep_versions: int = KEEP_VERSIONS, trained: bool = True
+    artifacts: Path,
+    writers: Sequence[Writer],
+    keep_versions: int = KEEP_VERSIONS,
+    trained: bool = True,
+    seal: Seal | None = None,
 ) -> list[ArtifactEntry]:
     """Run each format's `write(run) -> entries`, then commit all their entries in one manifest.
 
@@ -163,6 +167,7 @@ def export_formats(
     stable names are pointed at the new versions and versions nothing names are removed. Each
     model keeps its last `keep_versions` stored versions (core.manifest.commit numbers them).
     With `trained` False (export/byom.py) no training record is read and the directory may be new.
+    With `seal` (export/sign.py `Sealer`) the manifest is signed and committed with `model.sig`.
     """
     run = (
         open_run(artifacts)
@@ -172,7 +177,7 @@ def export_formats(
     with run.root.locked():
         entries = [e for write in writers for e in write(run)]
         previous = load_or_none(run.root)
-        manifest, dropped = commit(run.root, run.record, run.record_sha256, entries, keep_versions)
+        manifest, dropped = commit(run.root, run.record, run.record_sha256, entries, keep_versions, seal)
         # The previous generation's files stay until the next export: a reader that read the old
         # manifest a moment ago can still open what it names.
         refresh_aliases(
@@ -210,8 +215,8 @@ def main_for(
     fmt: str, export: Callable[[Path], list[ArtifactEntry]], options: Callable | None = None
 ) -> None:
     """The CLI every `python -m export.<format>` shares. `options(parser)` adds flags and returns
-    `prepare(args)`, which checks them before the export and returns what to run after it (or None);
-    export.all uses it for `--sign-key` (export/sign.py `sign_after`)."""
+    `prepare(args)`, which checks them before the export and returns the `Seal` that signs the
+    commit, or None; export.all uses it for `--sign-key` (export/sign.py `sign_option`)."""
     p = cli.parser(
         f"Export the trained models as {fmt} and record them in manifest.json.",
         f"python -m export.{fmt} --artifacts artifacts",
@@ -230,13 +235,13 @@ def main_for(
     prepare = options(p) if options else lambda args: None
 
     def _main(args) -> int:
-        after = prepare(args)
+        seal = prepare(args)
         # an option may replace the export (export.all --from-keras/--from-torch: export/byom.py)
         chosen = getattr(args, "export", None)
-        entries = chosen(args.artifacts) if chosen else export(args.artifacts, args.keep_versions)
+        entries = chosen(args.artifacts, seal) if chosen else export(args.artifacts, args.keep_versions, seal)
         print_entries(entries, args.artifacts)
-        if after is not None:
-            after()
+        if seal is not None:
+            print(seal.describe())
         return 0
 
     cli.run(_main, p.parse_args(), fast_exit=True)

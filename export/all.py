@@ -12,20 +12,23 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from core.manifest import KEEP_VERSIONS
+from core.manifest import KEEP_VERSIONS, Seal
 from core.schema import ArtifactEntry
 from export import FORMATS
 from export._core import export_formats, main_for
 from export.byom import add_options
-from export.sign import sign_after
+from export.sign import sign_option
 from export.triton import refresh
 
 
-def export_all(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:
+def export_all(
+    artifacts: Path, keep_versions: int = KEEP_VERSIONS, seal: Seal | None = None
+) -> list[ArtifactEntry]:
     """Run every registered exporter, commit all their entries at once (keeping `keep_versions` stored
-    versions of each model), refresh ARTIFACTS/triton if export.triton made it; returns the entries."""
+    versions of each model; with `seal`, signed in the same commit), refresh ARTIFACTS/triton if
+    export.triton made it; returns the entries."""
     entries = export_formats(
-        artifacts, [importlib.import_module(m).write for m in FORMATS.values()], keep_versions
+        artifacts, [importlib.import_module(m).write for m in FORMATS.values()], keep_versions, seal=seal
     )
     refresh(artifacts)
     return entries
@@ -34,7 +37,7 @@ def export_all(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[Arti
 def _options(p):
     """--from-keras/--from-torch (export/byom.py), then --sign-key (export/sign.py)."""
     byom = add_options(p)
-    sign = sign_after(p)
+    sign = sign_option(p)
 
     def prepare(args):
         byom(args)

@@ -31,6 +31,7 @@ import numpy as np
 
 from core.errors import InputError, IntegrityError
 from core.fsio import size_of
+from core.manifest import Seal
 from core.schema import ArtifactEntry, ProbeRef
 from export import probe as probes
 from export._core import TRAINERS, Run, export_formats, store
@@ -269,12 +270,13 @@ def _converter(framework: str) -> dict[str, str]:
     return {"onnxscript": onnxscript.__version__}
 
 
-def export_byom(artifacts: Path, cfg: ByomConfig) -> list[ArtifactEntry]:
-    """Convert `cfg.source` and commit its artifacts and probe to `artifacts`; returns the entries."""
+def export_byom(artifacts: Path, cfg: ByomConfig, seal: Seal | None = None) -> list[ArtifactEntry]:
+    """Convert `cfg.source` and commit its artifacts and probe to `artifacts` (with `seal`, signed in
+    the same commit); returns the entries."""
     if Path(artifacts).exists() and not Path(artifacts).is_dir():  # before a 10 s conversion
         raise InputError(f"{artifacts}: exists and is not a directory; pass --artifacts DIR with a directory")
     write = prepare(cfg)
-    return export_formats(artifacts, [write], trained=False)
+    return export_formats(artifacts, [write], trained=False, seal=seal)
 
 
 def _seed(text: str) -> int:
@@ -322,6 +324,6 @@ def add_options(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], No
             int_range=probes.parse_int_range(args.int_range),
             probe_inputs=args.probe_inputs,
         )
-        args.export = lambda artifacts: export_byom(artifacts, cfg)
+        args.export = lambda artifacts, seal: export_byom(artifacts, cfg, seal)
 
     return prepare_args

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import IntegrityError
 from core.frameworks import quiet_tensorflow
-from core.manifest import KEEP_VERSIONS
+from core.manifest import KEEP_VERSIONS, Seal
 from core.schema import SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry
 from export._core import Run, Source, entry, export_formats, load_source, main_for, store, trained
 
@@ -228,9 +228,11 @@ def write(run: Run) -> list[ArtifactEntry]:
     return entries
 
 
-def export(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:
+def export(
+    artifacts: Path, keep_versions: int = KEEP_VERSIONS, seal: Seal | None = None
+) -> list[ArtifactEntry]:
     """Write both ONNX models and record them in the manifest; returns the manifest entries."""
-    return export_formats(artifacts, [write], keep_versions)
+    return export_formats(artifacts, [write], keep_versions, seal=seal)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.frameworks import quiet_tensorflow
-from core.manifest import KEEP_VERSIONS
+from core.manifest import KEEP_VERSIONS, Seal
 from core.schema import ArtifactEntry
 from export._core import Run, entry, export_formats, load_source, main_for, store, trained
 
@@ -69,9 +69,11 @@ def _write_or_raise_oserror(model: keras.Model, n_features: int, path: Path) -> 
         ) from None
 
 
-def export(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:
+def export(
+    artifacts: Path, keep_versions: int = KEEP_VERSIONS, seal: Seal | None = None
+) -> list[ArtifactEntry]:
     """Write the SavedModel and record it in the manifest; returns the manifest entries."""
-    return export_formats(artifacts, [write], keep_versions)
+    return export_formats(artifacts, [write], keep_versions, seal=seal)
 
 
 def main() -> None:

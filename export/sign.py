@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from core import cli
 from core.errors import InputError, MissingArtifactError
 from core.fixes import fix
-from core.fsio import Root
-from core.schema import FORMATS, MANIFEST, Manifest
-from core.signing import SIGNATURE, Verified, signed_files, verify_dir
+from core.fsio import Root, Transaction
+from core.manifest import write
+from core.schema import FORMATS, MANIFEST, SIGNATURE, Manifest, Signing
+from core.signing import Verified, signed_files, verify_dir
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +54,9 @@ def load_private_key(path: Path) -> Any:
     return key
 
 
-def _bundle(artifacts: Path, key_path: Path, files: list[str]) -> bytes:
-    """model-signing's bundle over exactly `files` (its public API: a hashing config that lists them)."""
+def _bundle(view: Path, key_path: Path, files: list[str]) -> bytes:
+    """model-signing's bundle over exactly `files` of `view` (its public API: a hashing config that
+    lists them)."""
     import model_signing.hashing
     import model_signing.signing
 
@@ -62,40 +66,79 @@ def _bundle(artifacts: Path, key_path: Path, files: list[str]) -> bytes:
 
     config = model_signing.signing.Config().use_elliptic_key_signer(private_key=key_path)
     config.set_hashing_config(Listed())
-    with tempfile.TemporaryDirectory(dir=artifacts, prefix=f".{SIGNATURE}.", suffix=".tmp") as tmp:
-        config.sign(artifacts, Path(tmp) / SIGNATURE)
-        return (Path(tmp) / SIGNATURE).read_bytes()
+    config.sign(view, view / SIGNATURE)
+    return (view / SIGNATURE).read_bytes()
 
 
-def sign_artifacts(artifacts: Path, key_path: Path) -> Verified:
-    """Sign `artifacts` with the private key at `key_path`; returns the verified result."""
-    from cryptography.hazmat.primitives import serialization
+class Sealer:
+    """Signs a manifest in the transaction that commits it (core.manifest `Seal`): `stage(txn)`
+    signs the staged manifest and the stored versions it names and stages `model.sig`, so the
+    manifest and its signature are renamed into place together (one journal) or not at all.
 
-    artifacts = cli.ensure_dir(Path(artifacts), create=False)
-    key = load_private_key(key_path)
-    if not (artifacts / MANIFEST).is_file():
-        raise MissingArtifactError(f"{artifacts / MANIFEST}: not found; {fix('export', artifacts)} first")
-    root = Root(artifacts)
-    with root.locked():
-        manifest = Manifest.load(artifacts)
-        for (
-            entry
-        ) in manifest.all_entries():  # a missing stored version is exit 2 naming it, not a sign failure
-            root.existing(entry.path, FORMATS[entry.format])
-        files = signed_files(artifacts, manifest)
-        bundle = _bundle(artifacts, Path(key_path), files)
-        root.write_bytes(SIGNATURE, bundle)
-        # Prove what was written verifies, with the public half, before saying it is signed.
-        with tempfile.NamedTemporaryFile(dir=artifacts, prefix=".public.", suffix=".tmp") as pub:
-            pub.write(
-                key.public_key().public_bytes(
+    model-signing hashes files under one directory, and the staged manifest is a temporary file, so
+    the signature is made over a view: a temporary directory inside ARTIFACTS holding hard links
+    (the same bytes, no copy) named as consumers will see them. The bundle is verified with the
+    public key over that view before it is staged: a signature that would not verify is never
+    committed.
+    """
+
+    def __init__(self, key_path: Path):
+        from core.signing import fingerprint
+
+        self.key_path = Path(key_path)
+        self.public = load_private_key(key_path).public_key()  # a wrong key fails before any export
+        self.signing = Signing(SIGNATURE, fingerprint(self.public))
+        self.verified: Verified | None = None
+
+    def stage(self, txn: Transaction) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        root = txn.root
+        artifacts = root.dir
+        with tempfile.TemporaryDirectory(dir=artifacts, prefix=f".{SIGNATURE}.", suffix=".tmp") as tmp:
+            view = Path(tmp) / "view"
+            view.mkdir()
+            os.link(txn.staged(MANIFEST), view / MANIFEST)
+            manifest = Manifest.load(view)
+            for entry in manifest.all_entries():  # a missing stored version: exit 2 naming it
+                root.existing(entry.path, FORMATS[entry.format])
+            files = signed_files(artifacts, manifest)
+            for name in files:
+                if name != MANIFEST:
+                    (view / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.link(root.existing(name), view / name)
+            bundle = _bundle(view, self.key_path, files)
+            public = Path(tmp) / "public.pem"
+            public.write_bytes(
+                self.public.public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
             )
-            pub.flush()
-            verified = verify_dir(artifacts, pub.name)
-    logger.debug("signed %s", ", ".join(files))
-    return verified
+            self.verified = replace(verify_dir(view, public), artifacts=artifacts)
+        txn.write_bytes(SIGNATURE, bundle)
+        logger.debug("signed %s", ", ".join(files))
+
+    def result(self) -> Verified:
+        if self.verified is None:
+            raise RuntimeError("Sealer.result() before a commit staged the signature")
+        return self.verified
+
+    def describe(self) -> str:
+        """One line: how many files, where the signature went, and the key's fingerprint."""
+        return describe(self.result())
+
+
+def sign_artifacts(artifacts: Path, key_path: Path) -> Verified:
+    """Sign `artifacts` (already exported) with the private key at `key_path`: the manifest gains
+    its `signing` field and is committed with `model.sig` in one transaction. Returns what verified."""
+    artifacts = cli.ensure_dir(Path(artifacts), create=False)
+    if not (artifacts / MANIFEST).is_file():
+        raise MissingArtifactError(f"{artifacts / MANIFEST}: not found; {fix('export', artifacts)} first")
+    root = Root(artifacts)
+    sealer = Sealer(key_path)
+    with root.locked():
+        write(root, Manifest.load(artifacts), sealer)
+    return sealer.result()
 
 
 def describe(verified: Verified) -> str:
@@ -118,18 +161,12 @@ def key_arg(p: argparse.ArgumentParser, flag: str = "--key", required: bool = Tr
     )
 
 
-def sign_after(p) -> Callable[[argparse.Namespace], Callable[[], None] | None]:
+def sign_option(p) -> Callable[[argparse.Namespace], Sealer | None]:
     """`--sign-key` for `python -m export.all` (export._core.main_for's `options`): the key is
-    checked before the export starts, and the directory signed after it."""
+    read before the export starts (a wrong key fails now, not after a 10 s export), and the export
+    commits the manifest and its signature together."""
     key_arg(p, "--sign-key", required=False)
-
-    def prepare(args: argparse.Namespace) -> Callable[[], None] | None:
-        if args.sign_key is None:
-            return None
-        load_private_key(args.sign_key)  # a wrong key fails now, not after a 10 s export
-        return lambda: print(describe(sign_artifacts(args.artifacts, args.sign_key)))
-
-    return prepare
+    return lambda args: None if args.sign_key is None else Sealer(args.sign_key)
 
 
 def main() -> None:

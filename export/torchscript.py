@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.frameworks import torch_jit_quiet
-from core.manifest import KEEP_VERSIONS
+from core.manifest import KEEP_VERSIONS, Seal
 from core.schema import ArtifactEntry
 from export._core import Run, entry, export_formats, load_source, main_for, store, trained
 
@@ -49,9 +49,11 @@ def write(run: Run) -> list[ArtifactEntry]:
     return entries
 
 
-def export(artifacts: Path, keep_versions: int = KEEP_VERSIONS) -> list[ArtifactEntry]:
+def export(
+    artifacts: Path, keep_versions: int = KEEP_VERSIONS, seal: Seal | None = None
+) -> list[ArtifactEntry]:
     """Write the TorchScript file and record it in the manifest; returns the manifest entries."""
-    return export_formats(artifacts, [write], keep_versions)
+    return export_formats(artifacts, [write], keep_versions, seal=seal)
 
 
 def main() -> None:

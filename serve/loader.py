@@ -446,11 +446,18 @@ def resolve(
     return root.existing(entry.path), entry, root
 
 
-def _verify_signature(path: Path, artifacts: Path, trust_key: str | Path) -> str:
-    """The signature check (imported only when a key is given: the cold start without one is unchanged)."""
+def _verify_signature(
+    path: Path, artifacts: Path, trust_key: str | Path, entry: ArtifactEntry | None
+) -> tuple[str, ArtifactEntry | None]:
+    """The signature check (imported only when a key is given: the cold start without one is
+    unchanged). Returns the key's fingerprint and `entry` as the signed manifest records it (the
+    manifest read before may have been replaced since; what was verified is what is used)."""
     from core.signing import verify_file
 
-    return verify_file(path, artifacts, trust_key).key_fingerprint
+    verified = verify_file(path, artifacts, trust_key)
+    if entry is not None:
+        entry = next((e for e in verified.manifest.all_entries() if e.path == entry.path), entry)
+    return verified.key_fingerprint, entry
 
 
 def load(
@@ -488,7 +495,8 @@ def open_model(path: Path, entry: ArtifactEntry | None, root: Root | None, optio
     run its self-test."""
     signed_by = None
     if options.trust_key is not None:
-        signed_by = _verify_signature(path, root.dir if root is not None else path.parent, options.trust_key)
+        artifacts = root.dir if root is not None else path.parent
+        signed_by, entry = _verify_signature(path, artifacts, options.trust_key, entry)
     if options.verify_sha256 and entry is not None and root is not None:
         verify(root, entry)
         if path.name != entry.path:  # opened by its stable name: the bytes loaded must match too

@@ -1,8 +1,10 @@
-"""The signature row of `python -m serve.check --trust-key PEM`: which key signed, verified or not.
+"""The signature row of `python -m serve.check`: which key signed, verified or not.
 
-The check verifies the whole directory (every signed file's sha256, core.signing.verify_dir) before
-running any artifact; a directory the trusted key did not sign is one [FAIL] row and exit 1, and no
-artifact from it is run.
+With `--trust-key PEM` the check verifies the whole directory (every signed file's sha256,
+core.signing.verify_dir) before running any artifact; a directory the trusted key did not sign is
+one [FAIL] row and exit 1, and no artifact from it is run. Without a key, a signed directory gets
+a "not verified" row naming the key its manifest records (an unsigned one gets no row: the
+article's output stays as it is).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import IntegrityError
+from core.schema import Manifest
 from core.signing import SIGNATURE, load_public_key, verify_dir
 
 
@@ -20,16 +23,20 @@ class SignatureRow:
     """The outcome of verifying `model.sig` with the trusted key."""
 
     ok: bool
-    trust_key: str  # the public key file given
-    key_fingerprint: str  # sha256 of the trusted key's PEM (model-signing's key hint)
+    trust_key: str | None  # the public key file given; None: nothing was verified
+    key_fingerprint: str  # sha256 of the trusted key's PEM (model-signing's key hint), or the manifest's
     files: int = 0  # how many signed files were verified
     error: str | None = None
+    verified: bool = True
 
     def line(self) -> str:
-        mark = "[ok]  " if self.ok else "[FAIL]"
+        mark = "[ok]  " if self.ok and self.verified else "[--]  " if self.ok else "[FAIL]"
         what = (
             f"verified: signed by key sha256:{self.key_fingerprint[:16]} ({self.trust_key}), "
             f"{self.files} files"
+            if self.ok and self.verified
+            else f"not verified: the manifest says signed by key sha256:{self.key_fingerprint[:16]}; "
+            "pass --trust-key public.pem to verify"
             if self.ok
             else self.error
         )
@@ -37,6 +44,13 @@ class SignatureRow:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def unverified(manifest: Manifest) -> SignatureRow | None:
+    """Without a trust key: the row for a manifest that records a signing key, else None."""
+    if manifest.signing is None:
+        return None
+    return SignatureRow(True, None, manifest.signing.key_sha256, verified=False)
 
 
 def check_signature(artifacts: Path, trust_key: Path) -> SignatureRow:
