@@ -54,6 +54,34 @@ def test_loader_runs_the_general_selftest_and_refuses_a_wrong_one(tmp_path, arti
         model.run({"features": [[True, False, True]], "ids": [[1]]})
 
 
+def test_run_fast_path_for_exact_feeds_agrees_with_the_general_one(artifacts, monkeypatch):
+    """Exact feeds (the inputs' dtypes and shapes, C-contiguous) skip the conversions; everything
+    else takes the general path; both give the same outputs, and both refuse the same input."""
+    import serve.loader
+
+    model = load(NAME, artifacts)
+    with monkeypatch.context() as m:
+        m.setattr(serve.loader, "_exact", lambda *a: pytest.fail("exact feeds were converted"))
+        exact = model.run({"features": FEATURES, "ids": IDS})
+    converted = model.run({"features": FEATURES.astype(np.float64).tolist(), "ids": IDS.astype(np.int32)})
+    strided = model.run({"features": np.asfortranarray(FEATURES), "ids": IDS})
+    for got in (exact, converted, strided):
+        assert list(got) == ["score", "pair"]
+        for name, want in expected().items():
+            np.testing.assert_allclose(got[name], want, rtol=1e-6)
+    nan = FEATURES.copy()
+    nan[2, 1] = np.nan
+    bad = [
+        ({"features": nan, "ids": IDS}, "NaN or infinity"),
+        ({"features": FEATURES, "ids": IDS[:2]}, "every input needs the same number of rows"),
+        ({"features": FEATURES[:0], "ids": IDS[:0]}, "got 0 rows"),
+        ({"features": FEATURES, "ids": IDS, "extra": IDS}, "unknown \\['extra'\\]"),
+    ]
+    for feeds, message in bad:
+        with pytest.raises(ValueError, match=message):
+            model.run(feeds)
+
+
 def test_metadata_has_real_datatypes_and_shapes(api):
     meta = api.get(f"/v2/models/{NAME}").json()
     assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [
