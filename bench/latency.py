@@ -4,7 +4,9 @@ The loader's `predict` vs a bare `InferenceSession.run` on the same file, plus n
 `x * w + b` (the floor), TorchScript in torch and the SavedModel signature in TensorFlow.
 Each sample is the mean over a block of calls; blocks of each subject are interleaved.
 Rows "4 latency b=1 MLP": the same comparison for `--model mlp:16,16` (bench/mlp_artifacts.py),
-the loader's `run` and `predict` against a bare session on that file.
+the loader's `run` and `predict` against a bare session on that file. Row "4 latency b=1
+two-input": the loader's `run` against a bare session on a two-input, two-output model brought in
+from torch (bench/two_input_artifacts.py; `predict` takes one input only).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import onnxruntime as ort
 
 from bench._core import Row, interleave
 from bench.mlp_artifacts import example_row, mlp_artifacts
+from bench.two_input_artifacts import example_feeds, onnx_path, two_input_artifacts
 from core.frameworks import quiet_tensorflow, torch_jit_quiet
 from core.schema import TrainingRecord
 from serve import load
@@ -63,6 +66,7 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     s, base = interleave(numpy_fn, bare_fn, reps)
     rows.append(Row("4 latency b=1", "numpy x*w+b (floor)", "bare InferenceSession.run", "us/call", s, base))
     rows += mlp_rows(artifacts.parent / "mlp", calls, reps, quick)
+    rows += two_input_rows(artifacts.parent / "two_input", calls, reps)
 
     import torch
 
@@ -119,3 +123,30 @@ def mlp_rows(artifacts: Path, calls: int, reps: int, quick: bool = False) -> lis
             )
         )
     return rows
+
+
+def two_input_rows(artifacts: Path, calls: int, reps: int) -> list[Row]:
+    """The loader's `run` per call on the two-input model's ONNX file vs a bare session on it."""
+    from bench.two_input_artifacts import MODEL
+
+    artifacts = two_input_artifacts(artifacts)
+    model = load(MODEL, artifacts)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    bare = ort.InferenceSession(str(onnx_path(artifacts)), so, providers=["CPUExecutionProvider"])
+    feeds = example_feeds()
+    names = [o.name for o in bare.get_outputs()]  # every output, as `run` returns
+    bare_fn = per_call(lambda: bare.run(names, feeds), calls)
+    s, base = interleave(per_call(lambda: model.run(feeds), calls), bare_fn, reps)
+    return [
+        Row(
+            "4 latency b=1 two-input",
+            "loader run (2 inputs -> 2 outputs, torch byom)",
+            "bare InferenceSession.run",
+            "us/call",
+            s,
+            base,
+            target="<= 1.1x",
+            target_ratio=1.1,
+        )
+    ]

@@ -6,7 +6,9 @@ running at once on loopback, driven by `wrk` (apt-get install -y wrk) with batch
 infer requests at 1 and 16 connections. Repetitions alternate the order of subject and
 baseline, after a warm-up of each. Targets (issue 4): server >= 0.9x the baseline's req/s,
 and p50 <= 0.5 ms at concurrency 1. Row "6 serving MLP c=1": the same at concurrency 1 for
-`--model mlp:16,16` (bench/mlp_artifacts.py; target >= 0.9x).
+`--model mlp:16,16` (bench/mlp_artifacts.py; target >= 0.9x). Row "6 serving two-input c=1": the
+same for a two-input, two-output model brought in from torch (bench/two_input_artifacts.py), the
+server's any-signature path against the bare route's several-tensor one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from bench import mlp_artifacts as mlp_bench
+from bench import two_input_artifacts as two_input_bench
 from bench._server import free_port
 from core import cli
 from core.schema import Manifest
@@ -122,7 +125,8 @@ def _artifacts(given: Path | None, scratch: Path) -> Path:
 
 
 def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
-    """Measure the server against the bare baseline; one dict per concurrency level (and the MLP)."""
+    """Measure the server against the bare baseline; one dict per concurrency level (and the MLP and
+    the two-input model)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not found; install it with: apt-get install -y wrk")
     timing = (1, 2, 1) if quick else (5, 5, 2)
@@ -132,6 +136,10 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
         rows = compare(artifacts, MODEL, BODY, (1, 16), timing, tmp, "6 serving")
         mlp = mlp_bench.mlp_artifacts(tmp / "mlp", quick)
         rows += compare(mlp, mlp_bench.MODEL, MLP_BODY, (1,), timing, tmp, "6 serving MLP")
+        two = two_input_bench.two_input_artifacts(tmp / "two_input")
+        rows += compare(
+            two, two_input_bench.MODEL, two_input_bench.BODY, (1,), timing, tmp, "6 serving two-input"
+        )
     return rows
 
 

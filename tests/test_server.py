@@ -67,6 +67,26 @@ def test_unknown_route_and_method_are_json(api):
     assert r.status_code == 405 and "error" in r.json() and "POST" in r.headers["allow"]
 
 
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v2/models/keras_linear/infer/", 200),  # the router redirects a trailing slash (307)
+        ("/v2/models//infer", 404),  # an empty name or version, extra segments: not the infer routes
+        ("/v2/models/keras_linear/versions//infer", 404),
+        ("/v2/models/keras_linear/extra/infer", 404),
+        ("/v2/models/keras_linear/versions/1/extra/infer", 404),
+        ("/v2/models/keras_linear/versions/1/infer", 200),
+        ("/v2/models/keras_linear/versions/9/infer", 404),
+        ("/v2/models/nope/infer", 404),
+    ],
+)
+def test_infer_paths_match_as_the_router_would(api, path, status):
+    """The infer fast lane (serve/http/app.py) takes exactly the router's two infer paths."""
+    body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [10.0]}]}
+    r = api.post(path, json=body)
+    assert r.status_code == status and (status == 200) == ("outputs" in r.json()), (path, r.text)
+
+
 def test_not_ready_until_models_load(exported_dir):
     api = client(exported_dir, load_models=False)
     body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,7 +32,7 @@ from serve.http.v2 import V2
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlette:
+def create_app(config: ServeConfig, registry: Registry | None = None) -> InferFastLane:
     """Build the server. Models load in the background after start-up unless `registry` is
     already loaded (tests pass one); `/v2/health/ready` says when they are."""
     registry = registry or Registry(config.artifacts, config.threads, trust_key=config.trust_key)
@@ -91,4 +92,44 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> Starlet
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
     app.state.registry, app.state.config = registry, config
-    return app
+    infer = {path: route.endpoint for path, route in zip((r[0] for r in table), routes, strict=True)}
+    return InferFastLane(
+        app, infer["/v2/models/{name}/infer"], infer["/v2/models/{name}/versions/{version}/infer"]
+    )
+
+
+class InferFastLane:
+    """The ASGI app `python -m serve` runs: V2 infer requests go straight to their (instrumented)
+    handler; everything else, and anything the lane does not recognise, to the Starlette app.
+
+    Starlette's layers (error middleware, exception middleware, the router trying routes, the
+    request/response adapter) cost ~8 us of a ~50 us batch-1 infer here; the lane matches the two
+    infer paths by splitting the path (the router's `{name}` is one non-empty segment too) and
+    calls the same endpoint the route would, so errors, metrics and statistics are the same.
+    Attribute access (`state`, `router`, ...) reaches the Starlette app.
+    """
+
+    def __init__(self, app: Starlette, infer: Any, infer_version: Any):
+        self.app, self.infer, self.infer_version = app, infer, infer_version
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            parts = scope["path"].split("/")
+            if parts[-1] == "infer" and parts[1] == "v2" and parts[2] == "models" and parts[3]:
+                if len(parts) == 5:
+                    scope["path_params"] = {"name": parts[3]}
+                    endpoint = self.infer
+                elif len(parts) == 7 and parts[4] == "versions" and parts[5]:
+                    scope["path_params"] = {"name": parts[3], "version": parts[5]}
+                    endpoint = self.infer_version
+                else:
+                    endpoint = None
+                if endpoint is not None:
+                    scope["app"] = self.app
+                    response = await endpoint(Request(scope, receive))
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
