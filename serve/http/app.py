@@ -130,6 +130,14 @@ class InferFastLane:
                 if endpoint is not None:
                     scope["app"] = self.app
                     response = await endpoint(Request(scope, receive))
-                    await response(scope, receive, send)
+                    # what `Response.__call__` sends (these responses have no background task)
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": response.status_code,
+                            "headers": response.raw_headers,
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": response.body})
                     return
         await self.app(scope, receive, send)

@@ -151,25 +151,35 @@ async def _read_body(request: Request, limit: int, header: bytes | None) -> tupl
             declared = v
         elif k == header:
             value = v.decode("latin-1")
-    if declared is not None and declared.isdigit():
-        if int(declared) > limit:
-            raise ApiError(
-                413,
-                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
-                "(--max-body-bytes); send fewer rows per request",
-            )
-        return await request.body(), value  # the server enforces Content-Length
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(
+            413,
+            f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+            "(--max-body-bytes); send fewer rows per request",
+        )
+    # The ASGI messages directly (Starlette's `request.body()` goes through an async generator):
+    # the server enforces Content-Length; a chunked body is counted against the limit as it comes.
+    receive = request.receive
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body = message.get("body", b"")
+    chunks, total = [body], len(body)
+    while True:
         if total > limit:
             raise ApiError(
                 413,
                 f"request body exceeds the limit of {limit} bytes (--max-body-bytes); "
                 "send fewer rows per request",
             )
+        if not message.get("more_body", False):
+            return (body if len(chunks) == 1 else b"".join(chunks)), value
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        total += len(chunk)
         chunks.append(chunk)
-    return b"".join(chunks), value
 
 
 def parse_json_object(data: bytes | memoryview, what: str = "request body") -> dict[str, Any]:

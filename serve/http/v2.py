@@ -29,6 +29,7 @@ EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "onnxruntime_onnx"
 INTEGER_TYPES = {t for t in binary.DTYPES if "INT" in t}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+SMALL = 64  # JSON inputs of up to this many values are converted without numpy's parser
 
 
 @dataclass(slots=True)
@@ -96,14 +97,12 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
         flat = binary.decode(chunks.take(size, name), datatype, rows * n, name)
     else:
         data = tensor.get("data")
-        if (
-            rows * n == 1
-            and type(data) is list
-            and len(data) == 1
-            and (type(data[0]) is int or (type(data[0]) is float and datatype not in INTEGER_TYPES))
-        ):
-            return np.array([[_clamp(data[0])]], dtype=np.float32)  # batch 1, one feature: skip numpy's parse
-        flat = _json_data(data, datatype, rows * n, name)
+        count = rows * n
+        if type(data) is list and len(data) == count <= SMALL and datatype not in INTEGER_TYPES:
+            small = _small_floats(data)  # a few rows: skip numpy's parse and the errstate cast
+            if small is not None:
+                return small.reshape(rows, n)
+        flat = _json_data(data, datatype, count, name)
     return _float32(flat).reshape(rows, n)
 
 
@@ -156,6 +155,17 @@ def _float32(flat: np.ndarray) -> np.ndarray:
         return np.array(_clamp(flat.item()), dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         return flat.astype(np.float32)
+
+
+def _small_floats(data: list) -> np.ndarray | None:
+    """A short flat list of JSON numbers as float32 (beyond float32's range: ±inf, which `predict`
+    refuses), or None when any element is not an int or float (bools, strings, nested lists: the
+    general path says what is wrong)."""
+    for v in data:
+        t = type(v)
+        if t is not float and t is not int:
+            return None
+    return np.array([_clamp(v) for v in data], dtype=np.float32)
 
 
 def _clamp(v: float | int) -> float | int:
