@@ -186,13 +186,7 @@ class Model:
         if fast is not None and type(feeds) is dict and len(feeds) == 1:  # bench row 4 MLP: per-call cost
             name, dtype, dims, ndim, small_rows = fast
             arr = feeds.get(name)
-            if (
-                type(arr) is np.ndarray
-                and arr.dtype is dtype
-                and arr.ndim == ndim
-                and arr.shape[1:] == dims
-                and arr.flags.c_contiguous
-            ):
+            if type(arr) is np.ndarray and arr.dtype is dtype and arr.ndim == ndim and arr.shape[1:] == dims:
                 rows = arr.shape[0]
                 # a few float32 values: a Python sum (NaN/inf propagate, no overflow) beats any ufunc
                 if (
@@ -207,9 +201,34 @@ class Model:
                         return {self._run_outputs[0]: first}
         many = self._fast_many
         if many is not None and type(feeds) is dict and len(feeds) == len(many):
-            outputs = self._run_exact(many, feeds)
-            if outputs is not None:
-                return outputs
+            # feeds that need no conversion: each input's exact dtype and trailing shape, the same
+            # rows, floats finite (anything else: the general path below); onnxruntime copies a
+            # non-contiguous array itself
+            rows = -1
+            try:
+                for name, dtype, dims, _, small_rows in many:
+                    arr = feeds[name]
+                    shape = arr.shape  # a list or a 0-d array: AttributeError / IndexError below
+                    if arr.dtype is not dtype or shape[1:] != dims:
+                        break
+                    n = shape[0]
+                    if n != rows:
+                        if rows >= 0 or not n:
+                            break
+                        rows = n
+                    if small_rows >= 0 and not (
+                        math.isfinite(sum(arr.ravel().tolist())) if n <= small_rows else _all_finite(arr)
+                    ):
+                        break
+                else:
+                    outputs = self._run(self._run_outputs, feeds, None)
+                    for out in outputs:
+                        if not out.ndim or out.shape[0] != rows:
+                            break
+                    else:
+                        return dict(zip(self._run_outputs, outputs, strict=False))  # as many as asked
+            except (KeyError, AttributeError, IndexError):
+                pass  # not exact feeds: the general path converts them or says what is wrong
         if not isinstance(feeds, dict):
             raise PredictInputError(
                 f"feeds must be a dict of input name -> array, got {type(feeds).__name__}"
@@ -248,34 +267,6 @@ class Model:
                     f"{self.path}: output {name!r} has shape {out.shape} for {rows} input rows; "
                     f"expected one output row per input row; {EXPORT_FIX}"
                 )
-        return dict(zip(self._run_outputs, outputs, strict=True))
-
-    def _run_exact(self, many: tuple, feeds: dict[str, Any]) -> dict[str, np.ndarray] | None:
-        """`run` for feeds that need no conversion (each input's exact dtype and shape, C-contiguous,
-        the same rows, floats finite); None: anything else, for the general path to convert or refuse."""
-        rows = -1
-        for name, dtype, dims, ndim, small_rows in many:
-            arr = feeds.get(name)
-            if not (
-                type(arr) is np.ndarray
-                and arr.dtype is dtype
-                and arr.ndim == ndim
-                and arr.shape[1:] == dims
-                and arr.flags.c_contiguous
-            ):
-                return None
-            n = arr.shape[0]
-            if n != rows and rows >= 0 or not n:
-                return None
-            rows = n
-            if small_rows >= 0 and not (
-                math.isfinite(sum(arr.ravel().tolist())) if n <= small_rows else _all_finite(arr)
-            ):
-                return None
-        outputs = self._run(self._run_outputs, feeds, None)
-        for out in outputs:
-            if not out.ndim or out.shape[0] != rows:
-                return None
         return dict(zip(self._run_outputs, outputs, strict=True))
 
     def as_batch(self, x: Any) -> np.ndarray:
