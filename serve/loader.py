@@ -209,7 +209,7 @@ class Model:
                 for name, dtype, dims, _, small_rows in many:
                     arr = feeds[name]
                     shape = arr.shape  # a list or a 0-d array: AttributeError / IndexError below
-                    if arr.dtype is not dtype or shape[1:] != dims:
+                    if arr.dtype != dtype or shape[1:] != dims:
                         break
                     n = shape[0]
                     if n != rows:

@@ -37,6 +37,7 @@ V2_TYPES = {
     "float64": "FP64",
 }
 NUMPY_TYPES = {v2: np.dtype(name).newbyteorder("<") for name, v2 in V2_TYPES.items()}
+_DATATYPES = {np.dtype(name): v2 for name, v2 in V2_TYPES.items()}  # native dtype -> V2 datatype
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,15 @@ def _text(shape: tuple[int | None, ...]) -> str:
     )
 
 
+_EXACT: dict[tuple[np.dtype, str], np.dtype] = {}  # (input dtype, request datatype) -> source dtype
+
+
 def check_datatype(spec: Spec, given: Any) -> np.dtype:
     """The numpy dtype of a request's datatype when it maps exactly onto the input's; else 400."""
+    if type(given) is str:
+        known = _EXACT.get((spec.dtype, given))
+        if known is not None:
+            return known
     wanted = datatype(spec.dtype)
     source = NUMPY_TYPES.get(given) if isinstance(given, str) else None
     if source is None:
@@ -101,6 +109,7 @@ def check_datatype(spec: Spec, given: Any) -> np.dtype:
             f"input {spec.name!r}: datatype {given} does not map exactly onto the model's {wanted} "
             f"(values would change); send {wanted}",
         )
+    _EXACT[(spec.dtype, given)] = source  # a closed set of pairs: bounded
     return source
 
 
@@ -124,8 +133,46 @@ def check_shape(spec: Spec, shape: Any, max_rows: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+SMALL = 64  # JSON inputs of up to this many values skip numpy's parser (a batch-1 request)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _small(spec: Spec, source: np.dtype, values: list) -> np.ndarray | None:
+    """A short flat list of JSON numbers whose datatype is the input's own float32 / int64 (the
+    common request), converted directly; None for anything else (the general path decides)."""
+    kind = spec.dtype
+    if source != kind:
+        return None
+    if kind == np.float32:
+        inside = True
+        for v in values:
+            t = type(v)
+            if t is not float and t is not int:
+                return None
+            if not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
+                inside = False
+        if inside:
+            return np.array(values, dtype=np.float32)
+        # beyond float32's range (or NaN): ±inf without numpy's overflow warning; Model.run refuses
+        # it as non-finite, as on the general path
+        return np.array(
+            [v if -_FLOAT32_MAX <= v <= _FLOAT32_MAX else math.copysign(math.inf, v) for v in values],
+            dtype=np.float32,
+        )
+    if kind == np.int64:
+        for v in values:
+            if type(v) is not int or not -(2**63) <= v < 2**63:
+                return None
+        return np.array(values, dtype=np.int64)
+    return None
+
+
 def from_values(spec: Spec, source: np.dtype, shape: tuple[int, ...], values: Any) -> np.ndarray:
     """JSON values (flat or nested lists) of datatype `source` -> the input's array; else 400."""
+    if type(values) is list and len(values) <= SMALL and len(values) == math.prod(shape):
+        small = _small(spec, source, values)
+        if small is not None:
+            return small.reshape(shape)
     if not isinstance(values, list):
         raise ApiError(
             400,
@@ -209,7 +256,9 @@ def run(model: Model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     except PredictInputError as exc:
         raise ApiError(400, str(exc)) from None
     for name, out in outputs.items():
-        if out.dtype.kind == "f" and not np.isfinite(out).all():
+        if out.dtype.kind == "f" and not (
+            math.isfinite(sum(out.ravel().tolist())) if out.size <= SMALL else np.isfinite(out).all()
+        ):
             raise ApiError(400, f"output {name!r} overflows {out.dtype} for this input; send smaller values")
     return outputs
 
@@ -219,7 +268,7 @@ def to_bytes(arr: np.ndarray) -> bytes:
     return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class V2Request:
     """A decoded V2 infer request for a model of any signature."""
 
@@ -232,10 +281,75 @@ class V2Request:
         return len(next(iter(self.feeds.values())))
 
 
+_PLAIN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plain_specs(model: Model) -> tuple[dict[str, tuple[Spec, str, list[int], int]], list[tuple[Spec, bool]]]:
+    """Per model, once: {input name: (spec, its V2 datatype, static dims after the batch, values
+    per row)} when every input's dims after the batch are static (else empty), and every output
+    as JSON (what a request that names none gets)."""
+    cached = _PLAIN.get(model)
+    if cached is None:
+        inputs, outputs = specs(model)
+        plain = {
+            s.name: (s, datatype(s.dtype), list(s.shape[1:]), math.prod(s.shape[1:]))
+            for s in inputs
+            if s.shape and all(d is not None for d in s.shape[1:])
+        }
+        cached = _PLAIN[model] = (plain if len(plain) == len(inputs) else {}, [(s, False) for s in outputs])
+    return cached
+
+
+def _plain_request(model: Model, req: dict[str, Any], max_rows: int) -> V2Request | None:
+    """The common request, decoded without the general path's per-field work: only `inputs`, each
+    `{name, shape, datatype, data}` in the input's own datatype, a short flat `data`, the same rows
+    for all; every output as JSON. None for anything else (the general path validates it)."""
+    plain, outputs = _plain_specs(model)
+    tensors = req.get("inputs")
+    if len(req) != 1 or type(tensors) is not list or len(tensors) != len(plain) or not plain:
+        return None
+    feeds, rows = {}, -1
+    for t in tensors:
+        if type(t) is not dict or len(t) != 4:
+            return None
+        name, shape, data = t.get("name"), t.get("shape"), t.get("data")
+        found = plain.get(name) if type(name) is str else None
+        if (
+            found is None
+            or t.get("datatype") != found[1]
+            or type(shape) is not list
+            or type(data) is not list
+        ):
+            return None
+        spec, _, dims, per_row = found
+        for d in shape:
+            if type(d) is not int:  # shape[1:] == dims alone would take true for 1
+                return None
+        r = shape[0] if shape else 0
+        if not 0 < r <= max_rows or shape[1:] != dims or (rows >= 0 and r != rows):
+            return None
+        if len(data) != r * per_row or len(data) > SMALL:
+            return None
+        arr = _small(spec, NUMPY_TYPES[found[1]], data)
+        if arr is None:
+            return None
+        feeds[spec.name], rows = arr.reshape(shape), r
+    if len(feeds) != len(plain):  # a name given twice
+        return None
+    return V2Request(feeds, None, outputs)
+
+
 def decode_v2(model: Model, body: bytes, header_length: str | None, max_rows: int) -> V2Request:
     """Parse and validate a V2 infer request (JSON, or JSON + binary tensor data) for any signature."""
-    head, blob = binary.split(body, header_length)
-    req = parse_json_object(head, "inference request")
+    if header_length is None:  # JSON only
+        head, blob = body, memoryview(b"")
+        req = parse_json_object(head, "inference request")
+        plain = _plain_request(model, req, max_rows)
+        if plain is not None:
+            return plain
+    else:
+        head, blob = binary.split(body, header_length)
+        req = parse_json_object(head, "inference request")
     rid, params = req.get("id"), req.get("parameters", {})
     if rid is not None and not isinstance(rid, str):
         raise ApiError(400, f"'id' must be a string, got {type(rid).__name__}")
@@ -302,13 +416,15 @@ def encode_v2(
         arr = outputs[spec.name]
         tensor: dict[str, Any] = {
             "name": spec.name,
-            "datatype": datatype(arr.dtype),
+            "datatype": _DATATYPES.get(arr.dtype) or datatype(arr.dtype),
             "shape": list(arr.shape),
         }
         if as_binary:
             raw = to_bytes(arr)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)
+        elif arr.size <= SMALL:  # Python numbers: a float32 becomes the same double as below
+            tensor["data"] = arr.ravel().tolist()
         else:
             flat = arr.reshape(-1)
             tensor["data"] = flat.astype(np.float64) if arr.dtype.kind == "f" else flat  # orjson writes numpy

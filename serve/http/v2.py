@@ -161,11 +161,14 @@ def _small_floats(data: list) -> np.ndarray | None:
     """A short flat list of JSON numbers as float32 (beyond float32's range: ±inf, which `predict`
     refuses), or None when any element is not an int or float (bools, strings, nested lists: the
     general path says what is wrong)."""
+    inside = True
     for v in data:
         t = type(v)
         if t is not float and t is not int:
             return None
-    return np.array([_clamp(v) for v in data], dtype=np.float32)
+        if not -FLOAT32_MAX <= v <= FLOAT32_MAX:
+            inside = False
+    return np.array(data if inside else [_clamp(v) for v in data], dtype=np.float32)
 
 
 def _clamp(v: float | int) -> float | int:
