@@ -124,6 +124,9 @@ class Model:
         self._fast_run = fast[0] if fast and len(fast) == 1 and fast[0][4] >= 0 else None
         self._fast_many = tuple(fast) if fast and self._fast_run is None else None
         self._run = _direct_run(self._session)
+        # Values other modules derive from this model once (serve/http/tensors.py: its tensor specs),
+        # kept here rather than in a side table keyed by the model: one dict lookup per request.
+        self.derived: dict[str, Any] = {}
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
         self.name = self.metadata.get("model", self.path.stem)
 
@@ -268,6 +271,17 @@ class Model:
                     f"expected one output row per input row; {EXPORT_FIX}"
                 )
         return dict(zip(self._run_outputs, outputs, strict=True))
+
+    def run_exact(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """`run` for feeds a decoder has already made exact (serve/http/tensors.py's plain V2
+        request): every input named once, of its own dtype and static dims, `rows` rows each,
+        floats finite. Only the outputs' rows are checked here; anything unexpected goes through
+        `run`, which checks everything and says what is wrong."""
+        outputs = self._run(self._run_outputs, feeds, None)
+        for out in outputs:
+            if not out.ndim or out.shape[0] != rows:
+                return self.run(feeds)
+        return dict(zip(self._run_outputs, outputs, strict=False))  # as many as asked
 
     def as_batch(self, x: Any) -> np.ndarray:
         """Validate and convert `x` to the model's float32 (rows, n) input."""

@@ -11,7 +11,6 @@ Values then go through `Model.run` (range and finiteness checks, equal rows).
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,19 +48,16 @@ class Spec:
     shape: tuple[int | None, ...]
 
 
-_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def specs(model: Model) -> tuple[tuple[Spec, ...], tuple[Spec, ...]]:
     """The model's (inputs, outputs) as `Spec`s, computed once per loaded model."""
-    cached = _SPECS.get(model)
+    cached = model.derived.get("specs")
     if cached is None:
         sig = model.signature
         cached = tuple(
             tuple(Spec(a["name"], np.dtype(a["dtype"]), tuple(a["shape"])) for a in sig[side])
             for side in ("inputs", "outputs")
         )
-        _SPECS[model] = cached
+        model.derived["specs"] = cached
     return cached
 
 
@@ -137,9 +133,10 @@ SMALL = 64  # JSON inputs of up to this many values skip numpy's parser (a batch
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _small(spec: Spec, source: np.dtype, values: list) -> np.ndarray | None:
+def _small(spec: Spec, source: np.dtype, values: list) -> tuple[np.ndarray, bool] | None:
     """A short flat list of JSON numbers whose datatype is the input's own float32 / int64 (the
-    common request), converted directly; None for anything else (the general path decides)."""
+    common request), converted directly, and whether every value is finite; None for anything
+    else (the general path decides)."""
     kind = spec.dtype
     if source != kind:
         return None
@@ -149,21 +146,19 @@ def _small(spec: Spec, source: np.dtype, values: list) -> np.ndarray | None:
             t = type(v)
             if t is not float and t is not int:
                 return None
-            if not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
+            if not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:  # also false for NaN and ±inf
                 inside = False
         if inside:
-            return np.array(values, dtype=np.float32)
+            return np.array(values, dtype=np.float32), True
         # beyond float32's range (or NaN): ±inf without numpy's overflow warning; Model.run refuses
         # it as non-finite, as on the general path
-        return np.array(
-            [v if -_FLOAT32_MAX <= v <= _FLOAT32_MAX else math.copysign(math.inf, v) for v in values],
-            dtype=np.float32,
-        )
+        clamped = [v if -_FLOAT32_MAX <= v <= _FLOAT32_MAX else math.copysign(math.inf, v) for v in values]
+        return np.array(clamped, dtype=np.float32), False
     if kind == np.int64:
         for v in values:
             if type(v) is not int or not -(2**63) <= v < 2**63:
                 return None
-        return np.array(values, dtype=np.int64)
+        return np.array(values, dtype=np.int64), True
     return None
 
 
@@ -172,7 +167,7 @@ def from_values(spec: Spec, source: np.dtype, shape: tuple[int, ...], values: An
     if type(values) is list and len(values) <= SMALL and len(values) == math.prod(shape):
         small = _small(spec, source, values)
         if small is not None:
-            return small.reshape(shape)
+            return small[0].reshape(shape)
     if not isinstance(values, list):
         raise ApiError(
             400,
@@ -249,18 +244,27 @@ def select_outputs(model: Model, requested: list[tuple[Any, Any]], default: bool
     return chosen
 
 
-def run(model: Model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`Model.run`, with its refusals as 400s and non-finite float outputs refused (HTTP and gRPC)."""
+def run(
+    model: Model, feeds: dict[str, np.ndarray], small_checked_later: bool = False, exact_rows: int = 0
+) -> dict[str, np.ndarray]:
+    """`Model.run`, with its refusals as 400s and non-finite float outputs refused (HTTP and gRPC).
+    `small_checked_later`: outputs of up to SMALL values are left to `encode_v2`, which tests
+    the Python numbers it writes anyway (one conversion instead of two). `exact_rows`: the feeds
+    are a `V2Request`'s with `exact` set, of that many rows (`Model.run_exact`)."""
     try:
-        outputs = model.run(feeds)
+        outputs = model.run_exact(feeds, exact_rows) if exact_rows else model.run(feeds)
     except PredictInputError as exc:
         raise ApiError(400, str(exc)) from None
     for name, out in outputs.items():
-        if out.dtype.kind == "f" and not (
-            math.isfinite(sum(out.ravel().tolist())) if out.size <= SMALL else np.isfinite(out).all()
-        ):
-            raise ApiError(400, f"output {name!r} overflows {out.dtype} for this input; send smaller values")
+        if out.dtype.kind != "f" or (small_checked_later and out.size <= SMALL):
+            continue
+        if not (math.isfinite(sum(out.ravel().tolist())) if out.size <= SMALL else np.isfinite(out).all()):
+            raise _overflow(name, out)
     return outputs
+
+
+def _overflow(name: str, out: np.ndarray) -> ApiError:
+    return ApiError(400, f"output {name!r} overflows {out.dtype} for this input; send smaller values")
 
 
 def to_bytes(arr: np.ndarray) -> bytes:
@@ -275,20 +279,18 @@ class V2Request:
     feeds: dict[str, np.ndarray]
     id: str | None
     outputs: list[tuple[Spec, bool]]
+    exact: bool = False  # feeds exactly as the model takes them, floats finite: Model.run_exact
 
     @property
     def rows(self) -> int:
         return len(next(iter(self.feeds.values())))
 
 
-_PLAIN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _plain_specs(model: Model) -> tuple[dict[str, tuple[Spec, str, list[int], int]], list[tuple[Spec, bool]]]:
     """Per model, once: {input name: (spec, its V2 datatype, static dims after the batch, values
     per row)} when every input's dims after the batch are static (else empty), and every output
     as JSON (what a request that names none gets)."""
-    cached = _PLAIN.get(model)
+    cached = model.derived.get("v2_plain")
     if cached is None:
         inputs, outputs = specs(model)
         plain = {
@@ -296,7 +298,8 @@ def _plain_specs(model: Model) -> tuple[dict[str, tuple[Spec, str, list[int], in
             for s in inputs
             if s.shape and all(d is not None for d in s.shape[1:])
         }
-        cached = _PLAIN[model] = (plain if len(plain) == len(inputs) else {}, [(s, False) for s in outputs])
+        cached = (plain if len(plain) == len(inputs) else {}, [(s, False) for s in outputs])
+        model.derived["v2_plain"] = cached
     return cached
 
 
@@ -308,7 +311,7 @@ def _plain_request(model: Model, req: dict[str, Any], max_rows: int) -> V2Reques
     tensors = req.get("inputs")
     if len(req) != 1 or type(tensors) is not list or len(tensors) != len(plain) or not plain:
         return None
-    feeds, rows = {}, -1
+    feeds, rows, finite = {}, -1, True
     for t in tensors:
         if type(t) is not dict or len(t) != 4:
             return None
@@ -330,13 +333,14 @@ def _plain_request(model: Model, req: dict[str, Any], max_rows: int) -> V2Reques
             return None
         if len(data) != r * per_row or len(data) > SMALL:
             return None
-        arr = _small(spec, NUMPY_TYPES[found[1]], data)
-        if arr is None:
+        small = _small(spec, NUMPY_TYPES[found[1]], data)
+        if small is None:
             return None
-        feeds[spec.name], rows = arr.reshape(shape), r
+        feeds[spec.name], rows = small[0].reshape(shape), r
+        finite = finite and small[1]
     if len(feeds) != len(plain):  # a name given twice
         return None
-    return V2Request(feeds, None, outputs)
+    return V2Request(feeds, None, outputs, exact=finite)
 
 
 def decode_v2(model: Model, body: bytes, header_length: str | None, max_rows: int) -> V2Request:
@@ -410,7 +414,8 @@ def decode_v2(model: Model, body: bytes, header_length: str | None, max_rows: in
 def encode_v2(
     model_name: str, req: V2Request, outputs: dict[str, np.ndarray], version: str
 ) -> tuple[bytes, dict[str, str]]:
-    """The V2 infer response with the requested outputs, each JSON or binary, in its own datatype."""
+    """The V2 infer response with the requested outputs, each JSON or binary, in its own datatype.
+    Refuses (400) a non-finite float output of up to SMALL values (`run(..., small_checked_later)`)."""
     tensors, buffers = [], []
     for spec, as_binary in req.outputs:
         arr = outputs[spec.name]
@@ -419,12 +424,15 @@ def encode_v2(
             "datatype": _DATATYPES.get(arr.dtype) or datatype(arr.dtype),
             "shape": list(arr.shape),
         }
+        small = arr.ravel().tolist() if arr.size <= SMALL else None  # the checked values, small ones
+        if small is not None and arr.dtype.kind == "f" and not math.isfinite(sum(small)):
+            raise _overflow(spec.name, arr)
         if as_binary:
             raw = to_bytes(arr)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)
-        elif arr.size <= SMALL:  # Python numbers: a float32 becomes the same double as below
-            tensor["data"] = arr.ravel().tolist()
+        elif small is not None:  # Python numbers: a float32 becomes the same double as below
+            tensor["data"] = small
         else:
             flat = arr.reshape(-1)
             tensor["data"] = flat.astype(np.float64) if arr.dtype.kind == "f" else flat  # orjson writes numpy

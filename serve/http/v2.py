@@ -342,13 +342,16 @@ class V2:
                     request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
                 )
                 general = any_signature.decode_v2(model, body, header_length, self.config.row_limit)
-                outputs = any_signature.run(model, general.feeds)
+                outputs = any_signature.run(
+                    model, general.feeds, small_checked_later=True, exact_rows=general.exact and general.rows
+                )
+                content, headers = any_signature.encode_v2(name, general, outputs, served.label)
             except ApiError:
                 stats.fail(served.counts, start)
                 raise
-            self.registry.metrics.rows(name, "v2", general.rows)
-            stats.ok(served.counts, general.rows, start)
-            content, headers = any_signature.encode_v2(name, general, outputs, served.label)
+            rows = general.rows
+            self.registry.metrics.rows(name, "v2", rows)
+            stats.ok(served.counts, rows, start)
             media = "application/octet-stream" if headers else "application/json"
             return Response(content, media_type=media, headers=headers or None)
         try:
