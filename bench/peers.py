@@ -9,7 +9,8 @@ like ours). The peers are installed pinned, each in its own virtual environment 
 Each repetition starts every server fresh, in a rotating order (interleaved), and measures: time
 from spawn to the model's ready route answering 200; wrk V2 JSON batch 1 at 1 and 16 connections;
 one 100k-row request as JSON (all) and with Triton's binary tensor extension (where supported);
-tritonclient.grpc batch 1 from one client; RSS of the server's process tree after all that.
+tritonclient.grpc batch 1 from one client and from 16 (threads of one client process, each with
+its own channel); RSS of the server's process tree after all that.
 Medians over the repetitions; every ratio comes from this one run. Results go to
 bench/results/peers.json.
 """
@@ -58,6 +59,7 @@ TARGETS = {
     "http_c1_rps": "ours >= 2x the best peer",
     "http_c16_rps": "ours >= 2x the best peer",
     "grpc_rps": "ours >= 2x the best peer",
+    "grpc_c16_rps": "ours >= 2x the best peer",
     "json_100k_ms": "ours <= the best peer",
     "binary_100k_ms": "ours <= best peer / 10",
     "rss_mib": "ours <= the smallest peer",
@@ -221,22 +223,39 @@ def timed_post(url: str, body: bytes, headers: dict[str, str], times: int) -> fl
     return statistics.median(out)
 
 
-def grpc_rps(port: int, seconds: float) -> float:
-    """tritonclient.grpc batch 1 from one client: requests per second."""
+def grpc_rps(port: int, seconds: float, connections: int = 1) -> float:
+    """tritonclient.grpc batch 1 from `connections` threads, each with its own client and channel,
+    each sending its next request when the last one is answered: requests per second in all.
+    (One client process: the client's own CPU time is part of what is measured, for every server.)"""
+    import threading
+
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-    inp = grpcclient.InferInput("x", [1, 1], "FP32")
-    inp.set_data_from_numpy(np.array([[10.0]], np.float32))
-    for _ in range(50):  # warm-up
-        client.infer(MODEL, [inp])
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        client.infer(MODEL, [inp])
-        n += 1
-    elapsed = time.perf_counter() - start
-    client.close()
-    return n / elapsed
+    counts = [0] * connections
+    ready = threading.Barrier(connections + 1)
+    stop = [0.0]
+
+    def client_loop(i: int) -> None:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        inp = grpcclient.InferInput("x", [1, 1], "FP32")
+        inp.set_data_from_numpy(np.array([[10.0]], np.float32))
+        for _ in range(20):  # warm-up
+            client.infer(MODEL, [inp])
+        ready.wait()
+        while time.perf_counter() < stop[0]:
+            client.infer(MODEL, [inp])
+            counts[i] += 1
+        client.close()
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter() + 0.05
+    stop[0] = start + seconds
+    ready.wait()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
 
 
 def measure(server: Server, seconds: int, bodies: tuple[bytes, bytes, int], script: Path) -> dict:
@@ -259,6 +278,7 @@ def measure(server: Server, seconds: int, bodies: tuple[bytes, bytes, int], scri
             )
         )
         row["grpc_rps"] = grpc_rps(server.grpc, seconds)
+        row["grpc_c16_rps"] = grpc_rps(server.grpc, seconds, 16)
         row["rss_mib"] = process_tree_rss_mib(proc.pid)
     return row
 
@@ -298,12 +318,14 @@ def run(
         bodies = big_requests(n_features)
         names = ["ours", *PEERS]
         samples: dict[str, list[dict]] = {n: [] for n in names}
+        ceiling: list[dict] = []
         for rep in range(reps):
             order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate who goes first
             for name in order:
                 logger.info("repetition %d/%d: %s", rep + 1, reps, name)
                 row = measure(command(name, bins, model, scratch), seconds, bodies, script)
                 samples[name].append(row)
+            ceiling.append(grpc_ceiling(seconds))
     medians = {
         name: {
             key: (statistics.median(vals) if (vals := [r[key] for r in rows if r[key] is not None]) else None)
@@ -322,7 +344,40 @@ def run(
         "medians": medians,
         "samples": samples,
         "targets": judge(medians),
+        "grpc_client_ceiling": {
+            key: statistics.median(r[key] for r in ceiling) for key in ("grpc_rps", "grpc_c16_rps")
+        }
+        | {"samples": ceiling},
     }
+
+
+def grpc_ceiling(seconds: float) -> dict[str, float]:
+    """The same gRPC measurements against bench/grpc_ceiling.py, which answers without any work:
+    how many requests the client itself can send here."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.grpc_ceiling", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(Exception):
+                if client.is_server_ready():
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("bench.grpc_ceiling did not start")
+            time.sleep(0.05)
+        client.close()
+        return {"grpc_rps": grpc_rps(port, seconds), "grpc_c16_rps": grpc_rps(port, seconds, 16)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def format_table(result: dict) -> str:
@@ -332,7 +387,8 @@ def format_table(result: dict) -> str:
     rows = [
         ("V2 JSON batch 1, c=1 req/s", "http_c1_rps", "{:,.0f}"),
         ("V2 JSON batch 1, c=16 req/s", "http_c16_rps", "{:,.0f}"),
-        ("gRPC batch 1 (tritonclient) req/s", "grpc_rps", "{:,.0f}"),
+        ("gRPC batch 1 (tritonclient), c=1 req/s", "grpc_rps", "{:,.0f}"),
+        ("gRPC batch 1 (tritonclient), c=16 req/s", "grpc_c16_rps", "{:,.0f}"),
         ("100k-row request, JSON ms", "json_100k_ms", "{:,.1f}"),
         ("100k-row request, binary ms", "binary_100k_ms", "{:,.1f}"),
         ("RSS MiB", "rss_mib", "{:,.0f}"),
@@ -344,6 +400,11 @@ def format_table(result: dict) -> str:
         t = result["targets"][key]
         ratio = f" ({t['ratio']:.2f}x)" if t.get("ratio") else ""
         lines.append(f"| {title} | " + " | ".join(cells) + f" | {'met' if t['met'] else 'MISSED'}{ratio} |")
+    ceiling = result["grpc_client_ceiling"]
+    lines.append(
+        f"\ngRPC client ceiling (bench/grpc_ceiling.py, a servicer that answers without any work, same "
+        f"client): c=1 {ceiling['grpc_rps']:,.0f} req/s, c=16 {ceiling['grpc_c16_rps']:,.0f} req/s"
+    )
     return "\n".join(lines)
 
 
