@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as _InvalidArgument
 
 from core.errors import InputError, IntegrityError, MissingArtifactError
 from core.fixes import fix
@@ -109,20 +110,31 @@ class Model:
         self._outputs = [self.output_name]
         self._run_inputs = [(a.name, np.dtype(_ORT_DTYPES[a.type]), list(a.shape)) for a in inputs]
         self._run_outputs = [a.name for a in outputs]
-        # `run`'s fast paths (bench row 4): every input's dimensions after the batch static; then a
-        # feed of C-contiguous arrays of exactly the inputs' dtypes and shapes skips the conversions.
-        # Per input: (name, dtype, dims after the batch, ndim, rows up to which the Python-sum
-        # finiteness test applies; -1: not floating, nothing to test).
+        # `run`'s fast paths (bench row 4): feeds of arrays exactly as the model takes them skip the
+        # conversions. Per input: (name, dtype, dims after the batch, its shape when those are all
+        # static (else falsy), rows up to which the Python-sum finiteness test applies; -1: not
+        # floating, nothing to test). One float input with static dims: `_fast_run`; else `_fast_many`.
         fast = []
         for a in inputs:
             dtype, dims = np.dtype(_ORT_DTYPES[a.type]), tuple(a.shape[1:])
-            if not a.shape or not all(isinstance(d, int) for d in dims):
-                fast = None
-                break
-            small = _SMALL // max(int(np.prod(dims)), 1) if dtype.itemsize <= 4 else 0
-            fast.append((a.name, dtype, dims, len(dims) + 1, small if dtype.kind == "f" else -1))
-        self._fast_run = fast[0] if fast and len(fast) == 1 and fast[0][4] >= 0 else None
-        self._fast_many = tuple(fast) if fast and self._fast_run is None else None
+            static = all(isinstance(d, int) for d in dims)
+            small = _SMALL // max(int(np.prod(dims)), 1) if static and dtype.itemsize <= 4 else 0
+            fast.append((a.name, dtype, dims, static and a.shape, small if dtype.kind == "f" else -1))
+        one_float = len(fast) == 1 and fast[0][3] and fast[0][4] >= 0
+        self._fast_run = (
+            (fast[0][0], fast[0][1], fast[0][2], len(fast[0][2]) + 1, fast[0][4]) if one_float else None
+        )
+        # several inputs (or one not floating): (name, rows up to which a float input's finiteness is
+        # a Python sum; -1: not floating). Every input has a batch dimension, or there is no fast path.
+        batched = all(a.shape for a in inputs)
+        self._fast_many = tuple((f[0], f[4]) for f in fast) if batched and not one_float else None
+        names = [a.name for a in outputs]
+        if len(names) == 1:
+            self._as_dict = lambda outs, n0=names[0]: {n0: outs[0]}
+        elif len(names) == 2:
+            self._as_dict = lambda outs, n0=names[0], n1=names[1]: {n0: outs[0], n1: outs[1]}
+        else:
+            self._as_dict = lambda outs: dict(zip(names, outs, strict=True))
         self._run = _direct_run(self._session)
         # Values other modules derive from this model once (serve/http/tensors.py: its tensor specs),
         # kept here rather than in a side table keyed by the model: one dict lookup per request.
@@ -204,17 +216,16 @@ class Model:
                         return {self._run_outputs[0]: first}
         many = self._fast_many
         if many is not None and type(feeds) is dict and len(feeds) == len(many):
-            # feeds that need no conversion: each input's exact dtype and trailing shape, the same
-            # rows, floats finite (anything else: the general path below); onnxruntime copies a
-            # non-contiguous array itself
+            # Feeds that need no conversion run as they are: the same rows in every input and
+            # floats finite are checked here; dtype, rank and static dims by onnxruntime itself,
+            # whose refusal (InvalidArgument, raised before it runs anything) sends the feeds to
+            # the general path below, which converts them or says what is wrong. onnxruntime
+            # copies a non-contiguous array itself.
             rows = -1
             try:
-                for name, dtype, dims, _, small_rows in many:
+                for name, small_rows in many:
                     arr = feeds[name]
-                    shape = arr.shape  # a list or a 0-d array: AttributeError / IndexError below
-                    if arr.dtype != dtype or shape[1:] != dims:
-                        break
-                    n = shape[0]
+                    n = arr.shape[0]  # a list, a 0-d array: AttributeError / IndexError
                     if n != rows:
                         if rows >= 0 or not n:
                             break
@@ -226,11 +237,11 @@ class Model:
                 else:
                     outputs = self._run(self._run_outputs, feeds, None)
                     for out in outputs:
-                        if not out.ndim or out.shape[0] != rows:
+                        if out.shape[0] != rows:  # 0-d: IndexError
                             break
                     else:
-                        return dict(zip(self._run_outputs, outputs, strict=False))  # as many as asked
-            except (KeyError, AttributeError, IndexError):
+                        return self._as_dict(outputs)
+            except (KeyError, AttributeError, IndexError, TypeError, _InvalidArgument):
                 pass  # not exact feeds: the general path converts them or says what is wrong
         if not isinstance(feeds, dict):
             raise PredictInputError(
@@ -281,7 +292,7 @@ class Model:
         for out in outputs:
             if not out.ndim or out.shape[0] != rows:
                 return self.run(feeds)
-        return dict(zip(self._run_outputs, outputs, strict=False))  # as many as asked
+        return self._as_dict(outputs)
 
     def as_batch(self, x: Any) -> np.ndarray:
         """Validate and convert `x` to the model's float32 (rows, n) input."""
