@@ -67,3 +67,47 @@ def test_refuses_an_unsigned_file_and_bad_keys(signed_copy, signing_keys, tmp_pa
     assert result.returncode == 2 and "trust key not found" in result.stderr
     result = node(CLI, str(extra), "10", "--trust-key")
     assert result.returncode == 2 and "error: --trust-key needs a value" in result.stderr
+
+
+def test_verifier_never_sees_another_commits_signature(signed_copy, signing_keys):
+    """A Node process verifies in a loop (until a stop file appears) while 30 signed commits land
+    (each changes the manifest; manifest.json and model.sig are two renames): no failure."""
+    import subprocess
+    import time
+    from dataclasses import replace
+
+    from core.fsio import Root
+    from core.manifest import write
+    from core.schema import Manifest
+    from export.sign import Sealer
+    from tests.conftest import ROOT
+
+    key = signing_keys["trusted"] / "public.pem"
+    stop, started = signed_copy.parent / "stop", signed_copy.parent / "started"
+    script = (
+        'import { existsSync, writeFileSync } from "node:fs";\n'
+        'import { verifyDirectory } from "./serve/node/model.mjs";\n'
+        "let reads = 0; const failures = [];\n"
+        f"while (!existsSync({json.dumps(str(stop))})) {{\n"
+        f"  try {{ await verifyDirectory({json.dumps(str(signed_copy))}, {json.dumps(str(key))}); }}\n"
+        "  catch (err) { failures.push(err.message); }\n"
+        f"  if (reads++ === 0) writeFileSync({json.dumps(str(started))}, '');\n"
+        "}\n"
+        "console.log(JSON.stringify({ reads, failures: failures.slice(0, 3), failed: failures.length }));"
+    )
+    proc = subprocess.Popen(
+        [NODE, "--input-type=module", "-e", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    root, sealer = Root(signed_copy), Sealer(signing_keys["trusted"] / "private.pem")
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:  # Node is up and reading
+            time.sleep(0.01)
+        for i in range(30):
+            with root.locked():
+                write(root, replace(Manifest.load(signed_copy), selftest_rtol=(1 + i % 2) * 1e-5), sealer)
+    finally:
+        stop.write_text("")
+        out, _ = proc.communicate(timeout=60)
+    got = json.loads(out)
+    assert got["failed"] == 0 and got["reads"] > 10, got

@@ -63,31 +63,59 @@ async function signedFiles(dir, manifest) {
   return files;
 }
 
+const RETRIES = 5; // re-reads of a (model.sig, manifest.json) pair caught between an export's two renames
+
+/** model.sig's text and manifest.json's bytes, each null when absent. */
+async function readPair(dir) {
+  const sig = await readFile(path.join(dir, SIGNATURE), "utf8").catch(() => null);
+  const manifest = await readFile(path.join(dir, MANIFEST)).catch(() => null);
+  return { sig, manifest };
+}
+
+const samePair = (a, b) => a.sig === b.sig &&
+  (a.manifest === null ? b.manifest === null : b.manifest !== null && a.manifest.equals(b.manifest));
+
 /**
  * Verify dir/model.sig with the public key file `trustKey` (see core/signing.py for the order).
+ * Each file is read once; the manifest returned is parsed from the bytes whose signed sha256 was
+ * checked. An export commits manifest.json and model.sig with two renames, so a failure is retried
+ * while either file is still changing, and reported once both are stable (as core/signing.py).
  * @param {{only?: string}} options hash only this stored version's files (the index is always checked)
- * @returns {Promise<{keyFingerprint: string, files: string[], signed: Map<string, string>}>}
+ * @returns {Promise<{keyFingerprint: string, files: string[], signed: Map<string, string>, manifest: object}>}
  */
 export async function verifyDirectory(dir, trustKey, { only } = {}) {
   const { key, fingerprint } = await loadPublicKey(trustKey);
+  let pair = await readPair(dir);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await verifyPair(dir, trustKey, key, fingerprint, pair, only);
+    } catch (err) {
+      if (!(err instanceof SignatureError) || attempt === RETRIES) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const again = await readPair(dir);
+      if (samePair(again, pair)) throw err; // nothing moved: the error stands
+      pair = again;
+    }
+  }
+}
+
+async function verifyPair(dir, trustKey, key, fingerprint, pair, only) {
   const sigPath = path.join(dir, SIGNATURE);
-  let text;
-  try {
-    text = await readFile(sigPath, "utf8");
-  } catch {
+  if (pair.sig === null) {
     throw new SignatureError(`${sigPath}: not found: ${dir} is unsigned; sign it with ${signFix(dir)}`);
   }
-  const { payload, sig, hint } = parseBundle(text, sigPath, dir);
+  const { payload, sig, hint } = parseBundle(pair.sig, sigPath, dir);
   checkHint(hint, fingerprint, sigPath, trustKey, dir);
   if (!verify("sha256", pae(payload), { key, dsaEncoding: "der" }, sig)) throw badSignature(sigPath, fingerprint, trustKey, dir);
   const signed = parseStatement(payload, sigPath);
   const manifestPath = path.join(dir, MANIFEST);
-  let manifestBytes;
-  try { manifestBytes = await readFile(manifestPath); } catch {
+  const manifestBytes = pair.manifest;
+  if (manifestBytes === null) {
     throw new SignatureError(`${manifestPath}: removed after signing; re-run python -m export.all and sign`);
   }
   checkManifest(signed, sha256(manifestBytes), manifestPath, dir);
-  const present = await signedFiles(dir, JSON.parse(manifestBytes.toString("utf8")));
+  const manifest = JSON.parse(manifestBytes.toString("utf8"));
+  const present = await signedFiles(dir, manifest);
   const added = [...present].filter((f) => !signed.has(f)).sort();
   const removed = [...signed.keys()].filter((f) => !present.has(f)).sort();
   for (const name of removed) {
@@ -101,25 +129,24 @@ export async function verifyDirectory(dir, trustKey, { only } = {}) {
       `${signed.size} files); re-sign with ${signFix(dir)}`);
   }
   for (const name of [...signed.keys()].sort()) {
-    if (only !== undefined && name !== only && !name.startsWith(`${only}/`)) continue;
+    if (name === MANIFEST || (only !== undefined && name !== only && !name.startsWith(`${only}/`))) continue;
     checkDigest(signed, name, sha256(await readFile(path.join(dir, name))), path.join(dir, name));
   }
-  return { keyFingerprint: fingerprint, files: [...signed.keys()].sort(), signed };
+  return { keyFingerprint: fingerprint, files: [...signed.keys()].sort(), signed, manifest };
 }
 
-/** Verify the directory, then that `file` (a stored version or its alias) holds signed bytes;
- * pass the `bytes` you will load, so what is verified is exactly what runs. */
+/** Verify the directory, then that `file` (a stored version or its alias) holds the bytes the
+ * signature records for its entry in the verified manifest; pass the `bytes` you will load, so
+ * what is verified is exactly what runs. */
 export async function verifyFile(file, dir, trustKey, bytes = undefined) {
-  const manifest = JSON.parse(await readFile(path.join(dir, MANIFEST), "utf8").catch(() => "{}"));
+  const verified = await verifyDirectory(dir, trustKey, { only: MANIFEST }); // signature, manifest, file set
+  const manifest = verified.manifest;
   const entry = [...(manifest.artifacts ?? []), ...(manifest.previous_versions ?? [])].find((a) => path.resolve(dir, a.path) === path.resolve(file) ||
     (a.alias !== undefined && path.resolve(dir, a.alias) === path.resolve(file)));
   if (!entry) {
-    await verifyDirectory(dir, trustKey, { only: MANIFEST }); // unsigned or altered: say that first
     throw new SignatureError(`${file}: not named by the signed ${path.join(dir, MANIFEST)}, so not covered by ${SIGNATURE}`);
   }
-  const verified = await verifyDirectory(dir, trustKey, { only: entry.path });
-  if (verified.signed.get(entry.path) !== sha256(bytes ?? await readFile(file))) {
-    throw new SignatureError(`${file}: its bytes are not the signed ${entry.path}; re-run python -m export.all and sign`);
-  }
+  // named as the stored version (the stable name is a hard link to it), as core/signing.py does
+  checkDigest(verified.signed, entry.path, sha256(bytes ?? await readFile(file)), path.join(dir, entry.path));
   return verified;
 }
