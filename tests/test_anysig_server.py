@@ -57,11 +57,11 @@ def test_loader_runs_the_general_selftest_and_refuses_a_wrong_one(tmp_path, arti
 def test_run_fast_path_for_exact_feeds_agrees_with_the_general_one(artifacts, monkeypatch):
     """Exact feeds (the inputs' dtypes and shapes, C-contiguous) skip the conversions; everything
     else takes the general path; both give the same outputs, and both refuse the same input."""
-    import serve.loader
+    import serve.model
 
     model = load(NAME, artifacts)
     with monkeypatch.context() as m:
-        m.setattr(serve.loader, "_exact", lambda *a: pytest.fail("exact feeds were converted"))
+        m.setattr(serve.model, "_exact", lambda *a: pytest.fail("exact feeds were converted"))
         exact = model.run({"features": FEATURES, "ids": IDS})
     converted = model.run({"features": FEATURES.astype(np.float64).tolist(), "ids": IDS.astype(np.int32)})
     strided = model.run({"features": np.asfortranarray(FEATURES), "ids": IDS})

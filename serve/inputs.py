@@ -1,0 +1,100 @@
+"""Checks on what a caller hands a `Model`: the input error, the dtypes onnxruntime is fed,
+finiteness at close to memory speed, exact conversions and bounded previews of client values.
+Imports only numpy (serve/loader.py's promise: embedding a model never pays for more)."""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError
+
+SMALL = 64  # up to this many float32 values, finiteness is tested with a Python sum
+# onnxruntime tensor types `run` accepts, and the numpy dtype each is fed as.
+ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+
+class PredictInputError(InputError):
+    """`predict` was given something that is not a finite real batch of the model's width."""
+
+
+def all_finite(batch: np.ndarray) -> bool:
+    """True when no element is NaN or infinite, at close to memory speed.
+
+    A large batch is checked with one BLAS dot product (NaN/inf propagate into it); only when
+    that is not finite (bad input, or squares overflowing for |x| > 1e19) does the exact
+    elementwise test decide. That costs ~1 ms per 10M rows instead of ~2.6 ms (bench row 5).
+    """
+    if batch.size == 1:
+        return math.isfinite(batch.item())
+    if batch.size <= SMALL and batch.dtype.itemsize <= 4:  # a few rows (an MLP's batch 1): a Python sum
+        # is ~4x cheaper than a ufunc; float32/16 values cannot overflow a float64 sum, NaN/inf propagate
+        return math.isfinite(sum(batch.ravel().tolist()))
+    if batch.size < 4096:
+        return bool(np.isfinite(batch).all())
+    flat = batch.reshape(-1)
+    return math.isfinite(float(np.dot(flat, flat))) or bool(np.isfinite(batch).all())
+
+
+def exact(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
+    """`value` as an array of `dtype`, refusing conversions that change a value (not rounding)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise PredictInputError(f"input {name!r}: not a rectangular array ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise PredictInputError(
+            f"input {name!r}: got dtype {arr.dtype}; expected numbers convertible to {dtype}"
+        )
+    if arr.dtype == dtype:
+        return np.ascontiguousarray(arr)
+    if arr.dtype.kind == "b":  # a bool is not a number
+        raise PredictInputError(f"input {name!r}: got bool; expected numbers convertible to {dtype}")
+    if dtype.kind in "iub" and arr.dtype.kind == "f":
+        raise PredictInputError(
+            f"input {name!r}: got {arr.dtype}; expected {dtype} (floats are not truncated)"
+        )
+    if dtype.kind == "b" and arr.dtype.kind != "b":
+        raise PredictInputError(f"input {name!r}: got {arr.dtype}; expected bool")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is caught as non-finite
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if dtype.kind in "iu" and not np.array_equal(out.astype(arr.dtype), arr):
+        raise PredictInputError(f"input {name!r}: values out of range for {dtype}")
+    return out
+
+
+def shape_text(shape: list) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "None" for d in shape) + "]"
+
+
+def non_finite(x: Any) -> PredictInputError:
+    return PredictInputError(
+        f"input contains NaN or infinity (or a value beyond float32's range "
+        f"±3.4e38): {preview(x)}; expected finite numbers"
+    )
+
+
+_repr = reprlib.Repr()  # bounded: never walks a whole list nor recurses deep (client input)
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
+_repr.maxlist = _repr.maxtuple = 8
+
+
+def preview(x: Any, limit: int = 80) -> str:
+    text = _repr.repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
