@@ -21,7 +21,7 @@ from bench._core import Row, interleave
 from bench.mlp_artifacts import example_row, mlp_artifacts
 from bench.two_input_artifacts import example_feeds, onnx_path, two_input_artifacts
 from core.frameworks import quiet_tensorflow, torch_jit_quiet
-from core.schema import TrainingRecord
+from core.record import TrainingRecord
 from serve import load
 
 

@@ -12,6 +12,7 @@ from typing import Protocol
 from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import VERSIONED, Root, Transaction, sha256_path
+from core.record import TrainingRecord
 from core.schema import (
     FORMATS,
     MANIFEST,
@@ -24,7 +25,6 @@ from core.schema import (
     RecordRef,
     Signature,
     Signing,
-    TrainingRecord,
 )
 
 logger = logging.getLogger(__name__)

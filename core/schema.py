@@ -1,4 +1,5 @@
-"""The artifacts directory's schema: `manifest.json` and `training.json`, parsed once into frozen objects.
+"""The artifacts directory's schema: `manifest.json` parsed once into frozen objects
+(`training.json` is core/record.py; the reading and field access both use is core/documents.py).
 
 Every reader calls `Manifest.load(dir)` or `TrainingRecord.load(dir)`; every writer builds these
 objects and calls `to_json()`. Nothing else reads their keys from a dict. Parsing validates
@@ -14,229 +15,55 @@ naming the file, the field and the fix (see README "Artifacts" for the rules):
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from core.architecture import LINEAR, Architecture, Fitted
-from core.errors import MissingArtifactError, SchemaError
-from core.fixes import fix
+from core.architecture import Architecture
+from core.documents import (
+    DTYPES,
+    FORMATS,
+    MANIFEST,
+    MAX_DEPTH,
+    MAX_ITEMS,
+    MAX_JSON_BYTES,
+    MAX_STRING,
+    NAME_PATTERN,
+    SCHEMA_VERSION,
+    SELFTEST_ATOL,
+    SELFTEST_RTOL,
+    SIGNATURE,
+    TRAINING_RECORD,
+    Fields,
+    check_name,
+    finite,
+    open_document,
+    preview,
+    read_json,
+)
 
-MANIFEST = "manifest.json"
-SIGNATURE = "model.sig"  # the signature bundle beside the manifest (core/signing.py)
-TRAINING_RECORD = "training.json"
-SCHEMA_VERSION = 2
-# A model or artifact name: starts with a letter or digit, then letters, digits, _ . - (<= 128 chars).
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
-_NAME = re.compile(NAME_PATTERN)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"})
-# format -> what its stored version is on disk
-FORMATS: Mapping[str, str] = {
-    "onnx": "file",
-    "savedmodel": "dir",
-    "torchscript": "file",
-    "exportedprogram": "file",  # a torch.export program (.pt2) brought in with export.all --from-torch
-}
-MAX_JSON_BYTES = 32 << 20  # a manifest or record larger than this is refused before parsing
-MAX_DEPTH = 16  # deeper JSON nesting than any file we write
-MAX_STRING = 4096
-MAX_ITEMS = 100_000  # list lengths (probe rows, loss history, artifacts)
-# The embedded self-test (ONNX metadata) and the check's same-model bound: |a - b| <= ATOL + RTOL·|b|.
-SELFTEST_ATOL = 1e-5
-SELFTEST_RTOL = 1e-6
-
-T = TypeVar("T")
-
-
-def read_json(path: Path, what_fixes: str, data: bytes | None = None) -> Any:
-    """Read a bounded, bounded-depth JSON document (or parse `data`, its bytes already read); any
-    failure is one IntegrityError naming `path`."""
-    from core.fsio import read_regular  # a regular file only, never a FIFO or a device
-
-    if data is None:
-        data = read_regular(path, MAX_JSON_BYTES, what_fixes)
-    try:
-        obj = json.loads(data)
-    except RecursionError:
-        raise SchemaError(f"{path}: JSON nested too deeply; {what_fixes}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"{path}: not valid JSON ({str(exc)[:120]}); {what_fixes}") from None
-    _check_depth(obj, path, what_fixes)
-    return obj
-
-
-def _check_depth(obj: Any, path: Path, what_fixes: str) -> None:
-    stack = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise SchemaError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; {what_fixes}")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
-
-
-def open_document(directory: Path, name: str, fix_key: str, data: bytes | None = None) -> Fields:
-    """`directory/name` read (bounded; or `data`, its bytes already read), parsed and
-    version-checked: the top-level `Fields`.
-
-    A missing file is MissingArtifactError; anything else wrong is a SchemaError; both name the
-    file and end with the command that writes it (`fix_key` in core.fixes).
-    """
-    path = Path(directory) / name
-    what_fixes = fix(fix_key, directory)
-    if data is None and not path.exists() and not path.is_symlink():
-        raise MissingArtifactError(f"{path}: not found; {what_fixes}")
-    f = Fields(read_json(path, what_fixes, data), path, "", what_fixes)
-    version = f.int("schema_version", lo=0)
-    if version != SCHEMA_VERSION:
-        f.fail(
-            f"schema version {version} is not {SCHEMA_VERSION} (written by another version of this toolkit)",
-            "schema_version",
-        )
-    return f
-
-
-class Fields:
-    """Typed access to one JSON object, with errors naming the file and the field's path."""
-
-    def __init__(self, obj: Any, file: Path, where: str, what_fixes: str):
-        self.file, self.where, self.what_fixes = file, where, what_fixes
-        if not isinstance(obj, dict):
-            self.fail(f"expected a JSON object, got {_kind(obj)}")
-        self.obj: dict[str, Any] = obj
-
-    def fail(self, problem: str, key: str | None = None) -> None:
-        where = f"{self.where}.{key}" if key and self.where else key or self.where or "top level"
-        raise SchemaError(f"{self.file}: field {where}: {problem}; {self.what_fixes}")
-
-    def has(self, key: str) -> bool:
-        return key in self.obj and self.obj[key] is not None
-
-    def _get(self, key: str, optional: bool) -> Any:
-        if key not in self.obj or self.obj[key] is None:
-            if optional:
-                return None
-            self.fail("missing", key)
-        return self.obj[key]
-
-    def sub(self, key: str) -> Fields:
-        return Fields(self._get(key, False), self.file, self._path(key), self.what_fixes)
-
-    def _path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def str(self, key: str, optional: bool = False, pattern: re.Pattern | None = None) -> str | None:
-        value = self._get(key, optional)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value or len(value) > MAX_STRING:
-            self.fail(
-                f"expected a non-empty string of at most {MAX_STRING} characters, got {_kind(value)}", key
-            )
-        if pattern is not None and not pattern.fullmatch(value):
-            self.fail(f"{value[:80]!r} does not match {pattern.pattern}", key)
-        return value
-
-    def name(self, key: str, optional: bool = False) -> str | None:
-        value = self.str(key, optional)
-        if value is not None:
-            check_name(value, lambda problem: self.fail(problem, key))
-        return value
-
-    def sha256(self, key: str) -> str:
-        return self.str(key, pattern=_SHA256)  # type: ignore[return-value]
-
-    def int(self, key: str, optional: bool = False, lo: int = 0, hi: int = 1 << 53) -> int | None:
-        value = self._get(key, optional)
-        if value is None:
-            return None
-        if type(value) is not int or not lo <= value <= hi:
-            self.fail(f"expected an integer in [{lo}, {hi}], got {_preview(value)}", key)
-        return value
-
-    def num(self, key: str, optional: bool = False) -> float | None:
-        value = self._get(key, optional)
-        if value is None:
-            return None
-        return finite(value, lambda problem: self.fail(problem, key))
-
-    def nums(self, key: str, optional: bool = False) -> tuple[float, ...] | None:
-        value = self.list(key, optional)
-        if value is None:
-            return None
-        return tuple(
-            finite(v, lambda problem, i=i: self.fail(problem, f"{key}[{i}]")) for i, v in enumerate(value)
-        )
-
-    def rows(self, key: str) -> tuple[tuple[float, ...], ...]:
-        rows = []
-        for i, row in enumerate(self.list(key) or []):
-            if not isinstance(row, list) or not row or len(row) > MAX_ITEMS:
-                self.fail(f"expected a non-empty list of numbers, got {_kind(row)}", f"{key}[{i}]")
-            rows.append(tuple(finite(v, lambda p, i=i: self.fail(p, f"{key}[{i}]")) for v in row))
-        return tuple(rows)
-
-    def list(self, key: str, optional: bool = False) -> list[Any] | None:
-        value = self._get(key, optional)
-        if value is None:
-            return None
-        if not isinstance(value, list) or len(value) > MAX_ITEMS:
-            self.fail(f"expected a list of at most {MAX_ITEMS} items, got {_kind(value)}", key)
-        return value
-
-    def items(self, key: str, parse: Callable[[Fields], T], optional: bool = False) -> tuple[T, ...]:
-        values = self.list(key, optional) or []
-        return tuple(
-            parse(Fields(v, self.file, f"{self._path(key)}[{i}]", self.what_fixes))
-            for i, v in enumerate(values)
-        )
-
-    def strings(self, key: str, optional: bool = False) -> Mapping[str, str]:
-        """A flat JSON object of short strings (versions, ONNX metadata)."""
-        value = self._get(key, optional)
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or len(value) > 256:
-            self.fail(f"expected an object of at most 256 strings, got {_kind(value)}", key)
-        for k, v in value.items():
-            if not isinstance(v, str) or len(k) > MAX_STRING or len(v) > 64 * MAX_STRING:
-                self.fail(f"expected short strings, got {_kind(v)} for {k[:40]!r}", key)
-        return dict(value)
-
-
-def check_name(value: str, fail: Callable[[str], Any]) -> str:
-    """Refuse a model or artifact name outside `NAME_PATTERN` (which also excludes '.', '..', '/')."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        fail(
-            f"{str(value)[:80]!r} is not a valid name (expected {NAME_PATTERN}: a letter or digit, then "
-            "letters, digits, '_', '.' or '-', at most 128 characters)"
-        )
-    return value
-
-
-def finite(value: Any, fail: Callable[[str], Any]) -> float:
-    """A finite real number (not a bool); `fail(problem)` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        fail(f"expected a finite number, got {_preview(value)}")
-    return float(value)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), _preview(value)
-    )
-
-
-def _preview(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+__all__ = [  # the shared names, for the modules that import them from here
+    "DTYPES",
+    "FORMATS",
+    "MANIFEST",
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "MAX_JSON_BYTES",
+    "MAX_STRING",
+    "NAME_PATTERN",
+    "SCHEMA_VERSION",
+    "SELFTEST_ATOL",
+    "SELFTEST_RTOL",
+    "SIGNATURE",
+    "TRAINING_RECORD",
+    "Fields",
+    "check_name",
+    "finite",
+    "open_document",
+    "read_json",
+]
 
 
 @dataclass(frozen=True)
@@ -268,7 +95,7 @@ class TensorSpec:
             ):
                 shape.append(d)
             else:
-                f.fail(f"expected a size >= 0 or a dimension name, got {_preview(d)}", f"shape[{i}]")
+                f.fail(f"expected a size >= 0 or a dimension name, got {preview(d)}", f"shape[{i}]")
         if len(shape) > 8:
             f.fail(f"rank {len(shape)} > 8", "shape")
         return cls(name, dtype, tuple(shape))
@@ -367,7 +194,7 @@ class DataInfo:
         for key, names in (("features", features), ("columns", columns)):
             for i, name in enumerate(names):
                 if not isinstance(name, str) or not name or len(name) > 256:
-                    f.fail(f"expected a column name, got {_preview(name)}", f"{key}[{i}]")
+                    f.fail(f"expected a column name, got {preview(name)}", f"{key}[{i}]")
         if not features:
             f.fail("expected at least one feature", "features")
         if f.has("n_features") and f.int("n_features", lo=1) != len(features):
@@ -760,189 +587,3 @@ def _check_previous(manifest: Manifest, f: Fields) -> None:
             f.fail(f"duplicate version {entry.version} (or stored file) of {entry.name!r}", where)
         seen.add((entry.model, entry.format, entry.version))
         paths.add(entry.path)
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """One framework's training run, as `training.json` records it.
-
-    `weights` and `bias` are the learned parameters of a linear model (None for an MLP, whose
-    parameters are only in its model file); `parameters` counts them for either; `fitted` holds an
-    MLP's predictions for the report (None for a linear model, whose line the report draws itself).
-    """
-
-    model: str
-    framework: str
-    versions: Mapping[str, str]
-    model_file: str  # one name inside the artifacts directory
-    model_sha256: str
-    loss: str
-    weights: tuple[float, ...] | None
-    bias: float | None
-    final_loss: float
-    headline_y: float
-    train_seconds: float
-    loss_history: tuple[float, ...]
-    standardization: Mapping[str, Any] | None = None  # train.standardize.Standardizer.to_json()
-    config: Mapping[str, Any] = field(default_factory=dict)  # train.config.TrainConfig.to_json()
-    architecture: Architecture = LINEAR
-    parameters: int | None = None  # weights and biases in all layers
-    fitted: Fitted | None = None
-
-    @classmethod
-    def parse(cls, f: Fields, n_features: int | None = None) -> ModelRecord:
-        std = f.sub("standardization").obj if f.has("standardization") else None
-        if std is not None:
-            std_f = f.sub("standardization")
-            std_f.nums("mean"), std_f.nums("scale")
-        architecture = Architecture.parse(f.sub("architecture")) if f.has("architecture") else LINEAR
-        linear = architecture.is_linear
-        fitted = None
-        if f.has("fitted") and n_features is not None:
-            fitted = Fitted.parse(f.sub("fitted"), n_features)
-        return cls(
-            model=f.name("model"),
-            framework=f.str("framework"),
-            versions=f.strings("versions", optional=True),
-            model_file=f.name("model_file"),
-            model_sha256=f.sha256("model_sha256"),
-            loss=f.str("loss"),
-            weights=f.nums("weights", optional=not linear),
-            bias=f.num("bias", optional=not linear),
-            final_loss=f.num("final_loss"),
-            headline_y=f.num("headline_y"),
-            train_seconds=f.num("train_seconds"),
-            loss_history=f.nums("loss_history"),
-            standardization=std,
-            config=f.sub("config").obj if f.has("config") else {},
-            architecture=architecture,
-            parameters=f.int("parameters", optional=True),
-            fitted=fitted,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        out = {
-            "model": self.model,
-            "framework": self.framework,
-            "versions": dict(self.versions),
-            "model_file": self.model_file,
-            "model_sha256": self.model_sha256,
-            "loss": self.loss,
-            "weights": None if self.weights is None else list(self.weights),
-            "bias": self.bias,
-            "final_loss": self.final_loss,
-            "headline_y": self.headline_y,
-            "train_seconds": self.train_seconds,
-            "standardization": None if self.standardization is None else dict(self.standardization),
-            "config": dict(self.config),
-            "architecture": self.architecture.to_json(),
-            "parameters": self.parameters,
-            "loss_history": list(self.loss_history),
-        }
-        if self.weights is None:  # an MLP: no single weight vector to record
-            del out["weights"], out["bias"]
-        if self.fitted is not None:
-            out["fitted"] = self.fitted.to_json()
-        return out
-
-
-@dataclass(frozen=True)
-class ErrorMetrics:
-    """A model's error on some data rows: RMSE and R² (float64, from the recorded weights)."""
-
-    rows: int
-    rmse: float
-    r2: float | None  # None: fewer than 2 rows, or a constant target (R² is undefined)
-
-    @classmethod
-    def parse(cls, f: Fields) -> ErrorMetrics:
-        return cls(f.int("rows", lo=1), f.num("rmse"), f.num("r2", optional=True))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "rmse": self.rmse, "r2": self.r2}
-
-
-@dataclass(frozen=True)
-class FitMetrics:
-    """Error on the training rows and (with a test split) on the held-out test rows."""
-
-    train: ErrorMetrics
-    test: ErrorMetrics | None = None
-
-    @classmethod
-    def parse(cls, f: Fields) -> FitMetrics:
-        test = ErrorMetrics.parse(f.sub("test")) if f.has("test") else None
-        return cls(ErrorMetrics.parse(f.sub("train")), test)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"train": self.train.to_json()} | ({"test": self.test.to_json()} if self.test else {})
-
-
-LEAST_SQUARES = "least_squares"  # the key of the least-squares reference in TrainingRecord.metrics
-
-
-@dataclass(frozen=True)
-class TrainingRecord:
-    """`training.json`: how the models were trained, on what, and what they learned."""
-
-    created: str
-    config: Mapping[str, Any]
-    data: DataInfo
-    reference: Reference
-    probe: Probe
-    models: Mapping[str, ModelRecord]
-    library_versions: Mapping[str, str]
-    # model name (and LEAST_SQUARES) -> error on train and test rows; empty in older records
-    metrics: Mapping[str, FitMetrics] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def load(cls, directory: Path) -> TrainingRecord:
-        """Parse and validate `directory/training.json` (MissingArtifactError when there is none)."""
-        return cls.parse(open_document(directory, TRAINING_RECORD, "train"))
-
-    @classmethod
-    def parse(cls, f: Fields) -> TrainingRecord:
-        version = f.obj["schema_version"]
-        data = DataInfo.parse(f.sub("data"))
-        models_f = f.sub("models")
-        models = {}
-        for key in list(models_f.obj)[:64]:
-            check_name(key, lambda problem, key=key: models_f.fail(problem, key))
-            record = ModelRecord.parse(models_f.sub(key), data.n_features)
-            if record.model != key:
-                models_f.fail(f"model {record.model!r} recorded under {key!r}", key)
-            if record.weights is not None and len(record.weights) != data.n_features:
-                models_f.fail(
-                    f"{len(record.weights)} weights for {data.n_features} feature(s)", f"{key}.weights"
-                )
-            models[key] = record
-        metrics = {}
-        if f.has("metrics"):
-            metrics_f = f.sub("metrics")
-            for key in list(metrics_f.obj)[:64]:
-                check_name(key, lambda problem, key=key: metrics_f.fail(problem, key))
-                metrics[key] = FitMetrics.parse(metrics_f.sub(key))
-        return cls(
-            created=f.str("created"),
-            config=f.sub("config").obj,
-            data=data,
-            reference=Reference.parse(f.sub("reference")),
-            probe=Probe.parse(f.sub("probe"), data.n_features),
-            models=models,
-            library_versions=f.strings("library_versions", optional=True),
-            metrics=metrics,
-            schema_version=version,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "created": self.created,
-            "config": dict(self.config),
-            "data": self.data.to_json(),
-            "reference": self.reference.to_json(),
-            "probe": self.probe.to_json(),
-            "models": {k: m.to_json() for k, m in sorted(self.models.items())},
-            "library_versions": dict(self.library_versions),
-        } | ({"metrics": {k: m.to_json() for k, m in self.metrics.items()}} if self.metrics else {})

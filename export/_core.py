@@ -18,7 +18,8 @@ from core.errors import IntegrityError, MissingArtifactError
 from core.fixes import fix
 from core.fsio import Root, sha256_file, size_of
 from core.manifest import KEEP_VERSIONS, Seal, commit, load_or_none, refresh_aliases
-from core.schema import TRAINING_RECORD, ArtifactEntry, TrainingRecord, linear_signature
+from core.record import TrainingRecord
+from core.schema import TRAINING_RECORD, ArtifactEntry, linear_signature
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from onnx import numpy_helper
 
 from core.fsio import Root, sha256_file, size_of
 from core.manifest import commit, refresh_aliases
-from core.schema import TRAINING_RECORD, Manifest, TrainingRecord
+from core.record import TrainingRecord
+from core.schema import TRAINING_RECORD, Manifest
 
 
 def variant(onnx_bytes: bytes, weight: float, bias: float) -> bytes:

@@ -14,7 +14,8 @@ from pathlib import Path
 from core import cli
 from core.architecture import ACTIVATIONS
 from core.errors import InputError
-from core.schema import TRAINING_RECORD, TrainingRecord
+from core.record import TrainingRecord
+from core.schema import TRAINING_RECORD
 from train.config import LOSSES, TrainConfig
 from train.mlp import parse_model
 

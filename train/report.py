@@ -19,7 +19,8 @@ from core import cli
 from core.errors import InputError
 from core.fixes import fix
 from core.fsio import Root, removing_new_dirs_on_error, sha256_file
-from core.schema import MANIFEST, TRAINING_RECORD, Manifest, ModelRecord, Reference, TrainingRecord
+from core.record import ModelRecord, TrainingRecord
+from core.schema import MANIFEST, TRAINING_RECORD, Manifest, Reference
 from train.data import Dataset, article_data, load_csv
 from train.report_html import render_index
 from train.split import recorded_split

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from core.architecture import LINEAR, Architecture, Fitted
 from core.errors import DivergenceError
-from core.schema import ModelRecord
+from core.record import ModelRecord
 
 logger = logging.getLogger(__name__)
 

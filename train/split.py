@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.errors import InputError
-from core.schema import DataSplit, ErrorMetrics, FitMetrics
+from core.record import ErrorMetrics, FitMetrics
+from core.schema import DataSplit
 from train.data import Dataset
 
 logger = logging.getLogger(__name__)
