@@ -142,12 +142,12 @@ def signed_files(artifacts: Path, manifest: Manifest | None = None) -> list[str]
     return sorted(files)
 
 
-def read_bundle(path: Path, data: bytes | None = None) -> tuple[bytes, bytes, str]:
-    """Parse a Sigstore bundle file (or `data`, its bytes already read); returns (payload,
-    signature DER, key hint). Malformed: SignatureError."""
+def read_bundle(path: Path, data: bytes) -> tuple[bytes, bytes, str]:
+    """Parse the Sigstore bundle `data` read from `path`; returns (payload, signature DER, key
+    hint). Malformed: SignatureError naming `path`."""
     resign = f"re-sign with {fix('sign', path.parent).removeprefix('re-run ')}"
     try:
-        bundle = json.loads(path.read_bytes() if data is None else data)
+        bundle = json.loads(data)
         envelope = bundle["dsseEnvelope"]
         payload = base64.b64decode(envelope["payload"], validate=True)
         sig = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)

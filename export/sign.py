@@ -3,9 +3,10 @@
 Signs, with OpenSSF model signing (`model-signing`, key mode), exactly the files consumers load:
 `manifest.json` and every file of every stored version it names (`core.signing.signed_files`),
 never the aliases (hard links `keras_linear.onnx`, symlink `keras_linear.savedmodel`). The bundle
-(a Sigstore bundle: DSSE envelope over an in-toto statement of every file's sha256) is written
-atomically to DIR/model.sig while holding the directory lock, and verified with the public key
-before the command returns. `python -m export.all --sign-key private.pem` runs this after exporting.
+(a Sigstore bundle: DSSE envelope over an in-toto statement of every file's sha256) is verified
+with the public key, then committed as DIR/model.sig together with the manifest that names it, in
+one journaled transaction under the directory lock (`Sealer`). `python -m export.all --sign-key
+private.pem` signs inside its own commit the same way.
 """
 
 from __future__ import annotations

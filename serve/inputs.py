@@ -12,7 +12,8 @@ import numpy as np
 
 from core.errors import InputError
 
-SMALL = 64  # up to this many float32 values, finiteness is tested with a Python sum
+SMALL = 64  # up to this many values: finiteness by a Python sum, JSON numbers without numpy's parser
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # onnxruntime tensor types `run` accepts, and the numpy dtype each is fed as.
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -50,6 +51,26 @@ def all_finite(batch: np.ndarray) -> bool:
         return bool(np.isfinite(batch).all())
     flat = batch.reshape(-1)
     return math.isfinite(float(np.dot(flat, flat))) or bool(np.isfinite(batch).all())
+
+
+def clamp_float32(v: float | int) -> float | int:
+    """`v`, or ±inf beyond float32's range (NaN: -inf), so the cast does not warn; finiteness
+    checks then refuse it."""
+    return v if abs(v) <= FLOAT32_MAX else (math.inf if v > 0 else -math.inf)
+
+
+def small_float32(values: list) -> tuple[np.ndarray, bool] | None:
+    """A short flat list of JSON numbers as float32, and whether every value is finite (beyond
+    float32's range: ±inf, `clamp_float32`); None when any element is not an int or a float
+    (bools, strings, nested lists: the general path says what is wrong)."""
+    inside = True
+    for v in values:
+        t = type(v)
+        if t is not float and t is not int:
+            return None
+        if not -FLOAT32_MAX <= v <= FLOAT32_MAX:  # also false for NaN and ±inf
+            inside = False
+    return np.array(values if inside else [clamp_float32(v) for v in values], dtype=np.float32), inside
 
 
 def exact(name: str, value: Any, dtype: np.dtype) -> np.ndarray:

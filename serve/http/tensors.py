@@ -18,6 +18,7 @@ import numpy as np
 
 from serve.http import binary
 from serve.http.httpio import ApiError, parse_json_object, preview
+from serve.inputs import SMALL, all_finite, small_float32
 from serve.loader import Model, PredictInputError
 
 # numpy dtype name <-> V2 datatype, for every dtype the loader accepts.
@@ -129,10 +130,6 @@ def check_shape(spec: Spec, shape: Any, max_rows: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-SMALL = 64  # JSON inputs of up to this many values skip numpy's parser (a batch-1 request)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def _small(spec: Spec, source: np.dtype, values: list) -> tuple[np.ndarray, bool] | None:
     """A short flat list of JSON numbers whose datatype is the input's own float32 / int64 (the
     common request), converted directly, and whether every value is finite; None for anything
@@ -141,19 +138,7 @@ def _small(spec: Spec, source: np.dtype, values: list) -> tuple[np.ndarray, bool
     if source != kind:
         return None
     if kind == np.float32:
-        inside = True
-        for v in values:
-            t = type(v)
-            if t is not float and t is not int:
-                return None
-            if not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:  # also false for NaN and ±inf
-                inside = False
-        if inside:
-            return np.array(values, dtype=np.float32), True
-        # beyond float32's range (or NaN): ±inf without numpy's overflow warning; Model.run refuses
-        # it as non-finite, as on the general path
-        clamped = [v if -_FLOAT32_MAX <= v <= _FLOAT32_MAX else math.copysign(math.inf, v) for v in values]
-        return np.array(clamped, dtype=np.float32), False
+        return small_float32(values)
     if kind == np.int64:
         for v in values:
             if type(v) is not int or not -(2**63) <= v < 2**63:
@@ -258,7 +243,7 @@ def run(
     for name, out in outputs.items():
         if out.dtype.kind != "f" or (small_checked_later and out.size <= SMALL):
             continue
-        if not (math.isfinite(sum(out.ravel().tolist())) if out.size <= SMALL else np.isfinite(out).all()):
+        if not all_finite(out):
             raise _overflow(name, out)
     return outputs
 
@@ -425,7 +410,12 @@ def encode_v2(
             "shape": list(arr.shape),
         }
         small = arr.ravel().tolist() if arr.size <= SMALL else None  # the checked values, small ones
-        if small is not None and arr.dtype.kind == "f" and not math.isfinite(sum(small)):
+        # a Python sum of float16/32 values cannot overflow (NaN and inf propagate); float64's can
+        if (
+            small is not None
+            and arr.dtype.kind == "f"
+            and not (math.isfinite(sum(small)) if arr.dtype.itemsize <= 4 else all_finite(arr))
+        ):
             raise _overflow(spec.name, arr)
         if as_binary:
             raw = to_bytes(arr)

@@ -21,6 +21,7 @@ from serve.http import tensors as any_signature
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
 from serve.http.registry import Registry
+from serve.inputs import SMALL, clamp_float32, small_float32
 from serve.loader import Model, PredictInputError
 
 SERVER_NAME = "one-neuron-serve"
@@ -28,8 +29,6 @@ SERVER_VERSION = "1.0.0"
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "onnxruntime_onnx"
 INTEGER_TYPES = {t for t in binary.DTYPES if "INT" in t}
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-SMALL = 64  # JSON inputs of up to this many values are converted without numpy's parser
 
 
 @dataclass(slots=True)
@@ -99,9 +98,9 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
         data = tensor.get("data")
         count = rows * n
         if type(data) is list and len(data) == count <= SMALL and datatype not in INTEGER_TYPES:
-            small = _small_floats(data)  # a few rows: skip numpy's parse and the errstate cast
+            small = small_float32(data)  # a few rows: skip numpy's parse and the errstate cast
             if small is not None:
-                return small.reshape(rows, n)
+                return small[0].reshape(rows, n)
         flat = _json_data(data, datatype, count, name)
     return _float32(flat).reshape(rows, n)
 
@@ -152,28 +151,9 @@ def _float32(flat: np.ndarray) -> np.ndarray:
     if flat.dtype == np.float32:
         return flat
     if flat.size == 1:  # the common batch-1 case, without np.errstate's cost
-        return np.array(_clamp(flat.item()), dtype=np.float32)
+        return np.array(clamp_float32(flat.item()), dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         return flat.astype(np.float32)
-
-
-def _small_floats(data: list) -> np.ndarray | None:
-    """A short flat list of JSON numbers as float32 (beyond float32's range: ±inf, which `predict`
-    refuses), or None when any element is not an int or float (bools, strings, nested lists: the
-    general path says what is wrong)."""
-    inside = True
-    for v in data:
-        t = type(v)
-        if t is not float and t is not int:
-            return None
-        if not -FLOAT32_MAX <= v <= FLOAT32_MAX:
-            inside = False
-    return np.array(data if inside else [_clamp(v) for v in data], dtype=np.float32)
-
-
-def _clamp(v: float | int) -> float | int:
-    """`v`, or ±inf beyond float32's range (so the cast does not warn; predict rejects inf)."""
-    return v if abs(v) <= FLOAT32_MAX else (math.inf if v > 0 else -math.inf)
 
 
 def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
