@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,17 +24,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(artifacts: Path, *args: str, timeout: float = 60) -> tuple[subprocess.Popen, int]:
-    """`python -m serve` on a free loopback port, once /v2/health/ready answers 200.
-    gRPC is off unless `args` give --grpc-port (its default port may be taken by another server)."""
-    port = free_port()
-    if "--grpc-port" not in args:
-        args = (*args, "--grpc-port", "0")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def spawn(
+    command: list[str],
+    ready: Callable[[], bool],
+    what: str,
+    timeout: float = 60,
+    poll: float = 0.1,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start `command` and return it once `ready()` is true (`ready` swallows its own connection
+    errors). If it exits first, or is not ready within `timeout` s, it is stopped and a
+    RuntimeError names `what` (with the end of its stderr when it exited)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serve", "--artifacts", str(artifacts), "--port", str(port), *args],
-        cwd=ROOT,
-        env=env,
+        command,
+        cwd=cwd,
+        env=env if env is not None else {**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -41,16 +47,34 @@ def start_server(artifacts: Path, *args: str, timeout: float = 60) -> tuple[subp
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            pass
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        if ready():
+            return proc
         if time.monotonic() > deadline:
             stop_server(proc)
-            raise RuntimeError(f"server not ready within {timeout} s")
-        time.sleep(0.1)
+            raise RuntimeError(f"{what} not ready within {timeout} s")
+        time.sleep(poll)
+
+
+def answers(url: str, body: str | None = None, client: httpx.Client | None = None) -> bool:
+    """Whether `url` answers 200 (GET, or POST of `body`); False while nothing listens there."""
+    try:
+        http = client or httpx
+        r = http.get(url, timeout=1) if body is None else http.post(url, content=body, timeout=1)
+    except httpx.TransportError:
+        return False
+    return r.status_code == 200
+
+
+def start_server(artifacts: Path, *args: str, timeout: float = 60) -> tuple[subprocess.Popen, int]:
+    """`python -m serve` on a free loopback port, once /v2/health/ready answers 200.
+    gRPC is off unless `args` give --grpc-port (its default port may be taken by another server)."""
+    port = free_port()
+    if "--grpc-port" not in args:
+        args = (*args, "--grpc-port", "0")
+    command = [sys.executable, "-m", "serve", "--artifacts", str(artifacts), "--port", str(port), *args]
+    url = f"http://127.0.0.1:{port}/v2/health/ready"
+    return spawn(command, lambda: answers(url), "server", timeout), port
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench._server import free_port
+from bench._server import answers, free_port, spawn, stop_server
 from bench.serving import LUA, _artifacts, wrk
 
 logger = logging.getLogger(__name__)
@@ -162,35 +162,22 @@ def process_tree_rss_mib(pid: int) -> float:
 @contextlib.contextmanager
 def running(server: Server) -> Iterator[tuple[subprocess.Popen, float]]:
     """Start `server`; yields (process, seconds from spawn to its model's ready route answering 200)."""
+    url = f"http://127.0.0.1:{server.http}{server.ready_path}"
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        server.command,
-        cwd=tempfile.gettempdir(),
-        env=server.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with httpx.Client() as client:
+        proc = spawn(
+            server.command,
+            lambda: answers(url, client=client),
+            server.name,
+            timeout=120,
+            poll=0.01,  # time to ready is measured: poll often
+            cwd=Path(tempfile.gettempdir()),
+            env=server.env,
+        )
     try:
-        url = f"http://127.0.0.1:{server.http}{server.ready_path}"
-        with httpx.Client(timeout=1) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{server.name} exited: {proc.stderr.read()[-2000:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get(url).status_code == 200:
-                        break
-                if time.perf_counter() - start > 120:
-                    raise RuntimeError(f"{server.name} not ready after 120 s")
-                time.sleep(0.01)
         yield proc, time.perf_counter() - start
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 def big_requests(n_features: int) -> tuple[bytes, bytes, int]:
@@ -354,30 +341,25 @@ def run(
 def grpc_ceiling(seconds: float) -> dict[str, float]:
     """The same gRPC measurements against bench/grpc_ceiling.py, which answers without any work:
     how many requests the client itself can send here."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.grpc_ceiling", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        import tritonclient.grpc as grpcclient
+    import tritonclient.grpc as grpcclient
 
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(Exception):
-                if client.is_server_ready():
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("bench.grpc_ceiling did not start")
-            time.sleep(0.05)
-        client.close()
+    port = free_port()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+
+    def ready() -> bool:
+        try:
+            return client.is_server_ready()
+        except Exception:  # tritonclient's error while nothing listens yet
+            return False
+
+    proc = spawn(
+        [sys.executable, "-m", "bench.grpc_ceiling", "--port", str(port)], ready, "bench.grpc_ceiling"
+    )
+    client.close()
+    try:
         return {"grpc_rps": grpc_rps(port, seconds), "grpc_c16_rps": grpc_rps(port, seconds, 16)}
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_server(proc)
 
 
 def format_table(result: dict) -> str:

@@ -23,15 +23,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
 from bench import mlp_artifacts as mlp_bench
 from bench import two_input_artifacts as two_input_bench
-from bench._server import free_port
+from bench._server import answers, free_port, spawn, stop_server
 from core import cli
 from core.schema import Manifest
 
@@ -56,35 +53,17 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 @contextlib.contextmanager
 def _process(args: list[str], ready_url: str, probe: str | None = None, body: str = BODY) -> Iterator[str]:
-    """Run `python args...` until the block ends; yields once `ready_url` answers 200."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
+    """Run `python args...` until the block ends; yields once `ready_url` answers 200 (to a POST of
+    `body` when `probe` is "post")."""
+    proc = spawn(
         [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        lambda: answers(ready_url, body if probe == "post" else None),
+        " ".join(args),
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(args)} exited: {proc.stderr.read()}")
-            with contextlib.suppress(httpx.TransportError):
-                r = httpx.post(ready_url, content=body) if probe == "post" else httpx.get(ready_url)
-                if r.status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{' '.join(args)} not ready after 60 s")
-            time.sleep(0.1)
         yield ready_url
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        if proc.poll() is None:
-            proc.kill()
+        stop_server(proc)
 
 
 def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
