@@ -255,13 +255,7 @@ def format_rows(rows: list[Row], manifest: Manifest, tol: Tolerances) -> str:
     lines.append(
         "max|Δ lstsq|: largest |prediction - least squares| over the probe rows (reported, not bounded)"
     )
-    failed = [r for r in rows if not r.ok]
-    lines.append(
-        f"all {len(rows)} checks passed"
-        if not failed
-        else f"{len(failed)} of {len(rows)} checks FAILED: "
-        + ", ".join(f"{r.artifact} ({r.runtime})" for r in failed)
-    )
+    lines.append(parity.verdict(rows, lambda r: f"{r.artifact} ({r.runtime})"))
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,11 +243,13 @@ def format_rows(rows: list[Row]) -> str:
         "pass: |a - b| <= atol + rtol·|b| for every element of the probe (int and bool outputs: equal); "
         "min atol: the smallest atol that passes at that rtol"
     )
-    failed = [r for r in rows if not r.ok]
-    lines.append(
-        f"all {len(rows)} checks passed"
-        if not failed
-        else f"{len(failed)} of {len(rows)} checks FAILED: "
-        + ", ".join(f"{r.artifact} ({r.runtime}{', ' + r.output if r.output else ''})" for r in failed)
-    )
+    lines.append(verdict(rows, lambda r: f"{r.artifact} ({r.runtime}{', ' + r.output if r.output else ''})"))
     return "\n".join(lines)
+
+
+def verdict(rows: list, label: Callable[[Any], str]) -> str:
+    """A check table's last line: all passed, or how many failed and which (each `label(row)`)."""
+    failed = [r for r in rows if not r.ok]
+    if not failed:
+        return f"all {len(rows)} checks passed"
+    return f"{len(failed)} of {len(rows)} checks FAILED: " + ", ".join(label(r) for r in failed)
