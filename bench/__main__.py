@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from bench._core import ROOT, add_stats, format_table, load_average, machine, not_judged
-from core import cli
-from core.fsio import atomic_write_json
+from oneneuron import cli
+from oneneuron.fsio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench._core import ROOT, Row, interleave, python
 from bench._server import stop_all
-from core.fsio import Root
-from core.manifest import onnx_entry, write_standalone
-from core.schema import Signature, TensorSpec
+from oneneuron.fsio import Root
+from oneneuron.manifest import onnx_entry, write_standalone
+from oneneuron.schema import Signature, TensorSpec
 from serve.batch.job import PART_ROWS
 
 ROWS, QUICK_ROWS = 20_000_000, 500_000

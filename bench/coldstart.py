@@ -2,7 +2,7 @@
 
 The loader on the ONNX model (with its sha256 check and self-test) vs loading the SavedModel
 with TensorFlow vs the TorchScript file with torch, each a fresh `python -c` process; and the
-loader verifying the directory's signature (`trust_key=`, core/signing.py) vs the loader without.
+loader verifying the directory's signature (`trust_key=`, oneneuron/signing.py) vs the loader without.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import onnxruntime as ort
 from bench._core import Row, interleave
 from bench.mlp_artifacts import example_row, mlp_artifacts
 from bench.two_input_artifacts import example_feeds, onnx_path, two_input_artifacts
-from core.frameworks import quiet_tensorflow, torch_jit_quiet
-from core.record import TrainingRecord
+from oneneuron.frameworks import quiet_tensorflow, torch_jit_quiet
+from oneneuron.record import TrainingRecord
 from serve import load
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.schema import MANIFEST, Manifest
+from oneneuron.schema import MANIFEST, Manifest
 
 MODEL = "torch_mlp"
 HIDDEN = "mlp:16,16"

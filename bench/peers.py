@@ -391,7 +391,7 @@ def format_table(result: dict) -> str:
 
 
 def main() -> None:
-    from core import cli
+    from oneneuron import cli
 
     p = cli.parser(
         "Benchmark python -m serve against KServe and MLServer on the same ONNX model.",

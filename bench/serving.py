@@ -29,8 +29,8 @@ from pathlib import Path
 from bench import mlp_artifacts as mlp_bench
 from bench import two_input_artifacts as two_input_bench
 from bench._server import answers, free_port, spawn, stop_server
-from core import cli
-from core.schema import Manifest
+from oneneuron import cli
+from oneneuron.schema import Manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "keras_linear"

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from bench._server import start_server, stop_server
-from core import cli
+from oneneuron import cli
 
 MAX_ROWS = 64  # the server runs with --max-rows 64 and --max-body-bytes 65536 so the 413s are cheap
 MAX_BODY = 65536

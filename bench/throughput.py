@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._core import ROOT, Row, interleave, python
-from core.record import TrainingRecord
+from oneneuron.record import TrainingRecord
 from serve import load
 
 ROWS = 10_000_000

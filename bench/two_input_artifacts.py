@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.schema import MANIFEST, Manifest
+from oneneuron.schema import MANIFEST, Manifest
 
 MODEL = "two_input"
 N_FEATURES, N_IDS, VOCAB, HIDDEN = 4, 2, 50, 8

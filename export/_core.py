@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from core import cli
-from core.architecture import LINEAR, Architecture
-from core.errors import IntegrityError, MissingArtifactError
-from core.fixes import fix
-from core.fsio import Root, sha256_file, size_of
-from core.manifest import KEEP_VERSIONS, Seal, commit, load_or_none, refresh_aliases
-from core.record import TrainingRecord
-from core.schema import TRAINING_RECORD, ArtifactEntry, linear_signature
+from oneneuron import cli
+from oneneuron.architecture import LINEAR, Architecture
+from oneneuron.errors import IntegrityError, MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root, sha256_file, size_of
+from oneneuron.manifest import KEEP_VERSIONS, Seal, commit, load_or_none, refresh_aliases
+from oneneuron.record import TrainingRecord
+from oneneuron.schema import TRAINING_RECORD, ArtifactEntry, linear_signature
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def export_formats(
     the other. Files go to new immutable names; the manifest's rename is the one commit point
     (readers see the previous exports until then, never a manifest without them); then the
     stable names are pointed at the new versions and versions nothing names are removed. Each
-    model keeps its last `keep_versions` stored versions (core.manifest.commit numbers them).
+    model keeps its last `keep_versions` stored versions (oneneuron.manifest.commit numbers them).
     With `trained` False (export/byom.py) no training record is read and the directory may be new.
     With `seal` (export/sign.py `Sealer`) the manifest is signed and committed with `model.sig`.
     """

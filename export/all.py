@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from core.manifest import KEEP_VERSIONS, Seal
-from core.schema import ArtifactEntry
 from export import FORMATS
 from export._core import export_formats, main_for
 from export.byom import add_options
 from export.sign import sign_option
 from export.triton import refresh
+from oneneuron.manifest import KEEP_VERSIONS, Seal
+from oneneuron.schema import ArtifactEntry
 
 
 def export_all(

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError, IntegrityError
-from core.fsio import size_of
-from core.manifest import Seal
-from core.schema import ArtifactEntry, ProbeRef
 from export import probe as probes
 from export._core import TRAINERS, Run, export_formats, store
+from oneneuron.errors import InputError, IntegrityError
+from oneneuron.fsio import size_of
+from oneneuron.manifest import Seal
+from oneneuron.schema import ArtifactEntry, ProbeRef
 
 logger = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dots: stored versions are <name>.<sha12>.*

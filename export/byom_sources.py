@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.frameworks import quiet_tensorflow
-from core.schema import DTYPES, Signature, TensorSpec
+from oneneuron.errors import InputError
+from oneneuron.frameworks import quiet_tensorflow
+from oneneuron.schema import DTYPES, Signature, TensorSpec
 
 logger = logging.getLogger(__name__)
 OPSET = 18  # as export/onnx.py
 BATCH = "batch"
 CHUNK = 1024  # rows per call when running the probe through the source model
-_DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # core.schema's dimension-name pattern
+_DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # oneneuron.schema's dimension-name pattern
 
 
 class ConversionError(InputError):

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.frameworks import torch_jit_quiet
-from core.schema import Signature
 from export.byom_sources import CONVERTER_FIX, OPSET, ConversionError, Source, first_line, sanitise, spec
+from oneneuron.errors import InputError
+from oneneuron.frameworks import torch_jit_quiet
+from oneneuron.schema import Signature
 
 
 def load_torch(path: Path, data: bytes) -> Source:

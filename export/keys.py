@@ -14,9 +14,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from core import cli
-from core.errors import InputError
-from core.signing import fingerprint
+from oneneuron import cli
+from oneneuron.errors import InputError
+from oneneuron.signing import fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import IntegrityError
-from core.frameworks import quiet_tensorflow
-from core.manifest import KEEP_VERSIONS, Seal
-from core.schema import SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry
 from export._core import Run, Source, entry, export_formats, load_source, main_for, store, trained
+from oneneuron.errors import IntegrityError
+from oneneuron.frameworks import quiet_tensorflow
+from oneneuron.manifest import KEEP_VERSIONS, Seal
+from oneneuron.schema import SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry
 
 FORMAT = "onnx"
 # Opset 18: the newest both converters emit natively (tf2onnx 1.17 tops out at 18; torch's

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InputError, IntegrityError
-from core.schema import Signature, TensorSpec
+from oneneuron.errors import InputError, IntegrityError
+from oneneuron.schema import Signature, TensorSpec
 
 ROWS = 32  # generated rows from N(0, 1)
 LARGE_ROWS = 4  # and rows from N(0, 1)·LARGE (·LARGE_FLOAT16 for float16 inputs)

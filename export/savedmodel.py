@@ -10,15 +10,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.frameworks import quiet_tensorflow
-from core.manifest import KEEP_VERSIONS, Seal
-from core.schema import ArtifactEntry
 from export._core import Run, entry, export_formats, load_source, main_for, store, trained
+from oneneuron.frameworks import quiet_tensorflow
+from oneneuron.manifest import KEEP_VERSIONS, Seal
+from oneneuron.schema import ArtifactEntry
 
 FORMAT = "savedmodel"
 SIGNATURE = "serving_default"
 
-if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow (core/frameworks.py)
+if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow (oneneuron/frameworks.py)
     import keras
 
 

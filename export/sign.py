@@ -1,7 +1,7 @@
 """python -m export.sign --artifacts DIR --key private.pem: sign an exported directory.
 
 Signs, with OpenSSF model signing (`model-signing`, key mode), exactly the files consumers load:
-`manifest.json` and every file of every stored version it names (`core.signing.signed_files`),
+`manifest.json` and every file of every stored version it names (`oneneuron.signing.signed_files`),
 never the aliases (hard links `keras_linear.onnx`, symlink `keras_linear.savedmodel`). The bundle
 (a Sigstore bundle: DSSE envelope over an in-toto statement of every file's sha256) is verified
 with the public key, then committed as DIR/model.sig together with the manifest that names it, in
@@ -20,13 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core import cli
-from core.errors import InputError, MissingArtifactError
-from core.fixes import fix
-from core.fsio import Root, Transaction
-from core.manifest import write
-from core.schema import FORMATS, MANIFEST, SIGNATURE, Manifest, Signing
-from core.signing import Verified, signed_files, verify_dir
+from oneneuron import cli
+from oneneuron.errors import InputError, MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root, Transaction
+from oneneuron.manifest import write
+from oneneuron.schema import FORMATS, MANIFEST, SIGNATURE, Manifest, Signing
+from oneneuron.signing import Verified, signed_files, verify_dir
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _bundle(view: Path, key_path: Path, files: list[str]) -> bytes:
 
 
 class Sealer:
-    """Signs a manifest in the transaction that commits it (core.manifest `Seal`): `stage(txn)`
+    """Signs a manifest in the transaction that commits it (oneneuron.manifest `Seal`): `stage(txn)`
     signs the staged manifest and the stored versions it names and stages `model.sig`, so the
     manifest and its signature are renamed into place together (one journal) or not at all.
 
@@ -84,7 +84,7 @@ class Sealer:
     """
 
     def __init__(self, key_path: Path):
-        from core.signing import fingerprint
+        from oneneuron.signing import fingerprint
 
         self.key_path = Path(key_path)
         self.public = load_private_key(key_path).public_key()  # a wrong key fails before any export

@@ -10,10 +10,10 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.frameworks import torch_jit_quiet
-from core.manifest import KEEP_VERSIONS, Seal
-from core.schema import ArtifactEntry
 from export._core import Run, entry, export_formats, load_source, main_for, store, trained
+from oneneuron.frameworks import torch_jit_quiet
+from oneneuron.manifest import KEEP_VERSIONS, Seal
+from oneneuron.schema import ArtifactEntry
 
 FORMAT = "torchscript"
 

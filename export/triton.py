@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import cli
-from core.errors import IntegrityError, MissingArtifactError
-from core.fixes import fix
-from core.fsio import Root, removing_new_dirs_on_error
-from core.manifest import verify
-from core.schema import MANIFEST, ArtifactEntry, Manifest, check_name
-from core.selftest import linear_selftest
 from export.triton_state import DEFAULT_DIR, MARKER, Marker
+from oneneuron import cli
+from oneneuron.errors import IntegrityError, MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root, removing_new_dirs_on_error
+from oneneuron.manifest import verify
+from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest, check_name
+from oneneuron.selftest import linear_selftest
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
 
 def _check_selftest(path: Path, model: onnx.ModelProto, entry: ArtifactEntry) -> None:
     """Refuse to publish a file whose embedded self-test is unusable (the loader would refuse to serve
-    it): the same rules as serve/loader.py, from core.selftest. Running it is the server's job."""
+    it): the same rules as serve/loader.py, from oneneuron.selftest. Running it is the server's job."""
     inputs = entry.signature.inputs
     if len(inputs) == 1 and inputs[0].dtype == "float32" and len(inputs[0].shape) == 2:
         metadata = {p.key: p.value for p in model.metadata_props}
@@ -112,8 +112,8 @@ def _refuse(problem: str) -> None:
 def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = TritonConfig()) -> list[Path]:
     """Write the repository; returns the model directories written.
 
-    Every name comes from the validated manifest (`core.schema.NAME_PATTERN`) and every file is
-    written through `core.fsio.Root(out)`, so nothing lands outside the repository directory.
+    Every name comes from the validated manifest (`oneneuron.schema.NAME_PATTERN`) and every file is
+    written through `oneneuron.fsio.Root(out)`, so nothing lands outside the repository directory.
     """
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
     import onnx  # here, not at the top: `--help` and argument errors stay fast

@@ -9,7 +9,7 @@ read, its TritonConfig, and per model the ONNX entry it copied (stored path and 
 - `python -m serve.check` adds a row for `ARTIFACTS/triton`: current, or which models are stale
   and the command that refreshes them.
 
-Imports only the standard library and core/: the check stays free of onnx and the frameworks.
+Imports only the standard library and oneneuron/: the check stays free of onnx and the frameworks.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import IntegrityError, MissingArtifactError
-from core.fixes import fix
-from core.fsio import Root, sha256_file
-from core.schema import MANIFEST, Fields, Manifest, check_name, read_json
+from oneneuron.errors import IntegrityError, MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root, sha256_file
+from oneneuron.schema import MANIFEST, Fields, Manifest, check_name, read_json
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import uvicorn
 
-from core import cli
-from core.errors import InputError
+from oneneuron import cli
+from oneneuron.errors import InputError
 from serve.http.app import create_app
 from serve.http.config import MODEL_CONTROL, ServeConfig
 from serve.http.protocol import protocol_class
@@ -28,7 +28,7 @@ def serve(config: ServeConfig) -> None:
     """Check the manifest, then run the server until interrupted."""
     cli.ensure_dir(config.artifacts, create=False)
     if config.trust_key is not None:  # a missing or wrong key file is exit 2 now, not N unready models
-        from core.signing import load_public_key
+        from oneneuron.signing import load_public_key
 
         load_public_key(config.trust_key)
     registry = Registry(

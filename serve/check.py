@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cli
-from core.errors import InputError, IntegrityError, MissingArtifactError
-from core.fixes import fix
-from core.fsio import Root
-from core.manifest import verify
-from core.schema import ArtifactEntry, Manifest
 from export.triton_state import triton_state
+from oneneuron import cli
+from oneneuron.errors import InputError, IntegrityError, MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root
+from oneneuron.manifest import verify
+from oneneuron.schema import ArtifactEntry, Manifest
 from serve import parity
 from serve.runtimes import RUNTIMES
 

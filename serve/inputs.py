@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
+from oneneuron.errors import InputError
 
 SMALL = 64  # up to this many values: finiteness by a Python sum, JSON numbers without numpy's parser
 FLOAT32_MAX = float(np.finfo(np.float32).max)

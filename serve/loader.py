@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.errors import InputError, MissingArtifactError
-from core.fsio import Root
-from core.manifest import verify
-from core.schema import MANIFEST, ArtifactEntry, Manifest
+from oneneuron.errors import InputError, MissingArtifactError
+from oneneuron.fsio import Root
+from oneneuron.manifest import verify
+from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
 from serve.inputs import PredictInputError
 from serve.model import EXPORT_FIX, LoadOptions, Model
 
@@ -92,7 +92,7 @@ def _verify_signature(
     """The signature check (imported only when a key is given: the cold start without one is
     unchanged). Returns the key's fingerprint and `entry` as the signed manifest records it (the
     manifest read before may have been replaced since; what was verified is what is used)."""
-    from core.signing import verify_file
+    from oneneuron.signing import verify_file
 
     verified = verify_file(path, artifacts, trust_key)
     if entry is not None:
@@ -121,7 +121,7 @@ def load(
         threads: onnxruntime intra-op threads.
         trust_key: a PEM public key (python -m export.keys); the directory's `model.sig` must be
             its signature over the manifest and every stored version, and the model file one of
-            them, before onnxruntime reads a byte (core/signing.py; raises SignatureError).
+            them, before onnxruntime reads a byte (oneneuron/signing.py; raises SignatureError).
     """
     options = LoadOptions(
         verify_sha256=verify_sha256, selftest=selftest, threads=threads, trust_key=trust_key

@@ -17,10 +17,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as _InvalidArgument
 
-from core.errors import IntegrityError
-from core.fixes import fix
-from core.schema import ArtifactEntry
-from core.selftest import linear_selftest
+from oneneuron.errors import IntegrityError
+from oneneuron.fixes import fix
+from oneneuron.schema import ArtifactEntry
+from oneneuron.selftest import linear_selftest
 from serve.inputs import ORT_DTYPES as _ORT_DTYPES
 from serve.inputs import SMALL as _SMALL
 from serve.inputs import PredictInputError
@@ -321,7 +321,7 @@ class Model:
         """Predict the stored self-test input; raise IntegrityError beyond tolerance.
 
         The input, expected output and tolerance come from the ONNX metadata (the exporter writes
-        them from `core.schema`'s constants; Node and the page read the same keys), each finite
+        them from `oneneuron.schema`'s constants; Node and the page read the same keys), each finite
         and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
         dtype, shape or row count fails here, at load. Returns (expected, actual).
         A model with the general `selftest` metadata key (any signature) runs serve/selftest.py.

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import IntegrityError
-from core.fixes import fix
-from core.fsio import Root, sha256_file
-from core.manifest import verify
-from core.schema import ArtifactEntry, Manifest, TensorSpec
 from export.probe import MAX_PROBE_BYTES
 from export.probe import load as load_probe
+from oneneuron.errors import IntegrityError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root, sha256_file
+from oneneuron.manifest import verify
+from oneneuron.schema import ArtifactEntry, Manifest, TensorSpec
 from serve.runtimes import RUN_RUNTIMES
 
 # dtype -> (atol, rtol) when no flag names the output

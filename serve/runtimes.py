@@ -34,7 +34,7 @@ def onnx_reference(path: Path) -> Predict:
 
 def tensorflow_savedmodel(path: Path) -> Predict:
     """The SavedModel's `serving_default` signature in TensorFlow."""
-    from core.frameworks import quiet_tensorflow
+    from oneneuron.frameworks import quiet_tensorflow
 
     tf = quiet_tensorflow()
 
@@ -46,9 +46,9 @@ def torch_torchscript(path: Path) -> Predict:
     """The TorchScript file in torch."""
     import torch
 
-    from core.frameworks import torch_jit_quiet
+    from oneneuron.frameworks import torch_jit_quiet
 
-    with torch_jit_quiet():  # torch 2.13 deprecates torch.jit; see core/frameworks.py
+    with torch_jit_quiet():  # torch 2.13 deprecates torch.jit; see oneneuron/frameworks.py
         module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def predict(x: np.ndarray) -> np.ndarray:
@@ -89,7 +89,7 @@ def run_onnx_reference(path: Path, outputs: list[str]) -> Run:
 
 def run_savedmodel(path: Path, outputs: list[str]) -> Run:
     """The SavedModel's `serving_default` signature in TensorFlow (inputs and outputs by name)."""
-    from core.frameworks import quiet_tensorflow
+    from oneneuron.frameworks import quiet_tensorflow
 
     tf = quiet_tensorflow()
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -109,7 +109,7 @@ def run_torchscript(path: Path, outputs: list[str]) -> Run:
     """The TorchScript file in torch, inputs positional in signature order."""
     import torch
 
-    from core.frameworks import torch_jit_quiet
+    from oneneuron.frameworks import torch_jit_quiet
 
     with torch_jit_quiet():
         module = torch.jit.load(str(path), map_location="cpu").eval()

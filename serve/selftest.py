@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.errors import IntegrityError
+from oneneuron.errors import IntegrityError
 
 if TYPE_CHECKING:
     from serve.loader import Model

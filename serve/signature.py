@@ -1,7 +1,7 @@
 """The signature row of `python -m serve.check`: which key signed, verified or not.
 
 With `--trust-key PEM` the check verifies the whole directory (every signed file's sha256,
-core.signing.verify_dir) before running any artifact; a directory the trusted key did not sign is
+oneneuron.signing.verify_dir) before running any artifact; a directory the trusted key did not sign is
 one [FAIL] row and exit 1, and no artifact from it is run. Without a key, a signed directory gets
 a "not verified" row naming the key its manifest records (an unsigned one gets no row: the
 article's output stays as it is).
@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import IntegrityError
-from core.schema import Manifest
-from core.signing import SIGNATURE, load_public_key, verify_dir
+from oneneuron.errors import IntegrityError
+from oneneuron.schema import Manifest
+from oneneuron.signing import SIGNATURE, load_public_key, verify_dir
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from core.schema import Signature
+from oneneuron.schema import Signature
 from tests.manifest_helpers import onnx_entry, spec, write_manifest
 
 NAME = "two_in_two_out"

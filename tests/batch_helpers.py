@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from onnx import TensorProto, helper
 
-from core.schema import Signature
+from oneneuron.schema import Signature
 from tests.manifest_helpers import onnx_entry, spec, write_manifest
 
 W = np.array([[1.5, -2.0]], dtype=np.float32)

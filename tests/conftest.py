@@ -47,9 +47,9 @@ def exported_dir(trained_dir, tmp_path_factory) -> Path:
 
 def copy_artifacts(source: Path, target: Path) -> Path:
     """Copy an exported directory; copytree copies hard links as separate files: link the aliases again."""
-    from core.fsio import Root
-    from core.manifest import refresh_aliases
-    from core.schema import Manifest
+    from oneneuron.fsio import Root
+    from oneneuron.manifest import refresh_aliases
+    from oneneuron.schema import Manifest
 
     shutil.copytree(source, target, symlinks=True)
     refresh_aliases(Root(target), Manifest.load(target))

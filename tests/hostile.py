@@ -83,9 +83,9 @@ class Damage:
     """Applies one case's damage to BASE/artifacts, with its sentinel beside it."""
 
     def __init__(self, base: Path, exported_dir: Path):
-        from core.fsio import Root
-        from core.manifest import refresh_aliases
-        from core.schema import Manifest
+        from oneneuron.fsio import Root
+        from oneneuron.manifest import refresh_aliases
+        from oneneuron.schema import Manifest
 
         self.art, self.sentinel = base / "artifacts", base / "sentinel"
         shutil.copytree(exported_dir, self.art, symlinks=True)

@@ -1,13 +1,13 @@
-"""Write a valid `manifest.json` (core.schema) for ONNX files built inside a test."""
+"""Write a valid `manifest.json` (oneneuron.schema) for ONNX files built inside a test."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from core.fsio import Root
-from core.manifest import onnx_entry as _onnx_entry
-from core.manifest import write_standalone
-from core.schema import ArtifactEntry, Signature, TensorSpec
+from oneneuron.fsio import Root
+from oneneuron.manifest import onnx_entry as _onnx_entry
+from oneneuron.manifest import write_standalone
+from oneneuron.schema import ArtifactEntry, Signature, TensorSpec
 
 
 def onnx_entry(directory: Path, name: str, signature: Signature) -> ArtifactEntry:

@@ -8,8 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
-from core.signing import SIGNATURE
 from export.sign import sign_artifacts
+from oneneuron.signing import SIGNATURE
 
 
 def stored(artifacts: Path, name: str) -> Path:
@@ -36,7 +36,7 @@ def _other_key(a: Path, keys: dict[str, Path]) -> None:
 
 def _forged_hint(a: Path, keys: dict[str, Path]) -> None:
     """Signed by the other key, with the trusted key's hint written into the bundle."""
-    from core.signing import load_public_key
+    from oneneuron.signing import load_public_key
 
     sign_artifacts(a, keys["other"] / "private.pem")
     bundle = json.loads((a / SIGNATURE).read_text())

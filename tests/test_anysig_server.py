@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from core.errors import IntegrityError
+from oneneuron.errors import IntegrityError
 from serve import load
 from tests.anysig_helpers import NAME, SELFTEST_INPUTS, anysig_dir, reference
 from tests.serve_app import client

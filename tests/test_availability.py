@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from core.errors import ToolkitError
+from oneneuron.errors import ToolkitError
 from serve.http.registry import Registry
 from serve.loader import load
 from tests.conftest import ROOT, run_cli

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.fsio import Root
-from core.schema import Manifest
+from oneneuron.fsio import Root
+from oneneuron.schema import Manifest
 from tests.conftest import run_cli
 
 FEATURES, IDS, VOCAB = 3, 5, 10
 
 
 def keras_model():
-    from core.frameworks import quiet_tensorflow
+    from oneneuron.frameworks import quiet_tensorflow
 
     quiet_tensorflow()
     import keras
@@ -196,7 +196,7 @@ def test_perturbed_onnx_fails_and_prints_minimum_atol(exported, tmp_path):
     (artifacts / entry.probe.path).write_bytes((source_dir / entry.probe.path).read_bytes())
     from dataclasses import replace
 
-    from core.fsio import sha256_file
+    from oneneuron.fsio import sha256_file
 
     perturbed = replace(entry, sha256=sha256_file(artifacts / entry.path))  # the hash matches: parity fails
     Root(artifacts).write_json("manifest.json", replace(manifest, artifacts=(perturbed,)).to_json())
@@ -275,8 +275,8 @@ def test_unexportable_torch_model_one_line_nothing_written(tmp_path, monkeypatch
 
 
 def test_probe_inputs_from_file_and_bad_ones(sources, tmp_path):
-    from core.errors import InputError
     from export.byom import ByomConfig, export_byom
+    from oneneuron.errors import InputError
 
     good = tmp_path / "inputs.npz"
     feeds = fresh_inputs(rows=3, seed=5)
@@ -300,7 +300,7 @@ def test_probe_inputs_from_file_and_bad_ones(sources, tmp_path):
 def test_tampered_selftest_refuses_to_load(exported, tmp_path):
     import onnx
 
-    from core.errors import IntegrityError
+    from oneneuron.errors import IntegrityError
     from serve.loader import load
 
     artifacts, _ = exported["keras"]
@@ -428,9 +428,9 @@ def onnx_with_probe(directory: Path, node, rows: int = 40) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from core.manifest import onnx_entry, write_standalone
-    from core.schema import ProbeRef, Signature, TensorSpec
     from export.probe import Probe, to_bytes
+    from oneneuron.manifest import onnx_entry, write_standalone
+    from oneneuron.schema import ProbeRef, Signature, TensorSpec
 
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2])],

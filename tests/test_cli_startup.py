@@ -102,7 +102,7 @@ def test_help_and_argument_errors_import_no_framework(module, tmp_path):
 def test_tensorflow_start_up_logs_only_with_verbose():
     """TensorFlow's C++ start-up lines (written to fd 2, not through Python) show only with -v."""
     code = (
-        "import logging, sys; from core.frameworks import quiet_tensorflow; "
+        "import logging, sys; from oneneuron.frameworks import quiet_tensorflow; "
         "logging.basicConfig(level=logging.DEBUG if sys.argv[1] == 'v' else logging.WARNING); "
         "tf = quiet_tensorflow(); print(tf.constant([2.0]).numpy()[0])"
     )

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from core.fsio import sha256_file
+from oneneuron.fsio import sha256_file
 from serve import load
 from serve.check import run_check
 from tests.conftest import ROOT

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import InputError
-from core.fsio import sha256_file
+from oneneuron.errors import InputError
+from oneneuron.fsio import sha256_file
 from tests.conftest import run_cli
 from train.data import load_csv, probe_batch, probe_rows
 

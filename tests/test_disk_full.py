@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from core.fsio import Root
-from core.manifest import verify
-from core.schema import Manifest
+from oneneuron.fsio import Root
+from oneneuron.manifest import verify
+from oneneuron.schema import Manifest
 from tests.conftest import run_cli
 
 STAGES = {

@@ -1,7 +1,7 @@
 import json
 import os
 
-from core.fsio import atomic_write_bytes
+from oneneuron.fsio import atomic_write_bytes
 from tests.conftest import run_cli
 
 

@@ -7,8 +7,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from core.errors import IntegrityError
 from export.triton import export_triton
+from oneneuron.errors import IntegrityError
 from tests.conftest import run_cli
 
 

@@ -1,4 +1,4 @@
-"""core.fsio.Root.transaction: staged writes land together; a writer killed at any point of the commit
+"""oneneuron.fsio.Root.transaction: staged writes land together; a writer killed at any point of the commit
 leaves old files (before the journal) or is finished by the next `locked` (after it)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.fsio import JOURNAL, Root, Transaction
+from oneneuron.fsio import JOURNAL, Root, Transaction
 from tests.conftest import run_cli
 
 
@@ -72,7 +72,7 @@ def test_sigkill_during_the_commit_is_finished_by_the_next_writer(tmp_path, rena
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from core import fsio
+        from oneneuron import fsio
         from tests.test_fsio_transaction import commit_generation
         real, count = os.replace, [0]
         def replace(src, dst):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ToolkitError
+from oneneuron.errors import ToolkitError
 from tests.conftest import ROOT
 from tests.hostile import CASES, WRITERS, Damage, expectation, matrix, snapshot
 
@@ -106,7 +106,7 @@ def run_server(art, damage):
 
 def run_web(art, damage):
     """Start the web app; everything it serves must be a confined regular file with a manifest hash."""
-    from core.schema import Manifest
+    from oneneuron.schema import Manifest
     from serve.web.app import WebConfig, build_app, onnx_files
 
     build_app(WebConfig(artifacts=art))
@@ -174,9 +174,9 @@ CONSUMERS = {
 
 def assert_rebuilt(art):
     """A writer that did not refuse left a manifest whose every entry and stable name verifies."""
-    from core.fsio import Root, sha256_path
-    from core.manifest import verify
-    from core.schema import Manifest
+    from oneneuron.fsio import Root, sha256_path
+    from oneneuron.manifest import verify
+    from oneneuron.schema import Manifest
 
     root = Root(art)
     for entry in Manifest.load(art).artifacts:

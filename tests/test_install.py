@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
-SOURCES = ["pyproject.toml", "README.md", "LICENSE", "pipeline.py", "core", "train", "export", "serve"]
+SOURCES = ["pyproject.toml", "README.md", "LICENSE", "pipeline.py", "oneneuron", "train", "export", "serve"]
 SCRIPTS = ["oneneuron-train", "oneneuron-export", "oneneuron-check", "oneneuron-serve", "oneneuron-web"]
 SCRIPTS += ["oneneuron-pipeline", "oneneuron-triton"]
 

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from core.errors import IntegrityError
+from oneneuron.errors import IntegrityError
 from serve import load
 from serve.check import run_check
 from tests.serve_app import client

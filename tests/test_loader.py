@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from core.errors import IntegrityError, MissingArtifactError
+from oneneuron.errors import IntegrityError, MissingArtifactError
 from serve import PredictInputError, load
 from tests.conftest import run_cli
 

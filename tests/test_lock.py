@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from core.errors import IntegrityError, LockTimeoutError
-from core.fsio import Root
+from oneneuron.errors import IntegrityError, LockTimeoutError
+from oneneuron.fsio import Root
 from tests.conftest import ROOT, run_cli
 
 
@@ -21,7 +21,7 @@ def holding_lock(directory):
     """A separate process holding `directory`'s lock until the block ends."""
     script = textwrap.dedent(f"""
         import time
-        from core.fsio import Root
+        from oneneuron.fsio import Root
         with Root({str(directory)!r}).locked():
             print("locked", flush=True)
             time.sleep(60)
@@ -49,7 +49,7 @@ def held_lock_on_copy(exported_copy):
 
 def test_waiting_writer_names_the_holder_once_then_gives_up(tmp_path, held_lock, caplog):
     with (
-        caplog.at_level(logging.WARNING, logger="core.fsio"),
+        caplog.at_level(logging.WARNING, logger="oneneuron.fsio"),
         pytest.raises(LockTimeoutError) as err,
         Root(tmp_path).locked(timeout=0.6),
     ):

@@ -74,7 +74,7 @@ def in_source(artifacts, name, x):
     """The trained model's own prediction, in Keras or torch (rebuilt from the record)."""
     import importlib
 
-    from core.record import TrainingRecord
+    from oneneuron.record import TrainingRecord
 
     info = TrainingRecord.load(artifacts).models[name]
     trainer = importlib.import_module(MODELS[name])
@@ -104,7 +104,7 @@ def test_record_has_the_architecture_and_no_weights(mlp):
 
 def test_the_mlp_fits_what_a_line_cannot(mlp):
     """Both frameworks beat least squares on the training rows by a wide margin (b² is not linear)."""
-    from core.record import TrainingRecord
+    from oneneuron.record import TrainingRecord
 
     record = TrainingRecord.load(mlp["artifacts"])
     design = np.hstack([mlp["x"], np.ones((ROWS, 1))])
@@ -194,7 +194,7 @@ def test_check_fails_an_mlp_whose_onnx_file_differs_slightly(mlp, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from core.fsio import sha256_path
+    from oneneuron.fsio import sha256_path
     from serve.check import run_check
     from tests.conftest import copy_artifacts
 
@@ -223,8 +223,8 @@ def test_one_framework_retrained_as_an_mlp_keeps_the_others_linear_model(trained
     both export and pass the check, the least-squares bound applied to the linear model only."""
     import shutil
 
-    from core.record import TrainingRecord
     from export.all import export_all
+    from oneneuron.record import TrainingRecord
     from serve.check import run_check
     from train.all import train_all
     from train.config import TrainConfig

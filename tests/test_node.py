@@ -250,8 +250,8 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
 
 
 def test_javascript_rules_use_the_python_constants():
-    """manifest.mjs and core.mjs restate core/schema.py's and serve/loader.py's bounds: they must agree."""
-    from core import schema, selftest
+    """manifest.mjs and core.mjs restate the bounds of oneneuron/schema.py and serve/loader.py."""
+    from oneneuron import schema, selftest
 
     script = (
         "import * as m from './serve/node/manifest.mjs'; import * as c from './serve/node/core.mjs';"

@@ -226,7 +226,7 @@ def test_report_for_many_features_is_predicted_vs_actual(own, tmp_path):
 def test_report_refuses_changed_data(own, tmp_path):
     import shutil
 
-    from core.errors import InputError
+    from oneneuron.errors import InputError
     from train.report import build_report
 
     artifacts = tmp_path / "art"

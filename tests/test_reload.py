@@ -251,8 +251,8 @@ def test_versions_routes_and_stats(explicit):
 def test_a_model_the_manifest_drops_is_unloaded_and_an_unreadable_manifest_changes_nothing(exported_copy):
     from dataclasses import replace
 
-    from core.fsio import Root
-    from core.schema import Manifest
+    from oneneuron.fsio import Root
+    from oneneuron.schema import Manifest
     from serve.http.registry import Registry
 
     registry = Registry(exported_copy)

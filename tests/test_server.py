@@ -6,7 +6,7 @@ import time
 import jsonschema_rs
 import pytest
 
-from core.schema import Manifest
+from oneneuron.schema import Manifest
 from serve.http.httpio import INTERNAL
 from tests.serve_app import MODELS, client
 

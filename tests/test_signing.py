@@ -1,5 +1,5 @@
 """Signed artifacts in Python: export.keys, export.sign / export.all --sign-key, the verifier
-(core/signing.py), `load(..., trust_key=...)` and `serve.check --trust-key`; every refusal."""
+(oneneuron/signing.py), `load(..., trust_key=...)` and `serve.check --trust-key`; every refusal."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
-from core.errors import InputError, IntegrityError
-from core.signing import SIGNATURE, SignatureError, load_public_key, verify_dir
+from oneneuron.errors import InputError, IntegrityError
+from oneneuron.signing import SIGNATURE, SignatureError, load_public_key, verify_dir
 from serve import load
 from serve.check import report
 from tests.conftest import run_cli
@@ -80,7 +80,7 @@ def test_loader_imports_no_crypto_without_a_key(signed_dir):
     code = (
         "import sys; from serve import load; load('keras_linear', sys.argv[1]); "
         "print(sorted(m for m in sys.modules "
-        "if m.startswith(('cryptography', 'model_signing', 'core.signing'))))"
+        "if m.startswith(('cryptography', 'model_signing', 'oneneuron.signing'))))"
     )
     result = run_cli("-c", code, str(signed_dir))
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

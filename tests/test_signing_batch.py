@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.signing import SignatureError, load_public_key, verify_dir
+from oneneuron.signing import SignatureError, load_public_key, verify_dir
 from serve import load
 from tests.batch_helpers import read_output
 from tests.conftest import run_cli

@@ -12,11 +12,11 @@ from dataclasses import replace
 
 import pytest
 
-from core.fsio import JOURNAL, Root
-from core.manifest import write
-from core.schema import SIGNATURE, Manifest, Signing
-from core.signing import SignatureError, load_public_key, verify_dir
 from export.sign import Sealer
+from oneneuron.fsio import JOURNAL, Root
+from oneneuron.manifest import write
+from oneneuron.schema import SIGNATURE, Manifest, Signing
+from oneneuron.signing import SignatureError, load_public_key, verify_dir
 from serve import load
 from serve.check import report
 from tests.conftest import run_cli
@@ -79,7 +79,7 @@ def test_sign_killed_mid_commit_is_finished_by_the_next_writer(
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from core import fsio
+        from oneneuron import fsio
         from export.sign import sign_artifacts
         real, count = os.replace, [0]
         def replace(src, dst):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from core.signing import load_public_key, verify_dir
+from oneneuron.signing import load_public_key, verify_dir
 from tests.signed import CASES, damage
 from tests.test_node import CLI, NODE, node, node_eval
 
@@ -76,10 +76,10 @@ def test_verifier_never_sees_another_commits_signature(signed_copy, signing_keys
     import time
     from dataclasses import replace
 
-    from core.fsio import Root
-    from core.manifest import write
-    from core.schema import Manifest
     from export.sign import Sealer
+    from oneneuron.fsio import Root
+    from oneneuron.manifest import write
+    from oneneuron.schema import Manifest
     from tests.conftest import ROOT
 
     key = signing_keys["trusted"] / "public.pem"

@@ -15,8 +15,8 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from core.schema import Manifest
-from core.signing import load_public_key
+from oneneuron.schema import Manifest
+from oneneuron.signing import load_public_key
 from serve.http.app import create_app
 from serve.http.config import ServeConfig
 from serve.http.registry import Registry

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from core.signing import load_public_key
+from oneneuron.signing import load_public_key
 from serve.web.app import WebConfig, build_app
 from tests.signed import CASES, damage
 from tests.test_web import MODELS, TestClient, WebServer, browser, open_page, ort_web_installed  # noqa: F401

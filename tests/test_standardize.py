@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.errors import DivergenceError
+from oneneuron.errors import DivergenceError
 from train import keras as keras_trainer
 from train import torch as torch_trainer
 from train.config import TrainConfig

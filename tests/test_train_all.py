@@ -1,6 +1,6 @@
 import json
 
-from core.fsio import sha256_file
+from oneneuron.fsio import sha256_file
 from tests.conftest import run_cli
 
 

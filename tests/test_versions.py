@@ -1,4 +1,4 @@
-"""Versions in the manifest (core.manifest.commit, core.schema): numbering, --keep-versions, what
+"""Versions in the manifest (oneneuron.manifest.commit, oneneuron.schema): numbering, --keep-versions, what
 consumers that take "the" model get, and the schema's checks on previous versions."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import SchemaError
-from core.schema import Manifest
+from oneneuron.errors import SchemaError
+from oneneuron.schema import Manifest
 from serve import load
 from tests.version_helpers import land, predict, variant
 
@@ -77,8 +77,8 @@ def test_the_schema_refuses_inconsistent_previous_versions(exported_copy, base):
 def test_a_signature_covers_every_kept_version_in_python_node_and_the_server(
     exported_copy, base, signing_keys
 ):
-    from core.signing import verify_dir
     from export.sign import sign_artifacts
+    from oneneuron.signing import verify_dir
     from serve.http.registry import Registry
     from tests.test_node import NODE, node_eval
 

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # starlette 1.10 prefers httpx2 for TestClient;
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
-from core.errors import MissingArtifactError
+from oneneuron.errors import MissingArtifactError
 from serve.web.app import ORT_DIST, ORT_FILES, WebConfig, build_app
 from tests.conftest import ROOT
 

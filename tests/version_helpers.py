@@ -1,5 +1,5 @@
 """Land new versions of an exported model in-process (what `train.all --seed S` + `export.onnx` do,
-in milliseconds): the same graph with other weights, committed like an export (core.manifest)."""
+in milliseconds): the same graph with other weights, committed like an export (oneneuron.manifest)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from core.fsio import Root, sha256_file, size_of
-from core.manifest import commit, refresh_aliases
-from core.record import TrainingRecord
-from core.schema import TRAINING_RECORD, Manifest
+from oneneuron.fsio import Root, sha256_file, size_of
+from oneneuron.manifest import commit, refresh_aliases
+from oneneuron.record import TrainingRecord
+from oneneuron.schema import TRAINING_RECORD, Manifest
 
 
 def variant(onnx_bytes: bytes, weight: float, bias: float) -> bytes:

@@ -17,9 +17,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from core import cli
-from core.fsio import Root
-from core.schema import TRAINING_RECORD
+from oneneuron import cli
+from oneneuron.fsio import Root
+from oneneuron.schema import TRAINING_RECORD
 from train.cli import FRAMEWORKS, main
 from train.config import TrainConfig
 from train.data import Dataset, article_data, load_csv, reference_block

@@ -11,11 +11,11 @@ import logging
 import math
 from pathlib import Path
 
-from core import cli
-from core.architecture import ACTIVATIONS
-from core.errors import InputError
-from core.record import TrainingRecord
-from core.schema import TRAINING_RECORD
+from oneneuron import cli
+from oneneuron.architecture import ACTIVATIONS
+from oneneuron.errors import InputError
+from oneneuron.record import TrainingRecord
+from oneneuron.schema import TRAINING_RECORD
 from train.config import LOSSES, TrainConfig
 from train.mlp import parse_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.architecture import ACTIVATIONS, LINEAR, Architecture
+from oneneuron.architecture import ACTIVATIONS, LINEAR, Architecture
 
 # --loss names. "article" keeps each framework's loss from the article.
 LOSSES = ("article", "mean", "sum")

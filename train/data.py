@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InputError
-from core.fsio import sha256_file
-from core.schema import DataInfo, DataSplit, Probe, Reference
+from oneneuron.errors import InputError
+from oneneuron.fsio import sha256_file
+from oneneuron.schema import DataInfo, DataSplit, Probe, Reference
 
 # The article's six points (y = 2x - 1), float32 as both frameworks train on them.
 ARTICLE_X = [-1.0, 0.0, 1.0, 2.0, 3.0, 4.0]

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.architecture import LINEAR, Architecture, Fitted
-from core.frameworks import quiet_tensorflow
+from oneneuron.architecture import LINEAR, Architecture, Fitted
+from oneneuron.frameworks import quiet_tensorflow
 from train import mlp
 from train.config import TrainConfig
 from train.data import Dataset, headline_input
 from train.result import FitResult, check_losses, log_progress
 from train.standardize import Standardizer
 
-if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow (core/frameworks.py)
+if TYPE_CHECKING:  # imported where used: `--help` never loads TensorFlow (oneneuron/frameworks.py)
     import keras
     import tensorflow as tf
 

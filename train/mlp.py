@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.architecture import MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS, Architecture
+from oneneuron.architecture import MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS, Architecture
 from train.data import Dataset
 from train.standardize import Standardizer
 

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from core import cli
+from oneneuron import cli
 from train.config import TrainConfig
 from train.data import Dataset
 from train.result import FitResult

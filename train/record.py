@@ -7,9 +7,9 @@ import platform
 
 import numpy as np
 
-from core.errors import IntegrityError, MissingArtifactError
-from core.fsio import Root, Transaction, sha256_file
-from core.record import LEAST_SQUARES, FitMetrics, TrainingRecord
+from oneneuron.errors import IntegrityError, MissingArtifactError
+from oneneuron.fsio import Root, Transaction, sha256_file
+from oneneuron.record import LEAST_SQUARES, FitMetrics, TrainingRecord
 from train.config import TrainConfig
 from train.data import Dataset, reference_block
 from train.result import FitResult

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cli
-from core.errors import InputError
-from core.fixes import fix
-from core.fsio import Root, removing_new_dirs_on_error, sha256_file
-from core.record import ModelRecord, TrainingRecord
-from core.schema import MANIFEST, TRAINING_RECORD, Manifest, Reference
+from oneneuron import cli
+from oneneuron.errors import InputError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root, removing_new_dirs_on_error, sha256_file
+from oneneuron.record import ModelRecord, TrainingRecord
+from oneneuron.schema import MANIFEST, TRAINING_RECORD, Manifest, Reference
 from train.data import Dataset, article_data, load_csv
 from train.report_html import render_index
 from train.split import recorded_split

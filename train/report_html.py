@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from core.record import LEAST_SQUARES, TrainingRecord
-from core.schema import Manifest
+from oneneuron.record import LEAST_SQUARES, TrainingRecord
+from oneneuron.schema import Manifest
 from train.data import Dataset
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}

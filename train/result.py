@@ -6,9 +6,9 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from core.architecture import LINEAR, Architecture, Fitted
-from core.errors import DivergenceError
-from core.record import ModelRecord
+from oneneuron.architecture import LINEAR, Architecture, Fitted
+from oneneuron.errors import DivergenceError
+from oneneuron.record import ModelRecord
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.errors import InputError
-from core.record import ErrorMetrics, FitMetrics
-from core.schema import DataSplit
+from oneneuron.errors import InputError
+from oneneuron.record import ErrorMetrics, FitMetrics
+from oneneuron.schema import DataSplit
 from train.data import Dataset
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy
 
-from core.architecture import LINEAR, Architecture, Fitted
+from oneneuron.architecture import LINEAR, Architecture, Fitted
 from train import mlp
 from train.config import TrainConfig
 from train.data import Dataset, headline_input

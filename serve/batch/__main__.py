@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from core import cli
-from core.errors import InputError
-from core.fsio import sha256_file
+from oneneuron import cli
+from oneneuron.errors import InputError
+from oneneuron.fsio import sha256_file
 from serve.batch import parts
 from serve.batch.job import FORMATS, ON_ERROR, PART_ROWS, BatchJob, parse_map, plan
 from serve.batch.local import open_model, run_local
@@ -86,7 +86,7 @@ def make_job(args) -> tuple[BatchJob, object]:
     path, entry, root = resolve(args.model, args.artifacts)
     sha256, signed_by = entry.sha256 if entry else None, None
     if args.trust_key is not None:  # before onnxruntime reads a byte of the model
-        from core.signing import verify_file
+        from oneneuron.signing import verify_file
 
         verified = verify_file(path, root.dir if root is not None else path.parent, args.trust_key)
         signed_by = verified.key_fingerprint

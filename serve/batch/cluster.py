@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from core.errors import InputError, IntegrityError
-from core.signing import SignatureError
+from oneneuron.errors import InputError, IntegrityError
+from oneneuron.signing import SignatureError
 from serve.batch import parts
 from serve.batch.job import BatchJob
 from serve.batch.local import model_facts, open_model, process_file, progress_bar

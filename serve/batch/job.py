@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InputError
+from oneneuron.errors import InputError
 
 FORMATS = ("parquet", "csv")
 ON_ERROR = ("fail", "skip")

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError, IntegrityError
-from core.fsio import sha256_file
+from oneneuron.errors import InputError, IntegrityError
+from oneneuron.fsio import sha256_file
 from serve.batch import parts
 from serve.batch.job import BatchJob
 from serve.batch.score import score

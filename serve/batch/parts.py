@@ -25,8 +25,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.errors import InputError
-from core.fsio import atomic_write_json, atomic_write_with, sha256_file
+from oneneuron.errors import InputError
+from oneneuron.fsio import atomic_write_json, atomic_write_with, sha256_file
 from serve.batch.writer import PartWriter
 
 logger = logging.getLogger(__name__)

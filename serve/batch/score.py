@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from core.errors import InputError
+from oneneuron.errors import InputError
 from serve.batch.job import Plan, output_columns
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from core.errors import InputError
+from oneneuron.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import MissingArtifactError
-from core.fixes import fix
-from core.fsio import Root
-from core.schema import MANIFEST, ArtifactEntry, Manifest
+from oneneuron.errors import MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root
+from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
 from serve.http.httpio import ApiError, preview
 from serve.http.metrics import Metrics
 from serve.http.stats import new_counts
@@ -88,7 +88,7 @@ class Registry:
         self, artifacts: Path, threads: int = 1, metrics: Metrics | None = None, trust_key: Path | None = None
     ):
         self.artifacts = Path(artifacts)
-        self.trust_key = trust_key  # each version's load verifies the signature with it (core/signing.py)
+        self.trust_key = trust_key  # each version's load verifies the signature (oneneuron/signing.py)
         self.threads = threads
         self.metrics = metrics or Metrics()
         self.root = Root(self.artifacts)

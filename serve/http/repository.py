@@ -21,7 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.schema import MANIFEST
+from oneneuron.schema import MANIFEST
 from serve.http import stats as statistics
 from serve.http.config import ServeConfig
 from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
@@ -29,7 +29,7 @@ from serve.http.registry import FAILED, READY, UNLOADED, Registry
 
 logger = logging.getLogger(__name__)
 
-SIGNATURE_FILE = "model.sig"  # core.signing.SIGNATURE (not imported: cryptography loads lazily)
+SIGNATURE_FILE = "model.sig"  # oneneuron.signing.SIGNATURE (not imported: cryptography loads lazily)
 TRITON_STATES = {READY: "READY", FAILED: "UNAVAILABLE", UNLOADED: "UNAVAILABLE"}
 
 

@@ -14,7 +14,7 @@ export const MAX_SELFTEST_CHARS = 65536; // selftest_x in the ONNX metadata (ser
 export const MAX_SELFTEST_TOL = 1e-3; // a file claiming a looser self-test tolerance is refused
 export const EXPORT_FIX = "python -m export.onnx";
 
-/** Base class; `exitCode` follows core/errors.py: 2 for input/usage, 1 for a failed integrity check. */
+/** Base class; `exitCode` follows oneneuron/errors.py: 2 for input/usage, 1 for a failed integrity check. */
 export class EmbedError extends Error {
   get exitCode() { return 2; }
   get name() { return this.constructor.name; }

@@ -1,10 +1,10 @@
-// Parse manifest.json with the rules of core/schema.py, for the fields JavaScript uses.
+// Parse manifest.json with the rules of oneneuron/schema.py, for the fields JavaScript uses.
 //
 //   import { parseManifest } from "./manifest.mjs";
 //   const manifest = parseManifest(text, "artifacts/manifest.json");  // throws SchemaError
 //
 // Shared by the Node module (model.mjs) and the page (serve/web/static/app.mjs): no Node APIs.
-// The rules mirror core/schema.py (Manifest.parse): a JSON object of at most MAX_JSON_BYTES and
+// The rules mirror oneneuron/schema.py (Manifest.parse): a JSON object of at most MAX_JSON_BYTES and
 // nesting depth MAX_DEPTH, schema_version 2, an `artifacts` list whose entries have a `name`,
 // `model`, `path` (and `alias`, equal to `name`) matching NAME_PATTERN (so never '/', '..' or an
 // absolute path), a `format` from FORMATS, a 64-hex `sha256`, an integer `size`, signature
@@ -18,15 +18,15 @@ export const SCHEMA_VERSION = 2;
 export const NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}";
 export const FORMATS = Object.freeze(["exportedprogram", "onnx", "savedmodel", "torchscript"]);
 export const DTYPES = Object.freeze(["bool", "float16", "float32", "float64", "int16", "int32", "int64", "int8", "uint8"]);
-export const MAX_JSON_BYTES = 32 << 20; // core/schema.py MAX_JSON_BYTES
-export const MAX_DEPTH = 16; // core/schema.py MAX_DEPTH
+export const MAX_JSON_BYTES = 32 << 20; // oneneuron/schema.py MAX_JSON_BYTES
+export const MAX_DEPTH = 16; // oneneuron/schema.py MAX_DEPTH
 export const MAX_ITEMS = 100_000;
 const MAX_STRING = 4096;
 const NAME = new RegExp(`^${NAME_PATTERN}$`);
 const SHA256 = /^[0-9a-f]{64}$/;
 export const MANIFEST_FIX = "python -m export.all";
 
-/** manifest.json is not what this toolkit writes; like core.errors.SchemaError, exit 2. */
+/** manifest.json is not what this toolkit writes; like oneneuron.errors.SchemaError, exit 2. */
 export class SchemaError extends IntegrityError {
   get exitCode() { return 2; }
 }
@@ -108,7 +108,7 @@ export function parseManifest(text, source = MANIFEST) {
     return v;
   };
 
-  // The training run's fields, as in core/schema.py: all present (a directory exported from a
+  // The training run's fields, as in oneneuron/schema.py: all present (a directory exported from a
   // training run) or all absent (models brought in as files).
   if (obj.training_record !== undefined && obj.training_record !== null) {
     if (!isObject(obj.reference)) fail(`expected a JSON object, got ${preview(obj.reference)}`, "reference");
@@ -165,7 +165,7 @@ export function parseManifest(text, source = MANIFEST) {
       fail(`path ${preview(entry.path)} is another entry's name`, `artifacts[${i}].path`);
     }
   });
-  // older kept versions of the same models (core/schema.py `previous`): the same per-entry rules
+  // older kept versions of the same models (oneneuron/schema.py `previous`): the same per-entry rules
   if (obj.previous_versions !== undefined && obj.previous_versions !== null) {
     list(obj.previous_versions, "previous_versions").forEach((entry, i) => checkEntry(entry, `previous_versions[${i}]`));
   }

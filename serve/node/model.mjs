@@ -24,7 +24,7 @@ export { EmbedError, InputError, IntegrityError, MissingModelError, parseRow, SE
 export { parseManifest, SchemaError } from "./manifest.mjs";
 export { SignatureError, verifyDirectory } from "./signature.mjs";
 
-const MAX_MODEL_BYTES = 2 ** 31; // core/fsio.py Root.read_bytes
+const MAX_MODEL_BYTES = 2 ** 31; // oneneuron/fsio.py Root.read_bytes
 
 /**
  * Load an ONNX model file and verify it.

@@ -1,4 +1,4 @@
-// Verify a signed artifacts directory in Node with node:crypto only (core/signing.py's rules).
+// Verify a signed artifacts directory in Node with node:crypto only (oneneuron/signing.py's rules).
 //
 //   import { verifyDirectory } from "./serve/node/signature.mjs";
 //   const { keyFingerprint, files } = await verifyDirectory("artifacts", "keys/public.pem");
@@ -76,10 +76,10 @@ const samePair = (a, b) => a.sig === b.sig &&
   (a.manifest === null ? b.manifest === null : b.manifest !== null && a.manifest.equals(b.manifest));
 
 /**
- * Verify dir/model.sig with the public key file `trustKey` (see core/signing.py for the order).
+ * Verify dir/model.sig with the public key file `trustKey` (see oneneuron/signing.py for the order).
  * Each file is read once; the manifest returned is parsed from the bytes whose signed sha256 was
  * checked. An export commits manifest.json and model.sig with two renames, so a failure is retried
- * while either file is still changing, and reported once both are stable (as core/signing.py).
+ * while either file is still changing, and reported once both are stable (as oneneuron/signing.py).
  * @param {{only?: string}} options hash only this stored version's files (the index is always checked)
  * @returns {Promise<{keyFingerprint: string, files: string[], signed: Map<string, string>, manifest: object}>}
  */
@@ -146,7 +146,7 @@ export async function verifyFile(file, dir, trustKey, bytes = undefined) {
   if (!entry) {
     throw new SignatureError(`${file}: not named by the signed ${path.join(dir, MANIFEST)}, so not covered by ${SIGNATURE}`);
   }
-  // named as the stored version (the stable name is a hard link to it), as core/signing.py does
+  // named as the stored version (the stable name is a hard link to it), as oneneuron/signing.py does
   checkDigest(verified.signed, entry.path, sha256(bytes ?? await readFile(file)), path.join(dir, entry.path));
   return verified;
 }

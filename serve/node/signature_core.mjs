@@ -1,7 +1,7 @@
 // What Node and the browser share to verify `model.sig` (OpenSSF model signing, key mode): parse the
 // Sigstore bundle, rebuild the DSSE pre-authentication encoding, read the signed in-toto statement and
 // compare it with the files. Runtime-agnostic: the caller does the ECDSA check (node:crypto or
-// WebCrypto) and the file reads. The rules and messages mirror core/signing.py.
+// WebCrypto) and the file reads. The rules and messages mirror oneneuron/signing.py.
 
 import { IntegrityError } from "./core.mjs";
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from core import cli
+from oneneuron import cli
 
 logger = logging.getLogger("serve.web")
 

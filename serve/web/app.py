@@ -27,11 +27,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from core.errors import MissingArtifactError, ToolkitError
-from core.fixes import fix
-from core.fsio import Root
-from core.schema import MANIFEST, Manifest
-from core.signing import SIGNATURE
+from oneneuron.errors import MissingArtifactError, ToolkitError
+from oneneuron.fixes import fix
+from oneneuron.fsio import Root
+from oneneuron.schema import MANIFEST, Manifest
+from oneneuron.signing import SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class AllowlistFiles(StaticFiles):
 def onnx_files(artifacts: Path) -> frozenset[str]:
     """manifest.json plus the stored versions and aliases of the ONNX models it lists.
 
-    The manifest is parsed with `core.schema` (names and paths validated); every name is then
+    The manifest is parsed with `oneneuron.schema` (names and paths validated); every name is then
     resolved inside the directory (symlinks followed) and must be a regular file; a stable name is
     served only while it is the stored version's own file (a hard link, checked by stat). A manifest
     that does not parse serves only itself, so the page can fetch it and say what is wrong.
@@ -125,7 +125,7 @@ def check_inputs(config: WebConfig) -> None:
 
 def trust_route(trust_key: Path) -> Route:
     """GET /trust/public.pem: the trusted key, checked and read once at start (exit 2 if unusable)."""
-    from core.signing import load_public_key
+    from oneneuron.signing import load_public_key
 
     load_public_key(trust_key)
     pem = Path(trust_key).read_bytes()

@@ -1,7 +1,7 @@
 // The page's signature check (WebCrypto): `python -m serve.web --trust-key public.pem` serves the key
 // at /trust/public.pem; the page then verifies /artifacts/model.sig with it before running any model.
 //
-// Same rules and messages as core/signing.py and serve/node/signature.mjs, with one limit: a page
+// Same rules and messages as oneneuron/signing.py and serve/node/signature.mjs, with one limit: a page
 // cannot list a directory, so the file set is checked at the level of the manifest's stored versions
 // (every one signed, nothing else signed), and each model's bytes against its signed digest. Python and
 // Node also walk SavedModel directories for added files; the page never loads those.

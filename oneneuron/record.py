@@ -1,5 +1,5 @@
 """`training.json`: how the models were trained, on what, and what they learned, parsed once into
-frozen objects (`TrainingRecord.load(dir)`), with the same rules and errors as core/schema.py."""
+frozen objects (`TrainingRecord.load(dir)`), with the same rules and errors as oneneuron/schema.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.architecture import LINEAR, Architecture, Fitted
-from core.documents import SCHEMA_VERSION, TRAINING_RECORD, Fields, check_name, open_document
-from core.schema import DataInfo, Probe, Reference
+from oneneuron.architecture import LINEAR, Architecture, Fitted
+from oneneuron.documents import SCHEMA_VERSION, TRAINING_RECORD, Fields, check_name, open_document
+from oneneuron.schema import DataInfo, Probe, Reference
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 `open_document(dir, name, fix_key)` reads a file (size- and depth-bounded, a regular file only) and
 checks its schema version; `Fields` gives typed access whose every failure is one `SchemaError`
-naming the file, the field and the fix. The documents themselves are in core/schema.py
-(`manifest.json`) and core/record.py (`training.json`); their shared constants are here.
+naming the file, the field and the fix. The documents themselves are in oneneuron/schema.py
+(`manifest.json`) and oneneuron/record.py (`training.json`); their shared constants are here.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.errors import MissingArtifactError, SchemaError
-from core.fixes import fix
+from oneneuron.errors import MissingArtifactError, SchemaError
+from oneneuron.fixes import fix
 
 MANIFEST = "manifest.json"
-SIGNATURE = "model.sig"  # the signature bundle beside the manifest (core/signing.py)
+SIGNATURE = "model.sig"  # the signature bundle beside the manifest (oneneuron/signing.py)
 TRAINING_RECORD = "training.json"
 SCHEMA_VERSION = 2
 # A model or artifact name: starts with a letter or digit, then letters, digits, _ . - (<= 128 chars).
@@ -48,7 +48,7 @@ T = TypeVar("T")
 def read_json(path: Path, what_fixes: str, data: bytes | None = None) -> Any:
     """Read a bounded, bounded-depth JSON document (or parse `data`, its bytes already read); any
     failure is one IntegrityError naming `path`."""
-    from core.fsio import read_regular  # a regular file only, never a FIFO or a device
+    from oneneuron.fsio import read_regular  # a regular file only, never a FIFO or a device
 
     if data is None:
         data = read_regular(path, MAX_JSON_BYTES, what_fixes)
@@ -79,7 +79,7 @@ def open_document(directory: Path, name: str, fix_key: str, data: bytes | None =
     version-checked: the top-level `Fields`.
 
     A missing file is MissingArtifactError; anything else wrong is a SchemaError; both name the
-    file and end with the command that writes it (`fix_key` in core.fixes).
+    file and end with the command that writes it (`fix_key` in oneneuron.fixes).
     """
     path = Path(directory) / name
     what_fixes = fix(fix_key, directory)

@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from core.errors import IntegrityError, LockTimeoutError, MissingArtifactError
-from core.fixes import fix
+from oneneuron.errors import IntegrityError, LockTimeoutError, MissingArtifactError
+from oneneuron.fixes import fix
 
 logger = logging.getLogger(__name__)
 

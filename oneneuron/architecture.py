@@ -1,8 +1,8 @@
-"""What a trained model computes, as the training record and the manifest store it (core/schema.py).
+"""What a trained model computes, as the training record and the manifest store it (oneneuron/schema.py).
 
 `Architecture`: the article's one linear unit, or an MLP (`python -m train.all --model mlp:16,16
 --activation relu`, train/mlp.py). `Fitted`: an MLP's predictions kept for the report. Both parse
-from `core.schema.Fields`, so a bad value is one `SchemaError` naming the file and the field.
+from `oneneuron.schema.Fields`, so a bad value is one `SchemaError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core.schema import Fields
+    from oneneuron.schema import Fields
 
 ACTIVATIONS = ("relu", "tanh")
 MAX_HIDDEN_LAYERS = 8

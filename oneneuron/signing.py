@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError, IntegrityError, MissingArtifactError
-from core.fixes import fix
-from core.fsio import read_regular, sha256_file
-from core.schema import MANIFEST, MAX_JSON_BYTES, SIGNATURE, Manifest
+from oneneuron.errors import InputError, IntegrityError, MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import read_regular, sha256_file
+from oneneuron.schema import MANIFEST, MAX_JSON_BYTES, SIGNATURE, Manifest
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"  # followed by .v0.3+json
 PAYLOAD_TYPE = "application/vnd.in-toto+json"

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from core.errors import InputError, ToolkitError
-from core.fixes import fix
+from oneneuron.errors import InputError, ToolkitError
+from oneneuron.fixes import fix
 
-OUR_PACKAGES = ("__main__", "core", "train", "export", "serve", "bench")
+OUR_PACKAGES = ("__main__", "oneneuron", "train", "export", "serve", "bench")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -89,8 +89,8 @@ def non_negative_float(text: str) -> float:
 
 
 def lock_timeout_arg(p: argparse.ArgumentParser) -> None:
-    """--lock-timeout for commands that write the artifacts directory (core.fsio.Root.locked)."""
-    from core.fsio import LOCK_TIMEOUT
+    """--lock-timeout for commands that write the artifacts directory (oneneuron.fsio.Root.locked)."""
+    from oneneuron.fsio import LOCK_TIMEOUT
 
     p.add_argument(
         "--lock-timeout",
@@ -143,7 +143,7 @@ def run(
     """
     configure_logging(args.verbose)
     if getattr(args, "lock_timeout", None) is not None:  # the one setting writers read from the CLI
-        from core import fsio
+        from oneneuron import fsio
 
         fsio.LOCK_TIMEOUT = args.lock_timeout
     try:

@@ -1,5 +1,5 @@
 """The artifacts directory's schema: `manifest.json` parsed once into frozen objects
-(`training.json` is core/record.py; the reading and field access both use is core/documents.py).
+(`training.json` is oneneuron/record.py; the reading and field access both use is oneneuron/documents.py).
 
 Every reader calls `Manifest.load(dir)` or `TrainingRecord.load(dir)`; every writer builds these
 objects and calls `to_json()`. Nothing else reads their keys from a dict. Parsing validates
@@ -7,7 +7,7 @@ everything a consumer relies on, and each failure is one `SchemaError` (an `Inte
 naming the file, the field and the fix (see README "Artifacts" for the rules):
 
 - names match `NAME_PATTERN` (not only dots) and are unique per format;
-- paths and aliases are one relative name inside the directory (`core.fsio.Root` resolves them,
+- paths and aliases are one relative name inside the directory (`oneneuron.fsio.Root` resolves them,
   symlinks followed, and opens only regular files, or a directory for a SavedModel);
 - hashes are 64 hex digits; numbers are finite; strings, lists and the file itself are bounded;
 - formats and dtypes come from closed sets; JSON nesting is bounded.
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.architecture import Architecture
-from core.documents import (
+from oneneuron.architecture import Architecture
+from oneneuron.documents import (
     DTYPES,
     FORMATS,
     MANIFEST,
@@ -323,7 +323,7 @@ class ArtifactEntry:
     metadata: Mapping[str, str] = field(default_factory=dict)  # ONNX metadata_props
     signature_name: str | None = None  # SavedModel only
     # Per (model, format): 1 for the first export; a new content gets the highest kept version + 1,
-    # an export of the same bytes keeps its number (core.manifest.commit).
+    # an export of the same bytes keeps its number (oneneuron.manifest.commit).
     version: int = 1
     architecture: Architecture | None = None  # a trained model's; None: not from a training run
     # An MLP's per-probe-row size of the sums runtimes add up (its network with |weights| on |x|):
@@ -427,7 +427,7 @@ class RecordRef:
 @dataclass(frozen=True)
 class Signing:
     """The manifest's `signing` field: the signature bundle that covers this manifest (always
-    `model.sig`, core/signing.py) and the sha256 of the signing key's public PEM. Informative until
+    `model.sig`, oneneuron/signing.py) and the sha256 of the signing key's public PEM. Informative until
     the bundle verifies with a trusted key (the bundle covers these bytes, so then it is trusted)."""
 
     bundle: str
@@ -471,7 +471,7 @@ class Manifest:
     @classmethod
     def load(cls, directory: Path, data: bytes | None = None) -> Manifest:
         """Parse and validate `directory/manifest.json` (MissingArtifactError when there is none),
-        or `data`, its bytes already read (core/signing.py parses the bytes it verified)."""
+        or `data`, its bytes already read (oneneuron/signing.py parses the bytes it verified)."""
         return cls.parse(open_document(directory, MANIFEST, "export", data))
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Committing exports to `manifest.json` and tidying up after the commit (readers use `core.schema`)."""
+"""Committing exports to `manifest.json` and tidying up after the commit (readers use `oneneuron.schema`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Protocol
 
-from core.errors import IntegrityError, MissingArtifactError
-from core.fixes import fix
-from core.fsio import VERSIONED, Root, Transaction, sha256_path
-from core.record import TrainingRecord
-from core.schema import (
+from oneneuron.errors import IntegrityError, MissingArtifactError
+from oneneuron.fixes import fix
+from oneneuron.fsio import VERSIONED, Root, Transaction, sha256_path
+from oneneuron.record import TrainingRecord
+from oneneuron.schema import (
     FORMATS,
     MANIFEST,
     SELFTEST_ATOL,
@@ -135,7 +135,7 @@ def commit(
 
 def write(root: Root, manifest: Manifest, seal: Seal | None = None) -> Manifest:
     """Commit `manifest` and, with `seal`, `model.sig` over it, in one journaled transaction
-    (core/fsio.py): after a crash the next `locked()` finishes both renames or neither happened.
+    (oneneuron/fsio.py): after a crash the next `locked()` finishes both renames or neither happened.
     Without `seal` the manifest is unsigned and a `model.sig` from an earlier export, which can no
     longer verify, is removed. Returns the manifest committed. Callers hold `root.locked()`."""
     manifest = replace(manifest, signing=seal.signing if seal else None)

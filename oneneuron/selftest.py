@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.schema import SELFTEST_ATOL, SELFTEST_RTOL
+from oneneuron.schema import SELFTEST_ATOL, SELFTEST_RTOL
 
 MAX_SELFTEST_CHARS = 65536  # selftest_x in the ONNX metadata: a few rows, never megabytes
 MAX_SELFTEST_TOL = 1e-3  # a file claiming a looser self-test tolerance is refused

@@ -12,7 +12,7 @@ helpers here:
 - `torch_jit_quiet()` silences exactly torch 2.13's "`torch.jit.*` is deprecated" warning
   around a `torch.jit` call (TorchScript is still exported: C++ and mobile runtimes load it).
 
-Standard library only at import time, like the rest of `core`.
+Standard library only at import time, like the rest of `oneneuron`.
 """
 
 from __future__ import annotations
