@@ -133,6 +133,21 @@ def main() -> None:
         help="KServe V2 / Triton gRPC port on --host; 0 disables gRPC",
     )
     p.add_argument(
+        "--grpc-idle-seconds",
+        type=cli.positive_float,
+        default=d.grpc_idle_seconds,
+        metavar="SECONDS",
+        help="a gRPC connection that holds no call for this long is closed (its handshake must "
+        "complete within --header-timeout)",
+    )
+    p.add_argument(
+        "--grpc-max-connections",
+        type=cli.positive_int,
+        default=d.grpc_max_connections,
+        metavar="N",
+        help="gRPC connections open at once; more are refused (keep it under the file limit, ulimit -n)",
+    )
+    p.add_argument(
         "--threads", type=cli.positive_int, default=d.threads, help="onnxruntime intra-op threads per model"
     )
     p.add_argument(
@@ -168,6 +183,8 @@ def main() -> None:
             body_timeout=args.body_timeout,
             header_timeout=args.header_timeout,
             grpc_port=args.grpc_port,
+            grpc_idle_seconds=args.grpc_idle_seconds,
+            grpc_max_connections=args.grpc_max_connections,
             access_log=args.access_log,
             trust_key=args.trust_key,
             model_control=args.model_control,

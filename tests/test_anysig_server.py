@@ -153,7 +153,7 @@ def v2(features=None, ids=None, **over):
         (v2(ids={"datatype": "FP32", "data": [4.0]}), 400, "input 'ids': datatype FP32 does not map exactly"),
         (v2(features={"datatype": "INT64", "data": [1, 2, 3]}), 400, "input 'features': datatype INT64"),
         (v2(ids={"datatype": "BOOL", "data": [True]}), 400, "input 'ids': datatype BOOL"),
-        (v2(ids={"datatype": "INT8", "data": [300]}), 400, "input 'ids': values out of range for INT8"),
+        (v2(ids={"datatype": "INT8", "data": [300]}), 400, "input 'ids': value 300 is outside INT8's range"),
         (v2(features={"datatype": "FP16", "data": [1e6, 0, 0]}), 400, "input 'features'"),
         (v2(ids={"data": [1.5]}), 400, "input 'ids': 'data' [1.5] holds values that are not integers"),
         (v2(ids={"shape": [2, 1], "data": [1, 2]}), 400, "every input needs the same number of rows"),

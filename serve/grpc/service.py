@@ -81,6 +81,7 @@ def decode_infer(model: Model, request: pb.ModelInferRequest, max_rows: int) -> 
                 400, f"input {name!r}: shape needs {count} values, contents.{field} has {len(values)}"
             )
         flat = np.array(values, dtype=dtype)
+        tensors.check_range(flat, name, datatype)
     with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 -> inf, refused by predict
         return flat.astype(np.float32, copy=False).reshape(rows, model.n_features)
 

@@ -66,6 +66,7 @@ def decode(model: Model, request: pb.ModelInferRequest, max_rows: int) -> dict[s
         flat = np.array(values, dtype=dtype) if len(values) else np.array([], dtype=source)
         if flat.dtype.kind == "f" and source.kind != "f":
             raise ApiError(400, f"input {spec.name!r}: {field} holds floats for datatype {tensor.datatype}")
+        tensors.check_range(flat, spec.name, tensor.datatype)
         feeds[spec.name] = tensors.from_flat(spec, source, shape, flat)
     return feeds
 

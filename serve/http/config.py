@@ -22,6 +22,8 @@ class ServeConfig:
     body_timeout: float = 10.0  # seconds to receive a whole request body; a stalled client gets 408
     header_timeout: float = 10.0  # seconds to receive a request's headers; then the connection closes
     grpc_port: int = 8001  # KServe V2 / Triton gRPC on the same host; 0 disables it
+    grpc_idle_seconds: float = 60.0  # a gRPC connection with no call for this long is closed
+    grpc_max_connections: int = 512  # further gRPC connections are refused (under the file limit)
     threads: int = 1  # onnxruntime intra-op threads per model; 1 is fastest for small batches
     access_log: bool = False  # uvicorn's per-request log line (costs ~5% throughput)
     trust_key: Path | None = None  # PEM public key: serve only models whose signature it verifies

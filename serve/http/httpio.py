@@ -208,9 +208,25 @@ def parse_json_object(data: bytes | memoryview, what: str = "request body") -> d
             ) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"{what} is not valid JSON ({exc}); expected a JSON object") from None
+        _refuse_lone_surrogates(obj, what)
     if not isinstance(obj, dict):
         raise ApiError(400, f"{what} is a JSON {type(obj).__name__}; expected a JSON object")
     return obj
+
+
+def _refuse_lone_surrogates(obj: Any, what: str) -> None:
+    """400 for an escaped lone surrogate (`"\\ud800"`): the standard library parses it into a str
+    that is not Unicode text, which no response (orjson, UTF-8) can carry. orjson refuses such
+    bodies, so only the fallback parse needs this walk."""
+    try:
+        json.dumps(obj, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode("ascii")
+        raise ApiError(
+            400,
+            f"{what} holds the escaped lone surrogate {bad}, which is not Unicode text; "
+            "escape a character outside the BMP as a surrogate pair",
+        ) from None
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

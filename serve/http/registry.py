@@ -16,6 +16,7 @@ Clients get error messages without filesystem paths.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from serve.loader import LoadOptions, Model, load_entry
 logger = logging.getLogger(__name__)
 
 LOADING, READY, FAILED, UNLOADED = "LOADING", "READY", "FAILED", "UNLOADED"
+# A version label in a URL or a gRPC request: ASCII digits without a leading zero, up to 9 of them.
+# str.isdigit() also takes '²', '١' and '１' (int() then fails on some and maps others to 1).
+VERSION_LABEL = re.compile(r"[1-9][0-9]{0,8}")
 
 
 @dataclass
@@ -127,6 +131,11 @@ class Registry:
         state = self.states.get(name)
         if state is None:
             raise ApiError(404, f"unknown model {preview(name)}; this server serves {', '.join(self.states)}")
+        if version is not None and state.unloaded and VERSION_LABEL.fullmatch(version):
+            raise ApiError(
+                503,
+                f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load",
+            )
         if version is not None and self._version(state, version) is None:
             raise ApiError(
                 404,
@@ -137,7 +146,7 @@ class Registry:
 
     @staticmethod
     def _version(state: ModelState, version: str) -> Version | None:
-        return state.versions.get(int(version)) if version.isdigit() and len(version) < 10 else None
+        return state.versions.get(int(version)) if VERSION_LABEL.fullmatch(version) else None
 
     def served(self, name: str, version: str | None = None) -> Version:
         """The version a request runs on (default: the newest ready); 404 unknown, 503 not ready."""

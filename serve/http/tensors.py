@@ -40,6 +40,46 @@ NUMPY_TYPES = {v2: np.dtype(name).newbyteorder("<") for name, v2 in V2_TYPES.ite
 _DATATYPES = {np.dtype(name): v2 for name, v2 in V2_TYPES.items()}  # native dtype -> V2 datatype
 
 
+def check_range(flat: np.ndarray, name: str, given: str) -> None:
+    """400 unless every value of `flat` (parsed JSON or gRPC typed contents, any numeric dtype) is
+    representable in the request's declared datatype `given`: INT8 300, UINT8 -1 or FP16 1e6 are
+    refused rather than wrapped or rounded to infinity (a finite value that overflows the
+    datatype); NaN/inf are left to the model's own finiteness check."""
+    target = NUMPY_TYPES.get(given)
+    if target is None or flat.size == 0 or flat.dtype == target or target.kind == "b":
+        return
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if flat.dtype.kind == "f":
+            return  # floats for an integer datatype are refused by the callers' kind checks
+        low, high = flat.min(), flat.max()
+        if int(low) < info.min or int(high) > info.max:
+            bad = low if int(low) < info.min else high
+            raise ApiError(
+                400, f"input {name!r}: value {bad} is outside {given}'s range [{info.min}, {info.max}]"
+            )
+        return
+    limit = float(np.finfo(target).max)
+    if flat.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            finite = flat[np.isfinite(flat)]
+    else:
+        finite = flat
+    if finite.size and float(np.abs(finite).max()) > limit:
+        raise ApiError(
+            400, f"input {name!r}: a value beyond ±{limit:.6g} is outside {given}'s range; send {given}"
+        )
+
+
+def has_bool(values: list) -> bool:
+    """Whether a (nested) JSON list holds true/false: numpy would take them as 1 and 0 among numbers."""
+    if not values:
+        return False
+    if type(values[0]) is list:
+        return any(type(row) is list and has_bool(row) for row in values)
+    return bool in set(map(type, values))
+
+
 @dataclass(frozen=True)
 class Spec:
     """One input or output of a model: name, numpy dtype, shape (None for dynamic dims)."""
@@ -166,14 +206,16 @@ def from_values(spec: Spec, source: np.dtype, shape: tuple[int, ...], values: An
             400, f"input {spec.name!r}: nested 'data' is not rectangular; give a flat list"
         ) from None
     kinds = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[source.kind]
-    if arr.dtype.kind not in kinds:
+    if arr.dtype.kind not in kinds or (source.kind != "b" and has_bool(values)):
         what = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[source.kind]
         raise ApiError(
             400,
             f"input {spec.name!r}: 'data' {preview(values)} holds values that are not {what} "
             f"for datatype {datatype(source)}",
         )
-    return from_flat(spec, source, shape, arr.reshape(-1))
+    flat = arr.reshape(-1)
+    check_range(flat, spec.name, datatype(source))
+    return from_flat(spec, source, shape, flat)
 
 
 def from_flat(spec: Spec, source: np.dtype, shape: tuple[int, ...], flat: np.ndarray) -> np.ndarray:

@@ -97,7 +97,7 @@ def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: in
     else:
         data = tensor.get("data")
         count = rows * n
-        if type(data) is list and len(data) == count <= SMALL and datatype not in INTEGER_TYPES:
+        if type(data) is list and len(data) == count <= SMALL and datatype in ("FP32", "FP64"):
             small = small_float32(data)  # a few rows: skip numpy's parse and the errstate cast
             if small is not None:
                 return small[0].reshape(rows, n)
@@ -171,7 +171,11 @@ def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
             f"input {name!r}: nested 'data' is not rectangular; give a flat list of "
             f"{count} numbers or nested lists matching the shape",
         ) from None
-    if arr.dtype.kind not in "iuf" or (datatype in INTEGER_TYPES and arr.dtype.kind == "f"):
+    if (
+        arr.dtype.kind not in "iuf"
+        or (datatype in INTEGER_TYPES and arr.dtype.kind == "f")
+        or any_signature.has_bool(data)
+    ):
         kinds = "integers" if datatype in INTEGER_TYPES else "numbers"
         raise ApiError(
             400,
@@ -180,7 +184,9 @@ def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
         )
     if arr.size != count:
         raise ApiError(400, f"input {name!r}: shape needs {count} values, 'data' has {arr.size}")
-    return arr.reshape(-1)
+    flat = arr.reshape(-1)
+    any_signature.check_range(flat, name, datatype)
+    return flat
 
 
 def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[str, bool]]:
