@@ -49,7 +49,7 @@ def serve(config: ServeConfig) -> None:
             host=config.host,
             port=config.port,
             loop="uvloop",
-            http=protocol_class(config.header_timeout),
+            http=protocol_class(config.header_timeout, config.max_header_bytes),
             log_level="info",
             access_log=config.access_log,
             lifespan="on",
@@ -127,6 +127,13 @@ def main() -> None:
         help="a connection that has not sent complete request headers within this time is closed",
     )
     p.add_argument(
+        "--max-header-bytes",
+        type=cli.positive_int,
+        default=d.max_header_bytes,
+        metavar="BYTES",
+        help="a request whose head (request line and headers) is larger gets 431 and is closed",
+    )
+    p.add_argument(
         "--grpc-port",
         type=cli.port,
         default=d.grpc_port,
@@ -182,6 +189,7 @@ def main() -> None:
             threads=args.threads,
             body_timeout=args.body_timeout,
             header_timeout=args.header_timeout,
+            max_header_bytes=args.max_header_bytes,
             grpc_port=args.grpc_port,
             grpc_idle_seconds=args.grpc_idle_seconds,
             grpc_max_connections=args.grpc_max_connections,

@@ -21,6 +21,7 @@ class ServeConfig:
     max_rows: int | None = None  # more rows in one request get 413; None: derived, see row_limit
     body_timeout: float = 10.0  # seconds to receive a whole request body; a stalled client gets 408
     header_timeout: float = 10.0  # seconds to receive a request's headers; then the connection closes
+    max_header_bytes: int = 64 * 1024  # a larger request head (line + headers) gets 431
     grpc_port: int = 8001  # KServe V2 / Triton gRPC on the same host; 0 disables it
     grpc_idle_seconds: float = 60.0  # a gRPC connection with no call for this long is closed
     grpc_max_connections: int = 512  # further gRPC connections are refused (under the file limit)
