@@ -40,3 +40,86 @@ def test_loader_run_equals_the_source(architectures_dir, name):
             np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
         else:
             np.testing.assert_array_equal(got[k], w)
+
+
+def perturbed(artifacts, target, name: str, fraction: float = 0.01):
+    """A directory holding `name`'s ONNX file with one weight changed (element 0 of its largest float
+    initializer, by `fraction` of that tensor's largest |w|), its probe, and a manifest whose sha256
+    matches the changed file: only parity can tell. Returns the entry."""
+    from dataclasses import replace
+
+    import onnx
+
+    from oneneuron.fsio import sha256_file
+
+    manifest = Manifest.load(artifacts)
+    entry = next(e for e in manifest.artifacts if e.model == name and e.format == "onnx")
+    proto = onnx.load(artifacts / entry.path)
+    weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    tensor = max(weights, key=lambda t: np.prod(t.dims))
+    w = onnx.numpy_helper.to_array(tensor).copy()
+    w.flat[0] += fraction * np.abs(w).max()
+    tensor.CopyFrom(onnx.numpy_helper.from_array(w, tensor.name))
+    target.mkdir()
+    (target / entry.path).write_bytes(proto.SerializeToString())
+    (target / entry.probe.path).write_bytes((artifacts / entry.probe.path).read_bytes())
+    entry = replace(entry, sha256=sha256_file(target / entry.path))
+    Root(target).write_json("manifest.json", replace(manifest, artifacts=(entry,)).to_json())
+    return entry
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_perturbed_weight_fails_the_default_check(architectures_dir, tmp_path, name):
+    """1% of a tensor's largest weight added to one weight: the default tolerances fail it in every
+    runtime that runs it, with a minimum passing atol above the default."""
+    entry = perturbed(architectures_dir / "artifacts", tmp_path / "artifacts", name)
+    rows = parity.check_entry(Root(tmp_path / "artifacts"), entry, parity.Tolerances())
+    assert {r.runtime for r in rows} == {"onnxruntime", "onnx.reference"}
+    float_rows = [r for r in rows if r.atol]
+    assert float_rows and not any(r.ok for r in float_rows), parity.format_rows(rows)
+    assert all(r.min_atol > r.atol for r in float_rows)
+
+
+def test_the_tolerance_scales_with_the_row_not_the_element():
+    """A 2.7e-3 difference beside |y| = 5,900 in its row passes at rtol 1e-5 (an element-wise rule
+    fails it on the small element); the same difference in a row of small numbers fails."""
+    expected = np.array([[5900.0, 0.01], [1.0, 0.01]], np.float32)
+    actual = expected + np.array([[0.0, 2.7e-3], [0.0, 0.0]], np.float32)
+    max_abs, max_rel, min_atol = parity.compare(actual, expected, 1e-5, 1e-5)
+    assert min_atol == 0 and max_abs == pytest.approx(2.7e-3) and max_rel == pytest.approx(2.7e-3 / 5900)
+    actual = expected + np.array([[0.0, 0.0], [0.0, 2.7e-3]], np.float32)
+    assert parity.compare(actual, expected, 1e-5, 1e-5)[2] == pytest.approx(2.7e-3 - 1e-5, rel=1e-3)
+    rank1 = np.array([3.0, -400.0])  # one number per row: its own scale
+    assert parity.compare(rank1 + 4e-3, rank1, 0.0, 1e-5)[2] == pytest.approx(4e-3 - 3e-5, rel=1e-6)
+
+
+def test_a_reference_that_cannot_run_the_graph_is_skipped_unless_strict(
+    architectures_dir, monkeypatch, capsys
+):
+    """onnx.reference raising ValueError (its GatherElements bug in onnx 1.23) is [skip] with the reason;
+    --strict fails it; --runtimes chooses which runtimes run."""
+    from serve import check, runtimes
+
+    def broken(path, names):
+        raise ValueError("GatherElements: index out of bounds in the reference implementation")
+
+    table = [(n, broken if n == "onnx.reference" else f) for n, f in runtimes.RUN_RUNTIMES["onnx"]]
+    monkeypatch.setitem(runtimes.RUN_RUNTIMES, "onnx", table)
+    artifacts = architectures_dir / "artifacts"
+    manifest = Manifest.load(artifacts)
+    entry = next(e for e in manifest.artifacts if e.model == "transformer" and e.format == "onnx")
+    rows = parity.check_entry(Root(artifacts), entry, parity.Tolerances())
+    ref = next(r for r in rows if r.runtime == "onnx.reference")
+    assert ref.ok and ref.skipped and "ValueError: GatherElements" in ref.note
+    assert "[skip] transformer.onnx" in parity.format_rows(rows)
+    strict = parity.check_entry(Root(artifacts), entry, parity.Tolerances(), parity.Choice(strict=True))
+    assert [r.ok for r in strict if r.runtime == "onnx.reference"] == [False]
+
+    only = parity.Choice(parity.runtimes_arg("onnxruntime"))
+    assert check.report(artifacts, choice=only) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "onnx.reference" not in out and "torch " not in out
+    assert check.report(artifacts, choice=parity.Choice(strict=True)) == 1
+    assert "transformer.onnx (onnx.reference)" in capsys.readouterr().out.splitlines()[-1]
+    with pytest.raises(Exception, match="unknown runtime onnxrt; expected .*onnx.reference"):
+        parity.runtimes_arg("onnxrt")
