@@ -317,23 +317,29 @@ class Model:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as non-finite below
             return np.ascontiguousarray(arr, dtype=np.float32)
 
-    def selftest(self) -> tuple[float, float]:
+    def selftest(self, root: Any = None, entry: ArtifactEntry | None = None) -> tuple[float, float]:
         """Predict the stored self-test input; raise IntegrityError beyond tolerance.
 
         The input, expected output and tolerance come from the ONNX metadata (the exporter writes
         them from `oneneuron.schema`'s constants; Node and the page read the same keys), each finite
         and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
         dtype, shape or row count fails here, at load. Returns (expected, actual).
-        A model with the general `selftest` metadata key (any signature) runs serve/selftest.py.
+        A model with the general `selftest` metadata key (any signature) runs serve/selftest.py;
+        one with `selftest_probe` (rows too large to embed) runs its probe file's first rows, read
+        through `root` (the artifacts directory) as `entry` (its manifest entry) names it.
         """
-        if "selftest" in self.metadata:
+        if "selftest" in self.metadata or "selftest_probe" in self.metadata:
             from serve import selftest
 
-            return selftest.run(self)
+            if "selftest" in self.metadata:
+                return selftest.run(self)
+            return selftest.run(self, selftest.probe_values(self, root, entry))
         if self.n_features is None:
             raise IntegrityError(
-                f"{self.path}: the self-test needs one float32 input [batch, n] and one output; "
-                f"this model has inputs {[name for name, _, _ in self._run_inputs]}"
+                f"{self.path}: no self-test: its ONNX metadata has no 'selftest' (rows as JSON), no "
+                "'selftest_probe' (a probe file's sha256) and no 'selftest_x'/'selftest_y' (one float32 "
+                f"input [batch, n]; this model has inputs {[name for name, _, _ in self._run_inputs]}); "
+                f"{EXPORT_FIX}, or load it with selftest=False"
             )
         x, expected, atol, rtol = self._selftest_values()
         actual_y = self.predict(x)

@@ -29,7 +29,7 @@ def test_loader_run_equals_the_source(architectures_dir, name):
     from serve.loader import load
 
     framework, _, suffix = architectures.ARCHITECTURES[name]
-    model = load(name, artifacts=architectures_dir / "artifacts", selftest=name != "cnn")
+    model = load(name, artifacts=architectures_dir / "artifacts")  # runs its self-test
     feeds = architectures.inputs(name)
     got = model.run(feeds)
     want = architectures.source_outputs(architectures_dir / f"{name}{suffix}", feeds)
@@ -123,3 +123,46 @@ def test_a_reference_that_cannot_run_the_graph_is_skipped_unless_strict(
     assert "transformer.onnx (onnx.reference)" in capsys.readouterr().out.splitlines()[-1]
     with pytest.raises(Exception, match="unknown runtime onnxrt; expected .*onnx.reference"):
         parity.runtimes_arg("onnxrt")
+
+
+def test_a_selftest_of_any_size_runs_from_the_probe_file(architectures_dir, tmp_path):
+    """The CNN's probe row is ~500 KiB of JSON (> the 64 KiB metadata limit): the ONNX metadata names
+    the probe file by sha256 and the loader runs its first rows; a changed probe file, a lone file
+    and a file without any self-test are refused, naming what is missing."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    import onnx
+
+    from oneneuron.errors import IntegrityError
+    from serve.loader import load
+
+    artifacts = architectures_dir / "artifacts"
+    entry = next(e for e in Manifest.load(artifacts).artifacts if e.model == "cnn" and e.format == "onnx")
+    probe = architectures.inputs("cnn", rows=1)["image"]
+    assert len(json.dumps(probe.tolist())) > 65536
+    assert "selftest" not in entry.metadata and entry.metadata["selftest_probe"] == entry.probe.sha256
+    model = load("cnn", artifacts=artifacts)
+    expected, actual = model.selftest(Root(artifacts), entry)
+    assert actual == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+    with pytest.raises(IntegrityError, match="probe file with sha256 .*load it by name .*selftest=False"):
+        load(artifacts / entry.path, artifacts=tmp_path)  # a lone file: no manifest names its probe
+    copy = tmp_path / "copy"
+    shutil.copytree(artifacts, copy)
+    damaged = bytearray((copy / entry.probe.path).read_bytes())
+    damaged[-30] ^= 1
+    (copy / entry.probe.path).unlink()
+    (copy / entry.probe.path).write_bytes(bytes(damaged))
+    with pytest.raises(IntegrityError, match="sha256 differs from the model's 'selftest_probe'"):
+        load("cnn", artifacts=copy)
+
+    proto = onnx.load(artifacts / entry.path)
+    onnx.helper.set_model_props(proto, {k: v for k, v in entry.metadata.items() if k != "selftest_probe"})
+    onnx.save(proto, tmp_path / "bare.onnx")
+    with pytest.raises(IntegrityError, match="no self-test: .*'selftest_probe' .*selftest=False"):
+        load(tmp_path / "bare.onnx")
+    other = replace(entry, probe=replace(entry.probe, sha256="0" * 64))
+    with pytest.raises(IntegrityError, match="is not the manifest's probe"):
+        model.selftest(Root(artifacts), other)
