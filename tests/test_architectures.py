@@ -4,6 +4,8 @@ load, outputs equal to the source framework's (issue 20). One export per session
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,121 @@ def test_a_selftest_of_any_size_runs_from_the_probe_file(architectures_dir, tmp_
     other = replace(entry, probe=replace(entry.probe, sha256="0" * 64))
     with pytest.raises(IntegrityError, match="is not the manifest's probe"):
         model.selftest(Root(artifacts), other)
+
+
+# -- bad requests are the client's error (issue 20 item 4) ---------------------------------------------
+VOCAB_IDS = np.full((2, 5), architectures.VOCAB + 10, np.int64)  # beyond the Embedding's rows
+LONG = architectures.MAX_SEQ + 4  # beyond the position table: the graph cannot broadcast it
+BAD_REQUESTS = [  # (model, feeds, what the message names)
+    ("transformer", {"input_ids": VOCAB_IDS, "attention_mask": np.ones((2, 5), np.int64)}, "'input_ids'"),
+    (
+        "transformer",
+        {"input_ids": np.ones((1, LONG), np.int64), "attention_mask": np.ones((1, LONG), np.int64)},
+        f"'input_ids' shape (1, {LONG})",
+    ),
+    ("cnn", {"image": np.zeros((1, 3, 64, 64), np.float32)}, "'image'"),
+]
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every onnxruntime session opened from now on counts its runs: calls[model path stem]."""
+    import serve.model
+
+    calls: dict[str, int] = {}
+    direct = serve.model._direct_run
+
+    def counting(session):
+        run, stem = direct(session), session._model_path.split("/")[-1].split(".")[0]
+
+        def counted_run(*args):
+            calls[stem] = calls.get(stem, 0) + 1
+            return run(*args)
+
+        return counted_run
+
+    monkeypatch.setattr(serve.model, "_direct_run", counting)
+    return calls
+
+
+@pytest.mark.parametrize("model_name, feeds, named", BAD_REQUESTS)
+def test_the_loader_refuses_what_onnxruntime_refuses_running_once(
+    architectures_dir, counted, model_name, feeds, named
+):
+    from serve.loader import PredictInputError, load
+
+    model = load(model_name, artifacts=architectures_dir / "artifacts", selftest=False)
+    for given in (feeds, {k: v.tolist() for k, v in feeds.items()}):  # the fast path and the general one
+        counted.clear()
+        with pytest.raises(PredictInputError, match=re.escape(f"input {named}")) as info:
+            model.run(given)
+        assert counted.get(model_name, 0) <= 1, counted  # never run again after a refusal
+        assert "onnxruntime_src" not in str(info.value) and "[ONNXRuntimeError]" not in str(info.value)
+    if model_name == "transformer":
+        assert "out of data bounds" in str(info.value) or "broadcast" in str(info.value)
+
+
+def _v2(feeds: dict) -> dict:
+    dtypes = {"int64": "INT64", "float32": "FP32"}
+    return {
+        "inputs": [
+            {"name": k, "shape": list(v.shape), "datatype": dtypes[v.dtype.name], "data": v.ravel().tolist()}
+            for k, v in feeds.items()
+        ]
+    }
+
+
+def test_http_and_grpc_answer_400_and_invalid_argument(architectures_dir, counted):
+    """V2 JSON and TF Serving: 400 naming the input; gRPC (the service in-process): INVALID_ARGUMENT; the
+    model ran at most once per request, and serving continues."""
+    import asyncio
+
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+
+    from serve.grpc.service import InferenceService
+    from serve.http.config import ServeConfig
+    from serve.http.registry import Registry
+    from tests.serve_app import client
+
+    artifacts = architectures_dir / "artifacts"
+    api = client(artifacts)
+    assert api.get("/v2/health/ready").status_code == 200  # every model loaded with its self-test
+    for model_name, feeds, named in BAD_REQUESTS:
+        counted.clear()
+        r = api.post(f"/v2/models/{model_name}/infer", json=_v2(feeds))
+        assert r.status_code == 400 and named.split(" ")[0] in r.json()["error"], r.text
+        r = api.post(
+            f"/v1/models/{model_name}:predict", json={"inputs": {k: v.tolist() for k, v in feeds.items()}}
+        )
+        assert r.status_code == 400 and named.split(" ")[0] in r.json()["error"], r.text
+        assert counted.get(model_name, 0) <= 2, counted  # once per request at most
+    good = architectures.inputs("transformer", rows=2)
+    assert api.post("/v2/models/transformer/infer", json=_v2(good)).status_code == 200
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        async def abort(self, code, message):
+            raise Aborted(code, message)
+
+    registry = Registry(artifacts)
+    registry.load_all()
+    service = InferenceService(registry, ServeConfig(artifacts=artifacts))
+    typed = {"int64": ("INT64", "int64_contents"), "float32": ("FP32", "fp32_contents")}
+    for model_name, feeds, named in BAD_REQUESTS:
+        tensors = [
+            pb.ModelInferRequest.InferInputTensor(
+                name=k,
+                datatype=typed[v.dtype.name][0],
+                shape=list(v.shape),
+                contents=pb.InferTensorContents(**{typed[v.dtype.name][1]: v.ravel().tolist()}),
+            )
+            for k, v in feeds.items()
+        ]
+        request = pb.ModelInferRequest(model_name=model_name, inputs=tensors)
+        with pytest.raises(Aborted) as info:
+            asyncio.run(service.ModelInfer(request, Context()))
+        code, message = info.value.args
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and named.split(" ")[0] in message, message
