@@ -35,7 +35,7 @@ from export import probe as probes
 from export._core import TRAINERS, Run, export_formats, store
 from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import size_of
-from oneneuron.manifest import Seal
+from oneneuron.manifest import KEEP_VERSIONS, Seal
 from oneneuron.schema import ArtifactEntry, ProbeRef
 
 logger = logging.getLogger(__name__)
@@ -275,13 +275,20 @@ def _converter(framework: str) -> dict[str, str]:
     return {"onnxscript": onnxscript.__version__}
 
 
-def export_byom(artifacts: Path, cfg: ByomConfig, seal: Seal | None = None) -> list[ArtifactEntry]:
+def export_byom(
+    artifacts: Path, cfg: ByomConfig, seal: Seal | None = None, keep_versions: int = KEEP_VERSIONS
+) -> list[ArtifactEntry]:
     """Convert `cfg.source` and commit its artifacts and probe to `artifacts` (with `seal`, signed in
-    the same commit); returns the entries."""
+    the same commit; keeping `keep_versions` stored versions of each model), then refresh
+    ARTIFACTS/triton if export.triton made it, as export.all does; returns the entries."""
+    from export.triton import refresh
+
     if Path(artifacts).exists() and not Path(artifacts).is_dir():  # before a 10 s conversion
         raise InputError(f"{artifacts}: exists and is not a directory; pass --artifacts DIR with a directory")
     write = prepare(cfg)
-    return export_formats(artifacts, [write], trained=False, seal=seal)
+    entries = export_formats(artifacts, [write], keep_versions, trained=False, seal=seal)
+    refresh(artifacts)
+    return entries
 
 
 def _seed(text: str) -> int:
@@ -329,6 +336,6 @@ def add_options(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], No
             int_range=probes.parse_int_range(args.int_range),
             probe_inputs=args.probe_inputs,
         )
-        args.export = lambda artifacts, seal: export_byom(artifacts, cfg, seal)
+        args.export = lambda artifacts, seal: export_byom(artifacts, cfg, seal, args.keep_versions)
 
     return prepare_args

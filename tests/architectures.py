@@ -21,10 +21,10 @@ VOCAB, MAX_SEQ, HIDDEN = 50, 16, 32
 FEATURES, CLASSES = 4, 3
 
 
-def _torch():
+def _torch(seed: int = 0):
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return torch
 
 
@@ -105,9 +105,9 @@ def transformer(path: Path) -> Path:
     return _save(model, path, example, shapes)
 
 
-def classifier_torch(path: Path) -> Path:
-    """4 features -> a 3-class softmax (probabilities [batch, 3])."""
-    torch = _torch()
+def classifier_torch(path: Path, seed: int = 0) -> Path:
+    """4 features -> a 3-class softmax (probabilities [batch, 3]); `seed`: other random weights."""
+    torch = _torch(seed)
     nn = torch.nn
     model = nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, CLASSES), nn.Softmax(-1)).eval()
 
