@@ -4,7 +4,8 @@ TorchScript, ONNX); with `--sign-key`, sign the result (export/sign.py). With `-
 
 All formats are committed to the manifest together, in one rename: a server or an app reading
 the directory sees the previous exports until the new ones replace them (README "Reliability").
-Then a Triton repository that `python -m export.triton` made in ARTIFACTS/triton is refreshed.
+Then a Triton repository that `python -m export.triton` made in ARTIFACTS/triton is refreshed (after
+--from-keras/--from-torch too, which honour --keep-versions like every export).
 """
 
 from __future__ import annotations

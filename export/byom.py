@@ -6,8 +6,10 @@ gets ONNX, the program itself (format `exportedprogram`, what the check runs in 
 TorchScript when a trace of the program reproduces it (else the manifest's `unavailable` field
 says why). Every artifact records the source file's sha256 (`source_sha256`) and points at one
 probe file (export/probe.py) holding the probe inputs and the source's outputs on them, which
-`python -m serve.check` compares every runtime against. The ONNX file embeds a `selftest`
-(the probe's first rows, JSON) that the loader runs at load.
+`python -m serve.check` compares every runtime against. The ONNX metadata names that probe file
+by sha256 (`selftest_probe`): the loader runs its first rows at load, whatever their size (a
+224x224 image is ~600 KiB of JSON); and it embeds them as JSON (`selftest`) when they fit in
+64 KiB, for readers without the probe file (Node, the page).
 
 Everything is converted in memory first: a model a converter cannot export fails with one line
 (the op, the converter and its version), exit 2, and nothing is written. Then all artifacts are
@@ -33,7 +35,7 @@ from export import probe as probes
 from export._core import TRAINERS, Run, export_formats, store
 from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import size_of
-from oneneuron.manifest import Seal
+from oneneuron.manifest import KEEP_VERSIONS, Seal
 from oneneuron.schema import ArtifactEntry, ProbeRef
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dots: stored ve
 MAX_SOURCE_BYTES = 2 << 30
 SIGNATURE_NAME = "serving_default"
 MAX_SELFTEST_CHARS = 65536
+SELFTEST_PROBE = "selftest_probe"  # metadata: the probe file's sha256 (serve/selftest.py reads it)
 SELFTEST_TOL = 1e-4  # embedded self-test: |a - b| <= atol + rtol·|b| (1e-3 with a float16 output)
 
 
@@ -82,8 +85,9 @@ def check_name(name: str | None) -> str:
     return name
 
 
-def finish_onnx(proto: Any, source: Any, name: str, probe: probes.Probe) -> Any:
-    """Source names and dims on the graph's inputs and outputs, metadata with the self-test; checked."""
+def finish_onnx(proto: Any, source: Any, name: str, probe: probes.Probe, probe_sha256: str) -> Any:
+    """Source names and dims on the graph's inputs and outputs, metadata with the self-test (the probe
+    file's sha256, and its first rows as JSON when they fit); checked."""
     import onnx
 
     graph = proto.graph
@@ -113,11 +117,13 @@ def finish_onnx(proto: Any, source: Any, name: str, probe: probes.Probe) -> Any:
         "source_framework_version": " ".join(f"{k} {v}" for k, v in source.versions.items()),
         "source_file": source.path.name,
         "source_sha256": source.sha256,
+        SELFTEST_PROBE: probe_sha256,
     }
     test = selftest_json(source.signature, probe)
     if test is None:
-        logger.warning(
-            "%s: one probe row is more than %d characters of JSON: no embedded self-test",
+        logger.info(
+            "%s: one probe row is more than %d characters of JSON: the self-test is the probe file's "
+            "first rows only (named by sha256 in the metadata), not embedded",
             name,
             MAX_SELFTEST_CHARS,
         )
@@ -184,7 +190,8 @@ def prepare(cfg: ByomConfig) -> Callable[[Run], list[ArtifactEntry]]:
             "or --probe-inputs"
         ) from None
     probe = probes.Probe(inputs, outputs)
-    proto = finish_onnx(source.to_onnx(), source, cfg.name, probe)
+    probe_bytes = probes.to_bytes(probe)
+    proto = finish_onnx(source.to_onnx(), source, cfg.name, probe, hashlib.sha256(probe_bytes).hexdigest())
     onnx_bytes = proto.SerializeToString()
     producer = {**source.versions, "onnx": onnx.__version__}
     unavailable = {}
@@ -198,9 +205,7 @@ def prepare(cfg: ByomConfig) -> Callable[[Run], list[ArtifactEntry]]:
             )
 
     def write(run: Run) -> list[ArtifactEntry]:
-        probe_ref = ProbeRef(
-            *store(run, f"{cfg.name}.probe.npz", lambda p: p.write_bytes(probes.to_bytes(probe)))
-        )
+        probe_ref = ProbeRef(*store(run, f"{cfg.name}.probe.npz", lambda p: p.write_bytes(probe_bytes)))
 
         def entry(fmt: str, file: str, stored: tuple[str, str], **extra: Any) -> ArtifactEntry:
             return ArtifactEntry(
@@ -270,13 +275,20 @@ def _converter(framework: str) -> dict[str, str]:
     return {"onnxscript": onnxscript.__version__}
 
 
-def export_byom(artifacts: Path, cfg: ByomConfig, seal: Seal | None = None) -> list[ArtifactEntry]:
+def export_byom(
+    artifacts: Path, cfg: ByomConfig, seal: Seal | None = None, keep_versions: int = KEEP_VERSIONS
+) -> list[ArtifactEntry]:
     """Convert `cfg.source` and commit its artifacts and probe to `artifacts` (with `seal`, signed in
-    the same commit); returns the entries."""
+    the same commit; keeping `keep_versions` stored versions of each model), then refresh
+    ARTIFACTS/triton if export.triton made it, as export.all does; returns the entries."""
+    from export.triton import refresh
+
     if Path(artifacts).exists() and not Path(artifacts).is_dir():  # before a 10 s conversion
         raise InputError(f"{artifacts}: exists and is not a directory; pass --artifacts DIR with a directory")
     write = prepare(cfg)
-    return export_formats(artifacts, [write], trained=False, seal=seal)
+    entries = export_formats(artifacts, [write], keep_versions, trained=False, seal=seal)
+    refresh(artifacts)
+    return entries
 
 
 def _seed(text: str) -> int:
@@ -324,6 +336,6 @@ def add_options(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], No
             int_range=probes.parse_int_range(args.int_range),
             probe_inputs=args.probe_inputs,
         )
-        args.export = lambda artifacts, seal: export_byom(artifacts, cfg, seal)
+        args.export = lambda artifacts, seal: export_byom(artifacts, cfg, seal, args.keep_versions)
 
     return prepare_args

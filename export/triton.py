@@ -95,8 +95,11 @@ def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
 
 def _check_selftest(path: Path, model: onnx.ModelProto, entry: ArtifactEntry) -> None:
     """Refuse to publish a file whose embedded self-test is unusable (the loader would refuse to serve
-    it): the same rules as serve/loader.py, from oneneuron.selftest. Running it is the server's job."""
+    it): the same rules as serve/loader.py, from oneneuron.selftest. Running it is the server's job.
+    A brought-in model's self-test is its general `selftest` / `selftest_probe` (serve/selftest.py)."""
     inputs = entry.signature.inputs
+    if entry.probe is not None:
+        return
     if len(inputs) == 1 and inputs[0].dtype == "float32" and len(inputs[0].shape) == 2:
         metadata = {p.key: p.value for p in model.metadata_props}
         try:

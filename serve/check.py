@@ -10,7 +10,9 @@ squares over the probe batch. The headline bound (b) is --analytic-tol times the
 article's data. A Triton repository in ARTIFACTS/triton gets a row too: current, or which models
 are stale and the command that refreshes them (export/triton_state.py). Models brought in with
 export.all --from-keras / --from-torch are compared with their probe file, per output
-(serve/parity.py). Exit 0 all pass, 1 any fails, 2 usage error or missing artifacts.
+(serve/parity.py). `--runtimes onnxruntime,torch` runs only those runtimes; `--strict` fails a
+runtime that cannot run a model (onnx.reference's rows are `[skip]` otherwise). Exit 0 all pass,
+1 any fails, 2 usage error or missing artifacts.
 """
 
 from __future__ import annotations
@@ -91,9 +93,15 @@ def magnitudes(
     return np.abs(source) + terms
 
 
-def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: Tolerances) -> list[Row]:
-    """Verify one artifact's hash, then compare its predictions in each of its runtimes."""
-    runtimes = RUNTIMES[entry.format]
+def check_artifact(
+    root: Root,
+    manifest: Manifest,
+    entry: ArtifactEntry,
+    tol: Tolerances,
+    choice: parity.Choice = parity.Choice(),
+) -> list[Row]:
+    """Verify one artifact's hash, then compare its predictions in each of its (chosen) runtimes."""
+    runtimes = [(name, f) for name, f in RUNTIMES[entry.format] if choice.runs(name)]
     described = entry.architecture.describe() if entry.architecture else "linear"
     try:
         path = Path(verify(root, entry))
@@ -172,8 +180,10 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
     return rows
 
 
-def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row], Manifest]:
-    """Check every artifact in the manifest; returns the rows and the manifest."""
+def run_check(
+    artifacts: Path, tol: Tolerances = Tolerances(), choice: parity.Choice = parity.Choice()
+) -> tuple[list[Row], Manifest]:
+    """Check every artifact in the manifest (in `choice`'s runtimes); returns the rows and the manifest."""
     artifacts = Path(artifacts)
     if not artifacts.is_dir():
         raise MissingArtifactError(
@@ -194,7 +204,7 @@ def run_check(artifacts: Path, tol: Tolerances = Tolerances()) -> tuple[list[Row
         if not (root.dir / entry.path).exists():
             root.existing(entry.path)
     article = [e for e in manifest.artifacts if e.probe is None]  # brought-in models: serve/parity.py
-    rows = [row for entry in article for row in check_artifact(root, manifest, entry, tol)]
+    rows = [row for entry in article for row in check_artifact(root, manifest, entry, tol, choice)]
     triton = triton_state(artifacts, manifest)  # ARTIFACTS/triton, if there is one
     if triton is not None:
         text = triton.line()
@@ -292,6 +302,17 @@ def main() -> None:
     p.add_argument(
         "--trust-key", type=Path, metavar="PEM", help="public key: verify model.sig first (a signature row)"
     )
+    p.add_argument(
+        "--runtimes",
+        type=parity.runtimes_arg,
+        metavar="NAME,...",
+        help=f"run only these runtimes (default: all of {', '.join(parity.runtime_names())})",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a runtime that cannot run a model (onnx.reference: [skip] by default) fails the check",
+    )
 
     def _main(args) -> int:
         by_output = parity.Tolerances.from_flags(args.atol, args.rtol)
@@ -300,7 +321,15 @@ def main() -> None:
             d.rtol if by_output.rtol is None else by_output.rtol,
             args.analytic_tol,
         )
-        return report(args.artifacts, tol, as_json=args.json, trust_key=args.trust_key, by_output=by_output)
+        choice = parity.Choice(args.runtimes, args.strict)
+        return report(
+            args.artifacts,
+            tol,
+            as_json=args.json,
+            trust_key=args.trust_key,
+            by_output=by_output,
+            choice=choice,
+        )
 
     cli.run(_main, p.parse_args())
 
@@ -311,18 +340,19 @@ def report(
     as_json: bool = False,
     trust_key: Path | None = None,
     by_output: parity.Tolerances = parity.Tolerances(),
+    choice: parity.Choice = parity.Choice(),
 ) -> int:
     """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails.
     With `trust_key`, the signature is verified first (serve/signature.py); if it fails, nothing runs."""
     signature = signature_first(artifacts, trust_key, as_json)
     if signature is not None and not signature.ok:
         return IntegrityError.exit_code
-    rows, manifest = run_check(artifacts, tol)
+    rows, manifest = run_check(artifacts, tol, choice)
     if signature is None:
         from serve.signature import unverified
 
         signature = unverified(manifest)
-    brought = parity.run_parity(Root(artifacts), manifest, by_output)  # [] without brought-in models
+    brought = parity.run_parity(Root(artifacts), manifest, by_output, choice)  # [] without brought-in models
     ok = all(r.ok for r in rows) and all(r.ok for r in brought)
     if as_json:
         print(

@@ -5,6 +5,7 @@ Imports only numpy (serve/loader.py's promise: embedding a model never pays for 
 from __future__ import annotations
 
 import math
+import re
 import reprlib
 from typing import Any
 
@@ -119,3 +120,47 @@ _repr.maxlist = _repr.maxtuple = 8
 def preview(x: Any, limit: int = 80) -> str:
     text = _repr.repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+RAN = "Non-zero status code returned while running"  # onnxruntime: a node failed (the model ran)
+_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", re.S)
+_SOURCE_LINE = re.compile(r"^\S+:\d+ .*? was false\.\s*", re.S)  # onnxruntime's C++ assertion text
+_INDEX = re.compile(r"idx=(-?\d+)")
+_BROADCAST = re.compile(r"(\d+) by (\d+)\s*$")
+_FOR_INPUT = re.compile(r"for input: (\S+)")
+
+
+def ran(exc: BaseException) -> bool:
+    """Whether onnxruntime's error came from a node while running (else it refused the feeds first)."""
+    return RAN in str(exc)
+
+
+def refused(exc: BaseException, feeds: dict[str, Any]) -> PredictInputError:
+    """onnxruntime's refusal of `feeds` (an id beyond an Embedding's rows, a dimension beyond what
+    the graph supports, a shape it rejects) as the caller's error: the input(s) that carry the
+    offending value or size, the op and node, and onnxruntime's reason, without its source paths."""
+    text = str(exc).replace("[ONNXRuntimeError] : ", "")
+    node = _NODE.search(text)
+    reason = _SOURCE_LINE.sub("", node.group(3)).strip() if node else text.split(" : ")[-1].strip()
+    reason = " ".join(reason.split())[:300]
+    where = f"{node.group(1)} node {node.group(2)!r}" if node else "its input checks"
+    shapes = {k: np.shape(v) if isinstance(v, np.ndarray) else None for k, v in feeds.items()}
+    names = []
+    if m := _FOR_INPUT.search(text):
+        names = [m.group(1)]
+    elif m := _INDEX.search(reason):  # a Gather index: the integer inputs holding it
+        value = int(m.group(1))
+        names = [
+            k
+            for k, v in feeds.items()
+            if isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.size and (v == value).any()
+        ]
+    elif m := _BROADCAST.search(reason):  # a size the graph cannot broadcast: the inputs that have it
+        sizes = {int(m.group(1)), int(m.group(2))}
+        names = [k for k, s in shapes.items() if s and sizes & set(s[1:])]
+    names = names or list(feeds)
+    described = ", ".join(f"{k!r}" + (f" shape {shapes[k]}" if shapes.get(k) else "") for k in names)
+    return PredictInputError(
+        f"input {described}: the model cannot run on it ({where}: {reason}); send values and sizes "
+        "the model was exported for (ids within its vocabulary, dimensions within its maximum)"
+    )

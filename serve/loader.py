@@ -144,7 +144,7 @@ def open_model(path: Path, entry: ArtifactEntry | None, root: Root | None, optio
     loaded = Model(path, entry, options)
     loaded.signed_by = signed_by
     if options.selftest:
-        loaded.selftest()
+        loaded.selftest(root, entry)
     return loaded
 
 

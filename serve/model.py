@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as _Fail
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as _InvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as _RuntimeException
 
 from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
@@ -28,9 +30,14 @@ from serve.inputs import all_finite as _all_finite
 from serve.inputs import exact as _exact
 from serve.inputs import non_finite as _non_finite
 from serve.inputs import preview as _preview
+from serve.inputs import ran as _ran
+from serve.inputs import refused as _refused
 from serve.inputs import shape_text as _shape_text
 
 _FLOAT32 = np.dtype(np.float32)
+# what onnxruntime raises when it refuses feeds, before running (dtype, rank, a static dim) or in a
+# node (an index beyond a Gather's data, sizes it cannot broadcast): the caller's error (issue 20)
+_REFUSALS = (_InvalidArgument, _Fail, _RuntimeException)
 EXPORT_FIX = fix("onnx")
 
 
@@ -159,7 +166,10 @@ class Model:
                 raise _non_finite(x)
         else:
             x = self.as_batch(x)
-        y = self._run(self._outputs, {self.input_name: x}, None)[0]
+        try:
+            y = self._run(self._outputs, {self.input_name: x}, None)[0]
+        except _REFUSALS as exc:
+            raise _refused(exc, {self.input_name: x}) from None
         if y.shape != (x.shape[0], 1):  # a model that changed under us, or was never what it claims
             raise IntegrityError(
                 f"{self.path}: output shape {y.shape} for {x.shape[0]} row(s); expected "
@@ -188,7 +198,10 @@ class Model:
                     and math.isfinite(sum(arr.ravel().tolist()))
                     or (rows > small_rows and _all_finite(arr))
                 ):
-                    outputs = self._run(self._run_outputs, feeds, None)
+                    try:
+                        outputs = self._run(self._run_outputs, feeds, None)
+                    except _REFUSALS as exc:
+                        raise _refused(exc, feeds) from None
                     first = outputs[0]
                     if len(outputs) == 1 and first.ndim and first.shape[0] == rows:
                         return {self._run_outputs[0]: first}
@@ -196,9 +209,10 @@ class Model:
         if many is not None and type(feeds) is dict and len(feeds) == len(many):
             # Feeds that need no conversion run as they are: the same rows in every input and
             # floats finite are checked here; dtype, rank and static dims by onnxruntime itself,
-            # whose refusal (InvalidArgument, raised before it runs anything) sends the feeds to
-            # the general path below, which converts them or says what is wrong. onnxruntime
-            # copies a non-contiguous array itself.
+            # whose refusal before it runs anything sends the feeds to the general path below,
+            # which converts them or says what is wrong. A refusal while running (a node failed:
+            # an id beyond a vocabulary) is the caller's error at once: the model runs once.
+            # onnxruntime copies a non-contiguous array itself.
             rows = -1
             try:
                 for name, small_rows in many:
@@ -219,7 +233,10 @@ class Model:
                             break
                     else:
                         return self._as_dict(outputs)
-            except (KeyError, AttributeError, IndexError, TypeError, _InvalidArgument):
+            except _REFUSALS as exc:
+                if _ran(exc):
+                    raise _refused(exc, feeds) from None
+            except (KeyError, AttributeError, IndexError, TypeError):
                 pass  # not exact feeds: the general path converts them or says what is wrong
         if not isinstance(feeds, dict):
             raise PredictInputError(
@@ -252,7 +269,10 @@ class Model:
             converted[name] = arr
         if not rows:
             raise PredictInputError("got 0 rows; expected at least one row")
-        outputs = self._run(self._run_outputs, converted, None)
+        try:
+            outputs = self._run(self._run_outputs, converted, None)
+        except _REFUSALS as exc:  # a dimension or value the graph cannot take: the caller's error
+            raise _refused(exc, converted) from None
         for name, out in zip(self._run_outputs, outputs, strict=True):
             if out.ndim == 0 or out.shape[0] != rows:
                 raise IntegrityError(
@@ -266,7 +286,12 @@ class Model:
         request): every input named once, of its own dtype and static dims, `rows` rows each,
         floats finite. Only the outputs' rows are checked here; anything unexpected goes through
         `run`, which checks everything and says what is wrong."""
-        outputs = self._run(self._run_outputs, feeds, None)
+        try:
+            outputs = self._run(self._run_outputs, feeds, None)
+        except _REFUSALS as exc:
+            if _ran(exc):  # the model ran and a node refused the values: not again in `run`
+                raise _refused(exc, feeds) from None
+            return self.run(feeds)
         for out in outputs:
             if not out.ndim or out.shape[0] != rows:
                 return self.run(feeds)
@@ -317,23 +342,29 @@ class Model:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as non-finite below
             return np.ascontiguousarray(arr, dtype=np.float32)
 
-    def selftest(self) -> tuple[float, float]:
+    def selftest(self, root: Any = None, entry: ArtifactEntry | None = None) -> tuple[float, float]:
         """Predict the stored self-test input; raise IntegrityError beyond tolerance.
 
         The input, expected output and tolerance come from the ONNX metadata (the exporter writes
         them from `oneneuron.schema`'s constants; Node and the page read the same keys), each finite
         and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
         dtype, shape or row count fails here, at load. Returns (expected, actual).
-        A model with the general `selftest` metadata key (any signature) runs serve/selftest.py.
+        A model with the general `selftest` metadata key (any signature) runs serve/selftest.py;
+        one with `selftest_probe` (rows too large to embed) runs its probe file's first rows, read
+        through `root` (the artifacts directory) as `entry` (its manifest entry) names it.
         """
-        if "selftest" in self.metadata:
+        if "selftest" in self.metadata or "selftest_probe" in self.metadata:
             from serve import selftest
 
-            return selftest.run(self)
+            if "selftest" in self.metadata:
+                return selftest.run(self)
+            return selftest.run(self, selftest.probe_values(self, root, entry))
         if self.n_features is None:
             raise IntegrityError(
-                f"{self.path}: the self-test needs one float32 input [batch, n] and one output; "
-                f"this model has inputs {[name for name, _, _ in self._run_inputs]}"
+                f"{self.path}: no self-test: its ONNX metadata has no 'selftest' (rows as JSON), no "
+                "'selftest_probe' (a probe file's sha256) and no 'selftest_x'/'selftest_y' (one float32 "
+                f"input [batch, n]; this model has inputs {[name for name, _, _ in self._run_inputs]}); "
+                f"{EXPORT_FIX}, or load it with selftest=False"
             )
         x, expected, atol, rtol = self._selftest_values()
         actual_y = self.predict(x)

@@ -6,6 +6,11 @@ list}, "atol": float, "rtol": float}: at most 65,536 characters, one or two rows
 conversion as any caller's feeds), alone and as a doubled batch, and every output must match
 within atol + rtol·|expected|. The article's linear models keep the legacy `selftest_x` keys.
 Node and the page run the same test (serve/node/tensors.mjs).
+
+Rows too large for metadata (a 224x224 image is ~600 KiB of JSON) are not embedded: ONNX metadata
+key `selftest_probe` names the model's probe file (export/probe.py) by sha256, and the loader runs
+that file's first rows (`probe_values`): read through the artifacts directory's `Root` (bounded by
+MAX_PROBE_BYTES), its sha256 checked against the metadata and the manifest entry before use.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ import numpy as np
 from oneneuron.errors import IntegrityError
 
 if TYPE_CHECKING:
+    from oneneuron.fsio import Root
+    from oneneuron.schema import ArtifactEntry
     from serve.loader import Model
 
 KEY = "selftest"
+PROBE_KEY = "selftest_probe"  # export/byom.py SELFTEST_PROBE
+PROBE_TOL, PROBE_TOL_FLOAT16 = 1e-4, 1e-3  # export/byom.py SELFTEST_TOL
 MAX_CHARS = 65536
 MAX_TOL = 1e-3
 MAX_ROWS = 2
@@ -73,12 +82,47 @@ def values(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray], float, 
     return doc["inputs"], expected, float(atol), float(rtol)
 
 
-def run(model: Model) -> tuple[float, float]:
-    """Run the general self-test; raise IntegrityError beyond tolerance. Returns (expected, actual)
-    of the element farthest from its expected value."""
+def probe_values(
+    model: Model, root: Root | None, entry: ArtifactEntry | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray], float, float]:
+    """The first MAX_ROWS rows of the probe file `selftest_probe` names: (inputs, expected, atol, rtol)."""
+    import hashlib
+
+    from export.probe import MAX_PROBE_BYTES
+    from export.probe import load as load_probe
+    from serve.loader import EXPORT_FIX
+
+    digest = model.metadata[PROBE_KEY]
+    if root is None or entry is None or entry.probe is None:
+        raise IntegrityError(
+            f"{model.path}: its self-test is the probe file with sha256 {digest[:12]}..., which only its "
+            "manifest names; load it by name from its artifacts directory (load(NAME, artifacts=DIR)), "
+            "or pass selftest=False"
+        )
+    if entry.probe.sha256 != digest:
+        raise IntegrityError(
+            f"{model.path}: metadata 'selftest_probe' {digest[:12]}... is not the manifest's probe "
+            f"{entry.probe.sha256[:12]}... ({entry.probe.path}); {EXPORT_FIX}"
+        )
+    data = root.read_bytes(entry.probe.path, MAX_PROBE_BYTES)  # confined to the root, bounded
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise IntegrityError(
+            f"{root.dir / entry.probe.path}: sha256 differs from the model's 'selftest_probe'; the probe "
+            f"was changed after export; {EXPORT_FIX}"
+        )
+    probe = load_probe(root.dir / entry.probe.path, entry.signature, data).head(MAX_ROWS)
+    half = any(s.dtype == "float16" for s in entry.signature.outputs)
+    tol = PROBE_TOL_FLOAT16 if half else PROBE_TOL
+    expected = {k: np.asarray(v, dtype=np.float64) for k, v in probe.outputs.items()}
+    return dict(probe.inputs), expected, tol, tol
+
+
+def run(model: Model, given: tuple | None = None) -> tuple[float, float]:
+    """Run the general self-test (`given` values, else the embedded ones); raise IntegrityError beyond
+    tolerance. Returns (expected, actual) of the element farthest from its expected value."""
     from serve.loader import EXPORT_FIX, PredictInputError
 
-    inputs, expected, atol, rtol = values(model)
+    inputs, expected, atol, rtol = given if given is not None else values(model)
     try:
         once = model.run(inputs)
         twice = model.run({k: np.concatenate([np.asarray(v)] * 2) for k, v in model_inputs(model, inputs)})

@@ -87,3 +87,18 @@ def signed_dir(exported_dir, signing_keys, tmp_path_factory) -> Path:
 def signed_copy(signed_dir, tmp_path) -> Path:
     """A private, writable copy of `signed_dir` (aliases linked again, as after an export)."""
     return copy_artifacts(signed_dir, tmp_path / "signed")
+
+
+@pytest.fixture(scope="session")
+def architectures_dir(tmp_path_factory) -> Path:
+    """Every model of tests/architectures.py (a CNN, a transformer, classifiers, int and bool outputs)
+    saved as its source file (`<name>.pt2` / `<name>.keras`) in DIR, then exported through
+    export.all's --from-* path (export/byom.py) into DIR/artifacts, all in one manifest. Treat as
+    read-only; measured at ~10 s (issue 20)."""
+    from export.byom import ByomConfig, export_byom
+    from tests.architectures import ARCHITECTURES
+
+    root = tmp_path_factory.mktemp("architectures")
+    for name, (framework, build, suffix) in ARCHITECTURES.items():
+        export_byom(root / "artifacts", ByomConfig(framework, build(root / f"{name}{suffix}"), name))
+    return root

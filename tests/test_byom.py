@@ -502,3 +502,50 @@ def test_no_torchscript_when_the_trace_does_not_reproduce_the_program(tmp_path):
     manifest = Manifest.load(tmp_path / "a")
     assert all(e.unavailable == entries[0].unavailable for e in manifest.artifacts)
     assert all(r.ok for r in run_parity(Root(tmp_path / "a"), manifest, Tolerances()))
+
+
+def byom_cli_export(artifacts: Path, source: Path, *flags: str):
+    """export.all's own argument handling for --from-torch (export/_core.py main_for adds
+    --keep-versions before byom's flags), then the export it chose, in this process."""
+    import argparse
+
+    from export.byom import add_options
+    from oneneuron.manifest import KEEP_VERSIONS
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--keep-versions", type=int, default=KEEP_VERSIONS)
+    prepare = add_options(p)
+    args = p.parse_args(["--from-torch", str(source), "--name", "clf", *flags])
+    prepare(args)
+    return args.export(artifacts, None)
+
+
+def test_from_torch_keeps_the_versions_it_is_told(tmp_path):
+    """--keep-versions 1 with --from-torch leaves one stored version (issue 20 item 9)."""
+    from tests.architectures import classifier_torch
+
+    sources = [classifier_torch(tmp_path / f"clf{seed}.pt2", seed=seed) for seed in range(2)]
+    for source in sources:
+        byom_cli_export(tmp_path / "kept", source)
+        byom_cli_export(tmp_path / "one", source, "--keep-versions", "1")
+    assert len(Manifest.load(tmp_path / "kept").versions("clf")) == 2  # the default keeps 3
+    one = Manifest.load(tmp_path / "one")
+    assert len(one.versions("clf")) == 1 and not one.previous
+    # the previous generation's file stays until the next export (export/_core.py)
+    assert len(list((tmp_path / "one").glob("clf.*.onnx"))) == 2
+
+
+def test_from_torch_refreshes_a_triton_repository(tmp_path):
+    """A Triton repository export.triton made is refreshed by --from-torch as by export.all, so
+    serve.check does not call it stale (issue 20 item 9)."""
+    from export.triton import export_triton
+    from export.triton_state import triton_state
+    from tests.architectures import classifier_torch
+
+    artifacts = tmp_path / "artifacts"
+    byom_cli_export(artifacts, classifier_torch(tmp_path / "a.pt2"))
+    export_triton(artifacts)  # a brought-in model is published too (its self-test is its probe)
+    assert triton_state(artifacts, Manifest.load(artifacts)).ok
+    byom_cli_export(artifacts, classifier_torch(tmp_path / "b.pt2", seed=1))
+    state = triton_state(artifacts, Manifest.load(artifacts))
+    assert state.ok, state.line()
