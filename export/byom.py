@@ -31,6 +31,7 @@ import numpy as np
 
 from export import probe as probes
 from export._core import TRAINERS, Run, export_formats, store
+from export.onnx import stable_graph_doc
 from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import size_of
 from oneneuron.manifest import Seal
@@ -107,6 +108,7 @@ def finish_onnx(proto: Any, source: Any, name: str, probe: probes.Probe) -> Any:
             else:
                 d.dim_param = want
     del graph.value_info[:]  # intermediate shapes carry the converter's own dim names
+    stable_graph_doc(proto)
     metadata = {
         "model": name,
         "source_framework": source.framework,
