@@ -59,6 +59,20 @@ def stable_fingerprint(path: Path) -> None:
     file.write_bytes(fingerprint.SerializeToString(deterministic=True))
 
 
+def singleprint(path: Path) -> str:
+    """TensorFlow's own content identity of a SavedModel (graph, signatures, object graph and
+    checkpoint, with function names regularised): equal for equal models even when the bytes are not
+    (a tf.function's name carries a per-process counter)."""
+    tf = quiet_tensorflow()
+    return tf.saved_model.experimental.read_fingerprint(str(path)).singleprint()
+
+
+def same_computation(run: Run, new: Path, old: Path) -> bool:
+    """Whether two SavedModels of one source are the same model: TensorFlow's fingerprint of each
+    (`singleprint`) is equal. export._core.reuse_unchanged asks."""
+    return singleprint(new) == singleprint(old)
+
+
 def write(run: Run) -> list[ArtifactEntry]:
     """Store each Keras model's SavedModel; returns their manifest entries (uncommitted)."""
     tf = quiet_tensorflow()

@@ -202,7 +202,7 @@ class Root:
         return path
 
     def write_json(self, rel: str, obj: object) -> Path:
-        return self.write_bytes(rel, _json_bytes(obj))
+        return self.write_bytes(rel, json_bytes(obj))
 
     def _staged_bytes(self, path: Path, data: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -453,7 +453,7 @@ class Transaction:
         self.pending.append((self.root._staged_bytes(path, data), path))
 
     def write_json(self, rel: str, obj: object) -> None:
-        self.write_bytes(rel, _json_bytes(obj))
+        self.write_bytes(rel, json_bytes(obj))
 
     def stage(self, rel: str, write: Callable[[Path], None]) -> None:
         """Let `write(tmp)` produce `rel`'s new file or directory (for writers that insist on a path)."""
@@ -488,7 +488,8 @@ class Transaction:
         self.pending.clear()
 
 
-def _json_bytes(obj: object) -> bytes:
+def json_bytes(obj: object) -> bytes:
+    """The bytes `write_json` writes for `obj` (two-space indented JSON and a newline)."""
     return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
 
 
@@ -509,4 +510,4 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def atomic_write_json(path: Path, obj: object) -> None:
-    atomic_write_bytes(path, _json_bytes(obj))
+    atomic_write_bytes(path, json_bytes(obj))
