@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from oneneuron import cli
 from oneneuron.architecture import LINEAR, Architecture
 from oneneuron.errors import IntegrityError, MissingArtifactError
 from oneneuron.fixes import fix
-from oneneuron.fsio import Root, sha256_file, size_of
+from oneneuron.fsio import JOURNAL, VERSIONED, Root, sha256_file, size_of
 from oneneuron.manifest import KEEP_VERSIONS, Seal, commit, load_or_none, refresh_aliases, verify
 from oneneuron.record import TrainingRecord
 from oneneuron.schema import TRAINING_RECORD, ArtifactEntry, Manifest, linear_signature
@@ -178,8 +179,13 @@ def export_formats(
     )
     with run.root.locked():
         previous = load_or_none(run.root)
-        entries = [reuse_unchanged(run, previous, e) for write in writers for e in write(run)]
-        manifest, dropped = commit(run.root, run.record, run.record_sha256, entries, keep_versions, seal)
+        before = stored_versions(run.root)
+        try:
+            entries = [reuse_unchanged(run, previous, e) for write in writers for e in write(run)]
+            manifest, dropped = commit(run.root, run.record, run.record_sha256, entries, keep_versions, seal)
+        except BaseException:
+            remove_new_versions(run.root, before)
+            raise
         # The previous generation's files stay until the next export: a reader that read the old
         # manifest a moment ago can still open what it names.
         refresh_aliases(run.root, manifest, dropped, keep=named_files(previous))
@@ -228,11 +234,34 @@ def _described(entry: ArtifactEntry) -> dict[str, Any]:
     return {k: v for k, v in entry.to_json().items() if k not in _NOT_THE_EXPORT}
 
 
+def stored_versions(root: Root) -> set[str]:
+    """The names of the stored versions (`<model>.<sha12>.<suffix>`) in the directory."""
+    return {p.name for p in root.dir.iterdir() if VERSIONED.match(p.name)}
+
+
 def named_files(manifest: Manifest | None) -> set[str]:
     """Every stored version and probe file `manifest` names."""
     if manifest is None:
         return set()
     return {p for e in manifest.all_entries() for p in (e.path, e.probe and e.probe.path) if p}
+
+
+def remove_new_versions(root: Root, before: set[str]) -> None:
+    """After a failed export: delete the stored versions it wrote that no manifest names, so a
+    failure (a full disk) leaves nothing behind and the next run has the space back (issue 19).
+    Once the commit's journal exists the commit has happened: the next lock finishes it, so
+    nothing is deleted."""
+    if os.path.lexists(root.dir / JOURNAL):
+        return
+    try:
+        new = stored_versions(root) - before - named_files(load_or_none(root))
+        for name in sorted(new):
+            root.remove(name)
+    except OSError as exc:  # the export's own error is the one to report
+        logger.warning("could not remove the stored versions of the failed export: %s", exc)
+        return
+    if new:
+        logger.info("removed %s: stored by the failed export, never committed", ", ".join(sorted(new)))
 
 
 def print_entries(entries: list[ArtifactEntry], artifacts: Path) -> None:

@@ -1,13 +1,16 @@
 """Re-exporting the same trained models changes nothing on disk (issue 19): no new stored version,
-the manifest not rewritten, no genuine old version evicted by idle re-runs."""
+the manifest not rewritten, no genuine old version evicted by idle re-runs; a failed export leaves
+no stored version behind and the next run succeeds."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
 import pytest
 
+import export._core
 from export.all import export_all
 from oneneuron.fsio import VERSIONED
 from oneneuron.schema import Manifest
@@ -66,3 +69,18 @@ def test_cli_re_export_in_processes_of_other_hash_seeds_changes_nothing(exported
         assert result.returncode == 0, result.stderr
         runs.append(on_disk(exported_copy))
     assert runs[0] == runs[1]
+
+
+def test_a_failed_export_leaves_no_stored_version_and_the_next_run_succeeds(trained_copy, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(trained_copy))
+
+    before = sorted(p.name for p in trained_copy.iterdir() if p.name != ".lock")
+    with monkeypatch.context() as m:
+        m.setattr(export._core, "commit", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            export_all(trained_copy)
+    assert stored(trained_copy) == {}
+    assert sorted(p.name for p in trained_copy.iterdir() if p.name != ".lock") == before
+    entries = export_all(trained_copy)
+    assert {e.path for e in entries} == {p.split("/")[0] for p in stored(trained_copy)}
