@@ -338,16 +338,13 @@ class Root:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
-                pid, since = (holder + ["?", "?"])[:2]
+                holder = _lock_holder(fd)
                 if not said:
-                    logger.warning(
-                        "waiting for the lock on %s held by pid %s (since %s)", self.dir, pid, since
-                    )
+                    logger.warning("waiting for the lock on %s held by %s", self.dir, holder)
                     said = True
                 if time.monotonic() >= deadline:
                     raise LockTimeoutError(
-                        f"{self.dir}: the directory lock is held by pid {pid} (since {since}) for more than "
+                        f"{self.dir}: the directory lock is held by {holder} for more than "
                         f"--lock-timeout {timeout:g} s; wait for that process to finish, stop it, or pass a "
                         "larger --lock-timeout"
                     ) from None
@@ -423,6 +420,30 @@ class Root:
             self.remove(path.name)
             removed.append(path.name)
         return removed
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds the flock on `fd`'s file: "pid N (since T)".
+
+    The pid comes from the kernel's lock table (/proc/locks), not from `.lock`'s text, which a
+    holder writes only after taking the lock and anyone can overwrite (issue 19). fcntl's F_GETLK
+    and F_OFD_GETLK cannot answer: on Linux they see POSIX and OFD locks, never flock's. The time
+    is `.lock`'s, shown only when its pid is the holder's; without /proc the file's pid is shown.
+    """
+    text = os.pread(fd, 200, 0).decode(errors="replace").split()
+    written, since = (text + ["?", "?"])[:2]
+    info = os.fstat(fd)
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks") as f:  # "1: FLOCK  ADVISORY  WRITE 4321 fe:00:2188531 0 EOF"
+            held = [
+                p for _, kind, _, _, p, k, *_ in (line.split() for line in f) if (kind, k) == ("FLOCK", key)
+            ]
+    except (OSError, ValueError):
+        held = []
+    if not held:
+        return f"pid {written} (since {since}, as {LOCK} says)"
+    return f"pid {held[0]} (since {since})" if held[0] == written else f"pid {held[0]}"
 
 
 @contextlib.contextmanager
