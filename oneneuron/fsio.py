@@ -99,10 +99,11 @@ def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MissingArtifactError(f"{path}: not found; {what_fixes}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # checked on the descriptor: fdopen of a directory's raised
+        os.close(fd)  # "IsADirectoryError: 6" (naming the descriptor, issue 19)
+        raise IntegrityError(f"{path}: not a regular file (a {kind_of(info.st_mode)}); {what_fixes}")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise IntegrityError(f"{path}: not a regular file (a {_kind(info.st_mode)}); {what_fixes}")
         if info.st_size > limit:
             raise IntegrityError(
                 f"{path}: {info.st_size:,} bytes, more than the limit of {limit:,}; {what_fixes}"
@@ -119,7 +120,8 @@ def _holds(path: Path, digest: str) -> bool:
     return (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) and sha256_path(path) == digest
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file of `st_mode` `mode` is, in words: "directory", "FIFO", ..."""
     for test, name in (
         (stat.S_ISDIR, "directory"),
         (stat.S_ISFIFO, "FIFO"),
@@ -186,7 +188,7 @@ class Root:
         ok = stat.S_ISDIR(info.st_mode) if kind == "dir" else stat.S_ISREG(info.st_mode)
         if not ok:
             raise IntegrityError(
-                f"{path}: a {_kind(info.st_mode)}, expected a "
+                f"{path}: a {kind_of(info.st_mode)}, expected a "
                 f"{'directory' if kind == 'dir' else 'regular file'}; {fix('export', self.dir)}"
             )
         return path
