@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from export import FORMATS
 from oneneuron import cli
 from oneneuron.architecture import LINEAR, Architecture
 from oneneuron.errors import IntegrityError, MissingArtifactError
 from oneneuron.fixes import fix
-from oneneuron.fsio import Root, sha256_file, size_of
-from oneneuron.manifest import KEEP_VERSIONS, Seal, commit, load_or_none, refresh_aliases
+from oneneuron.fsio import JOURNAL, VERSIONED, Root, sha256_file, size_of
+from oneneuron.manifest import KEEP_VERSIONS, Seal, commit, load_or_none, refresh_aliases, verify
 from oneneuron.record import TrainingRecord
-from oneneuron.schema import TRAINING_RECORD, ArtifactEntry, linear_signature
+from oneneuron.schema import TRAINING_RECORD, ArtifactEntry, Manifest, linear_signature
 
 logger = logging.getLogger(__name__)
 
@@ -176,19 +178,17 @@ def export_formats(
         else Run(Root(cli.ensure_dir(Path(artifacts), create=True)), None, None)
     )
     with run.root.locked():
-        entries = [e for write in writers for e in write(run)]
         previous = load_or_none(run.root)
-        manifest, dropped = commit(run.root, run.record, run.record_sha256, entries, keep_versions, seal)
+        before = stored_versions(run.root)
+        try:
+            entries = [reuse_unchanged(run, previous, e) for write in writers for e in write(run)]
+            manifest, dropped = commit(run.root, run.record, run.record_sha256, entries, keep_versions, seal)
+        except BaseException:
+            remove_new_versions(run.root, before)
+            raise
         # The previous generation's files stay until the next export: a reader that read the old
         # manifest a moment ago can still open what it names.
-        refresh_aliases(
-            run.root,
-            manifest,
-            dropped,
-            keep={p for e in previous.all_entries() for p in (e.path, e.probe and e.probe.path) if p}
-            if previous
-            else set(),
-        )
+        refresh_aliases(run.root, manifest, dropped, keep=named_files(previous))
     if dropped:
         logger.info(
             "removed %s: exported from an earlier training run (python -m export.all exports every "
@@ -196,6 +196,72 @@ def export_formats(
             ", ".join(e.name for e in dropped),
         )
     return [manifest.find(e.name) or e for e in entries]  # with their versions
+
+
+# What may differ between two exports of the same source that compute the same thing.
+_NOT_THE_EXPORT = ("path", "sha256", "size", "created", "version")
+
+
+def reuse_unchanged(run: Run, previous: Manifest | None, new: ArtifactEntry) -> ArtifactEntry:
+    """`new`, or the newest stored version's own entry when `new` re-exports it unchanged.
+
+    Unchanged: every field but the stored bytes and the time is equal (the same training record or
+    source file, framework and converter versions, outputs on the probe rows, metadata), and either
+    the bytes are equal or the format's `same_computation(run, new, old)` says both compute the
+    same (TorchScript's bytes depend on the process's string hash seed, a SavedModel's on a
+    per-process tf.function counter). Re-running an export then changes nothing: no new version,
+    no eviction of a genuine old one, the manifest not rewritten (issue 19). `new`'s own stored
+    file, no longer named, goes with the next `refresh_aliases`.
+    """
+    old = previous.find(new.name) if previous else None
+    if old is None or old.name != new.name or _described(old) != _described(new):
+        return new
+    if old.sha256 == new.sha256:
+        return old
+    try:
+        verify(run.root, old)  # only an intact stored version is kept
+    except (MissingArtifactError, IntegrityError):
+        return new
+    module = FORMATS.get(new.format)
+    same = getattr(importlib.import_module(module), "same_computation", None) if module else None
+    if same is None or not same(run, run.root.path(new.path), run.root.path(old.path)):
+        return new
+    logger.info("%s: unchanged since version %d (%s); kept it", new.name, old.version, old.path)
+    return old
+
+
+def _described(entry: ArtifactEntry) -> dict[str, Any]:
+    return {k: v for k, v in entry.to_json().items() if k not in _NOT_THE_EXPORT}
+
+
+def stored_versions(root: Root) -> set[str]:
+    """The names of the stored versions (`<model>.<sha12>.<suffix>`) in the directory."""
+    return {p.name for p in root.dir.iterdir() if VERSIONED.match(p.name)}
+
+
+def named_files(manifest: Manifest | None) -> set[str]:
+    """Every stored version and probe file `manifest` names."""
+    if manifest is None:
+        return set()
+    return {p for e in manifest.all_entries() for p in (e.path, e.probe and e.probe.path) if p}
+
+
+def remove_new_versions(root: Root, before: set[str]) -> None:
+    """After a failed export: delete the stored versions it wrote that no manifest names, so a
+    failure (a full disk) leaves nothing behind and the next run has the space back (issue 19).
+    Once the commit's journal exists the commit has happened: the next lock finishes it, so
+    nothing is deleted."""
+    if os.path.lexists(root.dir / JOURNAL):
+        return
+    try:
+        new = stored_versions(root) - before - named_files(load_or_none(root))
+        for name in sorted(new):
+            root.remove(name)
+    except OSError as exc:  # the export's own error is the one to report
+        logger.warning("could not remove the stored versions of the failed export: %s", exc)
+        return
+    if new:
+        logger.info("removed %s: stored by the failed export, never committed", ", ".join(sorted(new)))
 
 
 def print_entries(entries: list[ArtifactEntry], artifacts: Path) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from export import probe as probes
 from export._core import TRAINERS, Run, export_formats, store
+from export.onnx import stable_graph_doc
 from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import size_of
 from oneneuron.manifest import KEEP_VERSIONS, Seal
@@ -111,6 +112,7 @@ def finish_onnx(proto: Any, source: Any, name: str, probe: probes.Probe, probe_s
             else:
                 d.dim_param = want
     del graph.value_info[:]  # intermediate shapes carry the converter's own dim names
+    stable_graph_doc(proto)
     metadata = {
         "model": name,
         "source_framework": source.framework,

@@ -181,10 +181,13 @@ def write_savedmodel(source: Source, target: Path, signature_name: str) -> None:
     """The Keras model as a SavedModel with one serving signature named after the inputs and outputs."""
     import keras
 
+    from export.savedmodel import stable_fingerprint
+
     archive = keras.export.ExportArchive()
     archive.track(source.extra["model"])
     archive.add_endpoint(name=signature_name, fn=source.extra["fn"], input_signature=source.extra["specs"])
     archive.write_out(str(target), verbose=False)
+    stable_fingerprint(target)
 
 
 CONVERTER_FIX = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,19 @@ def canonical_affine(proto: onnx.ModelProto) -> list[str]:
     return ops
 
 
+# tf2onnx names the graph after the tf.function it converted (`converted from b'__inference_<lambda>_621'`),
+# whose name ends in a per-process counter: the same model converted after training in one process
+# (python -m pipeline) or alone (python -m export.all) got different bytes (issue 19).
+_FUNCTION_COUNTER = re.compile(r"(__inference_[^'\s]*)_\d+")
+
+
+def stable_graph_doc(proto: onnx.ModelProto) -> None:
+    """Drop the converter's per-process function counter from the graph's doc_string."""
+    doc = _FUNCTION_COUNTER.sub(r"\1", proto.graph.doc_string)
+    if doc != proto.graph.doc_string:  # assigning even "" would add the field to the bytes
+        proto.graph.doc_string = doc
+
+
 def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.ModelProto:
     """Give a converted model the shared contract: names, batch dim, opsets, metadata; check it."""
     import onnx
@@ -146,6 +160,7 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
     for value in (graph.input[0], graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH
     del graph.value_info[:]  # intermediate shapes carry the converter's own dim names
+    stable_graph_doc(proto)
     converted_ops = canonical_affine(proto)
     if converted_ops != [node.op_type for node in graph.node]:
         proto.doc_string = (

@@ -6,6 +6,7 @@ Serving signature `serving_default`: input `x` float32 [None, n] -> output `y` f
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,41 @@ def write_savedmodel(model: keras.Model, n_features: int, path: Path) -> None:
         input_signature=[tf.TensorSpec([None, n_features], tf.float32, name="x")],
     )
     archive.write_out(str(path), verbose=False)
+    stable_fingerprint(path)
+
+
+def stable_fingerprint(path: Path) -> None:
+    """Give `path/fingerprint.pb` a content-derived `uuid`, so the same SavedModel has the same bytes.
+
+    TensorFlow writes a random uuid into every fingerprint (the only byte that differed between two
+    exports of one model, issue 19); the other fields are hashes of the content. The uuid becomes one
+    of those hashes: still 128 bits in TensorFlow's decimal form, equal for equal content.
+    """
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    file = Path(path) / "fingerprint.pb"
+    if not file.is_file():  # an older TensorFlow writes none
+        return
+    fingerprint = fingerprint_pb2.FingerprintDef()
+    fingerprint.ParseFromString(file.read_bytes())
+    fingerprint.ClearField("uuid")
+    digest = hashlib.sha256(fingerprint.SerializeToString(deterministic=True)).digest()
+    fingerprint.uuid = str(int.from_bytes(digest[:16], "big"))
+    file.write_bytes(fingerprint.SerializeToString(deterministic=True))
+
+
+def singleprint(path: Path) -> str:
+    """TensorFlow's own content identity of a SavedModel (graph, signatures, object graph and
+    checkpoint, with function names regularised): equal for equal models even when the bytes are not
+    (a tf.function's name carries a per-process counter)."""
+    tf = quiet_tensorflow()
+    return tf.saved_model.experimental.read_fingerprint(str(path)).singleprint()
+
+
+def same_computation(run: Run, new: Path, old: Path) -> bool:
+    """Whether two SavedModels of one source are the same model: TensorFlow's fingerprint of each
+    (`singleprint`) is equal. export._core.reuse_unchanged asks."""
+    return singleprint(new) == singleprint(old)
 
 
 def write(run: Run) -> list[ArtifactEntry]:

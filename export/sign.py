@@ -26,7 +26,7 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root, Transaction
 from oneneuron.manifest import write
 from oneneuron.schema import FORMATS, MANIFEST, SIGNATURE, Manifest, Signing
-from oneneuron.signing import Verified, signed_files, verify_dir
+from oneneuron.signing import Verified, check_signature_path, signed_files, verify_dir
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class Sealer:
 
         root = txn.root
         artifacts = root.dir
+        check_signature_path(artifacts)
         with tempfile.TemporaryDirectory(dir=artifacts, prefix=f".{SIGNATURE}.", suffix=".tmp") as tmp:
             view = Path(tmp) / "view"
             view.mkdir()
@@ -135,6 +136,7 @@ def sign_artifacts(artifacts: Path, key_path: Path) -> Verified:
     artifacts = cli.ensure_dir(Path(artifacts), create=False)
     if not (artifacts / MANIFEST).is_file():
         raise MissingArtifactError(f"{artifacts / MANIFEST}: not found; {fix('export', artifacts)} first")
+    check_signature_path(artifacts)  # before the key is read or the lock waited for
     root = Root(artifacts)
     sealer = Sealer(key_path)
     with root.locked():
@@ -167,15 +169,24 @@ def sign_option(p) -> Callable[[argparse.Namespace], Sealer | None]:
     read before the export starts (a wrong key fails now, not after a 10 s export), and the export
     commits the manifest and its signature together."""
     key_arg(p, "--sign-key", required=False)
-    return lambda args: None if args.sign_key is None else Sealer(args.sign_key)
+
+    def prepare(args: argparse.Namespace) -> Sealer | None:
+        if args.sign_key is None:
+            return None
+        check_signature_path(args.artifacts)
+        return Sealer(args.sign_key)
+
+    return prepare
 
 
 def main() -> None:
     p = cli.parser(
         "Sign an exported directory (manifest.json and the stored versions it names) into model.sig.",
         "python -m export.sign --artifacts artifacts --key keys/private.pem",
+        command="export.sign",
     )
     cli.artifacts_arg(p)
+    cli.lock_timeout_arg(p)
     key_arg(p)
 
     def _main(args) -> int:

@@ -36,6 +36,21 @@ def write_torchscript(model: torch.nn.Module, path: Path) -> None:
     path.write_bytes(buffer.getvalue())
 
 
+def same_computation(run: Run, new: Path, old: Path) -> bool:
+    """Whether two TorchScript files of one trained model give bitwise the same outputs on the probe
+    rows. export._core.reuse_unchanged asks: torch.jit writes a module's constants in the order of a
+    Python set (torch/jit/_recursive.py, `constants_set`), so its bytes depend on the process's
+    string hash seed (PYTHONHASHSEED) and flip between two versions from run to run."""
+    if run.record is None:  # a brought-in model: no probe rows of this shape (export/byom.py)
+        return False
+    import torch
+
+    x = torch.from_numpy(run.probe)
+    with torch_jit_quiet(), torch.no_grad():
+        a, b = (torch.jit.load(str(p), map_location="cpu")(x).numpy() for p in (new, old))
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
 def write(run: Run) -> list[ArtifactEntry]:
     """Store each torch model's TorchScript file; returns their manifest entries (uncommitted)."""
     import torch

@@ -99,10 +99,11 @@ def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MissingArtifactError(f"{path}: not found; {what_fixes}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # checked on the descriptor: fdopen of a directory's raised
+        os.close(fd)  # "IsADirectoryError: 6" (naming the descriptor, issue 19)
+        raise IntegrityError(f"{path}: not a regular file (a {kind_of(info.st_mode)}); {what_fixes}")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise IntegrityError(f"{path}: not a regular file (a {_kind(info.st_mode)}); {what_fixes}")
         if info.st_size > limit:
             raise IntegrityError(
                 f"{path}: {info.st_size:,} bytes, more than the limit of {limit:,}; {what_fixes}"
@@ -119,7 +120,8 @@ def _holds(path: Path, digest: str) -> bool:
     return (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) and sha256_path(path) == digest
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file of `st_mode` `mode` is, in words: "directory", "FIFO", ..."""
     for test, name in (
         (stat.S_ISDIR, "directory"),
         (stat.S_ISFIFO, "FIFO"),
@@ -186,7 +188,7 @@ class Root:
         ok = stat.S_ISDIR(info.st_mode) if kind == "dir" else stat.S_ISREG(info.st_mode)
         if not ok:
             raise IntegrityError(
-                f"{path}: a {_kind(info.st_mode)}, expected a "
+                f"{path}: a {kind_of(info.st_mode)}, expected a "
                 f"{'directory' if kind == 'dir' else 'regular file'}; {fix('export', self.dir)}"
             )
         return path
@@ -202,7 +204,7 @@ class Root:
         return path
 
     def write_json(self, rel: str, obj: object) -> Path:
-        return self.write_bytes(rel, _json_bytes(obj))
+        return self.write_bytes(rel, json_bytes(obj))
 
     def _staged_bytes(self, path: Path, data: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -338,16 +340,13 @@ class Root:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
-                pid, since = (holder + ["?", "?"])[:2]
+                holder = _lock_holder(fd)
                 if not said:
-                    logger.warning(
-                        "waiting for the lock on %s held by pid %s (since %s)", self.dir, pid, since
-                    )
+                    logger.warning("waiting for the lock on %s held by %s", self.dir, holder)
                     said = True
                 if time.monotonic() >= deadline:
                     raise LockTimeoutError(
-                        f"{self.dir}: the directory lock is held by pid {pid} (since {since}) for more than "
+                        f"{self.dir}: the directory lock is held by {holder} for more than "
                         f"--lock-timeout {timeout:g} s; wait for that process to finish, stop it, or pass a "
                         "larger --lock-timeout"
                     ) from None
@@ -425,6 +424,30 @@ class Root:
         return removed
 
 
+def _lock_holder(fd: int) -> str:
+    """Who holds the flock on `fd`'s file: "pid N (since T)".
+
+    The pid comes from the kernel's lock table (/proc/locks), not from `.lock`'s text, which a
+    holder writes only after taking the lock and anyone can overwrite (issue 19). fcntl's F_GETLK
+    and F_OFD_GETLK cannot answer: on Linux they see POSIX and OFD locks, never flock's. The time
+    is `.lock`'s, shown only when its pid is the holder's; without /proc the file's pid is shown.
+    """
+    text = os.pread(fd, 200, 0).decode(errors="replace").split()
+    written, since = (text + ["?", "?"])[:2]
+    info = os.fstat(fd)
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks") as f:  # "1: FLOCK  ADVISORY  WRITE 4321 fe:00:2188531 0 EOF"
+            held = [
+                p for _, kind, _, _, p, k, *_ in (line.split() for line in f) if (kind, k) == ("FLOCK", key)
+            ]
+    except (OSError, ValueError):
+        held = []
+    if not held:
+        return f"pid {written} (since {since}, as {LOCK} says)"
+    return f"pid {held[0]} (since {since})" if held[0] == written else f"pid {held[0]}"
+
+
 @contextlib.contextmanager
 def removing_new_dirs_on_error(base: Path) -> Iterator[None]:
     """On an error in the block, remove the directories under `base` (and `base`) that the block
@@ -453,7 +476,7 @@ class Transaction:
         self.pending.append((self.root._staged_bytes(path, data), path))
 
     def write_json(self, rel: str, obj: object) -> None:
-        self.write_bytes(rel, _json_bytes(obj))
+        self.write_bytes(rel, json_bytes(obj))
 
     def stage(self, rel: str, write: Callable[[Path], None]) -> None:
         """Let `write(tmp)` produce `rel`'s new file or directory (for writers that insist on a path)."""
@@ -488,7 +511,8 @@ class Transaction:
         self.pending.clear()
 
 
-def _json_bytes(obj: object) -> bytes:
+def json_bytes(obj: object) -> bytes:
+    """The bytes `write_json` writes for `obj` (two-space indented JSON and a newline)."""
     return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
 
 
@@ -509,4 +533,4 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def atomic_write_json(path: Path, obj: object) -> None:
-    atomic_write_bytes(path, _json_bytes(obj))
+    atomic_write_bytes(path, json_bytes(obj))

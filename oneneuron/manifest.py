@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Protocol
 
 from oneneuron.errors import IntegrityError, MissingArtifactError
 from oneneuron.fixes import fix
-from oneneuron.fsio import VERSIONED, Root, Transaction, sha256_path
+from oneneuron.fsio import VERSIONED, Root, Transaction, json_bytes, sha256_path
 from oneneuron.record import TrainingRecord
 from oneneuron.schema import (
     FORMATS,
@@ -137,8 +138,12 @@ def write(root: Root, manifest: Manifest, seal: Seal | None = None) -> Manifest:
     """Commit `manifest` and, with `seal`, `model.sig` over it, in one journaled transaction
     (oneneuron/fsio.py): after a crash the next `locked()` finishes both renames or neither happened.
     Without `seal` the manifest is unsigned and a `model.sig` from an earlier export, which can no
-    longer verify, is removed. Returns the manifest committed. Callers hold `root.locked()`."""
+    longer verify, is removed. An unsigned manifest equal to the one in place, byte for byte, is
+    not rewritten: re-running an export changes nothing (issue 19). Returns the manifest committed.
+    Callers hold `root.locked()`."""
     manifest = replace(manifest, signing=seal.signing if seal else None)
+    if seal is None and _in_place(root, json_bytes(manifest.to_json())):
+        return manifest
     with root.transaction() as txn:
         txn.write_json(MANIFEST, manifest.to_json())
         if seal is not None:
@@ -149,6 +154,16 @@ def write(root: Root, manifest: Manifest, seal: Seal | None = None) -> Manifest:
             "removed %s: it signed the previous manifest; %s", root.dir / SIGNATURE, fix("sign", root.dir)
         )
     return manifest
+
+
+def _in_place(root: Root, data: bytes) -> bool:
+    """Whether `manifest.json` holds exactly `data` and no `model.sig` is beside it."""
+    if os.path.lexists(root.dir / SIGNATURE):
+        return False
+    try:
+        return root.read_bytes(MANIFEST, limit=len(data) + 1) == data
+    except (MissingArtifactError, IntegrityError):
+        return False
 
 
 def number_versions(

@@ -29,6 +29,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any
 
 from oneneuron.errors import InputError, IntegrityError, MissingArtifactError
 from oneneuron.fixes import fix
-from oneneuron.fsio import read_regular, sha256_file
+from oneneuron.fsio import kind_of, read_regular, sha256_file
 from oneneuron.schema import MANIFEST, MAX_JSON_BYTES, SIGNATURE, Manifest
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"  # followed by .v0.3+json
@@ -142,6 +143,23 @@ def signed_files(artifacts: Path, manifest: Manifest | None = None) -> list[str]
     return sorted(files)
 
 
+def check_signature_path(artifacts: Path, error: type[Exception] = InputError) -> None:
+    """`model.sig` must be absent or a regular file; anything else (a directory, a FIFO, a symlink)
+    is refused with `error`, in one line naming it and the fix: by a signer before it stages a
+    replacement it could not rename over (a directory there left the commit's journal unfinishable,
+    issue 19), by a verifier before it reads."""
+    path = Path(artifacts) / SIGNATURE
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise error(
+            f"{path}: a {kind_of(mode)}, expected the regular file {SIGNATURE} (the signature bundle) or "
+            f"nothing; remove it (rm -r {path}) and {fix('sign', artifacts)}"
+        )
+
+
 def read_bundle(path: Path, data: bytes) -> tuple[bytes, bytes, str]:
     """Parse the Sigstore bundle `data` read from `path`; returns (payload, signature DER, key
     hint). Malformed: SignatureError naming `path`."""
@@ -230,6 +248,7 @@ def _read_pair(artifacts: Path, how: str) -> tuple[bytes | None, bytes | None]:
             return None
         return read_regular(path, MAX_JSON_BYTES, f"re-sign with {how}")
 
+    check_signature_path(artifacts, SignatureError)
     return read(artifacts / SIGNATURE), read(artifacts / MANIFEST)
 
 

@@ -85,3 +85,31 @@ def test_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
     with pytest.raises(IntegrityError, match="symlink"), Root(artifacts).locked(timeout=0):
         pass
     assert victim.read_text() == "keep me"
+
+
+def forge(directory, text="999999 2000-01-01T00:00:00+00:00\n"):
+    """Overwrite the pid and time the holder wrote into .lock (anyone who can write it can)."""
+    with open(directory / ".lock", "r+") as f:
+        f.truncate(0)
+        f.write(text)
+
+
+def test_the_holder_named_is_the_kernels_not_the_pid_written_in_the_lock(tmp_path, held_lock):
+    forge(tmp_path)
+    with pytest.raises(LockTimeoutError) as err, Root(tmp_path).locked(timeout=0.3):
+        pass
+    assert f"held by pid {held_lock.pid} " in str(err.value) and "999999" not in str(err.value)
+
+
+def test_sign_gives_up_after_lock_timeout_naming_the_holder(exported_copy, held_lock_on_copy, signing_keys):
+    forge(exported_copy)
+    key = str(signing_keys["trusted"] / "private.pem")
+    result = run_cli(
+        "-m", "export.sign", "--artifacts", str(exported_copy), "--key", key, "--lock-timeout", "0.5"
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"held by pid {held_lock_on_copy.pid} " in last, last
+    assert "wait for that process to finish" in last and "--lock-timeout" in last
+    assert "999999" not in result.stderr and "Traceback" not in result.stderr
+    assert "--lock-timeout SECONDS" in run_cli("-m", "export.sign", "--help").stdout

@@ -128,3 +128,34 @@ def test_readers_never_see_another_commits_signature(signed_copy, signing_keys):
         done.set()
         thread.join(60)
     assert failures == [] and reads[0] > 10, (failures[:3], reads[0])
+
+
+def test_a_model_sig_that_is_a_directory_is_refused_in_one_line(signed_copy, signing_keys):
+    """It used to be "IsADirectoryError: 6" for a verifier and, for export.sign, a journal that every
+    later writer failed to finish (issue 19)."""
+    path = signed_copy / SIGNATURE
+    path.unlink()
+    path.mkdir()
+    manifest = (signed_copy / "manifest.json").read_bytes()
+    sign = [
+        "-m",
+        "export.sign",
+        "--artifacts",
+        str(signed_copy),
+        "--key",
+        str(signing_keys["trusted"] / "private.pem"),
+    ]
+    result = run_cli(*sign)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {path}: a directory, expected the regular file model.sig (the signature bundle) or nothing; "
+        f"remove it (rm -r {path}) and re-run python -m export.sign --artifacts {signed_copy} --key PEM "
+        "(or export.all --sign-key PEM)"
+    ]
+    assert leftovers(signed_copy) == [] and (signed_copy / "manifest.json").read_bytes() == manifest
+    with pytest.raises(SignatureError, match=rf"^{path}: a directory, expected the regular file .*rm -r "):
+        verify_dir(signed_copy, signing_keys["trusted"] / "public.pem")
+    path.rmdir()  # the fix the message gives
+    result = run_cli(*sign)
+    assert result.returncode == 0, result.stderr
+    verify_dir(signed_copy, signing_keys["trusted"] / "public.pem")
