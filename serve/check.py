@@ -10,7 +10,8 @@ squares over the probe batch. The headline bound (b) is --analytic-tol times the
 article's data. A Triton repository in ARTIFACTS/triton gets a row too: current, or which models
 are stale and the command that refreshes them (export/triton_state.py). Models brought in with
 export.all --from-keras / --from-torch are compared with their probe file, per output
-(serve/parity.py). Exit 0 all pass, 1 any fails, 2 usage error or missing artifacts.
+(serve/parity.py). `--min-generation N` refuses an older manifest (a rolled-back directory) before
+anything runs. Exit 0 all pass, 1 any fails, 2 usage error or missing artifacts.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 Imports only numpy, onnxruntime and the standard library (tests/test_loader.py checks
 `sys.modules`), so an app embedding a model never pays for TensorFlow or torch.
 On load it verifies the file's sha256 against the manifest, reads the ONNX metadata and runs
-the embedded self-test; each check can be turned off explicitly.
+the embedded self-test; each check can be turned off explicitly. With `min_generation` it refuses
+a manifest older than that floor (docs/reliability.md "Rollback").
 """
 
 from __future__ import annotations
