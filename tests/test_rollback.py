@@ -426,3 +426,20 @@ def test_node_load_takes_a_floor(two_exports, keys):
     )
     assert refused == message and refused_unsigned == message
     assert accepted == [21.0]  # no floor: the older signed pair verifies
+
+
+def test_with_a_key_an_unverifiable_manifest_changes_nothing_served(two_exports, keys):
+    """The older manifest put back with its generation raised to 9 (so it passes the mark) no longer
+    verifies: it may not drop the newer version either (else the default falls back to version 1)."""
+    artifacts, first = two_exports
+    registry = _registry(artifacts, keys[1])
+    doc = json.loads(first[MANIFEST])
+    doc["generation"] = 9
+    roll_back(artifacts, {MANIFEST: json.dumps(doc, indent=2).encode(), SIGNATURE: first[SIGNATURE]})
+    registry.reload()
+    served = registry.served(MODEL)
+    assert served.label == "2" and float(served.model.predict([[10.0]])[0, 0]) == 31.0
+    assert registry.generation == 2  # an unverified number never raises the mark
+    export(artifacts, 5.0, keys[0])  # a genuine export over it (generation 10, version 2 again): served
+    assert registry.reload() and float(registry.served(MODEL).model.predict([[10.0]])[0, 0]) == 51.0
+    assert registry.generation == 10

@@ -16,7 +16,9 @@ Rollback: the registry keeps the highest manifest `generation` it has accepted (
 at least `--min-generation`; with a trust key, only a generation whose signature verified raises
 it). A manifest of a lower generation, e.g. an older signed manifest.json + model.sig put back, is
 refused as a whole: nothing changes, one log line says why, `/metrics` counts it and the served
-versions' status carries the reason (`refusal`) until a newer manifest is accepted.
+versions' status carries the reason (`refusal`) until a newer manifest is accepted. With a trust
+key, a manifest whose signature does not verify changes nothing served: its new versions fail their
+own verification, and the versions it no longer lists keep serving.
 """
 
 from __future__ import annotations
@@ -231,13 +233,15 @@ class Registry:
                     state = states[name] = ModelState(name)
                 elif state.unloaded and only is None:
                     continue  # explicit mode: stays unloaded until asked
+                if name not in wanted and not trusted:
+                    continue  # an unverified manifest never stops what verified ones started
                 if name not in wanted:  # the manifest no longer lists the model: stop serving it
                     logger.info("model %s: no longer in %s; unloaded", name, MANIFEST)
                     for v in state.versions.values():
                         self.metrics.forget_version(name, v.label, v.entry.sha256)
                     del states[name]
                     continue
-                self._reload_model(state, wanted[name])
+                self._reload_model(state, wanted[name], trusted)
             self.states = {n: s for n, s in states.items() if s.versions or s.unloaded}
             self._accepted(manifest.generation if trusted else 0)
             self.metrics.reloads.labels("ok").inc()
@@ -292,7 +296,9 @@ class Registry:
             self.metrics.ready.set(1 if self.ready else 0)
             logger.info("model %s unloaded (versions %s)", name, ", ".join(v.label for v in old.values()))
 
-    def _reload_model(self, state: ModelState, entries: tuple[ArtifactEntry, ...]) -> None:
+    def _reload_model(
+        self, state: ModelState, entries: tuple[ArtifactEntry, ...], trusted: bool = True
+    ) -> None:
         old, keep = state.versions, {}
         for entry in reversed(entries):  # newest first
             prev = old.get(entry.version)
@@ -300,6 +306,9 @@ class Registry:
                 keep[entry.version] = prev
             else:
                 keep[entry.version] = self._load(state.name, Version(entry.version, entry))
+        if not trusted:  # a manifest whose signature did not verify: it cannot admit a version (each
+            # load verifies), nor may it retire one, or dropping the newest would roll the default back
+            keep |= {n: v for n, v in old.items() if v.state == READY}
         serving = state.default
         if serving is not None and not any(v.state == READY for v in keep.values()):
             keep[serving.number] = serving  # nothing newer passed: the one serving keeps serving
