@@ -101,6 +101,31 @@ def lock_timeout_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def generation(text: str) -> int:
+    """A manifest generation (oneneuron.schema `Manifest.generation`): 0 to MAX_GENERATION."""
+    from oneneuron.schema import MAX_GENERATION
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a generation; give an integer, e.g. 5") from None
+    if not 0 <= value <= MAX_GENERATION:
+        raise argparse.ArgumentTypeError(f"{value} is not a generation; give 0-{MAX_GENERATION}")
+    return value
+
+
+def min_generation_arg(p: argparse.ArgumentParser, consequence: str = "exit 1") -> None:
+    """--min-generation N: the rollback floor (docs/reliability.md "Rollback")."""
+    p.add_argument(
+        "--min-generation",
+        type=generation,
+        default=None,
+        metavar="N",
+        help="refuse a manifest.json whose generation is lower (an older export put back in place, "
+        f"or a stale copy; {consequence}); the generation is the `generation` field of manifest.json",
+    )
+
+
 def port(text: str) -> int:
     """A TCP port: 0 (pick a free one) to 65535."""
     try:

@@ -21,6 +21,11 @@ class IntegrityError(ToolkitError):
     exit_code = 1
 
 
+class RollbackError(IntegrityError):
+    """manifest.json is older (a lower `generation`) than a floor: --min-generation, or the newest
+    a server has served. A rolled-back or stale directory (exit 1)."""
+
+
 class SchemaError(IntegrityError):
     """manifest.json or training.json is not what this toolkit writes (a bad field, a path leaving the
     directory, a FIFO). An input error like a missing file: exit 2."""

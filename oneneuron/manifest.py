@@ -8,15 +8,17 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
-from oneneuron.errors import IntegrityError, MissingArtifactError
+from oneneuron.errors import IntegrityError, MissingArtifactError, RollbackError
 from oneneuron.fixes import fix
 from oneneuron.fsio import VERSIONED, Root, Transaction, json_bytes, sha256_path
 from oneneuron.record import TrainingRecord
 from oneneuron.schema import (
     FORMATS,
     MANIFEST,
+    MAX_GENERATION,
     SELFTEST_ATOL,
     SELFTEST_RTOL,
     SIGNATURE,
@@ -138,10 +140,12 @@ def write(root: Root, manifest: Manifest, seal: Seal | None = None) -> Manifest:
     """Commit `manifest` and, with `seal`, `model.sig` over it, in one journaled transaction
     (oneneuron/fsio.py): after a crash the next `locked()` finishes both renames or neither happened.
     Without `seal` the manifest is unsigned and a `model.sig` from an earlier export, which can no
-    longer verify, is removed. An unsigned manifest equal to the one in place, byte for byte, is
-    not rewritten: re-running an export changes nothing (issue 19). Returns the manifest committed.
-    Callers hold `root.locked()`."""
+    longer verify, is removed. The manifest's `generation` is the committed one's + 1 when anything
+    else in it changed, the same when nothing did (`next_generation`). An unsigned manifest equal
+    to the one in place, byte for byte, is not rewritten: re-running an export changes nothing
+    (issue 19). Returns the manifest committed. Callers hold `root.locked()`."""
     manifest = replace(manifest, signing=seal.signing if seal else None)
+    manifest = replace(manifest, generation=next_generation(root, manifest))
     if seal is None and _in_place(root, json_bytes(manifest.to_json())):
         return manifest
     with root.transaction() as txn:
@@ -164,6 +168,47 @@ def _in_place(root: Root, data: bytes) -> bool:
         return root.read_bytes(MANIFEST, limit=len(data) + 1) == data
     except (MissingArtifactError, IntegrityError):
         return False
+
+
+def next_generation(root: Root, manifest: Manifest) -> int:
+    """`manifest`'s generation as committed over the current one: unchanged when it differs from
+    the committed manifest in nothing but its generation (a no-op, e.g. signing again with the same
+    key), else one more than the highest of the two. An unreadable committed manifest still gives
+    its `generation` if that field reads as one, so a repair does not restart the count."""
+    old = load_or_none(root)
+    if old is not None:
+        if replace(old, generation=0).to_json() == replace(manifest, generation=0).to_json():
+            return max(old.generation, manifest.generation)
+        last = old.generation
+    else:
+        last = _salvaged_generation(root)
+    if max(last, manifest.generation) >= MAX_GENERATION:
+        raise IntegrityError(
+            f"{root.dir / MANIFEST}: generation {max(last, manifest.generation)} is at the limit "
+            f"{MAX_GENERATION}; this directory's history cannot go further: export into a new directory"
+        )
+    return max(last, manifest.generation) + 1
+
+
+def _salvaged_generation(root: Root) -> int:
+    """The `generation` of a manifest that does not parse as a whole (0 when none can be read)."""
+    from oneneuron.documents import read_json
+
+    try:
+        value = read_json(root.dir / MANIFEST, "").get("generation")
+    except (OSError, IntegrityError, AttributeError):
+        return 0
+    return value if type(value) is int and 0 <= value < MAX_GENERATION else 0
+
+
+def require_generation(where: Path, generation: int, floor: int) -> None:
+    """The floor rule: refuse a manifest (`where`) whose generation is below `floor`
+    (--min-generation), with RollbackError (exit 1) naming both and the fix."""
+    if generation < floor:
+        raise RollbackError(
+            f"{where}: generation {generation} < the floor {floor} (--min-generation); a rolled-back or "
+            f"stale directory: re-export, or lower the floor"
+        )
 
 
 def number_versions(

@@ -444,6 +444,11 @@ class Signing:
         return {"bundle": self.bundle, "key_sha256": self.key_sha256}
 
 
+# A manifest's `generation` counts its commits (oneneuron.manifest.write): one commit a second for
+# 68 years stays below this; a larger value is not something this toolkit wrote.
+MAX_GENERATION = (1 << 31) - 1
+
+
 @dataclass(frozen=True)
 class Manifest:
     """`manifest.json`: the index of every exported artifact and what it was checked against.
@@ -455,6 +460,11 @@ class Manifest:
     that takes "the" model uses; `previous` (JSON `previous_versions`) holds the older versions an
     export kept (`--keep-versions`), each with a lower `version` than its model's newest and its own
     stored file. `versions(model)` lists them all, oldest first.
+
+    Generation: `generation` goes up by one with every commit that changes the manifest
+    (oneneuron.manifest.write), so a signed manifest carries its place in the history: a consumer
+    given a floor (--min-generation), or a server that has served a newer one, refuses an older
+    manifest put back in place (docs/reliability.md "Rollback"). 0: written before generations.
     """
 
     training_record: RecordRef | None
@@ -467,6 +477,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     previous: tuple[ArtifactEntry, ...] = ()
     signing: Signing | None = None  # set by a signed export (export/sign.py); None: unsigned
+    generation: int = 0  # commits of this manifest so far (see above); 0: written before generations
 
     @classmethod
     def load(cls, directory: Path, data: bytes | None = None) -> Manifest:
@@ -491,6 +502,7 @@ class Manifest:
             schema_version=version,
             previous=f.items("previous_versions", ArtifactEntry.parse, optional=True),
             signing=Signing.parse(f.sub("signing")) if f.has("signing") else None,
+            generation=f.int("generation", optional=True, hi=MAX_GENERATION) or 0,  # before: 0
         )
         seen: dict[tuple[str, str], int] = {}
         paths: dict[str, str] = {}
@@ -528,7 +540,7 @@ class Manifest:
         return manifest
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schema_version": self.schema_version}
+        out: dict[str, Any] = {"schema_version": self.schema_version, "generation": self.generation}
         if self.training_record is not None:
             out["training_record"] = {
                 "path": self.training_record.path,

@@ -31,9 +31,9 @@ def serve(config: ServeConfig) -> None:
         from oneneuron.signing import load_public_key
 
         load_public_key(config.trust_key)
-    registry = Registry(
-        config.artifacts, config.threads, trust_key=config.trust_key
-    )  # a missing/empty manifest fails here, exit 2
+    registry = Registry(  # a missing/empty manifest fails here, exit 2; below --min-generation, exit 1
+        config.artifacts, config.threads, trust_key=config.trust_key, min_generation=config.min_generation
+    )
     logger.info(
         "serving %s from %s on http://%s:%d%s",
         ", ".join(registry.names),
@@ -178,6 +178,7 @@ def main() -> None:
         metavar="PEM",
         help="public key (python -m export.keys): a model whose model.sig it does not verify stays unready",
     )
+    cli.min_generation_arg(p, "at start: exit 1; later: the server keeps the versions it serves")
 
     def _main(args) -> int:
         config = ServeConfig(
@@ -195,6 +196,7 @@ def main() -> None:
             grpc_max_connections=args.grpc_max_connections,
             access_log=args.access_log,
             trust_key=args.trust_key,
+            min_generation=args.min_generation,
             model_control=args.model_control,
             poll_seconds=args.poll_seconds,
         )

@@ -11,7 +11,8 @@ article's data. A Triton repository in ARTIFACTS/triton gets a row too: current,
 are stale and the command that refreshes them (export/triton_state.py). Models brought in with
 export.all --from-keras / --from-torch are compared with their probe file, per output
 (serve/parity.py). `--runtimes onnxruntime,torch` runs only those runtimes; `--strict` fails a
-runtime that cannot run a model (onnx.reference's rows are `[skip]` otherwise). Exit 0 all pass,
+runtime that cannot run a model (onnx.reference's rows are `[skip]` otherwise). `--min-generation
+N` refuses an older manifest (a rolled-back directory) before anything runs. Exit 0 all pass,
 1 any fails, 2 usage error or missing artifacts.
 """
 
@@ -26,11 +27,11 @@ import numpy as np
 
 from export.triton_state import triton_state
 from oneneuron import cli
-from oneneuron.errors import InputError, IntegrityError, MissingArtifactError
+from oneneuron.errors import InputError, IntegrityError, MissingArtifactError, RollbackError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root
-from oneneuron.manifest import verify
-from oneneuron.schema import ArtifactEntry, Manifest
+from oneneuron.manifest import require_generation, verify
+from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
 from serve import parity
 from serve.runtimes import RUNTIMES
 
@@ -313,6 +314,7 @@ def main() -> None:
         action="store_true",
         help="a runtime that cannot run a model (onnx.reference: [skip] by default) fails the check",
     )
+    cli.min_generation_arg(p, "a [FAIL] row, nothing runs, exit 1")
 
     def _main(args) -> int:
         by_output = parity.Tolerances.from_flags(args.atol, args.rtol)
@@ -329,6 +331,7 @@ def main() -> None:
             trust_key=args.trust_key,
             by_output=by_output,
             choice=choice,
+            min_generation=args.min_generation,
         )
 
     cli.run(_main, p.parse_args())
@@ -341,11 +344,16 @@ def report(
     trust_key: Path | None = None,
     by_output: parity.Tolerances = parity.Tolerances(),
     choice: parity.Choice = parity.Choice(),
+    min_generation: int | None = None,
 ) -> int:
     """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails.
-    With `trust_key`, the signature is verified first (serve/signature.py); if it fails, nothing runs."""
+    With `trust_key`, the signature is verified first (serve/signature.py); if it fails, nothing runs.
+    With `min_generation`, so is the manifest's generation (the signed one's, with a key)."""
     signature = signature_first(artifacts, trust_key, as_json)
     if signature is not None and not signature.ok:
+        return IntegrityError.exit_code
+    floor = generation_first(artifacts, min_generation, signature, as_json)
+    if floor is not None and not floor.ok:
         return IntegrityError.exit_code
     rows, manifest = run_check(artifacts, tol, choice)
     if signature is None:
@@ -367,6 +375,7 @@ def report(
                     "rows": [asdict(r) for r in rows],
                     **({"parity": [r.to_json() for r in brought]} if brought else {}),
                     **({"signature": signature.to_json()} if signature else {}),
+                    **({"generation": asdict(floor)} if floor else {}),
                 },
                 indent=2,
             )
@@ -374,7 +383,8 @@ def report(
     else:
         tables = [format_rows(rows, manifest, tol)] if rows else []
         tables += [parity.format_rows(brought)] if brought else []
-        print((f"{signature.line()}\n" if signature else "") + "\n".join(tables))
+        first = [row.line() for row in (signature, floor) if row is not None]
+        print("\n".join(first + tables))
     return 0 if ok else IntegrityError.exit_code
 
 
@@ -392,6 +402,42 @@ def signature_first(artifacts: Path, trust_key: Path | None, as_json: bool):
             else signature.line()
         )
     return signature
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """The --min-generation row: the manifest's generation against the floor."""
+
+    ok: bool
+    generation: int
+    floor: int
+    error: str | None = None
+
+    def line(self) -> str:
+        what = self.error or f"generation {self.generation} >= the floor {self.floor} (--min-generation)"
+        return f"{'[ok]  ' if self.ok else '[FAIL]'} {MANIFEST:30}{'generation':16}{what}"
+
+
+def generation_first(artifacts: Path, floor: int | None, signature, as_json: bool) -> GenerationRow | None:
+    """The generation row (None without a floor): with a trust key, the generation of the manifest
+    whose signature verified, never a re-read; a failed row is printed here, since nothing else runs."""
+    if floor is None:
+        return None
+    if signature is not None and signature.verified:
+        generation = signature.generation
+    else:
+        generation = Manifest.load(Path(artifacts)).generation
+    try:
+        require_generation(Path(artifacts) / MANIFEST, generation, floor)
+    except RollbackError as exc:
+        row = GenerationRow(False, generation, floor, str(exc))
+        if as_json:
+            out = {"ok": False} | ({"signature": signature.to_json()} if signature else {})
+            print(json.dumps(out | {"generation": asdict(row)}, indent=2))
+        else:  # the checklist so far: the signature row, if any, then this one
+            print("\n".join(r.line() for r in (signature, row) if r is not None))
+        return row
+    return GenerationRow(True, generation, floor)
 
 
 if __name__ == "__main__":

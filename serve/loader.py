@@ -7,7 +7,8 @@
 Imports only numpy, onnxruntime and the standard library (tests/test_loader.py checks
 `sys.modules`), so an app embedding a model never pays for TensorFlow or torch.
 On load it verifies the file's sha256 against the manifest, reads the ONNX metadata and runs
-the embedded self-test; each check can be turned off explicitly.
+the embedded self-test; each check can be turned off explicitly. With `min_generation` it refuses
+a manifest older than that floor (docs/reliability.md "Rollback").
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from oneneuron.errors import InputError, MissingArtifactError
 from oneneuron.fsio import Root
-from oneneuron.manifest import verify
+from oneneuron.manifest import require_generation, verify
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
 from serve.inputs import PredictInputError
 from serve.model import EXPORT_FIX, LoadOptions, Model
@@ -27,6 +28,7 @@ __all__ = [
     "LoadOptions",
     "Model",
     "PredictInputError",
+    "check_floor",
     "load",
     "load_entry",
     "open_model",
@@ -49,6 +51,13 @@ def resolve(
     model: str | Path, artifacts: str | Path | None
 ) -> tuple[Path, ArtifactEntry | None, Root | None]:
     """A model's file, its manifest entry and directory (entry None: a lone file no manifest lists)."""
+    return _resolve(model, artifacts)[:3]
+
+
+def _resolve(
+    model: str | Path, artifacts: str | Path | None
+) -> tuple[Path, ArtifactEntry | None, Root | None, Manifest | None]:
+    """`resolve`, and the manifest the entry was found in (None for a lone file)."""
     if is_path(model):
         candidate = Path(model)
         if not candidate.is_file():
@@ -57,7 +66,7 @@ def resolve(
             )
         root = Root(artifacts if artifacts is not None else candidate.parent)
         if not (root.dir / MANIFEST).exists():
-            return candidate, None, None
+            return candidate, None, None, None
         manifest = Manifest.load(root.dir)
         for entry in manifest.all_entries():  # a previous version's stored file is verified too
             # the stored version itself, or its stable alias (keras_linear.onnx), in that directory
@@ -68,8 +77,8 @@ def resolve(
             ):
                 # the stored version is what the manifest's sha256 describes: load that, not the alias,
                 # which an export in progress may not have repointed yet
-                return root.existing(entry.path), entry, root
-        return candidate, None, None
+                return root.existing(entry.path), entry, root, manifest
+        return candidate, None, None, None
     root = Root(artifacts if artifacts is not None else "artifacts")
     manifest = Manifest.load(root.dir)
     entry = manifest.find(str(model), "onnx")
@@ -83,21 +92,22 @@ def resolve(
             f"{entry.name} is a {entry.format} artifact; the loader runs ONNX models only "
             "(code-bearing formats are never loaded here)"
         )
-    return root.existing(entry.path), entry, root
+    return root.existing(entry.path), entry, root, manifest
 
 
 def _verify_signature(
     path: Path, artifacts: Path, trust_key: str | Path, entry: ArtifactEntry | None
-) -> tuple[str, ArtifactEntry | None]:
+) -> tuple[str, ArtifactEntry | None, Manifest]:
     """The signature check (imported only when a key is given: the cold start without one is
-    unchanged). Returns the key's fingerprint and `entry` as the signed manifest records it (the
-    manifest read before may have been replaced since; what was verified is what is used)."""
+    unchanged). Returns the key's fingerprint, `entry` as the signed manifest records it (the
+    manifest read before may have been replaced since; what was verified is what is used) and
+    that signed manifest."""
     from oneneuron.signing import verify_file
 
     verified = verify_file(path, artifacts, trust_key)
     if entry is not None:
         entry = next((e for e in verified.manifest.all_entries() if e.path == entry.path), entry)
-    return verified.key_fingerprint, entry
+    return verified.key_fingerprint, entry, verified.manifest
 
 
 def load(
@@ -108,6 +118,7 @@ def load(
     selftest: bool = True,
     threads: int = 1,
     trust_key: str | Path | None = None,
+    min_generation: int | None = None,
 ) -> Model:
     """Load an ONNX model by manifest name or by path, verify it and return a `Model`.
 
@@ -122,34 +133,62 @@ def load(
         trust_key: a PEM public key (python -m export.keys); the directory's `model.sig` must be
             its signature over the manifest and every stored version, and the model file one of
             them, before onnxruntime reads a byte (oneneuron/signing.py; raises SignatureError).
+        min_generation: refuse (RollbackError, exit 1) a manifest whose `generation` is lower:
+            an older manifest put back in place (with `trust_key`, the signed manifest's generation).
     """
     options = LoadOptions(
-        verify_sha256=verify_sha256, selftest=selftest, threads=threads, trust_key=trust_key
+        verify_sha256=verify_sha256,
+        selftest=selftest,
+        threads=threads,
+        trust_key=trust_key,
+        min_generation=min_generation,
     )
-    path, entry, root = resolve(model, artifacts)
-    return open_model(path, entry, root, options)
+    path, entry, root, manifest = _resolve(model, artifacts)
+    return open_model(path, entry, root, options, manifest)
 
 
-def open_model(path: Path, entry: ArtifactEntry | None, root: Root | None, options: LoadOptions) -> Model:
-    """Verify (signature with a trust key; sha256 against `entry`, when given) and open `path`, then
-    run its self-test."""
+def open_model(
+    path: Path,
+    entry: ArtifactEntry | None,
+    root: Root | None,
+    options: LoadOptions,
+    manifest: Manifest | None = None,
+) -> Model:
+    """Verify (signature with a trust key; the generation floor; sha256 against `entry`, when
+    given) and open `path`, then run its self-test. `manifest`: the one `entry` comes from."""
     signed_by = None
-    if options.trust_key is not None:
-        artifacts = root.dir if root is not None else path.parent
-        signed_by, entry = _verify_signature(path, artifacts, options.trust_key, entry)
+    artifacts = root.dir if root is not None else path.parent
+    if options.trust_key is not None:  # from here on, the signed manifest is the only one used
+        signed_by, entry, manifest = _verify_signature(path, artifacts, options.trust_key, entry)
+    elif manifest is None and root is not None and options.min_generation is not None:
+        manifest = Manifest.load(root.dir)
+    generation = check_floor(artifacts, options.min_generation, manifest)
     if options.verify_sha256 and entry is not None and root is not None:
         verify(root, entry)
         if path.name != entry.path:  # opened by its stable name: the bytes loaded must match too
             verify(root, entry, path.name)
     loaded = Model(path, entry, options)
-    loaded.signed_by = signed_by
+    loaded.signed_by, loaded.generation = signed_by, generation
     if options.selftest:
         loaded.selftest(root, entry)
     return loaded
 
 
-def load_entry(root: Root, entry: ArtifactEntry, options: LoadOptions = LoadOptions()) -> Model:
-    """Load the ONNX artifact of a parsed manifest `entry` (what the server and batch jobs do)."""
+def check_floor(artifacts: Path, floor: int | None, manifest: Manifest | None) -> int | None:
+    """The generation floor (`min_generation`) for `manifest`, the one a model was found in in
+    `artifacts` (with a trust key, the signed one; None: a lone file no manifest lists, generation
+    0): RollbackError below `floor`. Returns the manifest's generation (None without one)."""
+    generation = manifest.generation if manifest is not None else None
+    if floor is not None:
+        require_generation(Path(artifacts) / MANIFEST, generation or 0, floor)
+    return generation
+
+
+def load_entry(
+    root: Root, entry: ArtifactEntry, options: LoadOptions = LoadOptions(), manifest: Manifest | None = None
+) -> Model:
+    """Load the ONNX artifact of a parsed manifest `entry` (what the server and batch jobs do);
+    `manifest`: the one it comes from (else read again, or the signed one with a trust key)."""
     if entry.format != "onnx":
         raise InputError(f"{entry.name} is a {entry.format} artifact; the loader runs ONNX models only")
-    return open_model(root.existing(entry.path), entry, root, options)
+    return open_model(root.existing(entry.path), entry, root, options, manifest)

@@ -49,6 +49,7 @@ class LoadOptions:
     selftest: bool = True  # predict selftest_x and compare with the stored selftest_y
     threads: int = 1  # onnxruntime intra-op threads; 1 is fastest for small batches
     trust_key: str | Path | None = None  # a PEM public key: the directory's model.sig must verify
+    min_generation: int | None = None  # refuse a manifest of a lower generation (a rolled-back one)
 
 
 class Model:
@@ -57,6 +58,9 @@ class Model:
     # The trusted key's fingerprint (sha256 hex) when `load(..., trust_key=...)` verified the
     # directory's signature; None: unsigned (loaded without a trust key, nothing was verified).
     signed_by: str | None = None
+    # The generation of the manifest the model was loaded from (the verified one with a trust key);
+    # None: a lone file no manifest lists.
+    generation: int | None = None
 
     def __init__(self, path: Path, entry: ArtifactEntry | None, options: LoadOptions):
         self.path = Path(path)

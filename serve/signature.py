@@ -28,6 +28,7 @@ class SignatureRow:
     files: int = 0  # how many signed files were verified
     error: str | None = None
     verified: bool = True
+    generation: int | None = None  # the signed manifest's (--min-generation compares this one)
 
     def line(self) -> str:
         mark = "[ok]  " if self.ok and self.verified else "[--]  " if self.ok else "[FAIL]"
@@ -60,4 +61,6 @@ def check_signature(artifacts: Path, trust_key: Path) -> SignatureRow:
         verified = verify_dir(artifacts, trust_key)
     except IntegrityError as exc:
         return SignatureRow(False, str(trust_key), fingerprint, error=str(exc))
-    return SignatureRow(True, str(trust_key), fingerprint, files=len(verified.files))
+    return SignatureRow(
+        True, str(trust_key), fingerprint, files=len(verified.files), generation=verified.manifest.generation
+    )

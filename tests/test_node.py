@@ -257,6 +257,7 @@ def test_javascript_rules_use_the_python_constants():
         "import * as m from './serve/node/manifest.mjs'; import * as c from './serve/node/core.mjs';"
         "console.log(JSON.stringify({name: m.NAME_PATTERN, formats: m.FORMATS, dtypes: m.DTYPES,"
         " version: m.SCHEMA_VERSION, bytes: m.MAX_JSON_BYTES, depth: m.MAX_DEPTH, items: m.MAX_ITEMS,"
+        " generation: m.MAX_GENERATION,"
         " atol: c.SELFTEST_ATOL, rtol: c.SELFTEST_RTOL, chars: c.MAX_SELFTEST_CHARS,"
         " tol: c.MAX_SELFTEST_TOL}));"
     )
@@ -270,6 +271,7 @@ def test_javascript_rules_use_the_python_constants():
         "bytes": schema.MAX_JSON_BYTES,
         "depth": schema.MAX_DEPTH,
         "items": schema.MAX_ITEMS,
+        "generation": schema.MAX_GENERATION,
         "atol": schema.SELFTEST_ATOL,
         "rtol": schema.SELFTEST_RTOL,
         "chars": selftest.MAX_SELFTEST_CHARS,

@@ -14,11 +14,12 @@ from pathlib import Path
 from oneneuron import cli
 from oneneuron.errors import InputError
 from oneneuron.fsio import sha256_file
+from oneneuron.schema import Manifest
 from serve.batch import parts
 from serve.batch.job import FORMATS, ON_ERROR, PART_ROWS, BatchJob, parse_map, plan
 from serve.batch.local import open_model, run_local
 from serve.batch.source import column_names, resolve_inputs
-from serve.loader import resolve
+from serve.loader import check_floor, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def build_parser():
         metavar="PEM",
         help="public key: the directory's model.sig must verify before any work (and on each worker)",
     )
+    cli.min_generation_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -84,13 +86,16 @@ def build_parser():
 def make_job(args) -> tuple[BatchJob, object]:
     """Resolve the model and the input, check them against each other; nothing is written yet."""
     path, entry, root = resolve(args.model, args.artifacts)
-    sha256, signed_by = entry.sha256 if entry else None, None
+    sha256, signed_by, manifest = entry.sha256 if entry else None, None, None
     if args.trust_key is not None:  # before onnxruntime reads a byte of the model
         from oneneuron.signing import verify_file
 
         verified = verify_file(path, root.dir if root is not None else path.parent, args.trust_key)
-        signed_by = verified.key_fingerprint
+        signed_by, manifest = verified.key_fingerprint, verified.manifest  # the floor: signed bytes
         sha256 = verified.digest(entry.path) if entry is not None else sha256_file(path)
+    elif args.min_generation is not None and root is not None:
+        manifest = Manifest.load(root.dir)
+    check_floor(root.dir if root is not None else Path(path).parent, args.min_generation, manifest)
     model = open_model(path, sha256, args.threads)
     files = resolve_inputs(args.input)
     columns = column_names(files[0])

@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 def create_app(config: ServeConfig, registry: Registry | None = None) -> InferFastLane:
     """Build the server. Models load in the background after start-up unless `registry` is
     already loaded (tests pass one); `/v2/health/ready` says when they are."""
-    registry = registry or Registry(config.artifacts, config.threads, trust_key=config.trust_key)
+    registry = registry or Registry(
+        config.artifacts, config.threads, trust_key=config.trust_key, min_generation=config.min_generation
+    )
     metrics = registry.metrics
     table = V2(registry, config).routes() + TFServing(registry, config).routes()
     table += Repository(registry, config).routes()

@@ -28,6 +28,7 @@ class ServeConfig:
     threads: int = 1  # onnxruntime intra-op threads per model; 1 is fastest for small batches
     access_log: bool = False  # uvicorn's per-request log line (costs ~5% throughput)
     trust_key: Path | None = None  # PEM public key: serve only models whose signature it verifies
+    min_generation: int | None = None  # refuse a manifest of a lower generation (a rolled-back one)
     model_control: str = "poll"  # poll: watch the manifest; explicit: repository load/unload; none
     poll_seconds: float = 2.0  # poll mode: how often the manifest's commit point is checked
 

@@ -107,8 +107,20 @@ class Metrics:
         )
         self.reloads = Counter(
             "serve_manifest_reloads",
-            "Manifest re-reads (poll or explicit load), by result: ok, failed (unreadable manifest)",
+            "Manifest re-reads (poll or explicit load), by result: ok, failed (unreadable manifest), "
+            "refused (a lower generation than one already served: a rolled-back directory)",
             ["result"],
+            registry=r,
+        )
+        self.generation = Gauge(
+            "serve_manifest_generation",
+            "The highest manifest generation this server has accepted (or --min-generation); a manifest "
+            "below it is refused",
+            registry=r,
+        )
+        self.refused_generation = Gauge(
+            "serve_manifest_refused_generation",
+            "The generation of the manifest refused as rolled back, while it is in place; 0: none",
             registry=r,
         )
 

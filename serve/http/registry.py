@@ -11,6 +11,14 @@ becomes its newest READY version. A request holds the `Version` it started with,
 requests finish on it. A version that fails is never served: it shows as FAILED (log, `/metrics`,
 metadata) and the previous default keeps serving, even when the manifest no longer lists it.
 Clients get error messages without filesystem paths.
+
+Rollback: the registry keeps the highest manifest `generation` it has accepted (`generation`,
+at least `--min-generation`; with a trust key, only a generation whose signature verified raises
+it). A manifest of a lower generation, e.g. an older signed manifest.json + model.sig put back, is
+refused as a whole: nothing changes, one log line says why, `/metrics` counts it and the served
+versions' status carries the reason (`refusal`) until a newer manifest is accepted. With a trust
+key, a manifest whose signature does not verify changes nothing served: its new versions fail their
+own verification, and the versions it no longer lists keep serving.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oneneuron.errors import MissingArtifactError
+from oneneuron.errors import IntegrityError, MissingArtifactError, RollbackError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root
+from oneneuron.manifest import require_generation
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
 from serve.http.httpio import ApiError, preview
 from serve.http.metrics import Metrics
@@ -89,7 +98,12 @@ class Registry:
     """Model name -> its versions, from the manifest of an artifacts directory."""
 
     def __init__(
-        self, artifacts: Path, threads: int = 1, metrics: Metrics | None = None, trust_key: Path | None = None
+        self,
+        artifacts: Path,
+        threads: int = 1,
+        metrics: Metrics | None = None,
+        trust_key: Path | None = None,
+        min_generation: int | None = None,
     ):
         self.artifacts = Path(artifacts)
         self.trust_key = trust_key  # each version's load verifies the signature (oneneuron/signing.py)
@@ -97,7 +111,13 @@ class Registry:
         self.metrics = metrics or Metrics()
         self.root = Root(self.artifacts)
         self._lock = threading.Lock()  # one reload at a time
+        # The high-water mark: the highest manifest generation accepted (see the module docstring).
+        self.generation = min_generation or 0
+        self.refusal: str | None = None  # why the last manifest was refused (path-free), while it stands
         manifest = Manifest.load(self.artifacts)  # validated: names unique and safe, paths confined
+        # RollbackError, exit 1: below --min-generation (with a key, each version's load checks the
+        # signed manifest's generation again: this unverified one can only refuse, never admit)
+        require_generation(self.artifacts / MANIFEST, manifest.generation, self.generation)
         if not manifest.entries("onnx"):
             raise MissingArtifactError(
                 f"{self.artifacts / MANIFEST}: no ONNX models; {fix('onnx', self.artifacts)}"
@@ -115,6 +135,7 @@ class Registry:
             self.metrics.model_loaded.labels(name).set(0)
             self.metrics.model_load_failed.labels(name).set(0)
         self.metrics.ready.set(0)
+        self.metrics.generation.set(self.generation)
         self.loaded = False  # load_all has run (whatever its outcome)
 
     @property
@@ -126,6 +147,13 @@ class Registry:
         return all(s.default is not None or s.unloaded for s in self.states.values())
 
     # -- lookups (the request path) -------------------------------------------------------------
+    def reason(self, state: ModelState, version: Version) -> str:
+        """A version's status reason: why it failed, or for the default while a rolled-back manifest
+        is refused, why it is still the default (path-free, like every client-facing message)."""
+        if version.error:
+            return version.error
+        return self.refusal if self.refusal is not None and version is state.default else ""
+
     def state(self, name: str, version: str | None = None) -> ModelState:
         """The named model's state; 404 for an unknown model or version."""
         state = self.states.get(name)
@@ -181,6 +209,9 @@ class Registry:
                     for n, v in state.versions.items()
                 }
                 self._swap(state, loaded)
+            # the generation each loaded version was verified against (with a key: the signed one's)
+            models = [v.model for s in self.states.values() for v in s.versions.values() if v.model]
+            self._accepted(max((m.generation or 0 for m in models), default=0))
             self.loaded = True
             self.metrics.ready.set(1 if self.ready else 0)
         return self.ready
@@ -188,13 +219,17 @@ class Registry:
     def reload(self, only: str | None = None) -> bool:
         """Read the manifest again and bring the served versions in line with it (all models, or
         `only`, which also loads it again after an unload). Returns False when the manifest could
-        not be read (logged; everything keeps serving)."""
+        not be read, or was refused as older than the high-water mark (logged; everything keeps
+        serving)."""
         with self._lock:
             try:
-                manifest = Manifest.load(self.artifacts)
+                manifest, trusted = self._read_manifest()
             except Exception as exc:  # an unreadable manifest must not stop serving
                 logger.error("reload: %s; still serving the versions loaded before", exc)
                 self.metrics.reloads.labels("failed").inc()
+                return False
+            if manifest.generation < self.generation:
+                self._refuse(manifest.generation)
                 return False
             self.manifest = manifest
             wanted = {e.model: manifest.versions(e.model) for e in manifest.entries("onnx")}
@@ -207,17 +242,56 @@ class Registry:
                     state = states[name] = ModelState(name)
                 elif state.unloaded and only is None:
                     continue  # explicit mode: stays unloaded until asked
+                if name not in wanted and not trusted:
+                    continue  # an unverified manifest never stops what verified ones started
                 if name not in wanted:  # the manifest no longer lists the model: stop serving it
                     logger.info("model %s: no longer in %s; unloaded", name, MANIFEST)
                     for v in state.versions.values():
                         self.metrics.forget_version(name, v.label, v.entry.sha256)
                     del states[name]
                     continue
-                self._reload_model(state, wanted[name])
+                self._reload_model(state, wanted[name], trusted)
             self.states = {n: s for n, s in states.items() if s.versions or s.unloaded}
+            self._accepted(manifest.generation if trusted else 0)
             self.metrics.reloads.labels("ok").inc()
             self.metrics.ready.set(1 if self.ready else 0)
             return True
+
+    def _read_manifest(self) -> tuple[Manifest, bool]:
+        """The manifest to reload from, and whether its generation may raise the high-water mark:
+        without a trust key, the manifest as read; with one, the manifest whose signature verified
+        (its bytes, parsed once: never a re-read), or, when it does not verify, the manifest as read,
+        untrusted (each new version's load then refuses it, and the mark stays)."""
+        manifest = Manifest.load(self.artifacts)
+        if self.trust_key is None:
+            return manifest, True
+        from oneneuron.signing import verify_dir
+
+        try:  # the signature, the manifest and the file set; each version's bytes at its load
+            return verify_dir(self.artifacts, self.trust_key, only=MANIFEST).manifest, True
+        except IntegrityError:
+            return manifest, False
+
+    def _refuse(self, generation: int) -> None:
+        """Refuse a manifest older than the high-water mark: log, count, and say so in the status."""
+        why = (
+            f"{MANIFEST} generation {generation} < generation {self.generation}, which this server has "
+            "already served: a rolled-back or stale directory; still serving the versions loaded before; "
+            "export again (a newer generation) to change them"
+        )
+        if why != self.refusal:  # one line per refused manifest, not one per poll
+            logger.error("reload refused: %s (%s)", why, self.artifacts)
+        self.refusal = why
+        self.metrics.reloads.labels("refused").inc()
+        self.metrics.refused_generation.set(generation)
+
+    def _accepted(self, generation: int) -> None:
+        """A manifest was accepted: raise the high-water mark to `generation` (0 for one whose
+        signature did not verify: it may not raise it); a refusal no longer stands."""
+        self.generation = max(self.generation, generation)
+        self.refusal = None
+        self.metrics.generation.set(self.generation)
+        self.metrics.refused_generation.set(0)
 
     def unload(self, name: str) -> None:
         """Stop serving `name` (explicit mode); in-flight requests finish on the versions they hold."""
@@ -231,7 +305,9 @@ class Registry:
             self.metrics.ready.set(1 if self.ready else 0)
             logger.info("model %s unloaded (versions %s)", name, ", ".join(v.label for v in old.values()))
 
-    def _reload_model(self, state: ModelState, entries: tuple[ArtifactEntry, ...]) -> None:
+    def _reload_model(
+        self, state: ModelState, entries: tuple[ArtifactEntry, ...], trusted: bool = True
+    ) -> None:
         old, keep = state.versions, {}
         for entry in reversed(entries):  # newest first
             prev = old.get(entry.version)
@@ -239,6 +315,9 @@ class Registry:
                 keep[entry.version] = prev
             else:
                 keep[entry.version] = self._load(state.name, Version(entry.version, entry))
+        if not trusted:  # a manifest whose signature did not verify: it cannot admit a version (each
+            # load verifies), nor may it retire one, or dropping the newest would roll the default back
+            keep |= {n: v for n, v in old.items() if v.state == READY}
         serving = state.default
         if serving is not None and not any(v.state == READY for v in keep.values()):
             keep[serving.number] = serving  # nothing newer passed: the one serving keeps serving
@@ -276,11 +355,10 @@ class Registry:
         """Verify, load and self-test one version (blocking); returns it READY or FAILED."""
         start = time.perf_counter()
         try:
-            model = load_entry(
-                self.root,
-                version.entry,
-                LoadOptions(selftest=False, threads=self.threads, trust_key=self.trust_key),
-            )
+            options = LoadOptions(
+                selftest=False, threads=self.threads, trust_key=self.trust_key, min_generation=self.generation
+            )  # with a trust key, the floor is checked on the manifest this load verifies
+            model = load_entry(self.root, version.entry, options, self.manifest)
             expected, actual = model.selftest(self.root, version.entry)  # IntegrityError beyond tolerance
         except Exception as exc:  # one bad version must not stop the others from loading
             version.state = FAILED
@@ -290,7 +368,11 @@ class Registry:
             )
             self.metrics.version_failures.labels(name).inc()
             logger.error(
-                "model %s version %s: %s", name, version.label, exc, exc_info=not isinstance(exc, ValueError)
+                "model %s version %s: %s",
+                name,
+                version.label,
+                exc,
+                exc_info=not isinstance(exc, ValueError | RollbackError),
             )
             return version
         seconds = time.perf_counter() - start

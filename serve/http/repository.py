@@ -79,7 +79,7 @@ def index(registry: Registry, ready_only: bool) -> list[dict[str, Any]]:
                     "name": state.name,
                     "version": v.label,
                     "state": TRITON_STATES.get(v.state, "LOADING"),
-                    "reason": v.error or "",
+                    "reason": registry.reason(state, v),
                 }
             )
     return [r for r in rows if not ready_only or r["state"] == "READY"]
@@ -99,6 +99,8 @@ def control(registry: Registry, config: ServeConfig, name: str, action: str) -> 
         registry.unload(name)
         return
     registry.reload(only=name)
+    if registry.refusal is not None:  # a rolled-back manifest: nothing changed
+        raise ApiError(400, registry.refusal)
     state = registry.state(name)
     if state.default is None:
         raise ApiError(400, state.error or f"model {name!r} has no version that passed its checks")

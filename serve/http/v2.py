@@ -244,7 +244,8 @@ def ready_versions(registry: Registry, name: str) -> list[str]:
 
 
 def version_status(registry: Registry, name: str) -> list[dict[str, Any]]:
-    """Every version the server knows of `name`: its state, sha256 and why it failed (if it did)."""
+    """Every version the server knows of `name`: its state, sha256 and why it failed (if it did), or,
+    for the default while a rolled-back manifest is refused, why it is still the default."""
     state = registry.state(name)
     default = state.default
     return [
@@ -253,7 +254,7 @@ def version_status(registry: Registry, name: str) -> list[dict[str, Any]]:
             "state": v.state,
             "sha256": v.entry.sha256,
             "default": v is default,
-            "reason": v.error or "",
+            "reason": registry.reason(state, v),
         }
         for v in state.versions.values()
     ]

@@ -9,7 +9,8 @@
 // `model`, `path` (and `alias`, equal to `name`) matching NAME_PATTERN (so never '/', '..' or an
 // absolute path), a `format` from FORMATS, a 64-hex `sha256`, an integer `size`, signature
 // tensors of a dtype from DTYPES, and no two entries of one (model, format); `reference` and
-// `data.features` (the page shows them) are checked too. tests/hostile_cases.json runs the same damaged directories through both sides.
+// `data.features` (the page shows them) are checked too, and `generation` (absent or null: 0, a
+// manifest from before generations; else an integer in [0, MAX_GENERATION]). tests/hostile_cases.json runs the same damaged directories through both sides.
 
 import { IntegrityError } from "./core.mjs";
 
@@ -21,10 +22,22 @@ export const DTYPES = Object.freeze(["bool", "float16", "float32", "float64", "i
 export const MAX_JSON_BYTES = 32 << 20; // oneneuron/schema.py MAX_JSON_BYTES
 export const MAX_DEPTH = 16; // oneneuron/schema.py MAX_DEPTH
 export const MAX_ITEMS = 100_000;
+export const MAX_GENERATION = 2 ** 31 - 1; // oneneuron/schema.py MAX_GENERATION
 const MAX_STRING = 4096;
 const NAME = new RegExp(`^${NAME_PATTERN}$`);
 const SHA256 = /^[0-9a-f]{64}$/;
 export const MANIFEST_FIX = "python -m export.all";
+
+/** manifest.json is older than a floor (minGeneration); like oneneuron.errors.RollbackError, exit 1. */
+export class RollbackError extends IntegrityError {}
+
+/** The floor rule of oneneuron/manifest.py `require_generation`, worded alike. */
+export function requireGeneration(source, generation, floor) {
+  if (generation < floor) {
+    throw new RollbackError(`${source}: generation ${generation} < the floor ${floor} (minGeneration); a ` +
+      "rolled-back or stale directory: re-export, or lower the floor");
+  }
+}
 
 /** manifest.json is not what this toolkit writes; like oneneuron.errors.SchemaError, exit 2. */
 export class SchemaError extends IntegrityError {
@@ -82,6 +95,11 @@ export function parseManifest(text, source = MANIFEST) {
   if (obj.schema_version !== SCHEMA_VERSION) {
     fail(`schema version ${preview(obj.schema_version)} is not ${SCHEMA_VERSION} (written by another version ` +
       "of this toolkit)", "schema_version");
+  }
+  // The commit count (oneneuron/schema.py Manifest.generation): what a rollback floor compares.
+  if (obj.generation === undefined || obj.generation === null) obj.generation = 0;
+  else if (!Number.isSafeInteger(obj.generation) || obj.generation < 0 || obj.generation > MAX_GENERATION) {
+    fail(`expected an integer in [0, ${MAX_GENERATION}], got ${preview(obj.generation)}`, "generation");
   }
   const finite = (v, field) => {
     if (typeof v !== "number" || !Number.isFinite(v)) fail(`expected a finite number, got ${preview(v)}`, field);

@@ -16,12 +16,12 @@ import path from "node:path";
 import ort from "onnxruntime-node";
 
 import { createModel, EXPORT_FIX, IntegrityError, MissingModelError } from "./core.mjs";
-import { findEntry, MANIFEST, MANIFEST_FIX, MAX_JSON_BYTES, parseManifest } from "./manifest.mjs";
+import { findEntry, MANIFEST, MANIFEST_FIX, MAX_JSON_BYTES, parseManifest, requireGeneration } from "./manifest.mjs";
 import { verifyFile } from "./signature.mjs";
 
 export { EmbedError, InputError, IntegrityError, MissingModelError, parseRow, SELFTEST_ATOL, SELFTEST_RTOL }
   from "./core.mjs";
-export { parseManifest, SchemaError } from "./manifest.mjs";
+export { parseManifest, RollbackError, SchemaError } from "./manifest.mjs";
 export { SignatureError, verifyDirectory } from "./signature.mjs";
 
 const MAX_MODEL_BYTES = 2 ** 31; // oneneuron/fsio.py Root.read_bytes
@@ -29,12 +29,16 @@ const MAX_MODEL_BYTES = 2 ** 31; // oneneuron/fsio.py Root.read_bytes
 /**
  * Load an ONNX model file and verify it.
  * @param {string} file path to a .onnx file
- * @param {{selftest?: boolean, verifySha256?: boolean, threads?: number, trustKey?: string}} [options]
+ * @param {{selftest?: boolean, verifySha256?: boolean, threads?: number, trustKey?: string,
+ *   minGeneration?: number}} [options]
  *   every check is on unless turned off explicitly; threads: onnxruntime intra-op threads;
- *   trustKey: a PEM public key file; the file must be covered by the directory's model.sig
+ *   trustKey: a PEM public key file; the file must be covered by the directory's model.sig;
+ *   minGeneration: refuse (RollbackError) a manifest of a lower `generation` (with trustKey, the
+ *   signed manifest's), as serve/loader.py's min_generation does; a lone file counts as 0
  * @returns {Promise<import("./core.mjs").Model>}
  */
-export async function load(file, { selftest = true, verifySha256 = true, threads = 1, trustKey = null } = {}) {
+export async function load(file, { selftest = true, verifySha256 = true, threads = 1, trustKey = null,
+  minGeneration = null } = {}) {
   const directory = path.dirname(path.resolve(file));
   // As serve/loader.py resolves a path: when the manifest beside the file lists it (as its stored
   // version or its stable name), the stored version is what is read (an export in progress may
@@ -45,8 +49,12 @@ export async function load(file, { selftest = true, verifySha256 = true, threads
   const entry = manifest === null ? null : findEntry(manifest, path.basename(file));
   const target = entry === null ? file : path.join(directory, entry.path);
   const bytes = await readRegular(target, entry === null ? null : directory, MAX_MODEL_BYTES);
-  const signedBy = trustKey === null ? null
-    : (await verifyFile(target, directory, trustKey, bytes)).keyFingerprint;
+  const verified = trustKey === null ? null : await verifyFile(target, directory, trustKey, bytes);
+  const signedBy = verified === null ? null : verified.keyFingerprint;
+  if (minGeneration !== null) { // with a key, the generation of the manifest whose signature verified
+    const source = verified === null ? manifest : verified.manifest;
+    requireGeneration(path.join(directory, MANIFEST), entry === null ? 0 : source.generation, minGeneration);
+  }
   if (verifySha256 && entry !== null) checkSha256(file, bytes, entry);
   const sessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ["cpu"] };
   const model = await createModel(ort, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file,

@@ -10,6 +10,7 @@ import { lstat, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 
 import { InputError, MissingModelError } from "./core.mjs";
+import { parseManifest } from "./manifest.mjs";
 import {
   badSignature, checkDigest, checkHint, checkManifest, MANIFEST, pae, parseBundle, parseStatement, SIGNATURE,
   SignatureError, signFix,
@@ -114,7 +115,7 @@ async function verifyPair(dir, trustKey, key, fingerprint, pair, only) {
     throw new SignatureError(`${manifestPath}: removed after signing; re-run python -m export.all and sign`);
   }
   checkManifest(signed, sha256(manifestBytes), manifestPath, dir);
-  const manifest = JSON.parse(manifestBytes.toString("utf8"));
+  const manifest = parseManifest(manifestBytes.toString("utf8"), manifestPath); // the signed bytes, parsed once
   const present = await signedFiles(dir, manifest);
   const added = [...present].filter((f) => !signed.has(f)).sort();
   const removed = [...signed.keys()].filter((f) => !present.has(f)).sort();
