@@ -29,7 +29,7 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root
 from oneneuron.manifest import verify
 from oneneuron.schema import ArtifactEntry, Manifest
-from serve import parity
+from serve import parity, variants
 from serve.runtimes import RUNTIMES
 
 
@@ -323,7 +323,8 @@ def report(
 
         signature = unverified(manifest)
     brought = parity.run_parity(Root(artifacts), manifest, by_output)  # [] without brought-in models
-    ok = all(r.ok for r in rows) and all(r.ok for r in brought)
+    varied = variants.run_variants(Root(artifacts), manifest)  # [] without variants (export.optimize)
+    ok = all(r.ok for r in rows) and all(r.ok for r in brought) and all(r.ok for r in varied)
     if as_json:
         print(
             json.dumps(
@@ -336,6 +337,7 @@ def report(
                     },
                     "rows": [asdict(r) for r in rows],
                     **({"parity": [r.to_json() for r in brought]} if brought else {}),
+                    **({"variants": [r.to_json() for r in varied]} if varied else {}),
                     **({"signature": signature.to_json()} if signature else {}),
                 },
                 indent=2,
@@ -344,6 +346,7 @@ def report(
     else:
         tables = [format_rows(rows, manifest, tol)] if rows else []
         tables += [parity.format_rows(brought)] if brought else []
+        tables += [variants.format_rows(varied)] if varied else []
         print((f"{signature.line()}\n" if signature else "") + "\n".join(tables))
     return 0 if ok else IntegrityError.exit_code
 
