@@ -331,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
         "|Δ| / the row's max |parent|), abs<=F (max |Δ|)",
     )
     p.add_argument(
-        "--data", type=Path, metavar="VAL", help="validation rows (.npz, .csv, .parquet): judged on"
+        "--data", type=Path, metavar="VAL", help="validation rows (.npz/.csv/.parquet): budget judged on them"
     )
     p.add_argument("--data-rows", type=cli.positive_int, default=1000, help="at most this many --data rows")
     p.add_argument("--calibration", type=Path, metavar="DATA", help="calibration rows for --int8 static")

@@ -80,7 +80,9 @@ def speed_sentence(t) -> str:
     p = t.performance
     b1, b8 = p["ms_b1"] / p["parent_ms_b1"], p["ms_b8"] / p["parent_ms_b8"]
     size = p["size"] / p["parent_size"]
-    if b1 < 1 and b8 < 1:
+    if 0.9 <= b1 <= 1.1 and 0.9 <= b8 <= 1.1:
+        speed = f"about as fast as its parent (within 10%): {b1:.2f}x at batch 1, {b8:.2f}x at batch 8"
+    elif b1 < 1 and b8 < 1:
         speed = f"faster: {b1:.2f}x the parent's latency at batch 1, {b8:.2f}x at batch 8"
     elif b1 >= 1 and b8 >= 1:
         speed = f"NOT faster than its parent: {b1:.2f}x its latency at batch 1, {b8:.2f}x at batch 8"
