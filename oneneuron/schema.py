@@ -298,6 +298,81 @@ class ProbeRef:
         return {"path": self.path, "sha256": self.sha256}
 
 
+# A variant's budget metrics (export/budget.py measures them) -> the direction of the limit.
+BUDGET_METRICS: Mapping[str, str] = {"top1": ">=", "topk": ">=", "abs": "<=", "rel": "<="}
+VARIANT_METHODS = ("int8-dynamic", "int8-static", "fp16", "graph-opt")
+
+
+def _figures(f: Fields, key: str, allowed: Mapping[str, Any] | tuple[str, ...]) -> Mapping[str, float]:
+    """A flat JSON object of finite numbers whose keys come from `allowed`."""
+    sub = f.sub(key)
+    if len(sub.obj) > 16:
+        f.fail(f"expected at most 16 figures, got {len(sub.obj)}", key)
+    for k in sub.obj:
+        if k not in allowed:
+            sub.fail(f"{str(k)[:40]!r} is not one of {', '.join(allowed)}")
+    return {k: sub.num(k) for k in sub.obj}
+
+
+PERFORMANCE = ("size", "parent_size", "ms_b1", "parent_ms_b1", "ms_b8", "parent_ms_b8")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What makes an entry a variant of another model (export/optimize.py): its fp32 parent, how it
+    was made, the accuracy budget it was proven within and the figures measured when it was made."""
+
+    parent: str  # the parent's model name (the variant's own is <parent>.<kind>, e.g. mlp.int8)
+    parent_sha256: str  # the parent ONNX file it was made from and compared with
+    method: str  # one of VARIANT_METHODS
+    settings: Mapping[str, str]  # the method's settings (e.g. onnxruntime's version for graph-opt)
+    budget: Mapping[str, float]  # metric of BUDGET_METRICS -> limit (top1 >= 0.99, rel <= 0.05)
+    judged_on: str  # "probe" (the probe rows) or "data" (--data VAL): where the budget was judged
+    probe: Mapping[str, float]  # the budget figures on the probe rows (and "rows")
+    data: Mapping[str, float] = field(default_factory=dict)  # on --data VAL, when given
+    class_outputs: tuple[str, ...] = ()  # outputs compared as class scores (top-1, top-k)
+    performance: Mapping[str, float] = field(default_factory=dict)  # bytes and median ms, 1 thread
+
+    @classmethod
+    def parse(cls, f: Fields) -> Variant:
+        method = f.str("method")
+        if method not in VARIANT_METHODS:
+            f.fail(f"{method[:40]!r} is not one of {', '.join(VARIANT_METHODS)}", "method")
+        judged = f.str("judged_on")
+        if judged not in ("probe", "data"):
+            f.fail(f"{judged[:40]!r} is not probe or data", "judged_on")
+        figures = (*BUDGET_METRICS, "rows")
+        outputs = tuple(f.list("class_outputs", optional=True) or [])
+        if not all(isinstance(o, str) and 0 < len(o) <= 128 for o in outputs):
+            f.fail("expected a list of output names", "class_outputs")
+        return cls(
+            parent=f.name("parent"),
+            parent_sha256=f.sha256("parent_sha256"),
+            method=method,
+            settings=f.strings("settings", optional=True),
+            budget=_figures(f, "budget", BUDGET_METRICS),
+            judged_on=judged,
+            probe=_figures(f, "probe", figures),
+            data=_figures(f, "data", figures) if f.has("data") else {},
+            class_outputs=outputs,
+            performance=_figures(f, "performance", PERFORMANCE) if f.has("performance") else {},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "parent": self.parent,
+            "parent_sha256": self.parent_sha256,
+            "method": self.method,
+            "settings": dict(self.settings),
+            "budget": dict(self.budget),
+            "judged_on": self.judged_on,
+            "probe": dict(self.probe),
+            "class_outputs": list(self.class_outputs),
+            "performance": dict(self.performance),
+        }
+        return out | ({"data": dict(self.data)} if self.data else {})
+
+
 @dataclass(frozen=True)
 class ArtifactEntry:
     """One exported artifact: its stored version, hash, signature and the source model's outputs."""
@@ -334,6 +409,7 @@ class ArtifactEntry:
     source_file: str | None = None  # that file's name, as given
     probe: ProbeRef | None = None  # the probe inputs and source outputs the check compares against
     unavailable: Mapping[str, str] = field(default_factory=dict)  # format -> why it was not produced
+    variant: Variant | None = None  # a smaller/faster variant of another model (export/optimize.py)
 
     @property
     def alias(self) -> str:
@@ -379,6 +455,7 @@ class ArtifactEntry:
             source_file=f.str("source_file", optional=True),
             probe=ProbeRef.parse(f.sub("probe")) if f.has("probe") else None,
             unavailable=f.strings("unavailable", optional=True),
+            variant=Variant.parse(f.sub("variant")) if f.has("variant") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -412,6 +489,7 @@ class ArtifactEntry:
             "source_file": self.source_file,
             "probe": self.probe.to_json() if self.probe else None,
             "unavailable": dict(self.unavailable) or None,
+            "variant": self.variant.to_json() if self.variant else None,
         }
         return out | {k: v for k, v in optional.items() if v is not None}
 

@@ -32,7 +32,7 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root
 from oneneuron.manifest import require_generation, verify
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
-from serve import parity
+from serve import parity, variants
 from serve.runtimes import RUNTIMES
 
 
@@ -361,7 +361,8 @@ def report(
 
         signature = unverified(manifest)
     brought = parity.run_parity(Root(artifacts), manifest, by_output, choice)  # [] without brought-in models
-    ok = all(r.ok for r in rows) and all(r.ok for r in brought)
+    varied = variants.run_variants(Root(artifacts), manifest)  # [] without variants (export.optimize)
+    ok = all(r.ok for r in rows) and all(r.ok for r in brought) and all(r.ok for r in varied)
     if as_json:
         print(
             json.dumps(
@@ -374,6 +375,7 @@ def report(
                     },
                     "rows": [asdict(r) for r in rows],
                     **({"parity": [r.to_json() for r in brought]} if brought else {}),
+                    **({"variants": [r.to_json() for r in varied]} if varied else {}),
                     **({"signature": signature.to_json()} if signature else {}),
                     **({"generation": asdict(floor)} if floor else {}),
                 },
@@ -383,6 +385,7 @@ def report(
     else:
         tables = [format_rows(rows, manifest, tol)] if rows else []
         tables += [parity.format_rows(brought)] if brought else []
+        tables += [variants.format_rows(varied)] if varied else []
         first = [row.line() for row in (signature, floor) if row is not None]
         print("\n".join(first + tables))
     return 0 if ok else IntegrityError.exit_code

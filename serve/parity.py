@@ -266,9 +266,13 @@ def _within_budget(run, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
 
 
 def run_parity(root: Root, manifest: Manifest, tol: Tolerances, choice: Choice = Choice()) -> list[Row]:
-    """Rows for every entry with a probe file (the article's entries are serve.check's own)."""
+    """Rows for every entry with a probe file (the article's entries are serve.check's own; variants,
+    compared with their parent rather than the source, serve/variants.py's)."""
     return [
-        row for e in manifest.artifacts if e.probe is not None for row in check_entry(root, e, tol, choice)
+        row
+        for e in manifest.artifacts
+        if e.probe is not None and e.variant is None
+        for row in check_entry(root, e, tol, choice)
     ]
 
 
