@@ -75,7 +75,9 @@ _SUFFIX = {"keras": ".keras", "torch": ".pt2 (torch.export.save)"}
 
 def check_name(name: str | None) -> str:
     if name is None:
-        raise InputError("--name is required with --from-keras/--from-torch; give e.g. --name mymodel")
+        raise InputError(
+            "--name is required with --from-keras/--from-torch/--from-onnx; give e.g. --name mymodel"
+        )
     if not MODEL_NAME.fullmatch(name):
         raise InputError(
             f"--name {name[:80]!r}: expected a letter or digit, then letters, digits, '_' or '-' "
@@ -283,11 +285,19 @@ def export_byom(
     """Convert `cfg.source` and commit its artifacts and probe to `artifacts` (with `seal`, signed in
     the same commit; keeping `keep_versions` stored versions of each model), then refresh
     ARTIFACTS/triton if export.triton made it, as export.all does; returns the entries."""
+    return commit_prepared(artifacts, lambda: prepare(cfg), seal, keep_versions)
+
+
+def commit_prepared(
+    artifacts: Path, prepare_writer: Callable[[], Callable[[Run], list[ArtifactEntry]]], seal, keep_versions
+) -> list[ArtifactEntry]:
+    """`prepare_writer()` (the in-memory work), then its writer's entries committed in one manifest
+    commit, then ARTIFACTS/triton refreshed if export.triton made it (--from-keras/-torch/-onnx)."""
     from export.triton import refresh
 
     if Path(artifacts).exists() and not Path(artifacts).is_dir():  # before a 10 s conversion
         raise InputError(f"{artifacts}: exists and is not a directory; pass --artifacts DIR with a directory")
-    write = prepare(cfg)
+    write = prepare_writer()
     entries = export_formats(artifacts, [write], keep_versions, trained=False, seal=seal)
     refresh(artifacts)
     return entries
@@ -304,11 +314,15 @@ def _seed(text: str) -> int:
 
 
 def add_options(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
-    """export.all's --from-keras/--from-torch flags; `prepare(args)` sets `args.export` when given."""
+    """export.all's --from-keras/--from-torch/--from-onnx flags; `prepare(args)` sets `args.export`
+    when given."""
     g = p.add_argument_group("your own model (README 'Your own model')")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--from-keras", type=Path, metavar="FILE", help="export this .keras model instead")
     src.add_argument("--from-torch", type=Path, metavar="FILE", help="export this torch.export .pt2 instead")
+    src.add_argument(
+        "--from-onnx", type=Path, metavar="FILE", help="adopt this ONNX file as it is (export/from_onnx.py)"
+    )
     g.add_argument("--name", help="the model's name in the manifest (with --from-*)")
     g.add_argument("--seed", type=_seed, default=0, help="seed of the generated probe inputs")
     g.add_argument(
@@ -320,15 +334,39 @@ def add_options(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], No
     g.add_argument(
         "--probe-inputs", type=Path, metavar="NPZ", help="probe with these inputs (one array per input)"
     )
+    g.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help=f"with --from-onnx: the probe's size of a dynamic dimension other than the batch "
+        f"(repeatable; default {probes.DYNAMIC_SIZE})",
+    )
 
     def prepare_args(args: argparse.Namespace) -> None:
+        if args.dim and args.from_onnx is None:
+            raise InputError(
+                "--dim needs --from-onnx FILE (a .keras or .pt2 model's probe sizes are its own)"
+            )
+        if args.from_onnx is not None:
+            from export import from_onnx
+
+            dims = dict(from_onnx.dim_arg(text) for text in args.dim)
+            onnx_cfg = from_onnx.OnnxConfig(
+                args.from_onnx, check_name(args.name), args.seed, probes.parse_int_range(args.int_range),
+                args.probe_inputs, dims,
+            )  # fmt: skip
+            args.export = lambda artifacts, seal: commit_prepared(
+                artifacts, lambda: from_onnx.prepare(onnx_cfg), seal, args.keep_versions
+            )
+            return
         source = args.from_keras or args.from_torch
         if source is None:
             given = [
                 f for f, v in (("--name", args.name), ("--probe-inputs", args.probe_inputs)) if v is not None
             ]
             if given:
-                raise InputError(f"{', '.join(given)} need --from-keras FILE or --from-torch FILE")
+                raise InputError(f"{', '.join(given)} need --from-keras, --from-torch or --from-onnx FILE")
             return
         cfg = ByomConfig(
             framework="keras" if args.from_keras else "torch",

@@ -9,7 +9,8 @@ framework's outputs on them. Generated inputs, per dtype:
 - integers: uniform in `--int-range LO:HI` (HI exclusive), default 0:10, so ids fed to an
   Embedding stay inside any vocabulary of at least 10 rows; pass the range your ids really have;
 - bools: both values, alternating (and shuffled by the seed);
-- a dynamic dimension other than the batch takes `DYNAMIC_SIZE`.
+- a dynamic dimension other than the batch takes `DYNAMIC_SIZE`, or the size `--dim NAME=SIZE` gives
+  it (export.all --from-onnx).
 
 Stored as one content-addressed file `<model>.<sha12>.probe.npz` (zip of `inputs/<name>.npy` and
 `outputs/<name>.npy`, written byte-for-byte reproducibly) named by every entry of the model.
@@ -70,21 +71,27 @@ def parse_int_range(text: str) -> tuple[int, int]:
     return bounds
 
 
-def _dims(spec: TensorSpec, rows: int) -> tuple[int, ...]:
+def _dims(spec: TensorSpec, rows: int, sizes: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(
-        rows if i == 0 else d if isinstance(d, int) else DYNAMIC_SIZE for i, d in enumerate(spec.shape)
+        rows if i == 0 else d if isinstance(d, int) else sizes.get(d, DYNAMIC_SIZE)
+        for i, d in enumerate(spec.shape)
     )
 
 
 def generate(
-    signature: Signature, seed: int, int_range: tuple[int, int] = INT_RANGE
+    signature: Signature,
+    seed: int,
+    int_range: tuple[int, int] = INT_RANGE,
+    sizes: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Probe inputs for every input of `signature` (see the module docstring for the distribution)."""
+    """Probe inputs for every input of `signature` (see the module docstring for the distribution);
+    a named dynamic dimension takes its size from `sizes` (export.all --dim NAME=SIZE), else
+    DYNAMIC_SIZE."""
     rng = np.random.default_rng(seed)
     rows = ROWS + LARGE_ROWS
     out = {}
     for spec in signature.inputs:
-        shape = _dims(spec, rows)
+        shape = _dims(spec, rows, sizes or {})
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             values = rng.standard_normal(shape)

@@ -66,6 +66,9 @@ __all__ = [  # the shared names, for the modules that import them from here
 ]
 
 
+_DIM = r"[A-Za-z_][A-Za-z0-9_]{0,63}"  # a dimension name (TensorSpec shapes)
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One named tensor: dtype from `DTYPES`; shape of ints (static) and strings (named dynamic dims)."""
@@ -87,12 +90,7 @@ class TensorSpec:
             f.fail(f"{dtype[:40]!r} is not one of {', '.join(sorted(DTYPES))}", "dtype")
         shape = []
         for i, d in enumerate(f.list("shape") or []):
-            if (
-                type(d) is int
-                and 0 <= d <= 1 << 31
-                or isinstance(d, str)
-                and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", d)
-            ):
+            if type(d) is int and 0 <= d <= 1 << 31 or isinstance(d, str) and re.fullmatch(_DIM, d):
                 shape.append(d)
             else:
                 f.fail(f"expected a size >= 0 or a dimension name, got {preview(d)}", f"shape[{i}]")
@@ -298,6 +296,45 @@ class ProbeRef:
         return {"path": self.path, "sha256": self.sha256}
 
 
+# The runtimes whose outputs an adopted ONNX file's probe stores (export/from_onnx.py).
+ADOPTION_REFERENCES = ("onnx.reference", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """An ONNX file adopted as it is (export.all --from-onnx, export/from_onnx.py): who made it and
+    which runtime's outputs its probe file stores (the entry's `source_file`, `source_sha256` and
+    `opset` say which file)."""
+
+    producer_name: str  # the file's own producer_name ("" when it names none)
+    producer_version: str
+    reference: str  # one of ADOPTION_REFERENCES: the runtime whose outputs are the probe's outputs
+    reference_note: str  # how the other runtime agreed, or why onnx.reference could not run it
+    dims: Mapping[str, int] = field(default_factory=dict)  # probe sizes of dynamic dims (--dim)
+
+    @classmethod
+    def parse(cls, f: Fields) -> Adoption:
+        reference = f.str("reference")
+        if reference not in ADOPTION_REFERENCES:
+            f.fail(f"{reference[:40]!r} is not one of {', '.join(ADOPTION_REFERENCES)}", "reference")
+        dims = f.sub("dims") if f.has("dims") else None
+        sizes = {} if dims is None else {k: dims.int(k, lo=1, hi=1 << 31) for k in list(dims.obj)[:64]}
+        if dims is not None and (len(dims.obj) > 64 or not all(re.fullmatch(_DIM, k) for k in sizes)):
+            f.fail("expected at most 64 dimension names with sizes", "dims")
+        return cls(
+            f.str("producer_name", optional=True) or "",
+            f.str("producer_version", optional=True) or "",
+            reference,
+            f.str("reference_note"),
+            sizes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"reference": self.reference, "reference_note": self.reference_note, "dims": dict(self.dims)}
+        named = {"producer_name": self.producer_name, "producer_version": self.producer_version}
+        return {k: v for k, v in named.items() if v} | out
+
+
 # A variant's budget metrics (export/budget.py measures them) -> the direction of the limit.
 BUDGET_METRICS: Mapping[str, str] = {"top1": ">=", "topk": ">=", "abs": "<=", "rel": "<="}
 VARIANT_METHODS = ("int8-dynamic", "int8-static", "fp16", "graph-opt")
@@ -404,12 +441,13 @@ class ArtifactEntry:
     # An MLP's per-probe-row size of the sums runtimes add up (its network with |weights| on |x|):
     # the check's bound scales with it, as the linear models' bound scales with Σ|x·w| + |b|.
     source_probe_magnitude: tuple[float, ...] = ()
-    # A model brought in with export.all --from-keras/--from-torch (export/byom.py):
-    source_sha256: str | None = None  # the .keras / .pt2 file's sha256 (its provenance)
+    # A model brought in with export.all --from-keras/--from-torch/--from-onnx (export/byom.py):
+    source_sha256: str | None = None  # the .keras / .pt2 / .onnx file's sha256 (its provenance)
     source_file: str | None = None  # that file's name, as given
     probe: ProbeRef | None = None  # the probe inputs and source outputs the check compares against
     unavailable: Mapping[str, str] = field(default_factory=dict)  # format -> why it was not produced
     variant: Variant | None = None  # a smaller/faster variant of another model (export/optimize.py)
+    adopted: Adoption | None = None  # an ONNX file brought in as it is (export.all --from-onnx)
 
     @property
     def alias(self) -> str:
@@ -456,6 +494,7 @@ class ArtifactEntry:
             probe=ProbeRef.parse(f.sub("probe")) if f.has("probe") else None,
             unavailable=f.strings("unavailable", optional=True),
             variant=Variant.parse(f.sub("variant")) if f.has("variant") else None,
+            adopted=Adoption.parse(f.sub("adopted")) if f.has("adopted") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -490,6 +529,7 @@ class ArtifactEntry:
             "probe": self.probe.to_json() if self.probe else None,
             "unavailable": dict(self.unavailable) or None,
             "variant": self.variant.to_json() if self.variant else None,
+            "adopted": self.adopted.to_json() if self.adopted else None,
         }
         return out | {k: v for k, v in optional.items() if v is not None}
 

@@ -13,8 +13,9 @@ max|b| > 0) and the minimum atol that would pass at the row's rtol, max(0, max(|
 rtol·max|b|)).
 
 Tolerances per output: `--atol NAME=VALUE` for that output, `--atol VALUE` for every other output,
-else the default for its dtype (`DEFAULTS`); the same for `--rtol`. `--runtimes` chooses the
-runtimes (`Choice`). onnx.reference is pure Python: when the whole probe would take longer than
+else the default for its dtype (`DEFAULTS`); the same for `--rtol`. The rule and the defaults live in
+oneneuron/tolerance.py, shared with export.all --from-onnx. `--runtimes` chooses the runtimes
+(`Choice`). onnx.reference is pure Python: when the whole probe would take longer than
 `REFERENCE_BUDGET` seconds it runs the first rows that fit and the row says how many; a graph it
 cannot run (an op it lacks, or one of its own bugs, e.g. GatherElements in onnx 1.23) is `[skip]`
 with the reason, not a failure (onnxruntime's row still decides); `--strict` fails skipped rows.
@@ -39,15 +40,9 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root, sha256_file
 from oneneuron.manifest import verify
 from oneneuron.schema import ArtifactEntry, Manifest, TensorSpec
+from oneneuron.tolerance import DEFAULTS, EXACT, compare
 from serve.runtimes import RUN_RUNTIMES
 
-# dtype -> (atol, rtol) when no flag names the output
-DEFAULTS: Mapping[str, tuple[float, float]] = {
-    "float16": (1e-3, 1e-3),
-    "float32": (1e-5, 1e-5),
-    "float64": (1e-7, 1e-7),
-}
-EXACT = (0.0, 0.0)  # integer and bool outputs
 REFERENCE_BUDGET = 20.0  # seconds onnx.reference may spend on one artifact's probe
 REFERENCE = "onnx.reference"  # the runtime whose failures are skips (unless strict)
 
@@ -149,23 +144,6 @@ class Row:
             k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in asdict(self).items()
         }
-
-
-def compare(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[float, float, float]:
-    """(max |a - b|, max |a - b| / max|b| of its row, minimum passing atol at `rtol`); NaN == NaN.
-
-    Row r's elements pass when |a - b| <= atol + rtol·max|b[r]| (max over the row's finite values)."""
-    a, b = actual.astype(np.float64), expected.astype(np.float64)
-    same = (a == b) | (np.isnan(a) & np.isnan(b))
-    diff = np.where(same, 0.0, np.abs(a - b))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    rows = b.shape[0] if b.ndim else 1
-    scale = np.where(np.isfinite(b), np.abs(b), 0.0).reshape(rows, -1).max(axis=1, initial=0.0)
-    worst = diff.reshape(rows, -1).max(axis=1, initial=0.0)
-    nonzero = scale > 0
-    rel = float(np.max(worst[nonzero] / scale[nonzero])) if nonzero.any() else 0.0
-    excess = diff.reshape(rows, -1) - rtol * scale[:, None]
-    return float(worst.max(initial=0.0)), rel, max(0.0, float(np.max(excess, initial=0.0)))
 
 
 def check_entry(root: Root, entry: ArtifactEntry, tol: Tolerances, choice: Choice = Choice()) -> list[Row]:
