@@ -1,6 +1,7 @@
 """Export every format: `python -m export.all [--artifacts DIR] [--sign-key PEM]` (SavedModel,
 TorchScript, ONNX); with `--sign-key`, sign the result (export/sign.py). With `--from-keras FILE` or
-`--from-torch FILE` and `--name NAME`, export that model instead (export/byom.py).
+`--from-torch FILE` and `--name NAME`, export that model instead (export/byom.py); with `--from-onnx
+FILE`, adopt that ONNX file as it is (export/from_onnx.py).
 
 All formats are committed to the manifest together, in one rename: a server or an app reading
 the directory sees the previous exports until the new ones replace them (README "Reliability").
@@ -36,7 +37,7 @@ def export_all(
 
 
 def _options(p):
-    """--from-keras/--from-torch (export/byom.py), then --sign-key (export/sign.py)."""
+    """--from-keras/--from-torch/--from-onnx (export/byom.py), then --sign-key (export/sign.py)."""
     byom = add_options(p)
     sign = sign_option(p)
 

@@ -1,5 +1,5 @@
 """Bring your own model: `python -m export.all --from-keras model.keras --name NAME` (or `--from-torch
-model.pt2`).
+model.pt2`; an ONNX file is adopted with `--from-onnx`, export/from_onnx.py).
 
 A `.keras` file gets a SavedModel and an ONNX file; a `.pt2` ExportedProgram (torch.export.save)
 gets ONNX, the program itself (format `exportedprogram`, what the check runs in torch) and

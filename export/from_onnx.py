@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,7 +103,7 @@ def _session(path: Path, data: bytes) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # its warnings are not ours to print; a refusal raises
+    options.log_severity_level = 4  # its warnings and errors are not ours to print: a refusal raises
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -137,20 +138,23 @@ def _run_onnxruntime(
 
     rows = len(next(iter(feeds.values())))
     names = [s.name for s in sig.outputs]
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the exception below says it once, in one line
     try:
         parts = [
-            session.run(names, {k: v[i : i + CHUNK] for k, v in feeds.items()}) for i in range(0, rows, CHUNK)
+            session.run(names, {k: v[i : i + CHUNK] for k, v in feeds.items()}, quiet)
+            for i in range(0, rows, CHUNK)
         ]
     except Exception as exc:  # an id beyond a vocabulary, a size the graph does not allow
         given = ", ".join(f"{k}={v}" for k, v in sizes.items())
         fix = (
-            "give the sizes your inputs have with --dim NAME=SIZE (the probe used " + given + "), "
+            "give the sizes your inputs have with --dim NAME=SIZE (the probe used " + given + "); "
             if sizes and cfg.probe_inputs is None
             else ""
         )
         raise InputError(
             f"{cfg.source}: onnxruntime {ort.__version__} fails on the probe inputs "
-            f"({first_line(exc)}); {fix}integer inputs are drawn from --int-range "
+            f"({ort_reason(exc)}); {fix}integer inputs are drawn from --int-range "
             f"{cfg.int_range[0]}:{cfg.int_range[1]}: give the range your ids have; or --probe-inputs NPZ"
         ) from None
     out = {}
@@ -164,6 +168,17 @@ def _run_onnxruntime(
             )
         out[s.name] = np.ascontiguousarray(arr)
     return out
+
+
+def ort_reason(exc: BaseException) -> str:
+    """onnxruntime's refusal in a few words: the op and its reason, without its C++ source text
+    (the rule serve/inputs.py `refused` applies to a request's refusal)."""
+    text = " ".join(str(exc).replace("[ONNXRuntimeError] : ", "").split())
+    node = re.search(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text)
+    if node is None:
+        return text[:200]
+    reason = re.sub(r"^\S+:\d+ .*? was false\.\s*", "", node.group(3))
+    return f"{node.group(1)} node {node.group(2)!r}: {reason[:200]}"
 
 
 def reference_outputs(
@@ -301,7 +316,7 @@ def prepare(cfg: OnnxConfig) -> Callable[[Run], list[ArtifactEntry]]:
     onnx_bytes = copy.SerializeToString()
     adopted = Adoption(proto.producer_name, proto.producer_version, reference, note, sizes)
     versions = {"onnx": onnx.__version__, "onnxruntime": _ort_version()}
-    producer = {proto.producer_name or "unknown": proto.producer_version or "unknown"}
+    producer = {proto.producer_name: proto.producer_version} if proto.producer_name else {}
 
     def write(run: Run) -> list[ArtifactEntry]:
         probe_ref = ProbeRef(*store(run, f"{cfg.name}.probe.npz", lambda p: p.write_bytes(probe_bytes)))

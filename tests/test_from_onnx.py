@@ -342,13 +342,25 @@ def hostile_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "symlink": (tmp_path / "link.onnx", "a symlink"),
         "too large": (good, "more than the limit of 100"),
         "missing": (tmp_path / "missing.onnx", "no such file"),
+        "needs --dim": (sequence_model(tmp_path / "seq.onnx"), "--dim NAME=SIZE (the probe used seq=4)"),
     }
 
 
 @pytest.mark.parametrize(
-    "case", ["not onnx", "external data", "string input", "fixed batch", "symlink", "too large", "missing"]
+    "case",
+    [
+        "not onnx",
+        "external data",
+        "string input",
+        "fixed batch",
+        "symlink",
+        "too large",
+        "missing",
+        "needs --dim",
+    ],
 )
-def test_hostile_file_one_line_exit_2_nothing_written(case, tmp_path, monkeypatch, capsys):
+def test_hostile_file_one_line_exit_2_nothing_written(case, tmp_path, monkeypatch, capfd):
+    """capfd: onnxruntime's own logger writes to file descriptor 2, not through sys.stderr."""
     from export import onnx_file
 
     source, message = hostile_files(tmp_path)[case]
@@ -356,7 +368,7 @@ def test_hostile_file_one_line_exit_2_nothing_written(case, tmp_path, monkeypatc
         monkeypatch.setattr(onnx_file, "MAX_ONNX_BYTES", 100)
     artifacts = tmp_path / "artifacts"
     code, lines = export_in_process(
-        monkeypatch, capsys, "--from-onnx", str(source), "--name", "m", "--artifacts", str(artifacts)
+        monkeypatch, capfd, "--from-onnx", str(source), "--name", "m", "--artifacts", str(artifacts)
     )
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert message in lines[0] and str(source) in lines[0], lines[0]
