@@ -149,7 +149,7 @@ def read_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray]:
     return out
 
 
-def unpacked_size(path: Path) -> int:
+def unpacked_size(path: Path | io.BytesIO) -> int:
     """The uncompressed size of a zip's members; ValueError beyond MAX_UNPACKED or 256 members."""
     with zipfile.ZipFile(path) as zf:
         members = zf.infolist()
@@ -188,11 +188,13 @@ def to_bytes(probe: Probe) -> bytes:
     return buffer.getvalue()
 
 
-def load(path: Path, signature: Signature) -> Probe:
-    """Read a stored probe (its sha256 already checked) and check it matches `signature`."""
+def load(path: Path, signature: Signature, data: bytes | None = None) -> Probe:
+    """Read a stored probe (its sha256 already checked) and check it matches `signature`. With
+    `data` (the bytes read from `path` whose sha256 was checked), those bytes: `path` only names it."""
+    source = path if data is None else io.BytesIO(data)
     try:
-        unpacked_size(path)
-        with np.load(path, allow_pickle=False) as npz:
+        unpacked_size(source)
+        with np.load(source, allow_pickle=False) as npz:
             files = set(npz.files)
             want = {f"inputs/{s.name}" for s in signature.inputs} | {
                 f"outputs/{s.name}" for s in signature.outputs
