@@ -123,7 +123,13 @@ def copy_regular_tree(source: Path, target: Path, limit: int, what_fixes: str) -
         for name in dirnames:
             (here / name).mkdir(mode=0o700)
         for name in filenames:
-            (here / name).write_bytes(read_regular(Path(dirpath) / name, limit, what_fixes))
+            try:
+                data = read_regular(Path(dirpath) / name, limit, what_fixes)
+            except MissingArtifactError:  # listed, then gone: the directory is changing under us
+                raise IntegrityError(
+                    f"{Path(dirpath) / name}: removed while {source} was being copied; {what_fixes}"
+                ) from None
+            (here / name).write_bytes(data)
 
 
 def _holds(path: Path, digest: str) -> bool:
