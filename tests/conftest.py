@@ -133,6 +133,19 @@ def evil_torchscript(genuine: bytes) -> bytes:
     return out.getvalue()
 
 
+def evil_savedmodel(genuine: Path, out: Path) -> dict[str, bytes]:
+    """The SavedModel directory `genuine` with every variable + 5, saved to `out`; returns its files'
+    bytes by relative path (the same files as `genuine`'s)."""
+    from oneneuron.frameworks import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    loaded = tf.saved_model.load(str(genuine))
+    for v in loaded.variables:
+        v.assign(v + 5)
+    tf.saved_model.save(loaded, str(out), signatures=loaded.signatures["serving_default"])
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
 @contextlib.contextmanager
 def swapping(pairs: list[tuple[Path, bytes, bytes]], scratch: Path) -> Iterator[list[int]]:
     """A writer thread flipping each `target` between its `genuine` and `evil` bytes (os.replace of
@@ -147,7 +160,7 @@ def swapping(pairs: list[tuple[Path, bytes, bytes]], scratch: Path) -> Iterator[
     stop, swaps = threading.Event(), [0]
 
     def put(source: Path, target: Path) -> None:
-        tmp = target.parent / f".{target.name}.swap"
+        tmp = scratch / "next"  # staged outside the target's directory: only the rename shows there
         os.link(source, tmp)
         os.replace(tmp, target)
 

@@ -5,10 +5,12 @@ artifacts=DIR resolves inside DIR.
 
 Each race test loads in a loop while tests/conftest.py `swapping` flips the file, bounded by a
 count and a time: the loader and the server's loading stop after 1,000 loads or 20 s, the check
-and the Triton writer (slower per iteration) after 10 s. On the code before the fix (measured on
-one run): the loader ran the evil model with `verified=True` in 9 (sha256) and 95 (trust key) of
-1,000 loads, the server's loading in 311 and 279 of 1,000, the check reported 1,221 rows computed
-by an evil model; the Triton writer already wrote the bytes it had hashed (0: a regression guard).
+and the Triton writer (slower per iteration) after 10 s. On the code before the fix (two runs): the
+loader ran the evil model with `verified=True` in 9 and 9 (sha256) and 95 and 76 (trust key) of
+1,000 loads, the server's loading in 311 and 355 (sha256), 279 and 179 (trust key) of 1,000; the
+check reported 1,221 and 1,512 ONNX/torch rows computed by an evil model and 124 SavedModel rows
+(raced file by file inside the stored directory); the Triton writer already wrote the bytes it had
+hashed (0 both times: a regression guard).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from oneneuron.errors import IntegrityError
 from oneneuron.fsio import Root
 from oneneuron.schema import Manifest
 from serve import load
-from tests.conftest import evil_onnx, evil_torchscript, swapping
+from tests.conftest import evil_onnx, evil_savedmodel, evil_torchscript, swapping
 
 X = np.array([[10.0]], dtype=np.float32)
 LOADS, LOAD_SECONDS = 1000, 20.0  # loader and server loading: stop at whichever comes first
@@ -151,6 +153,36 @@ def test_check_race(exported_copy, tmp_path):
     print(f"{checks} checks, {rows_run[0]} rows run, {swaps[0]} swaps, {len(evil_rows)} evil rows")
     assert swaps[0] > 10 and checks >= 10, (checks, swaps)
     assert not evil_rows, f"{len(evil_rows)} rows ran an evil model: {evil_rows[:3]}"
+
+
+def test_check_savedmodel_race(exported_copy, tmp_path):
+    """serve.check's TensorFlow row while every file of the stored SavedModel directory flips (one
+    os.replace each): TensorFlow loads a private copy whose hash was checked, so it never runs the
+    evil model nor a mix of the two."""
+    from serve.check import Tolerances, check_artifact
+
+    manifest, root = Manifest.load(exported_copy), Root(exported_copy)
+    path, entry = stored(exported_copy, "keras_linear", "savedmodel")
+    (genuine,) = [row.headline_y for row in check_artifact(root, manifest, entry, Tolerances())]
+    assert genuine is not None
+    evil = evil_savedmodel(path, tmp_path / "evil.savedmodel")
+    assert set(evil) == {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    pairs = [(path / rel, (path / rel).read_bytes(), data) for rel, data in evil.items()]
+    bad_rows, rows_run = [], [0]
+
+    def consume():
+        for row in check_artifact(root, manifest, entry, Tolerances()):
+            if row.error is not None and "sha256" in row.error:
+                continue  # refused before running
+            rows_run[0] += 1
+            if row.headline_y != genuine:
+                bad_rows.append(row.error or row.headline_y)
+
+    with swapping(pairs, tmp_path / "swap") as swaps:
+        checks, _ = race(consume, SLOW_SECONDS)
+    print(f"{checks} checks, {rows_run[0]} rows run, {swaps[0]} swaps, {len(bad_rows)} evil or mixed rows")
+    assert swaps[0] > 10 and checks >= 5, (checks, swaps)
+    assert not bad_rows, f"{len(bad_rows)} rows ran an evil or half-swapped model: {bad_rows[:3]}"
 
 
 def test_triton_writer_race(exported_copy, tmp_path):
