@@ -30,7 +30,7 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root
 from oneneuron.schema import ArtifactEntry, Manifest
 from serve import parity
-from serve.runtimes import RUNTIMES, Verified, verified
+from serve.runtimes import RUNTIMES, VerifiedArtifact, verified
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def check_artifact(root: Root, manifest: Manifest, entry: ArtifactEntry, tol: To
 
 
 def _runtime_rows(
-    root: Root, manifest: Manifest, entry: ArtifactEntry, tol: Tolerances, artifact: Verified
+    root: Root, manifest: Manifest, entry: ArtifactEntry, tol: Tolerances, artifact: VerifiedArtifact
 ) -> list[Row]:
     """One row per runtime of `entry`'s format, each loading the verified `artifact`."""
     runtimes, path = RUNTIMES[entry.format], artifact.path

@@ -33,7 +33,7 @@ from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root, read_regular
 from oneneuron.schema import ArtifactEntry, Manifest, TensorSpec
-from serve.runtimes import RUN_RUNTIMES, Verified, verified
+from serve.runtimes import RUN_RUNTIMES, VerifiedArtifact, verified
 
 # dtype -> (atol, rtol) when no flag names the output
 DEFAULTS: Mapping[str, tuple[float, float]] = {
@@ -146,7 +146,9 @@ def check_entry(root: Root, entry: ArtifactEntry, tol: Tolerances) -> list[Row]:
         return _runtime_rows(entry, tol, artifact, probe)
 
 
-def _runtime_rows(entry: ArtifactEntry, tol: Tolerances, artifact: Verified, probe: Probe) -> list[Row]:
+def _runtime_rows(
+    entry: ArtifactEntry, tol: Tolerances, artifact: VerifiedArtifact, probe: Probe
+) -> list[Row]:
     """Rows per runtime and output of `entry`'s format, each loading the verified `artifact`."""
     runtimes, path = RUN_RUNTIMES[entry.format], artifact.path
     names = [s.name for s in entry.signature.outputs]

@@ -4,7 +4,7 @@ TensorFlow and torch are imported inside their functions only: the ONNX rows nev
 them. Code-bearing formats (SavedModel, TorchScript) are loaded here, by the check, and
 never by the loader or the server.
 
-Every runtime loads a `Verified` artifact (`verified`): a file's bytes, read once and checked
+Every runtime loads a `VerifiedArtifact` (made by `verified`): a file's bytes, read once and checked
 against the manifest's sha256, or a directory's private copy, checked after copying. No runtime
 opens the stored path, which a writer could replace after the check (issue 19).
 """
@@ -27,7 +27,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
-class Verified:
+class VerifiedArtifact:
     """An artifact whose sha256 was checked, in the form a runtime loads."""
 
     path: Path  # where it is stored: for messages only, never opened again
@@ -36,18 +36,18 @@ class Verified:
 
 
 @contextlib.contextmanager
-def verified(root: Root, entry: ArtifactEntry) -> Iterator[Verified]:
+def verified(root: Root, entry: ArtifactEntry) -> Iterator[VerifiedArtifact]:
     """`entry` read and checked once (oneneuron/manifest.py `read_verified` / `verified_copy`), for the
     block; a private copy is removed afterwards. Raises IntegrityError on a sha256 mismatch."""
     path = root.path(entry.path)
     if FORMATS[entry.format] == "dir":
         with verified_copy(root, entry) as copy:
-            yield Verified(path, copy=copy)
+            yield VerifiedArtifact(path, copy=copy)
     else:
-        yield Verified(path, data=read_verified(root, entry))
+        yield VerifiedArtifact(path, data=read_verified(root, entry))
 
 
-def onnxruntime_cpu(artifact: Verified) -> Predict:
+def onnxruntime_cpu(artifact: VerifiedArtifact) -> Predict:
     """onnxruntime's CPU provider through the project's loader: the check has verified the sha256; the
     embedded self-test runs as in every loader (a model they all refuse must not pass the check)."""
     from serve.loader import LoadOptions, open_model
@@ -56,7 +56,7 @@ def onnxruntime_cpu(artifact: Verified) -> Predict:
     return lambda x: model.predict(x)[:, 0]
 
 
-def onnx_reference(artifact: Verified) -> Predict:
+def onnx_reference(artifact: VerifiedArtifact) -> Predict:
     """`onnx.reference.ReferenceEvaluator`: an independent, pure-numpy ONNX implementation."""
     from onnx.reference import ReferenceEvaluator
 
@@ -64,7 +64,7 @@ def onnx_reference(artifact: Verified) -> Predict:
     return lambda x: np.asarray(evaluator.run(["y"], {"x": x})[0])[:, 0]
 
 
-def tensorflow_savedmodel(artifact: Verified) -> Predict:
+def tensorflow_savedmodel(artifact: VerifiedArtifact) -> Predict:
     """The SavedModel's `serving_default` signature in TensorFlow."""
     from oneneuron.frameworks import quiet_tensorflow
 
@@ -74,7 +74,7 @@ def tensorflow_savedmodel(artifact: Verified) -> Predict:
     return lambda x: fn(x=tf.constant(x))["y"].numpy()[:, 0]
 
 
-def torch_torchscript(artifact: Verified) -> Predict:
+def torch_torchscript(artifact: VerifiedArtifact) -> Predict:
     """The TorchScript file in torch."""
     import torch
 
@@ -91,7 +91,7 @@ def torch_torchscript(artifact: Verified) -> Predict:
 
 
 # format -> [(runtime name, factory)]
-RUNTIMES: dict[str, list[tuple[str, Callable[[Verified], Predict]]]] = {
+RUNTIMES: dict[str, list[tuple[str, Callable[[VerifiedArtifact], Predict]]]] = {
     "onnx": [("onnxruntime", onnxruntime_cpu), ("onnx.reference", onnx_reference)],
     "savedmodel": [("tensorflow", tensorflow_savedmodel)],
     "torchscript": [("torch", torch_torchscript)],
@@ -104,7 +104,7 @@ RUNTIMES: dict[str, list[tuple[str, Callable[[Verified], Predict]]]] = {
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def run_onnxruntime(artifact: Verified, outputs: list[str]) -> Run:
+def run_onnxruntime(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """onnxruntime's CPU provider through the loader's `Model.run` (checks off: the check reports them)."""
     from serve.loader import LoadOptions, open_model
 
@@ -112,7 +112,7 @@ def run_onnxruntime(artifact: Verified, outputs: list[str]) -> Run:
     return open_model(artifact.path, None, None, options, artifact.data).run
 
 
-def run_onnx_reference(artifact: Verified, outputs: list[str]) -> Run:
+def run_onnx_reference(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """`onnx.reference.ReferenceEvaluator` (pure numpy; serve/parity.py bounds its time)."""
     from onnx.reference import ReferenceEvaluator
 
@@ -120,7 +120,7 @@ def run_onnx_reference(artifact: Verified, outputs: list[str]) -> Run:
     return lambda feeds: dict(zip(outputs, evaluator.run(outputs, feeds), strict=True))
 
 
-def run_savedmodel(artifact: Verified, outputs: list[str]) -> Run:
+def run_savedmodel(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """The SavedModel's `serving_default` signature in TensorFlow (inputs and outputs by name)."""
     from oneneuron.frameworks import quiet_tensorflow
 
@@ -138,7 +138,7 @@ def _torch_outputs(result, outputs: list[str]) -> dict[str, np.ndarray]:
     return {n: t.detach().numpy() for n, t in zip(outputs, flat, strict=True)}
 
 
-def run_torchscript(artifact: Verified, outputs: list[str]) -> Run:
+def run_torchscript(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """The TorchScript file in torch, inputs positional in signature order."""
     import torch
 
@@ -154,7 +154,7 @@ def run_torchscript(artifact: Verified, outputs: list[str]) -> Run:
     return run
 
 
-def run_exportedprogram(artifact: Verified, outputs: list[str]) -> Run:
+def run_exportedprogram(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """The torch.export program (.pt2) in torch: its own module, inputs in the program's order."""
     import torch
     import torch.utils._pytree as pytree
@@ -172,7 +172,7 @@ def run_exportedprogram(artifact: Verified, outputs: list[str]) -> Run:
 
 
 # format -> [(runtime name, factory)] for models checked against a probe file
-RUN_RUNTIMES: dict[str, list[tuple[str, Callable[[Verified, list[str]], Run]]]] = {
+RUN_RUNTIMES: dict[str, list[tuple[str, Callable[[VerifiedArtifact, list[str]], Run]]]] = {
     "onnx": [("onnxruntime", run_onnxruntime), ("onnx.reference", run_onnx_reference)],
     "savedmodel": [("tensorflow", run_savedmodel)],
     "torchscript": [("torch", run_torchscript)],

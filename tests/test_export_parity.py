@@ -9,7 +9,7 @@ import pytest
 
 from export import FORMATS
 from export.onnx import OPSET
-from serve.runtimes import RUNTIMES, Verified
+from serve.runtimes import RUNTIMES, VerifiedArtifact
 from train import keras as keras_trainer
 from train import torch as torch_trainer
 
@@ -25,7 +25,9 @@ def source_predictions(trained_dir, model):
 
 def verified_as_is(path):
     """A runtime's input for a trusted fixture file (serve.check reads and hashes it; here it is given)."""
-    return Verified(path, copy=path) if path.is_dir() else Verified(path, data=path.read_bytes())
+    if path.is_dir():
+        return VerifiedArtifact(path, copy=path)
+    return VerifiedArtifact(path, data=path.read_bytes())
 
 
 def assert_parity(exported_dir, name, fmt):
