@@ -161,6 +161,8 @@ def swapping(pairs: list[tuple[Path, bytes, bytes]], scratch: Path) -> Iterator[
 
     def put(source: Path, target: Path) -> None:
         tmp = scratch / "next"  # staged outside the target's directory: only the rename shows there
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a rename onto a link to the same file, which POSIX makes a no-op
         os.link(source, tmp)
         os.replace(tmp, target)
 
