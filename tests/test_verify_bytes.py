@@ -5,12 +5,12 @@ artifacts=DIR resolves inside DIR.
 
 Each race test loads in a loop while tests/conftest.py `swapping` flips the file, bounded by a
 count and a time: the loader and the server's loading stop after 1,000 loads or 20 s, the check
-and the Triton writer (slower per iteration) after 10 s. On the code before the fix (two runs): the
-loader ran the evil model with `verified=True` in 9 and 9 (sha256) and 95 and 76 (trust key) of
-1,000 loads, the server's loading in 311 and 355 (sha256), 279 and 179 (trust key) of 1,000; the
-check reported 1,221 and 1,512 ONNX/torch rows computed by an evil model and 124 SavedModel rows
-(raced file by file inside the stored directory); the Triton writer already wrote the bytes it had
-hashed (0 both times: a regression guard).
+and the Triton writer (slower per iteration) after 10 s. On the code before the fix (three runs):
+the loader ran the evil model with `verified=True` in 9-28 (sha256) and 76-111 (trust key) of 1,000
+loads, the server's loading in 311-386 (sha256) and 179-279 (trust key) of 1,000; the check
+reported 1,221-1,512 ONNX/torch rows computed by an evil model and 103-124 SavedModel rows (raced
+file by file inside the stored directory); the Triton writer already wrote the bytes it had hashed
+(0 every time: a regression guard).
 """
 
 from __future__ import annotations
