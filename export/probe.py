@@ -196,11 +196,12 @@ def to_bytes(probe: Probe) -> bytes:
 
 
 def load(path: Path, signature: Signature, data: bytes | None = None) -> Probe:
-    """Read a stored probe (its sha256 already checked) and check it matches `signature`; with `data`,
-    those bytes (already read and hashed) are the file, `path` names it in errors."""
+    """Read a stored probe (its sha256 already checked) and check it matches `signature`. With
+    `data` (the bytes read from `path` whose sha256 was checked), those bytes: `path` only names it."""
+    source = path if data is None else io.BytesIO(data)
     try:
-        unpacked_size(io.BytesIO(data) if data is not None else path)
-        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as npz:
+        unpacked_size(source)
+        with np.load(source, allow_pickle=False) as npz:
             files = set(npz.files)
             want = {f"inputs/{s.name}" for s in signature.inputs} | {
                 f"outputs/{s.name}" for s in signature.outputs

@@ -27,7 +27,7 @@ from oneneuron import cli
 from oneneuron.errors import IntegrityError, MissingArtifactError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root, removing_new_dirs_on_error
-from oneneuron.manifest import verify
+from oneneuron.manifest import read_verified
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest, check_name
 from oneneuron.selftest import linear_selftest
 
@@ -134,13 +134,7 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
                 f"{artifacts / 'manifest.json'}: no ONNX models; {fix('onnx', artifacts)}"
             )
         for entry in entries:
-            verify(source, entry)
-            data = source.read_bytes(entry.path)
-            if hashlib.sha256(data).hexdigest() != entry.sha256:  # changed between the check and the read
-                raise IntegrityError(
-                    f"{source.dir / entry.path}: sha256 differs from the manifest's "
-                    f"{entry.sha256[:12]}...; {fix('onnx', artifacts)}"
-                )
+            data = read_verified(source, entry)  # read once: the bytes hashed are the bytes written
             model = onnx.load_from_string(data)
             _check_selftest(source.dir / entry.path, model, entry)
             config = config_pbtxt(entry.model, model, cfg)

@@ -111,6 +111,28 @@ def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
         return f.read(limit + 1)[:limit]
 
 
+def copy_regular_tree(source: Path, target: Path, limit: int, what_fixes: str) -> None:
+    """Copy the directory `source` to `target` (new), each file with `read_regular`; a symlink, FIFO
+    or device inside is refused, never followed."""
+    source, target = Path(source), Path(target)
+    target.mkdir(mode=0o700)
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+        here = target / Path(dirpath).relative_to(source)
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                raise IntegrityError(f"{Path(dirpath) / name}: a symlink inside {source}; {what_fixes}")
+        for name in dirnames:
+            (here / name).mkdir(mode=0o700)
+        for name in filenames:
+            try:
+                data = read_regular(Path(dirpath) / name, limit, what_fixes)
+            except MissingArtifactError:  # listed, then gone: the directory is changing under us
+                raise IntegrityError(
+                    f"{Path(dirpath) / name}: removed while {source} was being copied; {what_fixes}"
+                ) from None
+            (here / name).write_bytes(data)
+
+
 def _holds(path: Path, digest: str) -> bool:
     """Whether `path` is a real file or directory (not a symlink, FIFO or device) of hash `digest`."""
     try:

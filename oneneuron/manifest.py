@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from oneneuron.errors import IntegrityError, MissingArtifactError, RollbackError
 from oneneuron.fixes import fix
-from oneneuron.fsio import VERSIONED, Root, Transaction, json_bytes, sha256_path
+from oneneuron.fsio import (
+    VERSIONED,
+    Root,
+    Transaction,
+    copy_regular_tree,
+    json_bytes,
+    read_regular,
+    sha256_path,
+)
 from oneneuron.record import TrainingRecord
 from oneneuron.schema import (
     FORMATS,
@@ -44,18 +54,49 @@ class Seal(Protocol):
     def describe(self) -> str: ...  # after the commit: one line saying what was signed
 
 
+MAX_ARTIFACT_BYTES = 1 << 31  # one stored file read into memory (protobuf's limit for an ONNX model)
+
+
 def verify(root: Root, entry: ArtifactEntry, rel: str | None = None) -> str:
     """The one sha256 check: resolve `entry`'s stored version (or `rel`, e.g. its stable name) inside
     `root` (a regular file, or a directory for a SavedModel) and compare its sha256 with the
-    manifest's. Returns the path."""
+    manifest's. Returns the path. Only says what the file held when it was hashed: a consumer that
+    runs the artifact uses `read_verified` or `verified_copy` instead (issue 19)."""
     path = root.existing(rel or entry.path, FORMATS[entry.format])
-    actual = sha256_path(path)
+    check_sha256(root, entry, path, sha256_path(path))
+    return str(path)
+
+
+def check_sha256(root: Root, entry: ArtifactEntry, path: Path, actual: str) -> None:
+    """Raise IntegrityError when `actual`, the sha256 of what was read from `path`, is not `entry`'s."""
     if actual != entry.sha256:
         raise IntegrityError(
             f"{path}: sha256 {actual} != manifest {entry.sha256}; the file was changed or "
             f"truncated after export; {fix('onnx' if entry.format == 'onnx' else 'export', root.dir)}"
         )
-    return str(path)
+
+
+def read_verified(root: Root, entry: ArtifactEntry) -> bytes:
+    """`entry`'s stored file read once (bounded, a regular file, no symlink leaving the directory),
+    checked against the manifest's sha256: the bytes to run. Whatever replaces the file afterwards,
+    these bytes are the ones that were hashed (issue 19: hash the path, then open it again, ran a
+    swapped-in model)."""
+    path = root.existing(entry.path, FORMATS[entry.format])
+    data = read_regular(path, MAX_ARTIFACT_BYTES, fix("export", root.dir))
+    check_sha256(root, entry, path, hashlib.sha256(data).hexdigest())
+    return data
+
+
+@contextlib.contextmanager
+def verified_copy(root: Root, entry: ArtifactEntry) -> Iterator[Path]:
+    """A stored directory (a SavedModel) copied into a private temporary directory (mode 0700, removed
+    afterwards) and the copy's sha256 checked: what a runtime that reads a directory loads."""
+    path = root.existing(entry.path, FORMATS[entry.format])
+    with tempfile.TemporaryDirectory(prefix="oneneuron-verified-") as tmp:  # mkdtemp: mode 0700
+        copy = Path(tmp) / path.name
+        copy_regular_tree(path, copy, MAX_ARTIFACT_BYTES, fix("export", root.dir))
+        check_sha256(root, entry, path, sha256_path(copy))
+        yield copy
 
 
 def _intact(root: Root, entry: ArtifactEntry) -> bool:

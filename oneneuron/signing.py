@@ -323,17 +323,23 @@ def _verify(
     return Verified(artifacts, fp, tuple(sorted(signed.items())), manifest)
 
 
-def verify_file(path: str | Path, artifacts: str | Path, trust_key: str | Path) -> Verified:
+def verify_file(
+    path: str | Path, artifacts: str | Path, trust_key: str | Path, data: bytes | None = None
+) -> Verified:
     """Verify the directory, then require that `path` (a stored version or its alias) holds the
     bytes the signature records for the entry of the verified manifest it belongs to. Whatever a
-    concurrent writer does, the bytes hashed here equal a signed digest or nothing is returned."""
+    concurrent writer does, the bytes hashed here equal a signed digest or nothing is returned.
+
+    With `data` (the bytes a caller read from `path` once, and will run), those bytes are hashed
+    and the file is not read again: a consumer runs exactly what was verified (issue 19)."""
     path, artifacts = Path(path), Path(artifacts)
     verified = verify_dir(artifacts, trust_key, only=MANIFEST)  # signature, manifest, file set
     for entry in verified.manifest.all_entries():  # the newest first: an alias names the newest
         if (artifacts / entry.path).resolve() == path.resolve() or (
             path.parent.resolve() == artifacts.resolve() and path.name == entry.alias
         ):
-            expected, digest = verified.digest(entry.path), sha256_file(path)
+            expected = verified.digest(entry.path)
+            digest = sha256_file(path) if data is None else hashlib.sha256(data).hexdigest()
             if digest == expected:
                 return verified
             what = path if path.name == Path(entry.path).name else f"{path} (stable name of {entry.path})"

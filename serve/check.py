@@ -18,6 +18,7 @@ N` refuses an older manifest (a rolled-back directory) before anything runs. Exi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -30,10 +31,10 @@ from oneneuron import cli
 from oneneuron.errors import InputError, IntegrityError, MissingArtifactError, RollbackError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root
-from oneneuron.manifest import require_generation, verify
+from oneneuron.manifest import require_generation
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
 from serve import parity, variants
-from serve.runtimes import RUNTIMES
+from serve.runtimes import RUNTIMES, VerifiedArtifact, verified
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,26 @@ def check_artifact(
     """Verify one artifact's hash, then compare its predictions in each of its (chosen) runtimes."""
     runtimes = [(name, f) for name, f in RUNTIMES[entry.format] if choice.runs(name)]
     described = entry.architecture.describe() if entry.architecture else "linear"
-    try:
-        path = Path(verify(root, entry))
+    verified_artifact = contextlib.ExitStack()
+    try:  # read (or privately copied) once and hashed: the runtimes load these bytes, never the path
+        artifact = verified_artifact.enter_context(verified(root, entry))
     except IntegrityError as exc:
         return [Row(entry.name, rt, False, error=str(exc), architecture=described) for rt, _ in runtimes]
+    with verified_artifact:
+        return _runtime_rows(root, manifest, entry, tol, (artifact, runtimes))
+
+
+def _runtime_rows(
+    root: Root,
+    manifest: Manifest,
+    entry: ArtifactEntry,
+    tol: Tolerances,
+    run_with: tuple[VerifiedArtifact, list],
+) -> list[Row]:
+    """One row per chosen runtime of `entry`'s format, each loading the verified artifact."""
+    artifact, runtimes = run_with
+    path = artifact.path
+    described = entry.architecture.describe() if entry.architecture else "linear"
     if not entry.source_probe_y:
         return [
             Row(
@@ -131,7 +148,7 @@ def check_artifact(
     rows = []
     for name, factory in runtimes:
         try:
-            predict = factory(path)
+            predict = factory(artifact)
             y = np.asarray(predict(probe), dtype=np.float64)
             y10 = float(predict(headline)[0])
         except Exception as exc:  # any runtime failure is this row's failure, not the check's
@@ -182,15 +199,19 @@ def check_artifact(
 
 
 def run_check(
-    artifacts: Path, tol: Tolerances = Tolerances(), choice: parity.Choice = parity.Choice()
+    artifacts: Path,
+    tol: Tolerances = Tolerances(),
+    choice: parity.Choice = parity.Choice(),
+    manifest: Manifest | None = None,
 ) -> tuple[list[Row], Manifest]:
-    """Check every artifact in the manifest (in `choice`'s runtimes); returns the rows and the manifest."""
+    """Check every artifact in the manifest (in `choice`'s runtimes; `manifest`: the one a signature
+    verified; default: read it); returns the rows and the manifest."""
     artifacts = Path(artifacts)
     if not artifacts.is_dir():
         raise MissingArtifactError(
             f"{artifacts}: no such directory; {fix('train', artifacts)} and {fix('export', artifacts)}"
         )
-    manifest = Manifest.load(artifacts)
+    manifest = manifest if manifest is not None else Manifest.load(artifacts)
     if manifest.probe is None and not any(e.probe for e in manifest.artifacts):
         raise InputError(
             f"{artifacts}/manifest.json records no training run (no probe rows, no source "
@@ -349,13 +370,13 @@ def report(
     """Run the check, print the table (or JSON) and return the exit code: 0 all pass, 1 any fails.
     With `trust_key`, the signature is verified first (serve/signature.py); if it fails, nothing runs.
     With `min_generation`, so is the manifest's generation (the signed one's, with a key)."""
-    signature = signature_first(artifacts, trust_key, as_json)
+    signature, signed = signature_first(artifacts, trust_key, as_json)
     if signature is not None and not signature.ok:
         return IntegrityError.exit_code
     floor = generation_first(artifacts, min_generation, signature, as_json)
     if floor is not None and not floor.ok:
         return IntegrityError.exit_code
-    rows, manifest = run_check(artifacts, tol, choice)
+    rows, manifest = run_check(artifacts, tol, choice, signed)  # with a key: checked against the signed one
     if signature is None:
         from serve.signature import unverified
 
@@ -392,19 +413,20 @@ def report(
 
 
 def signature_first(artifacts: Path, trust_key: Path | None, as_json: bool):
-    """The signature row (None without a key); a failed one is printed here, since nothing else runs."""
+    """The signature row (None without a key) and the manifest it verified (None: no key, or
+    refused); a failed row is printed here, since nothing else runs."""
     if trust_key is None:
-        return None
+        return None, None
     from serve.signature import check_signature
 
-    signature = check_signature(Path(artifacts), trust_key)
+    signature, signed = check_signature(Path(artifacts), trust_key)
     if not signature.ok:
         print(
             json.dumps({"ok": False, "signature": signature.to_json()}, indent=2)
             if as_json
             else signature.line()
         )
-    return signature
+    return signature, signed
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,27 @@
 
     model = load("keras_linear", artifacts="artifacts")   # by name: looked up in manifest.json only
     model = load("artifacts/keras_linear.onnx")            # or by path (a .onnx name or a '/' in it)
+    model = load("keras_linear.onnx", artifacts="artifacts")  # a bare file name: inside artifacts/
     model.predict([10.0])                                   # -> array([[18.98...]], dtype=float32)
 
 Imports only numpy, onnxruntime and the standard library (tests/test_loader.py checks
 `sys.modules`), so an app embedding a model never pays for TensorFlow or torch.
-On load it verifies the file's sha256 against the manifest, reads the ONNX metadata and runs
-the embedded self-test; each check can be turned off explicitly. With `min_generation` it refuses
-a manifest older than that floor (docs/reliability.md "Rollback").
+On load it reads the file once, verifies those bytes' sha256 against the manifest (and the
+signature, with a trust key), hands the same bytes to onnxruntime (the file is never opened again
+by path: a file swapped after the check is not what runs; issue 19), reads the ONNX metadata and
+runs the embedded self-test; each check can be turned off explicitly. With `min_generation` it
+refuses a manifest older than that floor (docs/reliability.md "Rollback").
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from oneneuron.errors import InputError, MissingArtifactError
-from oneneuron.fsio import Root
-from oneneuron.manifest import require_generation, verify
+from oneneuron.fsio import Root, read_regular
+from oneneuron.manifest import MAX_ARTIFACT_BYTES, check_sha256, require_generation
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
 from serve.inputs import PredictInputError
 from serve.model import EXPORT_FIX, LoadOptions, Model
@@ -38,7 +42,8 @@ __all__ = [
 
 def is_path(model: str | Path) -> bool:
     """The resolution rule: a `Path`, a name ending in `.onnx` or one containing a path separator is a
-    file path; anything else is a model name, looked up in the manifest only."""
+    file path; anything else is a model name, looked up in the manifest only. A file path without a
+    directory component, given with artifacts=DIR, is a file in DIR (`resolve`)."""
     return (
         isinstance(model, Path)
         or str(model).endswith(".onnx")
@@ -60,6 +65,9 @@ def _resolve(
     """`resolve`, and the manifest the entry was found in (None for a lone file)."""
     if is_path(model):
         candidate = Path(model)
+        if artifacts is not None and str(model) == candidate.name:
+            # a bare file name with artifacts=DIR names DIR's file, whatever the working directory holds
+            candidate = Path(artifacts) / candidate.name
         if not candidate.is_file():
             raise MissingArtifactError(
                 f"{candidate}: no such file; {EXPORT_FIX}, or pass a model name and artifacts=DIR"
@@ -96,15 +104,15 @@ def _resolve(
 
 
 def _verify_signature(
-    path: Path, artifacts: Path, trust_key: str | Path, entry: ArtifactEntry | None
+    path: Path, data: bytes, artifacts: Path, trust_key: str | Path, entry: ArtifactEntry | None
 ) -> tuple[str, ArtifactEntry | None, Manifest]:
-    """The signature check (imported only when a key is given: the cold start without one is
-    unchanged). Returns the key's fingerprint, `entry` as the signed manifest records it (the
-    manifest read before may have been replaced since; what was verified is what is used) and
-    that signed manifest."""
+    """The signature check of `data`, the bytes read from `path` (imported only when a key is given:
+    the cold start without one is unchanged). Returns the key's fingerprint, `entry` as the signed
+    manifest records it (the manifest read before may have been replaced since; what was verified
+    is what is used) and that signed manifest."""
     from oneneuron.signing import verify_file
 
-    verified = verify_file(path, artifacts, trust_key)
+    verified = verify_file(path, artifacts, trust_key, data)
     if entry is not None:
         entry = next((e for e in verified.manifest.all_entries() if e.path == entry.path), entry)
     return verified.key_fingerprint, entry, verified.manifest
@@ -127,7 +135,8 @@ def load(
             (see `is_path` for the rule). A file no manifest lists runs its embedded self-test
             and `Model.verified` is False.
         artifacts: the artifacts directory holding manifest.json (default: the file's own
-            directory for a path, `artifacts/` for a name).
+            directory for a path, `artifacts/` for a name). A bare file name ("keras_linear.onnx")
+            is looked up in it, not in the working directory.
         verify_sha256, selftest: turn the integrity checks off explicitly (both on by default).
         threads: onnxruntime intra-op threads.
         trust_key: a PEM public key (python -m export.keys); the directory's `model.sig` must be
@@ -153,21 +162,24 @@ def open_model(
     root: Root | None,
     options: LoadOptions,
     manifest: Manifest | None = None,
+    data: bytes | None = None,
 ) -> Model:
-    """Verify (signature with a trust key; the generation floor; sha256 against `entry`, when
-    given) and open `path`, then run its self-test. `manifest`: the one `entry` comes from."""
+    """Read `path` once (or take `data`, the bytes a caller already read from it), verify those bytes
+    (signature with a trust key; the generation floor; sha256 against `entry`, when given), open the
+    same bytes in onnxruntime, then run the self-test. The file is never opened again by path
+    (issue 19). `manifest`: the one `entry` comes from."""
+    if data is None:
+        data = read_regular(path, MAX_ARTIFACT_BYTES, EXPORT_FIX)
     signed_by = None
     artifacts = root.dir if root is not None else path.parent
     if options.trust_key is not None:  # from here on, the signed manifest is the only one used
-        signed_by, entry, manifest = _verify_signature(path, artifacts, options.trust_key, entry)
+        signed_by, entry, manifest = _verify_signature(path, data, artifacts, options.trust_key, entry)
     elif manifest is None and root is not None and options.min_generation is not None:
         manifest = Manifest.load(root.dir)
     generation = check_floor(artifacts, options.min_generation, manifest)
     if options.verify_sha256 and entry is not None and root is not None:
-        verify(root, entry)
-        if path.name != entry.path:  # opened by its stable name: the bytes loaded must match too
-            verify(root, entry, path.name)
-    loaded = Model(path, entry, options)
+        check_sha256(root, entry, path, hashlib.sha256(data).hexdigest())
+    loaded = Model(path, entry, options, data)
     loaded.signed_by, loaded.generation = signed_by, generation
     if options.selftest:
         loaded.selftest(root, entry)

@@ -1,6 +1,7 @@
 """`Model`: one ONNX model in an onnxruntime session, with `predict`, `run` and the self-test.
 
-Made by serve/loader.py's `load` (which verifies the file first); the input checks it applies are
+Made by serve/loader.py's `load` (which reads the file once, verifies those bytes and hands them
+here: onnxruntime runs the bytes that were verified, never the path); the input checks it applies are
 in serve/inputs.py. Imports only numpy, onnxruntime and the standard library.
 """
 
@@ -62,7 +63,9 @@ class Model:
     # None: a lone file no manifest lists.
     generation: int | None = None
 
-    def __init__(self, path: Path, entry: ArtifactEntry | None, options: LoadOptions):
+    def __init__(self, path: Path, entry: ArtifactEntry | None, options: LoadOptions, data: bytes):
+        """`data`: the model's bytes, read once from `path` (and verified, when `entry` is given);
+        onnxruntime runs them, and never opens `path` itself (serve/loader.py `open_model`)."""
         self.path = Path(path)
         # sha256 checked against a manifest entry at load (False: a lone file, or verify_sha256=False)
         self.verified = entry is not None and options.verify_sha256
@@ -72,7 +75,7 @@ class Model:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise IntegrityError(
                 f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); {EXPORT_FIX}"

@@ -24,24 +24,24 @@ with the reason, not a failure (onnxruntime's row still decides); `--strict` fai
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.probe import MAX_PROBE_BYTES
+from export.probe import MAX_PROBE_BYTES, Probe
 from export.probe import load as load_probe
 from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
-from oneneuron.fsio import Root, sha256_file
-from oneneuron.manifest import verify
+from oneneuron.fsio import Root, read_regular
 from oneneuron.schema import ArtifactEntry, Manifest, TensorSpec
 from oneneuron.tolerance import DEFAULTS, EXACT, compare
-from serve.runtimes import RUN_RUNTIMES
+from serve.runtimes import RUN_RUNTIMES, VerifiedArtifact, verified
 
 REFERENCE_BUDGET = 20.0  # seconds onnx.reference may spend on one artifact's probe
 REFERENCE = "onnx.reference"  # the runtime whose failures are skips (unless strict)
@@ -151,27 +151,39 @@ def check_entry(root: Root, entry: ArtifactEntry, tol: Tolerances, choice: Choic
     runtimes = [(name, f) for name, f in RUN_RUNTIMES[entry.format] if choice.runs(name)]
     if not runtimes:
         return []
-    try:
-        path = Path(verify(root, entry))
+    verified_artifact = contextlib.ExitStack()
+    try:  # each file read (or privately copied) once and hashed: those bytes are what runs
+        artifact = verified_artifact.enter_context(verified(root, entry))
         probe_path = root.existing(entry.probe.path)
-        if probe_path.stat().st_size > MAX_PROBE_BYTES:
-            raise IntegrityError(
-                f"{probe_path}: more than {MAX_PROBE_BYTES >> 20} MiB; {fix('export', root.dir)}"
-            )
-        if sha256_file(probe_path) != entry.probe.sha256:
+        probe_bytes = read_regular(probe_path, MAX_PROBE_BYTES, fix("export", root.dir))
+        if hashlib.sha256(probe_bytes).hexdigest() != entry.probe.sha256:
             raise IntegrityError(
                 f"{probe_path}: sha256 differs from the manifest's; the probe was changed after export; "
                 f"{fix('export', root.dir)}"
             )
-        probe = load_probe(probe_path, entry.signature)
+        probe = load_probe(probe_path, entry.signature, probe_bytes)
     except IntegrityError as exc:
+        verified_artifact.close()
         return [Row(entry.name, rt, None, False, error=str(exc)) for rt, _ in runtimes]
+    with verified_artifact:
+        return _runtime_rows(entry, tol, (artifact, probe), (runtimes, choice))
+
+
+def _runtime_rows(
+    entry: ArtifactEntry,
+    tol: Tolerances,
+    inputs: tuple[VerifiedArtifact, Probe],
+    chosen: tuple[list, Choice],
+) -> list[Row]:
+    """Rows per chosen runtime and output of `entry`'s format, each loading the verified artifact."""
+    (artifact, probe), (runtimes, choice) = inputs, chosen
+    path = artifact.path
     names = [s.name for s in entry.signature.outputs]
     rows = []
     for runtime, factory in runtimes:
         feeds, note = dict(probe.inputs), None
         try:
-            run = factory(path, names)
+            run = factory(artifact, names)
             if runtime == REFERENCE:
                 feeds, note = _within_budget(run, feeds)
             got = run(feeds) if feeds else None

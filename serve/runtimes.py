@@ -3,53 +3,85 @@
 TensorFlow and torch are imported inside their functions only: the ONNX rows never pay for
 them. Code-bearing formats (SavedModel, TorchScript) are loaded here, by the check, and
 never by the loader or the server.
+
+Every runtime loads a `VerifiedArtifact` (made by `verified`): a file's bytes, read once and checked
+against the manifest's sha256, or a directory's private copy, checked after copying. No runtime
+opens the stored path, which a writer could replace after the check (issue 19).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from oneneuron.fsio import Root
+from oneneuron.manifest import read_verified, verified_copy
+from oneneuron.schema import FORMATS, ArtifactEntry
+
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-def onnxruntime_cpu(path: Path) -> Predict:
+@dataclass(frozen=True)
+class VerifiedArtifact:
+    """An artifact whose sha256 was checked, in the form a runtime loads."""
+
+    path: Path  # where it is stored: for messages only, never opened again
+    data: bytes | None = None  # a file's verified bytes
+    copy: Path | None = None  # a directory's verified private copy (a SavedModel)
+
+
+@contextlib.contextmanager
+def verified(root: Root, entry: ArtifactEntry) -> Iterator[VerifiedArtifact]:
+    """`entry` read and checked once (oneneuron/manifest.py `read_verified` / `verified_copy`), for the
+    block; a private copy is removed afterwards. Raises IntegrityError on a sha256 mismatch."""
+    path = root.path(entry.path)
+    if FORMATS[entry.format] == "dir":
+        with verified_copy(root, entry) as copy:
+            yield VerifiedArtifact(path, copy=copy)
+    else:
+        yield VerifiedArtifact(path, data=read_verified(root, entry))
+
+
+def onnxruntime_cpu(artifact: VerifiedArtifact) -> Predict:
     """onnxruntime's CPU provider through the project's loader: the check has verified the sha256; the
     embedded self-test runs as in every loader (a model they all refuse must not pass the check)."""
-    from serve.loader import load
+    from serve.loader import LoadOptions, open_model
 
-    model = load(path, verify_sha256=False)
+    model = open_model(artifact.path, None, None, LoadOptions(verify_sha256=False), data=artifact.data)
     return lambda x: model.predict(x)[:, 0]
 
 
-def onnx_reference(path: Path) -> Predict:
+def onnx_reference(artifact: VerifiedArtifact) -> Predict:
     """`onnx.reference.ReferenceEvaluator`: an independent, pure-numpy ONNX implementation."""
     from onnx.reference import ReferenceEvaluator
 
-    evaluator = ReferenceEvaluator(str(path))
+    evaluator = ReferenceEvaluator(artifact.data)
     return lambda x: np.asarray(evaluator.run(["y"], {"x": x})[0])[:, 0]
 
 
-def tensorflow_savedmodel(path: Path) -> Predict:
+def tensorflow_savedmodel(artifact: VerifiedArtifact) -> Predict:
     """The SavedModel's `serving_default` signature in TensorFlow."""
     from oneneuron.frameworks import quiet_tensorflow
 
     tf = quiet_tensorflow()
 
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    fn = tf.saved_model.load(str(artifact.copy)).signatures["serving_default"]
     return lambda x: fn(x=tf.constant(x))["y"].numpy()[:, 0]
 
 
-def torch_torchscript(path: Path) -> Predict:
+def torch_torchscript(artifact: VerifiedArtifact) -> Predict:
     """The TorchScript file in torch."""
     import torch
 
     from oneneuron.frameworks import torch_jit_quiet
 
     with torch_jit_quiet():  # torch 2.13 deprecates torch.jit; see oneneuron/frameworks.py
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = torch.jit.load(io.BytesIO(artifact.data), map_location="cpu").eval()
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -59,7 +91,7 @@ def torch_torchscript(path: Path) -> Predict:
 
 
 # format -> [(runtime name, factory)]
-RUNTIMES: dict[str, list[tuple[str, Callable[[Path], Predict]]]] = {
+RUNTIMES: dict[str, list[tuple[str, Callable[[VerifiedArtifact], Predict]]]] = {
     "onnx": [("onnxruntime", onnxruntime_cpu), ("onnx.reference", onnx_reference)],
     "savedmodel": [("tensorflow", tensorflow_savedmodel)],
     "torchscript": [("torch", torch_torchscript)],
@@ -67,32 +99,33 @@ RUNTIMES: dict[str, list[tuple[str, Callable[[Path], Predict]]]] = {
 
 
 # -- any signature (models brought in with export.all --from-keras/--from-torch; serve/parity.py) ----
-# Each factory takes the artifact's path and its output names in signature order, and returns
+# Each factory takes the verified artifact and its output names in signature order, and returns
 # `run(feeds {input name: array}) -> {output name: array}`.
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def run_onnxruntime(path: Path, outputs: list[str]) -> Run:
+def run_onnxruntime(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """onnxruntime's CPU provider through the loader's `Model.run` (checks off: the check reports them)."""
-    from serve.loader import load
+    from serve.loader import LoadOptions, open_model
 
-    return load(path, verify_sha256=False, selftest=False).run
+    options = LoadOptions(verify_sha256=False, selftest=False)
+    return open_model(artifact.path, None, None, options, data=artifact.data).run
 
 
-def run_onnx_reference(path: Path, outputs: list[str]) -> Run:
+def run_onnx_reference(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """`onnx.reference.ReferenceEvaluator` (pure numpy; serve/parity.py bounds its time)."""
     from onnx.reference import ReferenceEvaluator
 
-    evaluator = ReferenceEvaluator(str(path))
+    evaluator = ReferenceEvaluator(artifact.data)
     return lambda feeds: dict(zip(outputs, evaluator.run(outputs, feeds), strict=True))
 
 
-def run_savedmodel(path: Path, outputs: list[str]) -> Run:
+def run_savedmodel(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """The SavedModel's `serving_default` signature in TensorFlow (inputs and outputs by name)."""
     from oneneuron.frameworks import quiet_tensorflow
 
     tf = quiet_tensorflow()
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    fn = tf.saved_model.load(str(artifact.copy)).signatures["serving_default"]
     return lambda feeds: {
         k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()
     }
@@ -105,14 +138,14 @@ def _torch_outputs(result, outputs: list[str]) -> dict[str, np.ndarray]:
     return {n: t.detach().numpy() for n, t in zip(outputs, flat, strict=True)}
 
 
-def run_torchscript(path: Path, outputs: list[str]) -> Run:
+def run_torchscript(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """The TorchScript file in torch, inputs positional in signature order."""
     import torch
 
     from oneneuron.frameworks import torch_jit_quiet
 
     with torch_jit_quiet():
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = torch.jit.load(io.BytesIO(artifact.data), map_location="cpu").eval()
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
@@ -121,12 +154,12 @@ def run_torchscript(path: Path, outputs: list[str]) -> Run:
     return run
 
 
-def run_exportedprogram(path: Path, outputs: list[str]) -> Run:
+def run_exportedprogram(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     """The torch.export program (.pt2) in torch: its own module, inputs in the program's order."""
     import torch
     import torch.utils._pytree as pytree
 
-    program = torch.export.load(str(path))
+    program = torch.export.load(io.BytesIO(artifact.data))
     module = program.module()
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -139,7 +172,7 @@ def run_exportedprogram(path: Path, outputs: list[str]) -> Run:
 
 
 # format -> [(runtime name, factory)] for models checked against a probe file
-RUN_RUNTIMES: dict[str, list[tuple[str, Callable[[Path, list[str]], Run]]]] = {
+RUN_RUNTIMES: dict[str, list[tuple[str, Callable[[VerifiedArtifact, list[str]], Run]]]] = {
     "onnx": [("onnxruntime", run_onnxruntime), ("onnx.reference", run_onnx_reference)],
     "savedmodel": [("tensorflow", run_savedmodel)],
     "torchscript": [("torch", run_torchscript)],

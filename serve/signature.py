@@ -54,13 +54,16 @@ def unverified(manifest: Manifest) -> SignatureRow | None:
     return SignatureRow(True, None, manifest.signing.key_sha256, verified=False)
 
 
-def check_signature(artifacts: Path, trust_key: Path) -> SignatureRow:
-    """Verify `artifacts` with `trust_key`; a bad key file raises (exit 2), a refusal is a failed row."""
+def check_signature(artifacts: Path, trust_key: Path) -> tuple[SignatureRow, Manifest | None]:
+    """Verify `artifacts` with `trust_key`; a bad key file raises (exit 2), a refusal is a failed row.
+    Returns the row and the manifest parsed from the signed bytes (None when refused): what the
+    check then runs against, not a manifest read again afterwards."""
     _, fingerprint = load_public_key(trust_key)
     try:
         verified = verify_dir(artifacts, trust_key)
     except IntegrityError as exc:
-        return SignatureRow(False, str(trust_key), fingerprint, error=str(exc))
-    return SignatureRow(
+        return SignatureRow(False, str(trust_key), fingerprint, error=str(exc)), None
+    row = SignatureRow(
         True, str(trust_key), fingerprint, files=len(verified.files), generation=verified.manifest.generation
     )
+    return row, verified.manifest

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,3 +108,92 @@ def architectures_dir(tmp_path_factory) -> Path:
     for name, (framework, build, suffix) in ARCHITECTURES.items():
         export_byom(root / "artifacts", ByomConfig(framework, build(root / f"{name}{suffix}"), name))
     return root
+
+
+# -- a writer swapping a stored file under a consumer (tests/test_verify_bytes.py; issue 19) ----------
+def evil_onnx(genuine: bytes) -> bytes:
+    """A model of the same signature with other weights (every float initializer + 5) and a self-test
+    rewritten to match them: it loads and passes its self-test, but is not what the manifest hashed."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(genuine)
+    for i, init in enumerate(model.graph.initializer):
+        arr = numpy_helper.to_array(init)
+        if arr.dtype.kind == "f":
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(arr + 5, init.name))
+    meta = {p.key: p for p in model.metadata_props}
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.asarray(json.loads(meta["selftest_x"].value), dtype=np.float32)
+    meta["selftest_y"].value = repr(float(session.run(None, {session.get_inputs()[0].name: x})[0][0, 0]))
+    return model.SerializeToString()
+
+
+def evil_torchscript(genuine: bytes) -> bytes:
+    """The TorchScript module with every parameter + 5."""
+    import io
+
+    import torch
+
+    from oneneuron.frameworks import torch_jit_quiet
+
+    with torch_jit_quiet():
+        module = torch.jit.load(io.BytesIO(genuine), map_location="cpu")
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(5)
+        out = io.BytesIO()
+        torch.jit.save(module, out)
+    return out.getvalue()
+
+
+def evil_savedmodel(genuine: Path, out: Path) -> dict[str, bytes]:
+    """The SavedModel directory `genuine` with every variable + 5, saved to `out`; returns its files'
+    bytes by relative path (the same files as `genuine`'s)."""
+    from oneneuron.frameworks import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    loaded = tf.saved_model.load(str(genuine))
+    for v in loaded.variables:
+        v.assign(v + 5)
+    tf.saved_model.save(loaded, str(out), signatures=loaded.signatures["serving_default"])
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def swapping(pairs: list[tuple[Path, bytes, bytes]], scratch: Path) -> Iterator[list[int]]:
+    """A writer thread flipping each `target` between its `genuine` and `evil` bytes (os.replace of
+    prepared hard-linked copies, as an attacker with write access to the directory would) until the
+    block ends; every target is genuine again afterwards. Yields [swaps done]."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    prepared = []
+    for i, (target, genuine, evil) in enumerate(pairs):
+        (scratch / f"{i}.genuine").write_bytes(genuine)
+        (scratch / f"{i}.evil").write_bytes(evil)
+        prepared.append((target, scratch / f"{i}.genuine", scratch / f"{i}.evil"))
+    stop, swaps = threading.Event(), [0]
+
+    def put(source: Path, target: Path) -> None:
+        tmp = scratch / "next"  # staged outside the target's directory: only the rename shows there
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a rename onto a link to the same file, which POSIX makes a no-op
+        os.link(source, tmp)
+        os.replace(tmp, target)
+
+    def run() -> None:
+        while not stop.is_set():
+            for target, genuine, evil in prepared:
+                put(evil if swaps[0] % 2 == 0 else genuine, target)
+            swaps[0] += 1
+            time.sleep(0.0002)  # let the consumer run: the GIL is held by whoever does not sleep
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield swaps
+    finally:
+        stop.set()
+        thread.join()
+        for target, genuine, _ in prepared:
+            put(genuine, target)
