@@ -193,7 +193,8 @@ def counted(monkeypatch):
     direct = serve.model._direct_run
 
     def counting(session):
-        run, stem = direct(session), session._model_path.split("/")[-1].split(".")[0]
+        # sessions are made from bytes (no path): the model's name is in its metadata
+        run, stem = direct(session), session.get_modelmeta().custom_metadata_map.get("model", "?")
 
         def counted_run(*args):
             calls[stem] = calls.get(stem, 0) + 1
