@@ -174,6 +174,7 @@ def main() -> None:
     p = cli.parser(
         "Sign an exported directory (manifest.json and the stored versions it names) into model.sig.",
         "python -m export.sign --artifacts artifacts --key keys/private.pem",
+        command="export.sign",
     )
     cli.artifacts_arg(p)
     key_arg(p)

@@ -96,7 +96,7 @@ def main() -> None:
         "  curl localhost:8000/v2/health/ready",
         command="serve",
     )
-    cli.artifacts_arg(p)
+    cli.artifacts_arg(p, writes=False)
     p.add_argument("--host", default=d.host, help="interface to bind; 0.0.0.0 for every interface")
     p.add_argument("--port", type=cli.port, default=d.port, help="TCP port; 0 picks a free one")
     p.add_argument(

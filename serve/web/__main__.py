@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m serve.web --artifacts artifacts --port 8080",
         command="serve.web",
     )
-    cli.artifacts_arg(p)
+    cli.artifacts_arg(p, writes=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     p.add_argument("--port", type=cli.port, default=8080, help="TCP port (0 picks a free one)")
     p.add_argument(
