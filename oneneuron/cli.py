@@ -173,6 +173,15 @@ def run(
             file=sys.stderr,
         )
         code = 2
+    except ModuleNotFoundError as exc:  # a third-party module imported late, e.g. for --trust-key
+        from oneneuron.scripts import missing_extra
+
+        script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+        line = missing_extra(exc, script if script.startswith("oneneuron-") else "this command")
+        if args.verbose or line is None:
+            logging.exception("failed")
+        print(line or f"error: {exc}; the installation is incomplete, install it again", file=sys.stderr)
+        code = 2 if line else 1
     except Exception as exc:  # a bug: one line, the traceback with -v
         if args.verbose:
             logging.exception("failed")
