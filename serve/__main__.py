@@ -20,12 +20,14 @@ from serve.http.app import create_app
 from serve.http.config import MODEL_CONTROL, ServeConfig
 from serve.http.protocol import protocol_class
 from serve.http.registry import Registry
+from serve.listen import bind, bound_port
 
 logger = logging.getLogger(__name__)
 
 
 def serve(config: ServeConfig) -> None:
-    """Check the manifest, then run the server until interrupted."""
+    """Check the manifest and bind the port, then run the server until interrupted. A start-up
+    failure (port in use, an address not of this machine, the gRPC port) is an InputError, exit 2."""
     cli.ensure_dir(config.artifacts, create=False)
     if config.trust_key is not None:  # a missing or wrong key file is exit 2 now, not N unready models
         from oneneuron.signing import load_public_key
@@ -34,14 +36,7 @@ def serve(config: ServeConfig) -> None:
     registry = Registry(
         config.artifacts, config.threads, trust_key=config.trust_key
     )  # a missing/empty manifest fails here, exit 2
-    logger.info(
-        "serving %s from %s on http://%s:%d%s",
-        ", ".join(registry.names),
-        config.artifacts,
-        config.host,
-        config.port,
-        f" and grpc://{config.host}:{config.grpc_port}" if config.grpc_port else "",
-    )
+    sockets = bind(config.host, config.port)  # before any model loads: a bind error is the last line
     app = create_app(config, registry)
     server = _Server(
         uvicorn.Config(
@@ -58,7 +53,13 @@ def serve(config: ServeConfig) -> None:
         config,
         registry,
     )
-    server.run()
+    try:
+        server.run(sockets=sockets)
+    except SystemExit as exc:  # uvicorn's own start-up failure (it logged why), exit 3 otherwise
+        server.failure = server.failure or f"the server failed to start (uvicorn exit {exc.code}); see above"
+    finally:
+        for sock in sockets:
+            sock.close()
     if server.failure:
         raise InputError(server.failure)
 
@@ -81,6 +82,16 @@ class _Server(uvicorn.Server):
             except RuntimeError as exc:
                 self.failure = str(exc)  # HTTP shuts down again; serve() reports it, exit 2
                 self.should_exit = True
+        if not self.should_exit:  # said once every port is bound, with the real one for --port 0
+            c = self.serve_config
+            logger.info(
+                "serving %s from %s on http://%s:%d%s",
+                ", ".join(self.registry.names),
+                c.artifacts,
+                c.host,
+                bound_port([s for server in self.servers for s in server.sockets]),
+                f" and grpc://{c.host}:{c.grpc_port}" if c.grpc_port else "",
+            )
 
     async def shutdown(self, sockets=None) -> None:
         if self.grpc is not None:
