@@ -76,7 +76,8 @@ def test_serve_process_with_trust_key(signed_copy, signing_keys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     key = signing_keys["trusted"] / "public.pem"
-    args = ["-m", "serve", "--artifacts", str(signed_copy), "--port", str(port), "--trust-key", str(key)]
+    args = ["-m", "serve", "--artifacts", str(signed_copy), "--port", str(port), "--grpc-port", "0"]
+    args += ["--trust-key", str(key)]  # gRPC off: its default port may be taken by another test's server
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
