@@ -17,7 +17,7 @@ BACKLOG = 2048  # uvicorn's default
 
 
 def bind(host: str, port: int) -> list[socket.socket]:
-    """Sockets bound to every address `host` resolves to, on `port` (0: one free port for all)."""
+    """Listening sockets on every address `host` resolves to, on `port` (0: one free port for all)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -39,6 +39,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
                 sock.bind(address)
             except OSError as exc:
                 raise InputError(_message(host, port, exc)) from exc
+            sock.listen(BACKLOG)  # connections wait in the backlog until uvicorn accepts, none refused
     except BaseException:
         for sock in sockets:
             sock.close()
