@@ -73,15 +73,23 @@ class _Server(uvicorn.Server):
         self.failure: str | None = None
 
     async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        if self.serve_config.grpc_port and not self.should_exit:
+        # gRPC first: its port failing stops the start before the lifespan loads any model, so the
+        # error line is the last one (uvicorn skips shutdown when startup did not finish).
+        if self.serve_config.grpc_port:
             from serve.grpc.server import start  # grpcio loads only when gRPC is on
 
             try:
                 self.grpc = await start(self.serve_config, self.registry)
             except RuntimeError as exc:
-                self.failure = str(exc)  # HTTP shuts down again; serve() reports it, exit 2
+                self.failure = str(exc)  # serve() reports it, exit 2
                 self.should_exit = True
+                return
+        try:
+            await super().startup(sockets)
+        except BaseException:  # uvicorn's start-up failure exits; stop gRPC on the loop first
+            if self.grpc is not None:
+                await self.grpc.stop(grace=None)
+            raise
         if not self.should_exit:  # said once every port is bound, with the real one for --port 0
             c = self.serve_config
             logger.info(
