@@ -266,7 +266,7 @@ def main() -> None:
         "python -m bench.soak --artifacts artifacts --seconds 30 --clients 16",
         command="bench.soak",
     )
-    cli.artifacts_arg(p)
+    cli.artifacts_arg(p, writes=False)
     p.add_argument("--seconds", type=cli.positive_float, default=d.seconds, help="duration, warm-up included")
     p.add_argument("--clients", type=cli.positive_int, default=d.clients, help="concurrent clients")
 

@@ -11,3 +11,5 @@ FORMATS = {
     "torchscript": "export.torchscript",
     "onnx": "export.onnx",
 }
+# Format name -> how help texts and messages spell it.
+FORMAT_TITLES = {"savedmodel": "SavedModel", "torchscript": "TorchScript", "onnx": "ONNX"}

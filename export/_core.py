@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from export import FORMATS
+from export import FORMAT_TITLES, FORMATS
 from oneneuron import cli
 from oneneuron.architecture import LINEAR, Architecture
 from oneneuron.errors import IntegrityError, MissingArtifactError
@@ -284,8 +284,10 @@ def main_for(
     """The CLI every `python -m export.<format>` shares. `options(parser)` adds flags and returns
     `prepare(args)`, which checks them before the export and returns the `Seal` that signs the
     commit, or None; export.all uses it for `--sign-key` (export/sign.py `sign_option`)."""
+    every = ", ".join(FORMAT_TITLES.values())
+    what = f"in every format ({every})" if fmt == "all" else f"as {FORMAT_TITLES[fmt]}"
     p = cli.parser(
-        f"Export the trained models as {fmt} and record them in manifest.json.",
+        f"Export the trained models {what} and record them in manifest.json.",
         f"python -m export.{fmt} --artifacts artifacts",
         command=f"export.{fmt}",
     )

@@ -78,6 +78,7 @@ def main() -> None:
     p = cli.parser(
         "Make an EC P-256 key pair for signing exports (private.pem mode 0600, public.pem).",
         "python -m export.keys --out keys && python -m export.all --sign-key keys/private.pem",
+        command="export.keys",
     )
     p.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="directory for private.pem and public.pem"

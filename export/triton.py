@@ -198,7 +198,13 @@ def main() -> None:
         metavar="DIR",
         help="repository directory (default: ARTIFACTS/triton)",
     )
-    p.add_argument("--max-batch-size", type=cli.positive_int, default=TritonConfig.max_batch_size)
+    p.add_argument(
+        "--max-batch-size",
+        type=cli.positive_int,
+        default=TritonConfig.max_batch_size,
+        metavar="ROWS",
+        help="rows per batch Triton may form (config.pbtxt max_batch_size; client and dynamic batching)",
+    )
 
     def _main(args) -> int:
         dirs = export_triton(args.artifacts, args.out, TritonConfig(max_batch_size=args.max_batch_size))

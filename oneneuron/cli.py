@@ -19,6 +19,12 @@ OUR_PACKAGES = ("__main__", "oneneuron", "train", "export", "serve", "bench")
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults and keep the epilog's example lines as written."""
 
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # A None default means "not given", which the help text explains; "(default: None)" says nothing.
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what was wrong, and where to look) and exit 2."""
@@ -48,13 +54,14 @@ def parser(description: str, example: str, command: str | None = None) -> argpar
     return p
 
 
-def artifacts_arg(p: argparse.ArgumentParser) -> None:
+def artifacts_arg(p: argparse.ArgumentParser, writes: bool = True) -> None:
+    """--artifacts DIR; `writes=False` for commands that only read it (serve, check, batch, web)."""
     p.add_argument(
         "--artifacts",
         type=Path,
         default=Path("artifacts"),
         metavar="DIR",
-        help="artifacts directory to read and write",
+        help="artifacts directory to read and write" if writes else "artifacts directory to read",
     )
 
 
@@ -191,6 +198,15 @@ def run(
             file=sys.stderr,
         )
         code = 2
+    except ModuleNotFoundError as exc:  # a third-party module imported late, e.g. for --trust-key
+        from oneneuron.scripts import missing_extra
+
+        script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+        line = missing_extra(exc, script if script.startswith("oneneuron-") else "this command")
+        if args.verbose or line is None:
+            logging.exception("failed")
+        print(line or f"error: {exc}; the installation is incomplete, install it again", file=sys.stderr)
+        code = 2 if line else 1
     except Exception as exc:  # a bug: one line, the traceback with -v
         if args.verbose:
             logging.exception("failed")

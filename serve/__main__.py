@@ -20,12 +20,14 @@ from serve.http.app import create_app
 from serve.http.config import MODEL_CONTROL, ServeConfig
 from serve.http.protocol import protocol_class
 from serve.http.registry import Registry
+from serve.listen import bind, bound_port
 
 logger = logging.getLogger(__name__)
 
 
 def serve(config: ServeConfig) -> None:
-    """Check the manifest, then run the server until interrupted."""
+    """Check the manifest and bind the port, then run the server until interrupted. A start-up
+    failure (port in use, an address not of this machine, the gRPC port) is an InputError, exit 2."""
     cli.ensure_dir(config.artifacts, create=False)
     if config.trust_key is not None:  # a missing or wrong key file is exit 2 now, not N unready models
         from oneneuron.signing import load_public_key
@@ -34,14 +36,7 @@ def serve(config: ServeConfig) -> None:
     registry = Registry(  # a missing/empty manifest fails here, exit 2; below --min-generation, exit 1
         config.artifacts, config.threads, trust_key=config.trust_key, min_generation=config.min_generation
     )
-    logger.info(
-        "serving %s from %s on http://%s:%d%s",
-        ", ".join(registry.names),
-        config.artifacts,
-        config.host,
-        config.port,
-        f" and grpc://{config.host}:{config.grpc_port}" if config.grpc_port else "",
-    )
+    sockets = bind(config.host, config.port)  # before any model loads: a bind error is the last line
     app = create_app(config, registry)
     server = _Server(
         uvicorn.Config(
@@ -58,7 +53,13 @@ def serve(config: ServeConfig) -> None:
         config,
         registry,
     )
-    server.run()
+    try:
+        server.run(sockets=sockets)
+    except SystemExit as exc:  # uvicorn's own start-up failure (it logged why), exit 3 otherwise
+        server.failure = server.failure or f"the server failed to start (uvicorn exit {exc.code}); see above"
+    finally:
+        for sock in sockets:
+            sock.close()
     if server.failure:
         raise InputError(server.failure)
 
@@ -72,15 +73,33 @@ class _Server(uvicorn.Server):
         self.failure: str | None = None
 
     async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        if self.serve_config.grpc_port and not self.should_exit:
+        # gRPC first: its port failing stops the start before the lifespan loads any model, so the
+        # error line is the last one (uvicorn skips shutdown when startup did not finish).
+        if self.serve_config.grpc_port:
             from serve.grpc.server import start  # grpcio loads only when gRPC is on
 
             try:
                 self.grpc = await start(self.serve_config, self.registry)
             except RuntimeError as exc:
-                self.failure = str(exc)  # HTTP shuts down again; serve() reports it, exit 2
+                self.failure = str(exc)  # serve() reports it, exit 2
                 self.should_exit = True
+                return
+        try:
+            await super().startup(sockets)
+        except BaseException:  # uvicorn's start-up failure exits; stop gRPC on the loop first
+            if self.grpc is not None:
+                await self.grpc.stop(grace=None)
+            raise
+        if not self.should_exit:  # said once every port is bound, with the real one for --port 0
+            c = self.serve_config
+            logger.info(
+                "serving %s from %s on http://%s:%d%s",
+                ", ".join(self.registry.names),
+                c.artifacts,
+                c.host,
+                bound_port([s for server in self.servers for s in server.sockets]),
+                f" and grpc://{c.host}:{c.grpc_port}" if c.grpc_port else "",
+            )
 
     async def shutdown(self, sockets=None) -> None:
         if self.grpc is not None:
@@ -96,7 +115,7 @@ def main() -> None:
         "  curl localhost:8000/v2/health/ready",
         command="serve",
     )
-    cli.artifacts_arg(p)
+    cli.artifacts_arg(p, writes=False)
     p.add_argument("--host", default=d.host, help="interface to bind; 0.0.0.0 for every interface")
     p.add_argument("--port", type=cli.port, default=d.port, help="TCP port; 0 picks a free one")
     p.add_argument(

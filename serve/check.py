@@ -297,7 +297,7 @@ def main() -> None:
         "python -m serve.check --artifacts artifacts --json",
         command="serve.check",
     )
-    cli.artifacts_arg(p)
+    cli.artifacts_arg(p, writes=False)
     d = Tolerances()
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.add_argument(

@@ -1,4 +1,8 @@
-"""Shared fixtures: seeded models trained and exported once per session into a tmp dir."""
+"""Shared fixtures: seeded models trained and exported once per test run into a tmp dir.
+
+`make test` runs the suite on two workers (pytest-xdist, `-n 2`): a costly session fixture is
+built by the first worker that asks for it and reused by the other (`shared`), not built twice.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +32,52 @@ def run_cli(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.Co
     )
 
 
+def shared(tmp_path_factory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+    """A read-only directory `build` fills once per test run. Under xdist the workers share pytest's
+    base temp directory's parent; the first one builds under a file lock, the others wait and
+    reuse it (the pattern of pytest-xdist's docs, "Making session-scoped fixtures execute only once")."""
+    if worker_id == "master":  # no xdist
+        path = tmp_path_factory.mktemp(name)
+        build(path)
+        return path
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    path, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(path, ignore_errors=True)  # what a worker that failed half-way left
+            path.mkdir()
+            build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
-def trained_dir(tmp_path_factory) -> Path:
-    """Both models trained with the article's setup (seed 0), no exports."""
-    from train.all import train_all
-    from train.config import TrainConfig
-    from train.data import article_data
+def trained_dir(tmp_path_factory, worker_id) -> Path:
+    """Both models trained with the article's setup (seed 0), no exports. Treat as read-only."""
 
-    artifacts = tmp_path_factory.mktemp("trained")
-    train_all(TrainConfig(artifacts=artifacts, seed=SEED), article_data())
-    return artifacts
+    def build(artifacts: Path) -> None:
+        from train.all import train_all
+        from train.config import TrainConfig
+        from train.data import article_data
+
+        train_all(TrainConfig(artifacts=artifacts, seed=SEED), article_data())
+
+    return shared(tmp_path_factory, worker_id, "trained", build)
 
 
 @pytest.fixture(scope="session")
-def exported_dir(trained_dir, tmp_path_factory) -> Path:
+def exported_dir(trained_dir, tmp_path_factory, worker_id) -> Path:
     """`trained_dir` plus every export format and the manifest. Treat as read-only."""
-    from export.all import export_all
 
-    artifacts = tmp_path_factory.mktemp("exported")
-    shutil.copytree(trained_dir, artifacts, dirs_exist_ok=True)
-    export_all(artifacts)
-    return artifacts
+    def build(artifacts: Path) -> None:
+        from export.all import export_all
+
+        shutil.copytree(trained_dir, artifacts, dirs_exist_ok=True)
+        export_all(artifacts)
+
+    return shared(tmp_path_factory, worker_id, "exported", build)
 
 
 def copy_artifacts(source: Path, target: Path) -> Path:

@@ -116,3 +116,31 @@ def test_tensorflow_start_up_logs_only_with_verbose():
     assert runs["q"].stderr == "", runs["q"].stderr
     # With -v the held-back start-up lines are replayed (TensorFlow 2.21 prints its oneDNN notice).
     assert "oneDNN" in runs["v"].stderr or "absl" in runs["v"].stderr, runs["v"].stderr
+
+
+# command -> texts its --help must contain (whitespace-normalised; issue 21's help-text items).
+HELP_TEXTS = {
+    "export.all": ["Export the trained models in every format (SavedModel, TorchScript, ONNX)"],
+    "export.onnx": [
+        "Export the trained models as ONNX",
+        "--artifacts DIR artifacts directory to read and write",
+    ],
+    "export.triton": [
+        "--out DIR repository directory (default: ARTIFACTS/triton) --max-batch-size",
+        "--max-batch-size ROWS rows per batch Triton may form",
+    ],
+    "export.keys": ["usage: python -m export.keys ", "example: python -m export.keys --out keys"],
+    "export.sign": ["usage: python -m export.sign ", "example: python -m export.sign --artifacts"],
+    "serve": ["--artifacts DIR artifacts directory to read (default: artifacts)"],
+    "serve.check": ["--artifacts DIR artifacts directory to read (default: artifacts)"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(HELP_TEXTS))
+def test_help_texts_say_what_each_flag_does(module, tmp_path):
+    (run,) = run_cases(module, [["--help"]], tmp_path)
+    text = " ".join(run["out"].split())
+    for expected in HELP_TEXTS[module]:
+        assert expected in text, (expected, text)
+    assert "(default: None)" not in text and "as all" not in text
+    assert run["code"] == 0 and run["heavy"] == [], run

@@ -208,5 +208,8 @@ def test_grpc_port_in_use_is_one_error_line(exported_dir):
             text=True,
             timeout=60,
         )
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "--grpc-port" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.splitlines()  # the error is the last line: nothing served, no model loaded
+    assert lines[-1].startswith("error: cannot listen for gRPC") and "--grpc-port" in lines[-1], lines
+    assert not [line for line in lines if "serving" in line or " ready" in line], lines

@@ -4,7 +4,9 @@ Python: a fresh venv (`--without-pip`) sees the project venv's packages through 
 file (the dependencies; nothing is downloaded), then `pip install --no-deps --no-index
 --no-build-isolation` installs a copy of the checkout (a copy, so the build's `build/` and
 `*.egg-info` never land in the working tree). The README's embedding snippet then runs from
-a directory that is not the checkout, and the console scripts answer `--help`.
+an app's directory that has its own `core.py` and `pipeline.py` (the toolkit claims only
+`train`, `export`, `serve` and `oneneuron`), and every console script answers `--help` there.
+A second venv without the dependencies has each script name the extra it needs.
 
 Node: `npm install --offline --ignore-scripts <checkout>/serve/node` from another directory.
 npm installs a directory as a symlink, so `onnxruntime-node` resolves from the checkout's
@@ -19,16 +21,18 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from oneneuron.scripts import EXTRAS, SCRIPTS, needs_extra
+from tests.conftest import ROOT, copy_artifacts
 
 README = (ROOT / "README.md").read_text()
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "pipeline.py", "oneneuron", "train", "export", "serve"]
-SCRIPTS = ["oneneuron-train", "oneneuron-export", "oneneuron-check", "oneneuron-serve", "oneneuron-web"]
-SCRIPTS += ["oneneuron-pipeline", "oneneuron-triton"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+TOP_LEVEL = {"train", "export", "serve", "oneneuron"}  # the design's stages and the shared code
 
 
 def readme_block(lang: str, marker: str) -> str:
@@ -84,18 +88,41 @@ def source_copy(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def app_dir(exported_dir, tmp_path) -> Path:
-    """Another directory with the exported artifacts as `artifacts/`, as the README's snippet expects."""
+    """Another project's directory, with its own `core.py` and `pipeline.py` (generic names the
+    toolkit must not claim) and the exported artifacts as `artifacts/`, as the README's snippet
+    expects."""
     app = tmp_path / "app"
     app.mkdir()
+    (app / "core.py").write_text('NAME = "the app\'s core"\n')
+    (app / "pipeline.py").write_text('NAME = "the app\'s pipeline"\n')
     (app / "artifacts").symlink_to(exported_dir, target_is_directory=True)
     return app
+
+
+def app_env(app: Path) -> dict[str, str]:
+    """The app's modules first on the path, as when the app runs its own code."""
+    return {**clean_env(), "PYTHONPATH": str(app)}
+
+
+def top_level_names(venv: Path) -> set[str]:
+    """The import names the installed distribution claims, from its RECORD (every file it wrote)."""
+    (record,) = venv.glob("lib/python*/site-packages/oneneuron_toolkit-*.dist-info/RECORD")
+    names = set()
+    for line in record.read_text().splitlines():
+        path = line.split(",")[0]
+        first = path.split("/")[0]
+        if first.endswith((".dist-info", ".pth")) or first == ".." or first == "__pycache__":
+            continue  # metadata, scripts in bin/
+        names.add(first.removesuffix(".py"))
+    return names
 
 
 def test_pip_install_runs_the_readme_snippet_and_console_scripts(source_copy, app_dir, tmp_path):
     python = make_venv(tmp_path / "venv")
     pip_install(python, source_copy)
+    assert top_level_names(tmp_path / "venv") == TOP_LEVEL
     snippet = readme_block("python", "from serve import load")
-    (app_dir / "snippet.py").write_text(snippet)
+    (app_dir / "snippet.py").write_text(snippet + "import core, pipeline\nprint(core.NAME, pipeline.NAME)\n")
     proc = subprocess.run(
         [str(python), "snippet.py"], cwd=app_dir, capture_output=True, text=True, env=clean_env(), timeout=60
     )
@@ -103,6 +130,7 @@ def test_pip_install_runs_the_readme_snippet_and_console_scripts(source_copy, ap
     first_print = re.search(r"print\(.*\)\s+# (.+)", snippet).group(1)  # the README's stated output
     assert proc.stdout.splitlines()[0] == first_print
     assert proc.stdout.splitlines()[1].endswith("tensorflow")
+    assert proc.stdout.splitlines()[-1] == "the app's core the app's pipeline"
     where = subprocess.run(
         [str(python), "-c", "import serve; print(serve.__file__)"],
         cwd=app_dir,
@@ -116,17 +144,79 @@ def test_pip_install_runs_the_readme_snippet_and_console_scripts(source_copy, ap
     assert {"index.html", "app.mjs", "style.css"} <= {p.name for p in static.iterdir()}
     assert (Path(where).parent / "node" / "package.json").is_file()
 
-    for script in SCRIPTS:
+    for script in PYPROJECT["scripts"]:
         run = subprocess.run(
             [str(tmp_path / "venv" / "bin" / script), "--help"],
             cwd=app_dir,
             capture_output=True,
             text=True,
-            env=clean_env(),
+            env=app_env(app_dir),
             timeout=60,
         )
         assert run.returncode == 0, (script, run.stderr[-1000:])
         assert run.stdout.startswith(f"usage: {script} "), (script, run.stdout[:200])
+
+    # one real command, from the app's directory, on a copy it may write to
+    copy_artifacts(app_dir / "artifacts", app_dir / "exported")
+    check = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "oneneuron-check"), "--artifacts", "exported"],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        env=app_env(app_dir),
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    assert "[FAIL]" not in check.stdout and "[ok]" in check.stdout
+
+
+def test_extras_match_the_console_scripts():
+    """pyproject.toml's extras and scripts are the ones oneneuron/scripts.py names and runs."""
+    extras = PYPROJECT["optional-dependencies"]
+    assert set(extras) == set(EXTRAS) | {"all"}
+    assert extras["all"] == [f"oneneuron-toolkit[{','.join(EXTRAS)}]"]
+    assert set(PYPROJECT["scripts"]) == set(SCRIPTS)
+    for script, target in PYPROJECT["scripts"].items():
+        assert target == "oneneuron.scripts:" + script.removeprefix("oneneuron-"), script
+    for module in ("uvicorn", "grpc", "tritonclient", "prometheus_client", "orjson"):  # oneneuron-serve's
+        assert module in EXTRAS["serve"]
+
+
+def test_each_console_script_without_its_extra_names_the_extra(source_copy, tmp_path):
+    """A venv with the toolkit and nothing else: each script exits 2 with one line naming its extra."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--no-build-isolation"]
+        + ["-w", str(wheels), str(source_copy)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=60)
+    (wheel,) = wheels.glob("*.whl")
+    install = subprocess.run(  # pip from the project venv, installing into the bare one
+        [sys.executable, "-m", "pip", "--python", str(bare / "bin" / "python"), "install", "-q"]
+        + ["--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    for script, (_, extra) in SCRIPTS.items():
+        run = subprocess.run(
+            [str(bare / "bin" / script), "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
+        assert run.returncode == 2 and run.stdout == "", (script, run.stdout, run.stderr)
+        assert run.stderr == needs_extra(script, extra, EXTRAS[extra][0]) + "\n", (script, run.stderr)
 
 
 def test_editable_install_imports_from_the_source_tree(source_copy, app_dir, tmp_path):
@@ -188,3 +278,19 @@ def test_npm_install_serve_node_from_another_directory(app_dir):
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert cli.stdout.strip() == "18.981693267822266"
     assert "self-test ok" in cli.stderr
+
+
+def test_a_module_imported_late_names_its_extra(monkeypatch, capsys):
+    """cryptography is imported only for --trust-key: missing, oneneuron-serve names [sign], exit 2."""
+    import argparse
+
+    from oneneuron import cli
+
+    def main(args):
+        raise ModuleNotFoundError("No module named 'cryptography'", name="cryptography")
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/oneneuron-serve"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(main, argparse.Namespace(verbose=False))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == needs_extra("oneneuron-serve", "sign", "cryptography") + "\n"

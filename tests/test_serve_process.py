@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -78,3 +79,61 @@ def test_missing_artifacts_exit_2(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2 and "no such directory" in proc.stderr
+
+
+@pytest.fixture
+def port_in_use():
+    """A port another server listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+# what blocks the start -> (--host, the flag the error line must name, the reason it gives)
+START_FAILURES = {
+    "port in use": (None, "--port", "the port is in use"),
+    "address not of this machine": ("192.0.2.1", "--host", "192.0.2.1 is not an address of this machine"),
+    "unresolvable host": ("no-such-host.invalid", "--host", "cannot resolve it"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(START_FAILURES))
+def test_start_up_failure_is_one_error_line_naming_the_flag(case, exported_dir, port_in_use):
+    host, flag, reason = START_FAILURES[case]
+    args = ["--port", str(port_in_use)] if host is None else ["--host", host, "--port", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "serve", "--artifacts", str(exported_dir), "--grpc-port", "0", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert lines[-1].startswith("error: cannot listen on ") and flag in lines[-1] and reason in lines[-1]
+    assert [line for line in lines if "error" in line.lower()] == [lines[-1]], proc.stderr
+    # nothing claims to serve, and no model loads, before or after the failure
+    assert not [line for line in lines if "serving" in line or " ready" in line], proc.stderr
+    assert proc.stdout.startswith("config ") and len(proc.stdout.splitlines()) == 1, proc.stdout
+
+
+def test_the_serving_line_names_the_port_picked_for_port_0(exported_dir):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serve", "--artifacts", str(exported_dir), "--port", "0", "--grpc-port", "0"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:
+            if line.startswith("serving "):
+                break
+        port = int(line.rsplit(":", 1)[1])
+        assert port != 0 and f"http://127.0.0.1:{port}" in line, line
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=10).status_code == 200
+    finally:
+        stop_server(proc)

@@ -76,7 +76,8 @@ def test_serve_process_with_trust_key(signed_copy, signing_keys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     key = signing_keys["trusted"] / "public.pem"
-    args = ["-m", "serve", "--artifacts", str(signed_copy), "--port", str(port), "--trust-key", str(key)]
+    args = ["-m", "serve", "--artifacts", str(signed_copy), "--port", str(port), "--grpc-port", "0"]
+    args += ["--trust-key", str(key)]  # gRPC off: its default port may be taken by another test's server
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
@@ -108,6 +109,7 @@ def test_serve_process_with_trust_key(signed_copy, signing_keys):
         r"model keras_linear version 1: .*keras_linear\.[0-9a-f]{12}\.onnx: sha256 .* changed after signing",
         err,
     )
+    assert "Traceback" not in err, err  # the refusal is one line (issue 21)
 
 
 def test_reload_never_swaps_in_a_version_the_trusted_key_did_not_sign(signed_copy, signing_keys):
@@ -130,3 +132,38 @@ def test_reload_never_swaps_in_a_version_the_trusted_key_did_not_sign(signed_cop
     registry.reload()
     assert registry.served("keras_linear").label == str(new_version)
     assert float(registry.served("keras_linear").model.predict([[10.0]])[0, 0]) == 31.0
+
+
+def test_a_refused_new_version_logs_one_line_and_shows_in_metrics_and_status(
+    signed_copy, signing_keys, caplog
+):
+    """Issue 21: an unsigned new version under --trust-key is one log line (no traceback; -v, i.e.
+    DEBUG, adds it), a FAILED row in the repository index and a failed series in /metrics."""
+    from tests.version_helpers import land, variant
+
+    config = replace(ServeConfig(artifacts=signed_copy), trust_key=signing_keys["trusted"] / "public.pem")
+    registry = Registry(signed_copy, trust_key=config.trust_key)
+    assert registry.load_all()
+    api = CheckedClient(create_app(config, registry), raise_server_exceptions=False)
+    data = (signed_copy / "keras_linear.onnx").read_bytes()
+    new = land(signed_copy, "keras_linear", variant(data, 3.0, 1.0))
+    with caplog.at_level(logging.INFO, logger="serve.http.registry"):
+        registry.reload()
+    refusals = [r for r in caplog.records if r.levelno >= logging.ERROR and f"version {new}:" in r.message]
+    assert len(refusals) == 1 and not refusals[0].exc_info, caplog.text
+    assert "\n" not in refusals[0].getMessage() and "SignatureError" not in caplog.text
+
+    rows = api.post("/v2/repository/index", json={}).json()
+    (row,) = [r for r in rows if r["name"] == "keras_linear" and r["version"] == str(new)]
+    assert row["state"] == "UNAVAILABLE" and "SignatureError" in row["reason"], row
+    metrics = api.get("/metrics").text
+    assert re.search(
+        rf'serve_model_version_failed{{model="keras_linear",sha256="[0-9a-f]+",version="{new}"}} 1', metrics
+    )
+    assert 'serve_model_version_load_failures_total{model="keras_linear"} 1.0' in metrics
+
+    caplog.clear()
+    land(signed_copy, "keras_linear", variant(data, 4.0, 1.0))
+    with caplog.at_level(logging.DEBUG, logger="serve.http.registry"):  # -v
+        registry.reload()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info], caplog.text

@@ -353,3 +353,25 @@ def test_page_applies_the_hostile_table(browser, exported_dir, tmp_path):
         assert errors == []
     finally:
         server.close()
+
+
+def test_port_in_use_is_one_error_line_naming_port(exported_dir):
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "serve.web", "--artifacts", str(exported_dir), "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(f"error: cannot listen on 127.0.0.1:{port}: the port is in use"), last
+    assert "--port" in last
+    assert "serving" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -29,7 +29,7 @@ def build_parser():
         __doc__.splitlines()[0].split(": ", 1)[1],
         "python -m serve.batch --model keras_linear --input data.parquet --output scored/",
     )
-    cli.artifacts_arg(p)
+    cli.artifacts_arg(p, writes=False)
     p.add_argument("--model", required=True, help="model name in the manifest, or a path to a .onnx file")
     p.add_argument("--input", required=True, help="a CSV or Parquet file, a directory of them, or a glob")
     p.add_argument("--output", required=True, type=Path, help="output directory (parts + manifests)")

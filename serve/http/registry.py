@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oneneuron.errors import IntegrityError, MissingArtifactError, RollbackError
+from oneneuron.errors import IntegrityError, MissingArtifactError, ToolkitError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root
 from oneneuron.manifest import require_generation
@@ -367,12 +367,15 @@ class Registry:
                 f"({type(exc).__name__}); see the server log"
             )
             self.metrics.version_failures.labels(name).inc()
+            # A refusal the toolkit explains (sha256, signature, self-test) is one line; the traceback
+            # only with -v (DEBUG) or for an unexpected error (issue 21).
+            expected = isinstance(exc, ToolkitError | ValueError)
             logger.error(
                 "model %s version %s: %s",
                 name,
                 version.label,
                 exc,
-                exc_info=not isinstance(exc, ValueError | RollbackError),
+                exc_info=not expected or logger.isEnabledFor(logging.DEBUG),
             )
             return version
         seconds = time.perf_counter() - start

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m serve.web --artifacts artifacts --port 8080",
         command="serve.web",
     )
-    cli.artifacts_arg(p)
+    cli.artifacts_arg(p, writes=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     p.add_argument("--port", type=cli.port, default=8080, help="TCP port (0 picks a free one)")
     p.add_argument(
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from serve.listen import bind, bound_port
     from serve.web.app import WebConfig, build_app
 
     config = WebConfig(
@@ -45,23 +46,19 @@ def serve(args: argparse.Namespace) -> int:
     )
     logger.info("config: %s", {k: str(v) for k, v in asdict(config).items()})
     app = build_app(config)
+    sockets = bind(config.host, config.port)  # a port in use: one error line naming --port, exit 2
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=config.host, port=config.port, log_level="warning", access_log=False, lifespan="off"
         )
     )
-    # Print the real address once bound (port 0 picks one), as the last line before serving.
-    original_startup = server.startup
-
-    async def startup(sockets=None):
-        await original_startup(sockets=sockets)
-        for s in server.servers:
-            for sock in s.sockets:
-                host, port = sock.getsockname()[:2]
-                logger.info("serving http://%s:%d/ (Ctrl-C to stop)", host, port)
-
-    server.startup = startup
-    server.run()
+    # The real address (port 0 picks one), as the last line before serving.
+    logger.info("serving http://%s:%d/ (Ctrl-C to stop)", config.host, bound_port(sockets))
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
 
 
