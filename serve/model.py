@@ -51,7 +51,11 @@ class Model:
     # directory's signature; None: unsigned (loaded without a trust key, nothing was verified).
     signed_by: str | None = None
 
-    def __init__(self, path: Path, entry: ArtifactEntry | None, options: LoadOptions):
+    def __init__(
+        self, path: Path, entry: ArtifactEntry | None, options: LoadOptions, data: bytes | None = None
+    ):
+        """`data`: the model's bytes, already verified by the caller; the session is built from them
+        and `path` only names the model in messages (no file is opened: nothing can swap it)."""
         self.path = Path(path)
         # sha256 checked against a manifest entry at load (False: a lone file, or verify_sha256=False)
         self.verified = entry is not None and options.verify_sha256
@@ -61,7 +65,9 @@ class Model:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(self.path) if data is None else data, so, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise IntegrityError(
                 f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); {EXPORT_FIX}"
