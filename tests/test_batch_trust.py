@@ -363,3 +363,11 @@ def test_columns_feed_an_input_of_their_own_dtype_exactly(tmp_path, dtype, colum
     result = batch(*job_args(art, src, tmp_path / "out", "--on-error", "skip"))
     assert result.returncode == 0, result.stderr
     assert read_output(tmp_path / "out")["y"].to_pylist() == want
+
+
+def test_overwrite_removes_a_fifo_in_the_state_without_reading_it(tmp_path):
+    out = committed_output(tmp_path)
+    fifo(out / "_parts" / "part-00000-0000000.json")
+    start = time.monotonic()
+    parts.prepare(out, {"identity": 2}, [], False, True)  # --overwrite
+    assert time.monotonic() - start < 1 and sorted(p.name for p in out.iterdir()) == ["_job.json", "_parts"]

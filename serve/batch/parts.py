@@ -74,9 +74,6 @@ def prepare(out: Path, identity: dict, input_paths: list[str], resume: bool, ove
     links = [e.name for e in entries if e.is_symlink()]
     if links:
         raise InputError(f"--output {out}: contains symlinks {links[:5]}; pass a directory without them")
-    special = [f"{e.name} (a {k})" for e in _state_entries(out) if (k := _special(e))]
-    if special:
-        raise InputError(f"--output {out}: holds {', '.join(special[:5])}; {_STATE_FIX}")
     foreign = [e.name for e in entries if not _ours(e)]
     if entries and foreign:
         raise InputError(
@@ -84,6 +81,9 @@ def prepare(out: Path, identity: dict, input_paths: list[str], resume: bool, ove
             "pass a new or empty directory"
         )
     if entries and resume:
+        special = [f"{e.name} (a {k})" for e in _state_entries(out) if (k := _special(e))]
+        if special:  # --overwrite removes them (unlinked, never followed or read)
+            raise InputError(f"--output {out}: holds {', '.join(special[:5])}; {_STATE_FIX}")
         try:
             previous = json.loads(read_regular(out / JOB, MAX_STATE_BYTES, _STATE_FIX))
         except (OSError, ValueError, IntegrityError):

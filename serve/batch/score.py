@@ -99,7 +99,7 @@ def _reasons(arr: pa.Array, bad: np.ndarray, dtype: np.dtype) -> list[str]:
                 f"{2**bits:,}); keep such values (ids, counts) out of the model's input, scale them, "
                 "or export the model with a float64 or int64 input"
             )
-        elif dtype.kind in "iu" and isinstance(raw, int | str):
+        elif dtype.kind in "iu" and (isinstance(raw, int) or _to_float(raw) == _to_float(raw)):
             info = np.iinfo(dtype)
             out.append(f"{raw!r} is not an exact {dtype.name} (integers in [{info.min}, {info.max}])")
         elif dtype.kind == "b":
