@@ -8,6 +8,8 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -170,26 +172,31 @@ def test_a_tls_scheduler_with_the_clusters_ca_and_a_client_certificate(one, tmp_
 # -- what is verified is what runs -------------------------------------------------------------
 
 
+SWAPPER = """
+import os, sys
+stored, files = sys.argv[1], sys.argv[2:]
+data, flip = [open(f, "rb").read() for f in files], 0
+while True:
+    flip ^= 1
+    with open(f"{stored}.{flip}.swap", "wb") as f:
+        f.write(data[flip])
+    os.replace(f"{stored}.{flip}.swap", stored)
+"""
+
+
 def test_a_model_swapped_while_the_job_opens_it_never_runs(tmp_path):
-    """A swapper flips the stored file between the genuine model (y = 2x) and an evil one (y = -7x,
-    with a self-test of its own) while the job's model-opening function runs in a loop."""
+    """A swapper process flips the stored file between the genuine model (y = 2x) and an evil one
+    (y = -7x, with a self-test of its own) while the job's model-opening function runs in a loop
+    (1,000 opens or 15 s). A process, not a thread: it flips whatever this one holds (the GIL).
+    The code before issue 19 (hash, then onnxruntime opens the path) ran evil 45 times in 1,000."""
     from serve.batch.verify import open_job_model
 
     art = one_input_model_dir(tmp_path / "art")
     stored = art / "one.onnx"
-    genuine, evil = stored.read_bytes(), one_input_model_bytes(scale=-7.0)
-    stop = threading.Event()
-
-    def swapper() -> None:
-        flip = 0
-        while not stop.is_set():
-            flip ^= 1
-            tmp = art / f".swap{flip}"
-            tmp.write_bytes(evil if flip else genuine)
-            os.replace(tmp, stored)
-
-    thread = threading.Thread(target=swapper, daemon=True)
-    thread.start()
+    (tmp_path / "genuine").write_bytes(stored.read_bytes())
+    (tmp_path / "evil").write_bytes(one_input_model_bytes(scale=-7.0))
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(stored), str(tmp_path / "genuine"),
+                                str(tmp_path / "evil")])  # fmt: skip
     outcomes = {"genuine": 0, "refused": 0, "evil": 0}
     deadline = time.monotonic() + 15
     try:
@@ -204,10 +211,10 @@ def test_a_model_swapped_while_the_job_opens_it_never_runs(tmp_path):
             y = float(model.predict(10.0)[0, 0])
             outcomes["genuine" if y == 20.0 else "evil"] += 1
     finally:
-        stop.set()
-        thread.join()
+        swapper.kill()
+        swapper.wait()
     assert outcomes["evil"] == 0, outcomes
-    assert outcomes["genuine"] > 0, outcomes
+    assert outcomes["genuine"] > 0 and outcomes["refused"] > 0, outcomes  # it did race
 
 
 # -- resume state --------------------------------------------------------------------------------
