@@ -178,21 +178,27 @@ stored, files = sys.argv[1], sys.argv[2:]
 data, flip = [open(f, "rb").read() for f in files], 0
 while True:
     flip ^= 1
-    with open(f"{stored}.{flip}.swap", "wb") as f:
+    with open(f"{files[flip]}.swap", "wb") as f:  # beside the sources: the model directory stays as signed
         f.write(data[flip])
-    os.replace(f"{stored}.{flip}.swap", stored)
+    os.replace(f"{files[flip]}.swap", stored)
 """
 
 
-def test_a_model_swapped_while_the_job_opens_it_never_runs(tmp_path):
+@pytest.mark.parametrize("signed", [False, True], ids=["sha256", "trust-key"])
+def test_a_model_swapped_while_the_job_opens_it_never_runs(tmp_path, signing_keys, signed):
     """A swapper process flips the stored file between the genuine model (y = 2x) and an evil one
     (y = -7x, with a self-test of its own) while the job's model-opening function runs in a loop
     (1,000 opens or 15 s). A process, not a thread: it flips whatever this one holds (the GIL).
     The code before issue 19 (hash, then onnxruntime opens the path) ran evil 45 times in 1,000."""
+    from export.sign import sign_artifacts
     from serve.batch.verify import open_job_model
 
     art = one_input_model_dir(tmp_path / "art")
-    stored = art / "one.onnx"
+    stored, key = art / "one.onnx", None
+    if signed:
+        sign_artifacts(art, signing_keys["trusted"] / "private.pem")
+        key = signing_keys["trusted"] / "public.pem"
+        assert open_job_model("one", art, key, 1).signed_by is not None
     (tmp_path / "genuine").write_bytes(stored.read_bytes())
     (tmp_path / "evil").write_bytes(one_input_model_bytes(scale=-7.0))
     swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(stored), str(tmp_path / "genuine"),
@@ -204,8 +210,8 @@ def test_a_model_swapped_while_the_job_opens_it_never_runs(tmp_path):
             if time.monotonic() > deadline:
                 break
             try:
-                model = open_job_model("one", art, None, 1).model
-            except (IntegrityError, OSError):
+                model = open_job_model("one", art, key, 1).model
+            except (IntegrityError, OSError):  # SignatureError is an IntegrityError
                 outcomes["refused"] += 1
                 continue
             y = float(model.predict(10.0)[0, 0])
