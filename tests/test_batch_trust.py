@@ -49,11 +49,36 @@ def job_args(model_dir: Path, src: Path, out: Path, *more: str) -> list[str]:
 # -- the cluster -------------------------------------------------------------------------------
 
 
-def test_no_foreign_client_reaches_the_scheduler_of_a_workers_job(one, tmp_path, monkeypatch):
-    """While a `--workers 2` job runs, a plain-TCP client, a TLS client of another CA and one
-    without certificates are all refused; the job's own credentials work (the probe is live)."""
-    from distributed import Client, Security
+PROBE = """
+import gc, json, os, sys
+from distributed import Client, Security
 
+address, ca, cert, key = sys.argv[1:5]
+seen = {}
+def attempt(name, where, security):
+    try:
+        client = Client(where, security=security, timeout=5)
+    except Exception as exc:
+        seen[name] = f"refused ({type(exc).__name__})"
+        gc.collect()  # the half-made client's __del__ now, not racing the next client's loop
+        return
+    try:
+        seen[name] = f"CONNECTED, ran in pid {client.submit(os.getpid, pure=False).result(timeout=10)}"
+    finally:
+        client.close()
+attempt("plain tcp", address.replace("tls://", "tcp://"), None)
+attempt("another CA", address, Security.temporary())
+attempt("no certificate", address, None)
+attempt("the job's own certificate", address, Security(tls_ca_file=ca, tls_client_cert=cert,
+                                                        tls_client_key=key, require_encryption=True))
+print(json.dumps(seen))
+"""
+
+
+def test_no_foreign_client_reaches_the_scheduler_of_a_workers_job(one, tmp_path, monkeypatch):
+    """While a `--workers 2` job runs, another process connecting as a plain-TCP client, a TLS
+    client of another CA or one without a certificate is refused; the same process with the job's
+    own certificate gets in (the probe is live)."""
     from serve.batch.cluster import ClusterConfig, run_cluster
 
     scratch = tmp_path / "tmp"  # the workers' temporary directory: no copy of the model in it
@@ -62,35 +87,26 @@ def test_no_foreign_client_reaches_the_scheduler_of_a_workers_job(one, tmp_path,
     x = np.arange(40, dtype=np.float32)
     src, out = parquet(tmp_path / "in.parquet", x=x), tmp_path / "out"
     job, verified = make_job(build_parser().parse_args(job_args(one, src, out, "--part-rows", "10")))
-    seen: dict[str, object] = {}
+    seen: dict[str, str] = {}
 
-    def probe(address: str, security) -> None:
-        seen["address"] = address
+    def probe(address: str, security) -> None:  # called once the workers are up, before any task
         assert address.startswith("tls://127.0.0.1:")
-        attempts = {
-            "plain tcp": (address.replace("tls://", "tcp://"), None),
-            "another CA": (address, Security.temporary()),
-            "no certificate": (address, None),
-        }
-        for name, (where, other) in attempts.items():
-            try:
-                client = Client(where, security=other, timeout=5)
-            except Exception as exc:  # any refusal will do; a success is the failure
-                seen[name] = type(exc).__name__
-                continue
-            try:
-                seen[name] = f"CONNECTED, ran {client.submit(os.getpid).result(timeout=5)}"
-            finally:
-                client.close()
-        with Client(address, security=security, timeout=10) as own:
-            seen["own"] = own.submit(lambda: 6 * 7).result(timeout=10)
+        pems = []
+        for name, pem in (("ca", security.tls_ca_file), ("cert", security.tls_client_cert),
+                          ("key", security.tls_client_key)):  # fmt: skip
+            pems.append(tmp_path / f"{name}.pem")
+            pems[-1].write_text(pem)
+        result = subprocess.run([sys.executable, "-c", PROBE, address, *map(str, pems)], capture_output=True,
+                                text=True, timeout=90)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        seen.update(json.loads(result.stdout.strip().splitlines()[-1]))
 
     with parts.locked(out, [str(src)]):
         parts.prepare(out, job.identity(), [str(src)], False, False)
         final = run_cluster(job, verified.data, ClusterConfig(workers=2), quiet=True, on_ready=probe)
-    assert seen["own"] == 42, seen
+    assert seen["the job's own certificate"].startswith("CONNECTED"), seen
     for name in ("plain tcp", "another CA", "no certificate"):
-        assert not str(seen[name]).startswith("CONNECTED"), seen
+        assert seen[name].startswith("refused"), seen
     assert final["rows_out"] == 40 and len(final["parts"]) == 4
     assert np.array_equal(read_output(out)["y"].to_numpy(), 2 * x)
     assert not list(scratch.glob("serve-batch-*"))
@@ -105,6 +121,25 @@ def test_a_worker_builds_its_session_from_bytes_and_writes_no_copy(one, tmp_path
     monkeypatch.setattr(cluster, "_SESSIONS", {})
     assert cluster.worker_model(verified.data, job).predict(10.0)[0, 0] == 20.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_the_local_clusters_http_ports_answer_nothing():
+    """The scheduler's HTTP port (plain HTTP, open even without a dashboard) serves no page."""
+    import urllib.error
+    import urllib.request
+
+    from serve.batch.cluster import ClusterConfig, connect
+
+    client, cluster, _ = connect(ClusterConfig(workers=1))
+    try:
+        base = cluster.dashboard_link.rsplit("/", 1)[0]
+        assert base.startswith("http://127.0.0.1:")
+        for page in ("/info/main/workers.html", "/metrics", "/json/counts.json", "/health"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(base + page, timeout=5)
+    finally:
+        client.close()
+        cluster.close()
 
 
 @pytest.mark.parametrize(

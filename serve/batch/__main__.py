@@ -15,7 +15,7 @@ from pathlib import Path
 from oneneuron import cli
 from oneneuron.errors import InputError
 from serve.batch import parts
-from serve.batch.cluster import TLS_FLAGS, ClusterConfig
+from serve.batch.cluster import TLS_FLAGS, ClusterConfig, run_cluster
 from serve.batch.job import FORMATS, ON_ERROR, PART_ROWS, BatchJob, parse_map, plan
 from serve.batch.local import run_local
 from serve.batch.score import check_types
@@ -142,11 +142,8 @@ def main() -> None:
         with parts.locked(out, inputs):
             parts.prepare(out, job.identity(), inputs, args.resume, args.overwrite)
             if where is not None:
-                from serve.batch.cluster import run_cluster
-
                 # the scheduler's and nanny's INFO lines would bury our own (the plain-TCP warning)
                 logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-
                 final = run_cluster(job, verified.data, where, quiet=args.quiet)
             else:
                 final = run_local(job, verified.model, quiet=args.quiet)

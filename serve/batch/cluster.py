@@ -156,15 +156,22 @@ def connect(config: ClusterConfig):
 
     security = config.security()
     if config.scheduler is None:
-        cluster = LocalCluster(
-            n_workers=config.workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-            security=security,
-        )
+        import dask
+
+        # The scheduler and the workers also listen for plain HTTP (their dashboard port, even with
+        # no dashboard): its default routes show any local process the workers, their logs and
+        # call stacks, and metrics. No route: every request is answered 404.
+        no_routes = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+        with dask.config.set(no_routes):  # nannies keep this config for the workers they (re)start
+            cluster = LocalCluster(
+                n_workers=config.workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.WARNING,
+                security=security,
+            )
         assert cluster.scheduler_address.startswith("tls://"), cluster.scheduler_address
         return Client(cluster, security=security), cluster, security
     try:
