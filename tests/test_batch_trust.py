@@ -355,15 +355,20 @@ def test_a_symlinked_output_creates_nothing_in_its_target(one, tmp_path):
 # -- input columns ---------------------------------------------------------------------------------
 
 
-def test_a_duplicate_column_is_one_error_naming_it_and_the_file(one, tmp_path):
-    src = tmp_path / "in.parquet"
-    pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], names=["x", "x"]), src)
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_duplicate_column_is_one_error_naming_it_and_the_file(one, tmp_path, kind):
+    src = tmp_path / f"in.{kind}"
+    if kind == "csv":
+        src.write_text("x,x\n1,2\n")
+    else:
+        pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], names=["x", "x"]), src)
     result = batch(*job_args(one, src, tmp_path / "out"))
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: {src}: column 'x' appears 2 times; give each column a unique name (rename or drop the "
         "copies) and run the job again"
     )
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_string_parquet_column_is_refused_with_the_fix(one, tmp_path):
