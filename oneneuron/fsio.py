@@ -87,8 +87,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
-    """Read at most `limit` bytes of `path`, which must be a regular file inside its own directory."""
+def _open_regular(path: Path, limit: int, what_fixes: str) -> tuple[int, os.stat_result]:
+    """An open descriptor of `path` and its fstat, when `path` is a regular file of at most `limit`
+    bytes inside its own directory (a symlink at the last step, a FIFO or a device is refused)."""
     path = Path(path)
     real = Path(os.path.realpath(path))
     if not real.is_relative_to(Path(os.path.realpath(path.parent))):
@@ -99,16 +100,39 @@ def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MissingArtifactError(f"{path}: not found; {what_fixes}") from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise IntegrityError(f"{path}: a symlink (swapped in while read); {what_fixes}") from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):  # checked on the descriptor: fdopen of a directory's raised
-        os.close(fd)  # "IsADirectoryError: 6" (naming the descriptor, issue 19)
-        raise IntegrityError(f"{path}: not a regular file (a {kind_of(info.st_mode)}); {what_fixes}")
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"{path}: not a regular file (a {kind_of(info.st_mode)}); {what_fixes}"
+    elif info.st_size > limit:
+        problem = f"{path}: {info.st_size:,} bytes, more than the limit of {limit:,}; {what_fixes}"
+    if problem is not None:
+        os.close(fd)
+        raise IntegrityError(problem)
+    return fd, info
+
+
+def read_regular(path: Path, limit: int, what_fixes: str) -> bytes:
+    """Read at most `limit` bytes of `path`, which must be a regular file inside its own directory."""
+    fd, _ = _open_regular(path, limit, what_fixes)
     with os.fdopen(fd, "rb") as f:
-        if info.st_size > limit:
-            raise IntegrityError(
-                f"{path}: {info.st_size:,} bytes, more than the limit of {limit:,}; {what_fixes}"
-            )
         return f.read(limit + 1)[:limit]
+
+
+def sha256_regular(path: Path, limit: int, what_fixes: str) -> str:
+    """Hex sha256 of `path` under `read_regular`'s rules, reading no more than the size it had when
+    opened (a file that grows while hashed cannot keep the reader going)."""
+    fd, info = _open_regular(path, limit, what_fixes)
+    h, left = hashlib.sha256(), info.st_size
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        while left > 0 and (block := f.read(min(_CHUNK, left))):
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
 
 
 def copy_regular_tree(source: Path, target: Path, limit: int, what_fixes: str) -> None:

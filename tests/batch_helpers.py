@@ -62,3 +62,35 @@ def read_output(directory: Path) -> pa.Table:
     files = sorted(str(p) for p in Path(directory).iterdir() if p.name.startswith("part-"))
     fmt = "csv" if files and files[0].endswith(".csv") else "parquet"
     return ds.dataset(files, format=fmt).to_table()
+
+
+def one_input_model_bytes(dtype: str = "float32", scale: float | None = 2.0) -> bytes:
+    """`x` [N, 1] of `dtype` -> `y`: x * scale (float32, with its own self-test in the metadata,
+    as an exporter writes it), or x itself when `scale` is None (any dtype, no self-test)."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if scale is None:
+        nodes, inits, out, props = [helper.make_node("Identity", ["x"], ["y"])], [], elem, {}
+    else:
+        nodes = [helper.make_node("Mul", ["x", "w"], ["y"])]
+        inits, out = [helper.make_tensor("w", TensorProto.FLOAT, [1, 1], [scale])], TensorProto.FLOAT
+        props = {"selftest_x": "[[10.0]]", "selftest_y": repr(10.0 * scale)}
+    graph = helper.make_graph(
+        nodes,
+        "one_input",
+        [helper.make_tensor_value_info("x", elem, ["batch", 1])],
+        [helper.make_tensor_value_info("y", out, ["batch", 1])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"model": "one", **props})
+    return model.SerializeToString()
+
+
+def one_input_model_dir(directory: Path, dtype: str = "float32", scale: float | None = 2.0) -> Path:
+    """An artifacts directory with model `one` (`one_input_model_bytes`) named in a manifest."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "one.onnx").write_bytes(one_input_model_bytes(dtype, scale))
+    out = "float32" if scale is not None else dtype
+    signature = Signature((spec("x", dtype, "batch", 1),), (spec("y", out, "batch", 1),))
+    write_manifest(directory, [onnx_entry(directory, "one", signature)])
+    return directory

@@ -84,6 +84,9 @@ def test_cluster_output_equals_local_output(cluster, job_input, tmp_path):
     args, local = job_input
     result = run_cli("-m", "serve.batch", *args, "--output", str(tmp_path / "out"), "--scheduler", address)
     assert result.returncode == 0, result.stderr
+    # this cluster is plain TCP: the job says, in one line, what that allows
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: --scheduler tcp://")]
+    assert len(warnings) == 1 and "any local or network process that reaches it can run code" in warnings[0]
     assert read_output(tmp_path / "out").equals(read_output(local))
     assert part_hashes(tmp_path / "out") == part_hashes(local) and len(part_hashes(local)) == CHUNKS
 

@@ -1,7 +1,8 @@
 """`python -m serve.batch --model NAME --input PATH --output DIR`: score files too large for a request.
 
-Local by default (one streaming process); `--scheduler tcp://HOST:PORT` runs the same job on
-a Dask cluster, `--workers N` on a local one. See README "Batch scoring".
+Local by default (one streaming process); `--scheduler tls://HOST:PORT` (with the cluster's CA and
+a client certificate) runs the same job on a Dask cluster, `--workers N` on a local one that
+speaks TLS with a throwaway CA. See README "Batch scoring" and docs/batch.md.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from pathlib import Path
 
 from oneneuron import cli
 from oneneuron.errors import InputError
-from oneneuron.fsio import sha256_file
-from oneneuron.schema import Manifest
 from serve.batch import parts
+from serve.batch.cluster import TLS_FLAGS, ClusterConfig, run_cluster
 from serve.batch.job import FORMATS, ON_ERROR, PART_ROWS, BatchJob, parse_map, plan
-from serve.batch.local import open_model, run_local
-from serve.batch.source import column_names, resolve_inputs
-from serve.loader import check_floor, resolve
+from serve.batch.local import run_local
+from serve.batch.score import check_types
+from serve.batch.source import column_types, resolve_inputs
+from serve.batch.verify import VerifiedModel, open_job_model
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,24 @@ def build_parser():
     mode.add_argument("--overwrite", action="store_true", help="replace a previous job's output")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
-        "--scheduler", default=None, metavar="tcp://HOST:PORT", help="run on this Dask cluster"
+        "--scheduler",
+        default=None,
+        metavar="tls://HOST:PORT",
+        help="run on this Dask cluster (tls:// with the three --tls-* files; plain tcp:// lets anyone "
+        "who reaches it run code as the workers' user)",
     )
     where.add_argument(
         "--workers",
         type=cli.positive_int,
         default=None,
-        help="start a local Dask cluster with N one-thread workers",
+        help="start a local Dask cluster with N one-thread workers (TLS with a throwaway CA)",
     )
+    for flag, what in zip(
+        TLS_FLAGS,
+        ("the CA that signed the cluster's certificates", "this client's certificate", "its key"),
+        strict=True,
+    ):
+        p.add_argument(flag, default=None, metavar="PEM", help=f"--scheduler tls://: {what}")
     p.add_argument(
         "--trust-key",
         type=Path,
@@ -83,30 +94,26 @@ def build_parser():
     return p
 
 
-def make_job(args) -> tuple[BatchJob, object]:
-    """Resolve the model and the input, check them against each other; nothing is written yet."""
-    path, entry, root = resolve(args.model, args.artifacts)
-    sha256, signed_by, manifest = entry.sha256 if entry else None, None, None
-    if args.trust_key is not None:  # before onnxruntime reads a byte of the model
-        from oneneuron.signing import verify_file
-
-        verified = verify_file(path, root.dir if root is not None else path.parent, args.trust_key)
-        signed_by, manifest = verified.key_fingerprint, verified.manifest  # the floor: signed bytes
-        sha256 = verified.digest(entry.path) if entry is not None else sha256_file(path)
-    elif args.min_generation is not None and root is not None:
-        manifest = Manifest.load(root.dir)
-    check_floor(root.dir if root is not None else Path(path).parent, args.min_generation, manifest)
-    model = open_model(path, sha256, args.threads)
+def make_job(args) -> tuple[BatchJob, VerifiedModel]:
+    """Resolve and verify the model (and its manifest's generation against --min-generation), resolve
+    the input, check them against each other; nothing is written yet. The model's bytes are read
+    once: what was verified is what runs."""
+    verified = open_job_model(args.model, args.artifacts, args.trust_key, args.threads, args.min_generation)
+    model = verified.model
     files = resolve_inputs(args.input)
-    columns = column_names(files[0])
-    for f in files[1:]:
-        if column_names(f) != columns:
+    types = [column_types(f) for f in files]
+    columns = list(types[0])
+    for f, kinds in zip(files[1:], types[1:], strict=True):
+        if list(kinds) != columns:
             raise InputError(f"--input {f.path}: columns differ from {files[0].path}; score them separately")
     keep = [c.strip() for c in args.keep.split(",") if c.strip()] if args.keep is not None else None
     the_plan = plan(model.signature, columns, parse_map(args.map), keep, args.format)
+    for f, kinds in zip(files, types, strict=True):
+        if f.kind == "parquet":  # CSV is text by nature: its cells are parsed when scored
+            check_types(the_plan, kinds, f.path)
     job = BatchJob(
-        model_path=str(Path(path).resolve()),
-        model_sha256=sha256 or sha256_file(path),
+        model_path=str(Path(verified.path).resolve()),
+        model_sha256=verified.sha256,
         model_name=model.name,
         files=tuple(files),
         plan=the_plan,
@@ -116,24 +123,32 @@ def make_job(args) -> tuple[BatchJob, object]:
         part_rows=args.part_rows,
         on_error=args.on_error,
         threads=args.threads,
-        signed_by=signed_by,
+        signed_by=verified.signed_by,
     )
-    return job, model
+    return job, verified
 
 
 def main() -> None:
     def _main(args) -> int:
-        job, model = make_job(args)
+        where = None
+        if (
+            args.scheduler
+            or args.workers
+            or any(v is not None for v in (args.tls_ca_file, args.tls_cert, args.tls_key))
+        ):
+            where = ClusterConfig(args.scheduler, args.workers, args.tls_ca_file, args.tls_cert, args.tls_key)
+        job, verified = make_job(args)
         out = Path(job.output)
         start = time.perf_counter()
-        with parts.locked(out):
-            parts.prepare(out, job.identity(), [f.path for f in job.files], args.resume, args.overwrite)
-            if args.scheduler or args.workers:
-                from serve.batch.cluster import run_cluster
-
-                final = run_cluster(job, args.scheduler, args.workers, quiet=args.quiet)
+        inputs = [f.path for f in job.files]
+        with parts.locked(out, inputs):
+            parts.prepare(out, job.identity(), inputs, args.resume, args.overwrite)
+            if where is not None:
+                # the scheduler's and nanny's INFO lines would bury our own (the plain-TCP warning)
+                logging.getLogger("distributed").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+                final = run_cluster(job, verified.data, where, quiet=args.quiet)
             else:
-                final = run_local(job, model, quiet=args.quiet)
+                final = run_local(job, verified.model, quiet=args.quiet)
         seconds = time.perf_counter() - start
         if "rows_per_worker" in final:
             shares = ", ".join(f"{w}: {n:,}" for w, n in sorted(final["rows_per_worker"].items()))

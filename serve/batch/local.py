@@ -17,38 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from oneneuron.errors import InputError, IntegrityError
-from oneneuron.fsio import sha256_file
+from oneneuron.errors import InputError
 from serve.batch import parts
 from serve.batch.job import BatchJob
 from serve.batch.score import score
 from serve.batch.source import iter_batches, parquet_rows
-from serve.loader import Model, load
+from serve.batch.verify import read_verified
+from serve.loader import Model
 
 logger = logging.getLogger(__name__)
-
-
-def open_model(path: str | Path, sha256: str | None, threads: int, selftest: bool = True) -> Model:
-    """Load and verify a model: sha256 always; the self-test when the signature has one.
-
-    The loader's self-test covers one float32 input [batch, n]; a model with another signature
-    has no stored self-test yet (the any-model issue), which is logged, not ignored silently.
-    """
-    model = load(path, selftest=False, verify_sha256=True, threads=threads)
-    if sha256 is not None and (actual := sha256_file(Path(path))) != sha256:
-        raise IntegrityError(
-            f"{path}: sha256 {actual} != the job's {sha256}; the model changed after the "
-            "job started; re-run the job"
-        )
-    if selftest and model.n_features is not None:
-        model.selftest()
-    elif selftest:
-        logger.warning(
-            "%s: no self-test for a model with inputs %s; sha256 verified only",
-            path,
-            [i["name"] for i in model.signature["inputs"]],
-        )
-    return model
 
 
 def process_file(
@@ -139,7 +116,9 @@ def model_facts(job: BatchJob) -> dict:
 def run_local(job: BatchJob, model: Model | None = None, quiet: bool = False) -> dict:
     """Score every file in order in this process; returns the final manifest."""
     if model is None:
-        model = open_model(job.model_path, job.model_sha256, job.threads, job.selftest)
+        model = read_verified(
+            job.model_path, job.model_sha256, job.signed_by, job.threads, job.selftest
+        ).model
     known = [parquet_rows(f) if f.kind == "parquet" else None for f in job.files]
     total = None if None in known else sum(known)
     bar = progress_bar(total, "scoring", quiet)

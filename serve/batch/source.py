@@ -70,18 +70,34 @@ def resolve_inputs(spec: str) -> list[InputFile]:
     return out
 
 
-def column_names(file: InputFile) -> list[str]:
-    """The file's column names (CSV: its header line)."""
+def column_types(file: InputFile) -> dict[str, pa.DataType]:
+    """The file's columns and their types (CSV: its header line, every column text); a column
+    name given twice is refused, naming it (a column is looked up by name)."""
     try:
         if file.kind == "parquet":
-            return list(pq.read_schema(file.path).names)
-        header_only = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")  # lines: when scored
-        with pacsv.open_csv(
-            file.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK), parse_options=header_only
-        ) as reader:
-            return list(reader.schema.names)
+            schema = pq.read_schema(file.path)
+        else:
+            header_only = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")  # lines: when scored
+            with pacsv.open_csv(
+                file.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK), parse_options=header_only
+            ) as reader:
+                schema = pa.schema([(name, pa.string()) for name in reader.schema.names])
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{file.path}: not a readable {file.kind} file ({str(exc)[:200]})") from None
+    seen: set[str] = set()
+    for name in schema.names:
+        if name in seen:
+            raise InputError(
+                f"{file.path}: column {name!r} appears {schema.names.count(name)} times; give each "
+                "column a unique name (rename or drop the copies) and run the job again"
+            )
+        seen.add(name)
+    return {name: schema.field(name).type for name in schema.names}
+
+
+def column_names(file: InputFile) -> list[str]:
+    """The file's column names (CSV: its header line), each once."""
+    return list(column_types(file))
 
 
 def parquet_rows(file: InputFile) -> int:

@@ -39,8 +39,8 @@ class _HashingFile:
     one (hashlib releases the GIL), so sha256 costs the part almost no wall time. The blocks are
     `bytes` copies, safe to hash after `write` returns; at most `_QUEUED` of them wait."""
 
-    def __init__(self, path: Path):
-        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
+    def __init__(self, fd: int):
+        self._f = os.fdopen(fd, "wb", buffering=0)  # the descriptor mkstemp created: never reopened by name
         self._sha = hashlib.sha256()
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED)
         self._hasher = threading.Thread(target=self._hash, name="part-sha256", daemon=True)
@@ -88,11 +88,12 @@ class PartWriter:
 
     def __init__(self, path: Path, fmt: str):
         self.path, self.fmt = Path(path), fmt
+        # an unpredictable name created exclusively (O_EXCL: a planted symlink is never followed),
+        # written through the descriptor that created it
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
         self._tmp = Path(tmp)
-        os.chmod(self._tmp, 0o644)  # mkstemp makes 0600; parts are read by other tools and users
-        self._file = _HashingFile(self._tmp)
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; parts are read by other tools and users
+        self._file = _HashingFile(fd)
         self._sink = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), _BUFFER)
         self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
         self._empty: pa.Table | None = None  # a first table with no rows (every row skipped)
