@@ -59,10 +59,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# ~9 min on two quiet cores: two pytest-xdist workers; --dist loadgroup keeps each xdist_group
-# (the CPU-heavy soak and benchmark smoke test) on one worker.
+# Two pytest-xdist workers; --dist loadfile runs each test module on one worker, so its
+# module-scoped fixtures (a trained MLP, a server process, a browser) are built once, not per worker.
+# (Not loadgroup: with pytest 9.2 it silently ignores xdist_group marks, pytest-xdist issue 1386.)
 test: prerequisites $(EDITABLE) $(NODE_STAMP) lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 web: $(STAMP) $(NODE_STAMP)
 	$(PY) -m serve.web --artifacts $(ARTIFACTS)

@@ -2,11 +2,7 @@
 
 import json
 
-import pytest
-
 from tests.conftest import run_cli
-
-pytestmark = pytest.mark.xdist_group("cpu_heavy")  # with the soak, on one worker (tests/test_soak.py)
 
 
 def test_quick_bench_produces_every_row(tmp_path):

@@ -294,3 +294,15 @@ def test_a_module_imported_late_names_its_extra(monkeypatch, capsys):
         cli.run(main, argparse.Namespace(verbose=False))
     assert exit_.value.code == 2
     assert capsys.readouterr().err == needs_extra("oneneuron-serve", "sign", "cryptography") + "\n"
+
+
+def test_make_install_and_run_install_the_toolkit_editable():
+    """`make run` leaves the console scripts working from any directory (the editable install that
+    test_editable_install_imports_from_the_source_tree exercises), re-run when pyproject.toml changes."""
+    makefile = (ROOT / "Makefile").read_text()
+    rule = makefile.split("\n$(EDITABLE): ", 1)[1].split("\n\n", 1)[0]
+    assert rule.startswith("pyproject.toml $(STAMP)\n"), rule
+    assert "-m pip install" in rule and "--no-deps --no-build-isolation -e ." in rule, rule
+    for target in ("install", "run", "test"):
+        line = next(x for x in makefile.splitlines() if x.startswith(f"{target}:"))
+        assert "$(EDITABLE)" in line, line

@@ -7,9 +7,7 @@ import pytest
 
 from bench.soak import SoakConfig, soak
 
-# The soak and the benchmark smoke test each load both cores: one xdist worker runs them, one after
-# the other (`make test` uses --dist loadgroup), so neither measures the other.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cpu_heavy")]
+pytestmark = pytest.mark.slow
 
 
 def test_soak_16_clients_30_seconds(exported_dir):
