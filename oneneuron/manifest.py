@@ -266,7 +266,9 @@ def number_versions(
         history = list(old.versions(entry.model, entry.format)) if old else []
         history = [e for e in history if e.name == entry.name]
         newest = history[-1] if history else None
-        if newest is not None and newest.sha256 == entry.sha256:
+        # the same stored file (a damaged entry's file rewritten by a byte-stable export) is the
+        # same version: it must not be listed twice
+        if newest is not None and (newest.sha256 == entry.sha256 or newest.path == entry.path):
             version = newest.version
         else:
             version = max((e.version for e in history), default=0) + 1
@@ -274,7 +276,10 @@ def number_versions(
         older = [
             e
             for e in reversed(history)
-            if e.sha256 != entry.sha256 and e.version < version and (root.dir / e.path).exists()
+            if e.sha256 != entry.sha256
+            and e.path != entry.path
+            and e.version < version
+            and (root.dir / e.path).exists()
         ]
         previous += older[: keep_versions - 1]
     return numbered, previous
