@@ -18,7 +18,9 @@ const MAX_MEMBERS = CONTRACT.selftest.max_probe_members;
 const BY_DESCR = Object.fromEntries(Object.values(DTYPES).map((d) => [d.descr, d]));
 
 /** The bytes are not a probe file this reader understands. */
-export class NpzError extends Error {}
+export class NpzError extends Error {
+  get name() { return "NpzError"; }
+}
 
 const u16 = (b, at) => b[at] | (b[at + 1] << 8);
 const u32 = (b, at) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16)) + b[at + 3] * 2 ** 24;
