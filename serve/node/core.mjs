@@ -71,10 +71,28 @@ export function toRows(x, nFeatures) {
   return rows;
 }
 
+/**
+ * A queue running async jobs one at a time. The page passes one to every model: onnxruntime-web's
+ * WASM build shares one heap between sessions, and runs (or a session being created) interleaved at
+ * their awaits fail at random ("output name cannot be empty", seen with a CNN loading beside a
+ * transformer; transformers.js issue 1234 reports the same). Node runs sessions concurrently.
+ */
+export function serialQueue() {
+  let tail = Promise.resolve();
+  return (job) => {
+    const result = tail.then(job);
+    tail = result.catch(() => {});
+    return result;
+  };
+}
+
+const direct = (job) => job();
+
 /** One ONNX model in an onnxruntime session, with its metadata and signature. */
 export class Model {
-  constructor({ ort, session, info, source }) {
+  constructor({ ort, session, info, source, exclusive = direct }) {
     this.ort = ort;
+    this.exclusive = exclusive; // how session.run is called (serialQueue on the page)
     this.session = session;
     this.source = source; // path or URL, for messages
     this.metadata = info.metadata; // ONNX metadata_props: model, source_framework, selftest, ...
@@ -145,21 +163,22 @@ function featureCount(signature, metadata, source) {
  * @param {Uint8Array} bytes the .onnx file
  * @param {string} source path or URL, for messages
  * @param {{selftest?: boolean, sessionOptions?: object, entry?: object|null, readProbe?: Function|null}} options
- *   entry: the file's manifest entry; readProbe: reads (bounded) and hashes its probe file (selftest.mjs)
+ *   entry: the file's manifest entry; readProbe: reads (bounded) and hashes its probe file (selftest.mjs);
+ *   queue: a serialQueue() shared by the models of one WASM runtime
  */
 export async function createModel(ort, bytes, source, { selftest = true, sessionOptions = {}, entry = null,
-  readProbe = null } = {}) {
+  readProbe = null, queue = direct } = {}) {
   let info;
   let session;
   try {
     info = readOnnxInfo(bytes);
-    session = await ort.InferenceSession.create(bytes, { logSeverityLevel: 3, ...sessionOptions });
+    session = await queue(() => ort.InferenceSession.create(bytes, { logSeverityLevel: 3, ...sessionOptions }));
   } catch (err) {
     if (err instanceof EmbedError) throw err;
     const why = err instanceof OnnxFormatError ? err.message : String(err.message ?? err).split("\n")[0].slice(0, 200);
     throw new IntegrityError(`${source}: not a loadable ONNX model (${why}); re-run ${EXPORT_FIX}`);
   }
-  const model = new Model({ ort, session, info, source });
+  const model = new Model({ ort, session, info, source, exclusive: queue });
   if (selftest) model.selftestResult = await model.selftest({ entry, readProbe });
   return model;
 }

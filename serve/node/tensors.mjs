@@ -170,7 +170,7 @@ export function toNested(tensor) {
 export async function runModel(model, feeds) {
   const tensors = toTensors(model.ort, model.signature, feeds);
   const rows = tensors[model.signature.inputs[0].name].dims[0];
-  const results = await model.session.run(tensors);
+  const results = await model.exclusive(() => model.session.run(tensors));
   const out = {};
   for (const spec of model.signature.outputs) {
     const tensor = results[spec.name];

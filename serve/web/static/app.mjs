@@ -18,7 +18,7 @@
 
 import * as ort from "/ort/ort.wasm.min.mjs";
 import { CONTRACT } from "/lib/contract.mjs";
-import { createModel, EXPORT_FIX, IntegrityError, parseRow } from "/lib/core.mjs";
+import { createModel, EXPORT_FIX, IntegrityError, parseRow, serialQueue } from "/lib/core.mjs";
 import { parseManifest } from "/lib/manifest.mjs";
 import { showModels } from "./form.mjs";
 import { verifySignature } from "./signature.mjs";
@@ -87,6 +87,7 @@ async function sha256Hex(bytes) {
 }
 
 const MAX_PROBE_BYTES = CONTRACT.selftest.max_probe_bytes;
+const queue = serialQueue(); // one WASM heap: sessions are created and run one at a time (core.mjs)
 
 // A model's probe file (its self-test rows, when too large to embed): fetched, bounded, hashed.
 async function readProbe(probe) {
@@ -112,7 +113,8 @@ async function loadModel(entry, trust) {
   if (sha !== null && sha !== entry.sha256) {
     throw new Error(`${url}: sha256 ${sha.slice(0, 12)}… != manifest ${entry.sha256.slice(0, 12)}…; re-run ${EXPORT_FIX}`);
   }
-  const model = await createModel(ort, bytes, url, { sessionOptions: { executionProviders: ["wasm"] }, entry, readProbe });
+  const model = await createModel(ort, bytes, url, { sessionOptions: { executionProviders: ["wasm"] }, entry, readProbe,
+    queue });
   return { model, sha, signedBy };
 }
 
