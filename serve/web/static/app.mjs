@@ -143,10 +143,12 @@ function showFailure(key, error) {
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
-/** True for a model the article's table shows: the training run's n features in, one value per row out. */
+/** True for a model the article's table shows: the training run's n features in, one value per row out
+ * (not a variant of it). */
 function isArticle(entry, manifest) {
   const sig = entry.signature;
   if (!isObject(manifest.reference) || !Array.isArray(manifest.reference.weights)) return false;
+  if (entry.variant) return false; // a variant (export.optimize) is one more model: its own section
   const [x] = sig.inputs;
   const [y] = sig.outputs;
   return sig.inputs.length === 1 && sig.outputs.length === 1 && x.dtype === "float32" && x.shape.length === 2 &&
