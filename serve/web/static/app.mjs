@@ -98,6 +98,7 @@ async function readProbe(probe) {
     throw new IntegrityError(`${url}: more than ${MAX_PROBE_BYTES} bytes; re-run ${EXPORT_FIX}`);
   }
   const bytes = new Uint8Array(await response.arrayBuffer());
+  if (bytes.length > MAX_PROBE_BYTES) throw new IntegrityError(`${url}: more than ${MAX_PROBE_BYTES} bytes; re-run ${EXPORT_FIX}`);
   const sha256 = await sha256Hex(bytes);
   if (sha256 === null) throw new IntegrityError(`${url}: cannot check its sha256 here (WebCrypto needs https or loopback)`);
   return { bytes, sha256, source: url };
