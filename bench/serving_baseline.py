@@ -20,42 +20,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-# The dtype tables are the server's (serve/loader.py, serve/http/tensors.py), copied rather than
-# imported: the bare route loads none of the server's modules, so its process stays as lean as it is.
+from oneneuron.dtypes import DTYPES as TABLE
+
+# The one dtype table (oneneuron/dtypes.py, standard library only: the bare route still loads none
+# of the server's modules, so its process stays as lean as it is).
 # V2 datatype -> numpy dtype, for the inputs (the loader's dtypes; BYTES and BF16 are not served)
-DTYPES = {
-    v2: np.dtype(t)
-    for v2, t in (
-        ("BOOL", np.bool_),
-        ("INT8", np.int8),
-        ("INT16", np.int16),
-        ("INT32", np.int32),
-        ("INT64", np.int64),
-        ("UINT8", np.uint8),
-        ("UINT16", np.uint16),
-        ("UINT32", np.uint32),
-        ("UINT64", np.uint64),
-        ("FP16", np.float16),
-        ("FP32", np.float32),
-        ("FP64", np.float64),
-    )
-}
+DTYPES = {d.v2: np.dtype(d.name) for d in TABLE}
 DATATYPES = {dtype: v2 for v2, dtype in DTYPES.items()}  # numpy dtype -> V2 datatype, for the outputs
 # onnxruntime's element type -> numpy dtype (an output's dtype is fixed by the model)
-ORT_DTYPES = {
-    "tensor(bool)": np.bool_,
-    "tensor(int8)": np.int8,
-    "tensor(int16)": np.int16,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(uint8)": np.uint8,
-    "tensor(uint16)": np.uint16,
-    "tensor(uint32)": np.uint32,
-    "tensor(uint64)": np.uint64,
-    "tensor(float16)": np.float16,
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-}
+ORT_DTYPES = {d.ort: np.dtype(d.name).type for d in TABLE}
 
 
 def create_app(model_path: str) -> Starlette:

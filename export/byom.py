@@ -34,6 +34,7 @@ import numpy as np
 from export import probe as probes
 from export._core import TRAINERS, Run, export_formats, store
 from export.onnx import stable_graph_doc
+from oneneuron.contract import CONTRACT
 from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import size_of
 from oneneuron.manifest import KEEP_VERSIONS, Seal
@@ -43,9 +44,11 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dots: stored versions are <name>.<sha12>.*
 MAX_SOURCE_BYTES = 2 << 30
 SIGNATURE_NAME = "serving_default"
-MAX_SELFTEST_CHARS = 65536
-SELFTEST_PROBE = "selftest_probe"  # metadata: the probe file's sha256 (serve/selftest.py reads it)
-SELFTEST_TOL = 1e-4  # embedded self-test: |a - b| <= atol + rtol·|b| (1e-3 with a float16 output)
+# The self-test bounds are the shared contract's (oneneuron/contract.py; Node and the page read them too).
+MAX_SELFTEST_CHARS = CONTRACT.selftest["max_chars"]
+SELFTEST_PROBE = CONTRACT.selftest["probe_key"]  # metadata: the probe file's sha256 (serve/selftest.py)
+SELFTEST_TOL = CONTRACT.selftest["probe_tol"]  # embedded: |a - b| <= atol + rtol·|b|
+SELFTEST_TOL_FLOAT16 = CONTRACT.selftest["probe_tol_float16"]  # with a float16 output
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def finish_onnx(proto: Any, source: Any, name: str, probe: probes.Probe, probe_s
 def selftest_json(signature: Any, probe: probes.Probe) -> str | None:
     """The `selftest` metadata: the probe's first two rows (one if two are too long), or None."""
     half = any(s.dtype == "float16" for s in signature.outputs)
-    tol = 1e-3 if half else SELFTEST_TOL
+    tol = SELFTEST_TOL_FLOAT16 if half else SELFTEST_TOL
     for rows in (2, 1):
         head = probe.head(rows)
         text = json.dumps(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oneneuron.contract import CONTRACT
 from oneneuron.errors import InputError, IntegrityError
 from oneneuron.schema import Signature, TensorSpec
 
@@ -34,9 +35,11 @@ LARGE_ROWS = 4  # and rows from N(0, 1)·LARGE (·LARGE_FLOAT16 for float16 inpu
 LARGE, LARGE_FLOAT16 = 1000.0, 100.0
 INT_RANGE = (0, 10)  # default --int-range: [0, 10)
 DYNAMIC_SIZE = 4  # size given to dynamic dimensions other than the batch
-MAX_PROBE_BYTES = 64 << 20  # a --probe-inputs file (and a stored probe) larger than this is refused
+# a --probe-inputs file (and a stored probe) larger than this is refused (the shared contract's bound)
+MAX_PROBE_BYTES = CONTRACT.selftest["max_probe_bytes"]
 MAX_ROWS = 100_000
-MAX_UNPACKED = 512 << 20  # the arrays of a probe file, uncompressed (a zip bomb is refused unread)
+MAX_UNPACKED = CONTRACT.selftest["max_probe_unpacked"]  # uncompressed arrays (a zip bomb is refused unread)
+MAX_MEMBERS = CONTRACT.selftest["max_probe_members"]
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same probe has the same bytes, hence the same name
 
 
@@ -161,7 +164,7 @@ def unpacked_size(path: Path | io.BytesIO) -> int:
     with zipfile.ZipFile(path) as zf:
         members = zf.infolist()
     size = sum(m.file_size for m in members)
-    if size > MAX_UNPACKED or len(members) > 256:
+    if size > MAX_UNPACKED or len(members) > MAX_MEMBERS:
         raise ValueError(f"{len(members)} arrays, {size:,} bytes uncompressed; the limit is {MAX_UNPACKED:,}")
     return size
 

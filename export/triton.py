@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from export.triton_state import DEFAULT_DIR, MARKER, Marker
 from oneneuron import cli
+from oneneuron.dtypes import DTYPES
 from oneneuron.errors import IntegrityError, MissingArtifactError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root, removing_new_dirs_on_error
@@ -34,18 +35,8 @@ from oneneuron.selftest import linear_selftest
 logger = logging.getLogger(__name__)
 
 # ONNX TensorProto element type (onnx.TensorProto.FLOAT etc., by value: onnx is imported where used,
-# so `--help` stays fast) -> Triton DataType name (model_config.proto).
-TRITON_TYPES = {
-    10: "TYPE_FP16",
-    1: "TYPE_FP32",
-    11: "TYPE_FP64",
-    3: "TYPE_INT8",
-    5: "TYPE_INT16",
-    6: "TYPE_INT32",
-    7: "TYPE_INT64",
-    2: "TYPE_UINT8",
-    9: "TYPE_BOOL",
-}
+# so `--help` stays fast) -> Triton DataType name (model_config.proto), for the manifest's dtypes.
+TRITON_TYPES = {d.onnx: d.triton for d in DTYPES if d.manifest}
 
 if TYPE_CHECKING:
     import onnx

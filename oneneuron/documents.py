@@ -15,32 +15,31 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from oneneuron.contract import CONTRACT
+from oneneuron.dtypes import MANIFEST_DTYPES
 from oneneuron.errors import MissingArtifactError, SchemaError
 from oneneuron.fixes import fix
 
-MANIFEST = "manifest.json"
-SIGNATURE = "model.sig"  # the signature bundle beside the manifest (oneneuron/signing.py)
-TRAINING_RECORD = "training.json"
-SCHEMA_VERSION = 2
+# The shared limits come from the contract Python and JavaScript both read (oneneuron/contract.py).
+_M = CONTRACT.manifest
+MANIFEST = _M["file"]
+SIGNATURE = _M["signature_file"]  # the signature bundle beside the manifest (oneneuron/signing.py)
+TRAINING_RECORD = _M["training_record"]
+SCHEMA_VERSION = _M["schema_version"]
 # A model or artifact name: starts with a letter or digit, then letters, digits, _ . - (<= 128 chars).
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+NAME_PATTERN = _M["name_pattern"]
 _NAME = re.compile(NAME_PATTERN)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"})
-# format -> what its stored version is on disk
-FORMATS: Mapping[str, str] = {
-    "onnx": "file",
-    "savedmodel": "dir",
-    "torchscript": "file",
-    "exportedprogram": "file",  # a torch.export program (.pt2) brought in with export.all --from-torch
-}
-MAX_JSON_BYTES = 32 << 20  # a manifest or record larger than this is refused before parsing
-MAX_DEPTH = 16  # deeper JSON nesting than any file we write
-MAX_STRING = 4096
-MAX_ITEMS = 100_000  # list lengths (probe rows, loss history, artifacts)
+DTYPES = MANIFEST_DTYPES  # oneneuron/dtypes.py: the contract's rows with "manifest": true
+# format -> what its stored version is on disk (exportedprogram: a torch.export .pt2, --from-torch)
+FORMATS: Mapping[str, str] = _M["formats"]
+MAX_JSON_BYTES = _M["max_json_bytes"]  # a manifest or record larger than this is refused before parsing
+MAX_DEPTH = _M["max_depth"]  # deeper JSON nesting than any file we write
+MAX_STRING = _M["max_string"]
+MAX_ITEMS = _M["max_items"]  # list lengths (probe rows, loss history, artifacts)
 # The embedded self-test (ONNX metadata) and the check's same-model bound: |a - b| <= ATOL + RTOL·|b|.
-SELFTEST_ATOL = 1e-5
-SELFTEST_RTOL = 1e-6
+SELFTEST_ATOL = CONTRACT.selftest["atol"]
+SELFTEST_RTOL = CONTRACT.selftest["rtol"]
 
 T = TypeVar("T")
 

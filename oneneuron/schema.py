@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from oneneuron.architecture import Architecture
+from oneneuron.contract import CONTRACT
 from oneneuron.documents import (
     DTYPES,
     FORMATS,
@@ -564,7 +565,7 @@ class Signing:
 
 # A manifest's `generation` counts its commits (oneneuron.manifest.write): one commit a second for
 # 68 years stays below this; a larger value is not something this toolkit wrote.
-MAX_GENERATION = (1 << 31) - 1
+MAX_GENERATION = CONTRACT.manifest["max_generation"]
 
 
 @dataclass(frozen=True)

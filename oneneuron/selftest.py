@@ -2,7 +2,7 @@
 
 Standard library only: the loader (which then runs it in onnxruntime) and `export.triton` (which
 refuses to publish a file whose self-test is unusable) share these rules, and so does the
-JavaScript side (serve/node/core.mjs, tested against the same constants).
+JavaScript side (serve/node/selftest.mjs); the bounds are the shared contract's (oneneuron/contract.py).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from oneneuron.contract import CONTRACT
 from oneneuron.schema import SELFTEST_ATOL, SELFTEST_RTOL
 
-MAX_SELFTEST_CHARS = 65536  # selftest_x in the ONNX metadata: a few rows, never megabytes
-MAX_SELFTEST_TOL = 1e-3  # a file claiming a looser self-test tolerance is refused
+MAX_SELFTEST_CHARS = CONTRACT.selftest["max_chars"]  # selftest_x in the ONNX metadata: never megabytes
+MAX_SELFTEST_TOL = CONTRACT.selftest["max_tol"]  # a file claiming a looser self-test tolerance is refused
 
 
 @dataclass(frozen=True)

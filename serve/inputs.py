@@ -11,25 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from oneneuron.dtypes import DTYPES
 from oneneuron.errors import InputError
 
 SMALL = 64  # up to this many values: finiteness by a Python sum, JSON numbers without numpy's parser
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# onnxruntime tensor types `run` accepts, and the numpy dtype each is fed as.
-ORT_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int8)": np.int8,
-    "tensor(int16)": np.int16,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(uint8)": np.uint8,
-    "tensor(uint16)": np.uint16,
-    "tensor(uint32)": np.uint32,
-    "tensor(uint64)": np.uint64,
-    "tensor(bool)": np.bool_,
-}
+# onnxruntime tensor types `run` accepts, and the numpy dtype each is fed as (oneneuron/dtypes.py).
+ORT_DTYPES = {d.ort: np.dtype(d.name).type for d in DTYPES}
 
 
 class PredictInputError(InputError):

@@ -5,7 +5,7 @@ list}, "atol": float, "rtol": float}: at most 65,536 characters, one or two rows
 (bools as true/false, ints exact). The inputs run through `Model.run` (the same dtype-exact
 conversion as any caller's feeds), alone and as a doubled batch, and every output must match
 within atol + rtol·|expected|. The article's linear models keep the legacy `selftest_x` keys.
-Node and the page run the same test (serve/node/tensors.mjs).
+Node and the page run the same test (serve/node/selftest.mjs).
 
 Rows too large for metadata (a 224x224 image is ~600 KiB of JSON) are not embedded: ONNX metadata
 key `selftest_probe` names the model's probe file (export/probe.py) by sha256, and the loader runs
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oneneuron.contract import CONTRACT
 from oneneuron.errors import IntegrityError
 
 if TYPE_CHECKING:
@@ -28,12 +29,14 @@ if TYPE_CHECKING:
     from oneneuron.schema import ArtifactEntry
     from serve.loader import Model
 
-KEY = "selftest"
-PROBE_KEY = "selftest_probe"  # export/byom.py SELFTEST_PROBE
-PROBE_TOL, PROBE_TOL_FLOAT16 = 1e-4, 1e-3  # export/byom.py SELFTEST_TOL
-MAX_CHARS = 65536
-MAX_TOL = 1e-3
-MAX_ROWS = 2
+# The bounds are the shared contract's (oneneuron/contract.py): Node and the page apply the same.
+_S = CONTRACT.selftest
+KEY = _S["key"]
+PROBE_KEY = _S["probe_key"]  # export/byom.py SELFTEST_PROBE
+PROBE_TOL, PROBE_TOL_FLOAT16 = _S["probe_tol"], _S["probe_tol_float16"]  # export/byom.py SELFTEST_TOL
+MAX_CHARS = _S["max_chars"]
+MAX_TOL = _S["max_tol"]
+MAX_ROWS = _S["max_rows"]
 
 
 def values(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray], float, float]:

@@ -22,6 +22,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
+# .ci/run sets this: there, Node.js and Chromium are installed, so an embedding test that skips
+# (node, npm or /usr/bin/chromium not found) is a failure, never a silent pass.
+REQUIRE_EMBEDDING = os.environ.get("ONENEURON_REQUIRE_EMBEDDING") == "1"
+EMBEDDING_MODULES = ("test_node", "test_web", "test_signing_node", "test_signing_web")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    module = item.module.__name__.rpartition(".")[2] if item.module else ""
+    if REQUIRE_EMBEDDING and report.skipped and module.startswith(EMBEDDING_MODULES):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped where ONENEURON_REQUIRE_EMBEDDING=1 (.ci/run installs Node.js and Chromium): {reason}"
+        )
 
 
 def run_cli(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:

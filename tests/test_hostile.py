@@ -112,6 +112,7 @@ def run_web(art, damage):
     build_app(WebConfig(artifacts=art))
     served = onnx_files(art) - {"manifest.json"}
     expected = {n: e.sha256 for e in Manifest.load(art).artifacts for n in (e.path, e.alias)}
+    expected |= {e.probe.path: e.probe.sha256 for e in Manifest.load(art).artifacts if e.probe}
     for name in served:
         real = os.path.realpath(art / name)
         assert real.startswith(str(os.path.realpath(art)) + os.sep), f"serves {name} from {real}"

@@ -249,31 +249,100 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
     ), result.stderr
 
 
-def test_javascript_rules_use_the_python_constants():
-    """manifest.mjs and core.mjs restate the bounds of oneneuron/schema.py and serve/loader.py."""
-    from oneneuron import schema, selftest
+CONTRACT_FILE = ROOT / "serve" / "node" / "contract.json"
 
+
+def test_python_and_javascript_read_one_contract():
+    """serve/node/contract.json is the one place for the limits, name pattern, dtype table and fixes:
+    Node's constants and Python's (oneneuron/contract.py and the modules built from it) are its values."""
+    from export import probe, triton
+    from oneneuron import dtypes, fixes, schema, selftest
+    from serve import inputs
+    from serve import selftest as general
+
+    contract = json.loads(CONTRACT_FILE.read_text())
+    m, st = contract["manifest"], contract["selftest"]
     script = (
         "import * as m from './serve/node/manifest.mjs'; import * as c from './serve/node/core.mjs';"
+        "import { DTYPES, fix } from './serve/node/contract.mjs';"
         "console.log(JSON.stringify({name: m.NAME_PATTERN, formats: m.FORMATS, dtypes: m.DTYPES,"
         " version: m.SCHEMA_VERSION, bytes: m.MAX_JSON_BYTES, depth: m.MAX_DEPTH, items: m.MAX_ITEMS,"
-        " generation: m.MAX_GENERATION,"
-        " atol: c.SELFTEST_ATOL, rtol: c.SELFTEST_RTOL, chars: c.MAX_SELFTEST_CHARS,"
-        " tol: c.MAX_SELFTEST_TOL}));"
+        " generation: m.MAX_GENERATION, string: m.MAX_STRING,"
+        " atol: c.SELFTEST_ATOL, rtol: c.SELFTEST_RTOL, chars: c.MAX_SELFTEST_CHARS, tol: c.MAX_SELFTEST_TOL,"
+        " ranges: Object.fromEntries(Object.values(DTYPES).filter(d => d.range)"
+        "   .map(d => [d.name, d.range.map(String)])),"
+        " descr: Object.fromEntries(Object.values(DTYPES).map(d => [d.name, d.descr])),"
+        " fixes: Object.fromEntries(Object.keys(" + json.dumps(contract["fixes"]) + ")"
+        "   .flatMap(k => [[k, fix(k)], [k + '@', fix(k, 'DIR')]]))}));"
     )
     result = node_eval(script)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
-        "name": schema.NAME_PATTERN,
-        "formats": sorted(schema.FORMATS),
-        "dtypes": sorted(schema.DTYPES),
-        "version": schema.SCHEMA_VERSION,
-        "bytes": schema.MAX_JSON_BYTES,
-        "depth": schema.MAX_DEPTH,
-        "items": schema.MAX_ITEMS,
-        "generation": schema.MAX_GENERATION,
-        "atol": schema.SELFTEST_ATOL,
-        "rtol": schema.SELFTEST_RTOL,
-        "chars": selftest.MAX_SELFTEST_CHARS,
-        "tol": selftest.MAX_SELFTEST_TOL,
-    }
+    js = json.loads(result.stdout)
+    # Node: every constant is the file's
+    keys = ("name", "version", "bytes", "depth", "items", "generation", "string")
+    assert tuple(js[k] for k in keys) == (
+        m["name_pattern"],
+        m["schema_version"],
+        m["max_json_bytes"],
+        m["max_depth"],
+        m["max_items"],
+        m["max_generation"],
+        m["max_string"],
+    )
+    assert js["formats"] == sorted(m["formats"])
+    assert js["dtypes"] == sorted(d["name"] for d in contract["dtypes"] if d["manifest"])
+    assert (js["atol"], js["rtol"], js["chars"], js["tol"]) == (
+        st["atol"],
+        st["rtol"],
+        st["max_chars"],
+        st["max_tol"],
+    )
+    for name, (lo, hi) in js["ranges"].items():  # integer ranges derived from kind and bits: numpy's
+        info = np.iinfo(name)
+        assert (int(lo), int(hi)) == (info.min, info.max), name
+    for name, descr in js["descr"].items():  # the .npy type strings the probe reader accepts: numpy's
+        assert np.dtype(name).newbyteorder("<").str.replace("<i1", "|i1").replace("<u1", "|u1") == descr, name
+    for key in contract["fixes"]:
+        assert js["fixes"][key] == fixes.fix(key) and js["fixes"][key + "@"] == fixes.fix(key, "DIR"), key
+
+    # Python: the same values, read from the same file
+    assert (schema.NAME_PATTERN, schema.SCHEMA_VERSION, schema.MAX_JSON_BYTES, schema.MAX_DEPTH) == (
+        m["name_pattern"],
+        m["schema_version"],
+        m["max_json_bytes"],
+        m["max_depth"],
+    )
+    assert (schema.MAX_ITEMS, schema.MAX_GENERATION, schema.MAX_STRING) == (
+        m["max_items"],
+        m["max_generation"],
+        m["max_string"],
+    )
+    assert dict(schema.FORMATS) == m["formats"] and sorted(schema.DTYPES) == js["dtypes"]
+    assert (schema.SELFTEST_ATOL, schema.SELFTEST_RTOL) == (st["atol"], st["rtol"])
+    assert (selftest.MAX_SELFTEST_CHARS, selftest.MAX_SELFTEST_TOL) == (st["max_chars"], st["max_tol"])
+    assert (general.MAX_CHARS, general.MAX_TOL, general.MAX_ROWS) == (
+        st["max_chars"],
+        st["max_tol"],
+        st["max_rows"],
+    )
+    assert (probe.MAX_PROBE_BYTES, probe.MAX_UNPACKED) == (st["max_probe_bytes"], st["max_probe_unpacked"])
+    assert dict(fixes.FIXES) == contract["fixes"]
+    rows = {d["name"]: d for d in contract["dtypes"]}
+    assert {d.name: d.ort for d in dtypes.DTYPES} == {k: r["ort"] for k, r in rows.items()}
+    fed = {k: np.dtype(v).name for k, v in inputs.ORT_DTYPES.items()}
+    assert fed == {r["ort"]: k for k, r in rows.items()}
+    assert triton.TRITON_TYPES == {r["onnx"]: r["triton"] for r in rows.values() if r["manifest"]}
+    for name, row in rows.items():  # the table's own facts agree with numpy and onnx
+        assert onnx.helper.tensor_dtype_to_np_dtype(row["onnx"]) == np.dtype(name), name
+        assert np.dtype(name).itemsize * 8 == row["bits"], name
+
+
+def test_the_contract_ships_with_the_package_and_the_page():
+    """npm pack includes contract.json (package.json "files"); the page's server serves it."""
+    package = json.loads((ROOT / "serve" / "node" / "package.json").read_text())
+    assert "contract.json" in package["files"]
+    for module in ("contract.mjs", "errors.mjs", "npz.mjs", "selftest.mjs", "tensors.mjs", "manifest.mjs"):
+        assert module in package["files"], module
+    from serve.web.app import LIB_FILES
+
+    assert {"contract.json", "contract.mjs"} <= LIB_FILES

@@ -145,4 +145,4 @@ def test_general_selftest_failure_exits_1(tmp_path):
     feeds.write_text(json.dumps(FEEDS))
     result = node(CLI, str(artifacts / f"{NAME}.onnx"), "--inputs", str(feeds))
     assert result.returncode == 1 and result.stdout == ""
-    assert "self-test output pair expected 0, got 6 at element 0" in result.stderr
+    assert "expected 0, got 6 (output pair, element 0, tolerance 0.00001 + 0·|y|)" in result.stderr

@@ -4,29 +4,33 @@
 //   const manifest = parseManifest(text, "artifacts/manifest.json");  // throws SchemaError
 //
 // Shared by the Node module (model.mjs) and the page (serve/web/static/app.mjs): no Node APIs.
-// The rules mirror oneneuron/schema.py (Manifest.parse): a JSON object of at most MAX_JSON_BYTES and
+// The rules are oneneuron/schema.py's (Manifest.parse), their limits the shared contract's
+// (contract.json, which Python reads too): a JSON object of at most MAX_JSON_BYTES and
 // nesting depth MAX_DEPTH, schema_version 2, an `artifacts` list whose entries have a `name`,
 // `model`, `path` (and `alias`, equal to `name`) matching NAME_PATTERN (so never '/', '..' or an
 // absolute path), a `format` from FORMATS, a 64-hex `sha256`, an integer `size`, signature
-// tensors of a dtype from DTYPES, and no two entries of one (model, format); `reference` and
+// tensors of a dtype from DTYPES, an optional `probe` ({path, sha256}: the probe file, confined like
+// `path`), and no two entries of one (model, format); `reference` and
 // `data.features` (the page shows them) are checked too, and `generation` (absent or null: 0, a
 // manifest from before generations; else an integer in [0, MAX_GENERATION]). tests/hostile_cases.json runs the same damaged directories through both sides.
 
-import { IntegrityError } from "./core.mjs";
+import { CONTRACT, DTYPES as TABLE, fix } from "./contract.mjs";
+import { IntegrityError } from "./errors.mjs";
 
-export const MANIFEST = "manifest.json";
-export const SCHEMA_VERSION = 2;
-export const NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}";
-export const FORMATS = Object.freeze(["exportedprogram", "onnx", "savedmodel", "torchscript"]);
-export const DTYPES = Object.freeze(["bool", "float16", "float32", "float64", "int16", "int32", "int64", "int8", "uint8"]);
-export const MAX_JSON_BYTES = 32 << 20; // oneneuron/schema.py MAX_JSON_BYTES
-export const MAX_DEPTH = 16; // oneneuron/schema.py MAX_DEPTH
-export const MAX_ITEMS = 100_000;
-export const MAX_GENERATION = 2 ** 31 - 1; // oneneuron/schema.py MAX_GENERATION
-const MAX_STRING = 4096;
+const M = CONTRACT.manifest;
+export const MANIFEST = M.file;
+export const SCHEMA_VERSION = M.schema_version;
+export const NAME_PATTERN = M.name_pattern;
+export const FORMATS = Object.freeze(Object.keys(M.formats).sort());
+export const DTYPES = Object.freeze(Object.values(TABLE).filter((d) => d.manifest).map((d) => d.name).sort());
+export const MAX_JSON_BYTES = M.max_json_bytes;
+export const MAX_DEPTH = M.max_depth;
+export const MAX_ITEMS = M.max_items;
+export const MAX_GENERATION = M.max_generation;
+export const MAX_STRING = M.max_string;
 const NAME = new RegExp(`^${NAME_PATTERN}$`);
 const SHA256 = /^[0-9a-f]{64}$/;
-export const MANIFEST_FIX = "python -m export.all";
+export const MANIFEST_FIX = fix("export").replace(/^re-run /, ""); // "python -m export.all", after "re-run"
 
 /** manifest.json is older than a floor (minGeneration); like oneneuron.errors.RollbackError, exit 1. */
 export class RollbackError extends IntegrityError {}
@@ -154,6 +158,13 @@ export function parseManifest(text, source = MANIFEST) {
       fail(`${preview(entry.sha256)} is not 64 lowercase hex digits`, `${at}.sha256`);
     }
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) fail(`expected an integer >= 0, got ${preview(entry.size)}`, `${at}.size`);
+    if (entry.probe !== undefined && entry.probe !== null) { // oneneuron/schema.py ProbeRef
+      if (!isObject(entry.probe)) fail(`expected a JSON object, got ${preview(entry.probe)}`, `${at}.probe`);
+      name(entry.probe.path, `${at}.probe.path`);
+      if (typeof entry.probe.sha256 !== "string" || !SHA256.test(entry.probe.sha256)) {
+        fail(`${preview(entry.probe.sha256)} is not 64 lowercase hex digits`, `${at}.probe.sha256`);
+      }
+    }
     if (!isObject(entry.signature)) fail(`expected a JSON object, got ${preview(entry.signature)}`, `${at}.signature`);
     for (const kind of ["inputs", "outputs"]) {
       const specs = list(entry.signature[kind], `${at}.signature.${kind}`);

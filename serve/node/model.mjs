@@ -5,7 +5,8 @@
 //   console.log(await predict(model, [10]), model.metadata.source_framework);  // [ 18.98169326... ]
 //
 // `load` reads the file, checks its sha256 against manifest.json when one beside it lists the
-// file, reads the ONNX metadata (onnx_info.mjs) and runs the embedded self-test. With
+// file, reads the ONNX metadata (onnx_info.mjs) and runs the model's self-test (selftest.mjs:
+// embedded, or its probe file, whose sha256 must be the manifest's and the metadata's). With
 // `{ trustKey: "public.pem" }` it first verifies the directory's model.sig (signature.mjs) and that
 // the bytes it loads are the signed ones; `model.signedBy` is then the key's fingerprint (else null).
 
@@ -15,16 +16,19 @@ import { lstat, open, realpath } from "node:fs/promises";
 import path from "node:path";
 import ort from "onnxruntime-node";
 
+import { CONTRACT } from "./contract.mjs";
 import { createModel, EXPORT_FIX, IntegrityError, MissingModelError } from "./core.mjs";
 import { findEntry, MANIFEST, MANIFEST_FIX, MAX_JSON_BYTES, parseManifest, requireGeneration } from "./manifest.mjs";
 import { verifyFile } from "./signature.mjs";
 
 export { EmbedError, InputError, IntegrityError, MissingModelError, parseRow, SELFTEST_ATOL, SELFTEST_RTOL }
   from "./core.mjs";
+export { CONTRACT, DTYPES, fix } from "./contract.mjs";
 export { parseManifest, RollbackError, SchemaError } from "./manifest.mjs";
 export { SignatureError, verifyDirectory } from "./signature.mjs";
 
 const MAX_MODEL_BYTES = 2 ** 31; // oneneuron/fsio.py Root.read_bytes
+const MAX_PROBE_BYTES = CONTRACT.selftest.max_probe_bytes; // export/probe.py MAX_PROBE_BYTES
 
 /**
  * Load an ONNX model file and verify it.
@@ -57,8 +61,14 @@ export async function load(file, { selftest = true, verifySha256 = true, threads
   }
   if (verifySha256 && entry !== null) checkSha256(file, bytes, entry);
   const sessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ["cpu"] };
+  // The probe file the manifest entry names: confined to the directory, a regular file, bounded.
+  const readProbe = async (probe) => {
+    const probeFile = path.join(directory, probe.path);
+    const data = await readRegular(probeFile, directory, MAX_PROBE_BYTES);
+    return { bytes: data, sha256: createHash("sha256").update(data).digest("hex"), source: probeFile };
+  };
   const model = await createModel(ort, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file,
-    { selftest, sessionOptions });
+    { selftest, sessionOptions, entry, readProbe });
   model.signedBy = signedBy;
   return model;
 }

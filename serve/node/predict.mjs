@@ -2,22 +2,26 @@
 // node serve/node/predict.mjs artifacts/keras_linear.onnx 10 -1 2.5
 //
 // Prints one prediction per x, one per line, after verifying the model (sha256 against the
-// manifest beside it, when there is one, and the embedded self-test). For a model with n > 1
-// features each x is one comma-separated row: `predict.mjs model.onnx 1,2,3 4,5,6`.
+// manifest beside it, when there is one, and its self-test). For a model with n > 1 features each
+// x is one comma-separated row: `predict.mjs model.onnx 1,2,3 4,5,6`; an output of one value per
+// row prints as a number, a wider one (a classifier's probabilities) as a JSON array per line.
+// Any other signature (images, token ids, several inputs) takes `--inputs FILE.json`.
 // Errors are one line on stderr; exit 2 for a bad path or input, 1 for a failed check.
 
 import { readFile, stat } from "node:fs/promises";
 
+import { preview } from "./errors.mjs";
 import { EmbedError, InputError, load, parseRow } from "./model.mjs";
 
 const USAGE = `usage: node serve/node/predict.mjs [--json] [--trust-key PEM] [-v] <model.onnx> <x> [<x> ...]
        node serve/node/predict.mjs [--json] [--trust-key PEM] [-v] <model.onnx> --inputs FILE.json
 
 Load an exported ONNX model with onnxruntime-node, verify its sha256 (when a manifest.json
-beside it lists the file) and its embedded self-test, then print one prediction per x.
+beside it lists the file) and its self-test, then print one prediction per x.
 
   <x>     a number (e.g. 10, -2.5, 1e3); for a model with n > 1 features, one row of n
-          comma-separated numbers (e.g. 1,2,3)
+          comma-separated numbers (e.g. 1,2,3); a model with one input [batch, n] takes x's,
+          and prints a number per row, or a JSON array per row for a wider output
   --inputs FILE.json  any signature: a JSON object of input name -> nested array (rows first), e.g.
           {"features": [[1, 2, 3]], "ids": [[7]]}; prints {output name: nested array} as one JSON line
   --json  print {"model", "source_framework", "opset", "selftest", "signed_by", "x", "y"} as one JSON line
@@ -76,7 +80,7 @@ async function main(argv) {
     const y = await model.predict(rows);
     const st = model.selftestResult;
     console.error(`self-test ok: ${model.name} (${model.metadata.source_framework ?? "unknown framework"}) ` +
-      `y(${JSON.stringify(st.x)}) = ${st.actual}, stored ${st.expected}, |Δ| ${Math.abs(st.actual - st.expected)} ` +
+      `y(${preview(st.x, 200)}) = ${st.actual}, stored ${st.expected}, |Δ| ${Math.abs(st.actual - st.expected)} ` +
       `<= ${st.tolerance.toExponential(2)}`);
     console.error(model.signedBy ? `signature ok: signed by key sha256:${model.signedBy.slice(0, 16)} (${options.trustKey})`
       : "unsigned: no --trust-key given, model.sig not checked");
@@ -84,7 +88,7 @@ async function main(argv) {
       console.log(JSON.stringify({ model: model.name, source_framework: model.metadata.source_framework ?? null,
         opset: model.opset, selftest: st, signed_by: model.signedBy, x: rows, y }));
     } else {
-      for (const value of y) console.log(String(value));
+      for (const value of y) console.log(typeof value === "number" ? String(value) : text(value));
     }
     await model.release();
     return 0;
@@ -110,7 +114,6 @@ async function runInputs(positional, options) {
     const model = await load(positional[0], { trustKey: options.trustKey });
     const outputs = await model.run(feeds);
     console.error(`self-test ok: ${model.name} (${model.metadata.source_framework ?? "unknown framework"})`);
-    const text = (value) => JSON.stringify(value, (_, v) => (typeof v === "bigint" ? v.toString() : v));
     console.log(options.json ? text({ model: model.name, source_framework: model.metadata.source_framework ?? null,
       opset: model.opset, signed_by: model.signedBy, inputs: feeds, outputs }) : text(outputs));
     await model.release();
@@ -122,6 +125,9 @@ async function runInputs(positional, options) {
     return err.exitCode;
   }
 }
+
+// JSON with int64 beyond 2^53 (BigInt) as its digits.
+const text = (value) => JSON.stringify(value, (_, v) => (typeof v === "bigint" ? v.toString() : v));
 
 async function readInputs(file) {
   let text;

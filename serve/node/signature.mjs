@@ -9,7 +9,7 @@ import { createHash, createPublicKey, verify } from "node:crypto";
 import { lstat, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 
-import { InputError, MissingModelError } from "./core.mjs";
+import { InputError, MissingModelError } from "./errors.mjs";
 import { parseManifest } from "./manifest.mjs";
 import {
   badSignature, checkDigest, checkHint, checkManifest, MANIFEST, pae, parseBundle, parseStatement, SIGNATURE,

@@ -3,7 +3,7 @@
 // compare it with the files. Runtime-agnostic: the caller does the ECDSA check (node:crypto or
 // WebCrypto) and the file reads. The rules and messages mirror oneneuron/signing.py.
 
-import { IntegrityError } from "./core.mjs";
+import { IntegrityError } from "./errors.mjs";
 
 export const SIGNATURE = "model.sig";
 export const MANIFEST = "manifest.json";

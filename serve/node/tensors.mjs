@@ -8,45 +8,26 @@
 // loader's `Model.run` does (serve/loader.py): integers must be integers within the dtype's range
 // (int8 refuses 300), floats finite within the dtype's range (float16 refuses 1e6, rounding is
 // fine), a bool input takes only true/false and a bool is not a number; every input needs the
-// model's rank, its static dims and the same number of rows. The general self-test (ONNX metadata
-// key `selftest`, written for models that are not the article's) runs here too.
+// model's rank, its static dims and the same number of rows. The dtypes are the shared contract's
+// table (contract.mjs). Typed arrays are taken as they are (a probe file's rows, already exact).
 
-import { InputError, IntegrityError, EXPORT_FIX } from "./core.mjs";
+import { DTYPES, fix } from "./contract.mjs";
+import { InputError, IntegrityError, preview } from "./errors.mjs";
 
-export const MAX_SELFTEST_CHARS = 65536;
-export const MAX_SELFTEST_TOL = 1e-3;
-const MAX_SELFTEST_ROWS = 2;
-
-const INT_RANGES = {
-  int8: [-128, 127], int16: [-32768, 32767], int32: [-2147483648, 2147483647],
-  uint8: [0, 255], uint16: [0, 65535], uint32: [0, 4294967295],
-  int64: [-(2n ** 63n), 2n ** 63n - 1n], uint64: [0n, 2n ** 64n - 1n],
-};
-const ARRAYS = {
-  float32: Float32Array, float64: Float64Array, float16: Uint16Array, int8: Int8Array, int16: Int16Array,
-  int32: Int32Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, int64: BigInt64Array,
-  uint64: BigUint64Array, bool: Uint8Array,
-};
 const FLOAT16_LIMIT = 65520; // values at or beyond round to infinity in float16 (numpy agrees)
 
 /** The model's inputs and outputs as [{name, dtype, shape}] (shape: numbers, null for dynamic dims). */
 export function signatureOf(session) {
   const describe = (names, metadata) => names.map((name, i) => {
     const meta = metadata?.[i] ?? {};
-    if (meta.isTensor === false || !(meta.type in ARRAYS)) {
+    if (meta.isTensor === false || !(meta.type in DTYPES)) {
       throw new IntegrityError(`tensor ${name}: type ${meta.type ?? "unknown"} is not supported; expected one of ` +
-        `${Object.keys(ARRAYS).join(", ")}`);
+        `${Object.keys(DTYPES).join(", ")}`);
     }
     return { name, dtype: meta.type, shape: (meta.shape ?? []).map((d) => (Number.isInteger(d) ? d : null)) };
   });
   return { inputs: describe(session.inputNames, session.inputMetadata),
     outputs: describe(session.outputNames, session.outputMetadata) };
-}
-
-function preview(x) {
-  let s;
-  try { s = JSON.stringify(x, (_, v) => (typeof v === "bigint" ? v.toString() : v)) ?? String(x); } catch { s = String(x); }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
 // float64 -> float16 bits, round to nearest even (|v| < 65520 checked by the caller).
@@ -91,8 +72,9 @@ function convert(name, dtype, v) {
     return v ? 1 : 0;
   }
   if (typeof v === "boolean") throw new InputError(`input ${JSON.stringify(name)}: got ${v}; a bool is not a number (${dtype})`);
-  if (dtype in INT_RANGES) {
-    const [lo, hi] = INT_RANGES[dtype];
+  const { range } = DTYPES[dtype];
+  if (range !== null) {
+    const [lo, hi] = range;
     const isInt = typeof v === "bigint" || (typeof v === "number" && Number.isInteger(v));
     if (!isInt) throw new InputError(`input ${JSON.stringify(name)}: got ${preview(v)}; expected integers (${dtype}; floats are not truncated)`);
     if (typeof v === "number" && typeof lo === "bigint" && !Number.isSafeInteger(v)) {
@@ -112,8 +94,8 @@ function convert(name, dtype, v) {
   return dtype === "float16" ? toHalf(v) : v;
 }
 
-// Nested arrays -> [shape, flat values]; refuses ragged input.
-function flatten(name, value) {
+/** Nested arrays -> {shape, flat values}; refuses ragged input. */
+export function flatten(name, value) {
   const shape = [];
   for (let level = value; Array.isArray(level); level = level[0]) shape.push(level.length);
   const flat = [];
@@ -160,7 +142,7 @@ export function toTensors(ort, signature, feeds) {
       throw new InputError(`input ${JSON.stringify(spec.name)} has ${shape[0]} rows but ${JSON.stringify(names[0])} has ` +
         `${rows}; every input needs the same number of rows`);
     }
-    const data = new ARRAYS[spec.dtype](flat.length);
+    const data = new DTYPES[spec.dtype].Array(flat.length);
     flat.forEach((v, i) => { data[i] = convert(spec.name, spec.dtype, v); });
     tensors[spec.name] = new ort.Tensor(spec.dtype, data, shape);
   }
@@ -188,71 +170,15 @@ export function toNested(tensor) {
 export async function runModel(model, feeds) {
   const tensors = toTensors(model.ort, model.signature, feeds);
   const rows = tensors[model.signature.inputs[0].name].dims[0];
-  const results = await model.session.run(tensors);
+  const results = await model.exclusive(() => model.session.run(tensors));
   const out = {};
   for (const spec of model.signature.outputs) {
     const tensor = results[spec.name];
     if (!tensor.dims.length || tensor.dims[0] !== rows) {
-      throw new IntegrityError(`${model.source}: output ${spec.name} has shape ${preview(tensor.dims)} for ${rows} ` +
-        `input rows; expected one output row per input row; re-run ${EXPORT_FIX}`);
+      throw new IntegrityError(`${model.source}: output ${spec.name} ${tensor.type} ${preview(Array.from(tensor.dims))} ` +
+        `for ${rows} row(s); expected one output row per input row; re-run ${fix("onnx")}`);
     }
     out[spec.name] = toNested(tensor);
   }
   return out;
-}
-
-/** The general self-test (metadata key `selftest`); resolves to {expected, actual, tolerance, outputs}. */
-export async function generalSelftest(model) {
-  const bad = (why) => new IntegrityError(`${model.source}: metadata 'selftest' is not usable (${why}); re-run ${EXPORT_FIX}`);
-  const text = model.metadata.selftest;
-  if (text.length > MAX_SELFTEST_CHARS) throw bad(`${text.length} characters, more than ${MAX_SELFTEST_CHARS}`);
-  let doc;
-  try { doc = JSON.parse(text); } catch (err) { throw bad(`not JSON: ${err.message.slice(0, 80)}`); }
-  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-  if (!isObject(doc) || !isObject(doc.inputs) || !isObject(doc.outputs)) {
-    throw bad('expected {"inputs": {name: rows}, "outputs": {name: rows}, "atol", "rtol"}');
-  }
-  const { atol, rtol } = doc;
-  for (const tol of [atol, rtol]) {
-    if (typeof tol !== "number" || !(tol >= 0 && tol <= MAX_SELFTEST_TOL)) {
-      throw bad(`tolerance ${preview(atol)} + ${preview(rtol)}·|y| is outside [0, ${MAX_SELFTEST_TOL}]`);
-    }
-  }
-  const outNames = model.signature.outputs.map((s) => s.name);
-  const wanted = Object.keys(doc.outputs);
-  if (!wanted.length || wanted.some((n) => !outNames.includes(n))) {
-    throw bad(`outputs ${preview(wanted)} are not among the model's ${preview(outNames)}`);
-  }
-  for (const [name, rows] of Object.entries(doc.inputs)) {
-    if (!Array.isArray(rows) || rows.length < 1 || rows.length > MAX_SELFTEST_ROWS) {
-      throw bad(`input ${name} must be a list of 1 to ${MAX_SELFTEST_ROWS} rows`);
-    }
-  }
-  let actual;
-  try {
-    actual = await runModel(model, doc.inputs);
-  } catch (err) {
-    if (err instanceof InputError) throw bad(`its inputs do not fit the model: ${err.message}`);
-    throw err;
-  }
-  let worst = { expected: 0, actual: 0, error: -1 };
-  for (const name of wanted) {
-    const want = flatten(name, doc.outputs[name]);
-    const got = flatten(name, actual[name]);
-    if (preview(want.shape) !== preview(got.shape)) {
-      throw new IntegrityError(`${model.source}: self-test output ${name} has shape ${preview(got.shape)}; expected ` +
-        `${preview(want.shape)}; re-run ${EXPORT_FIX}`);
-    }
-    want.flat.forEach((e, i) => {
-      const a = Number(got.flat[i]);
-      const error = Math.abs(a - Number(e));
-      if (typeof e !== "number" && typeof e !== "boolean") throw bad(`output ${name} holds ${preview(e)}`);
-      if (!(error <= atol + rtol * Math.abs(Number(e)))) {
-        throw new IntegrityError(`${model.source}: self-test output ${name} expected ${e}, got ${a} at element ${i} ` +
-          `(tolerance ${atol} + ${rtol}·|y|); re-run ${EXPORT_FIX}`);
-      }
-      if (error > worst.error) worst = { expected: Number(e), actual: a, error };
-    });
-  }
-  return { x: doc.inputs, expected: worst.expected, actual: worst.actual, tolerance: atol, outputs: actual };
 }

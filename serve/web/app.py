@@ -4,10 +4,12 @@ Only what the page needs is served, each from an allowlist (anything else is a 4
 any path that leaves its directory):
 
     /                 serve/web/static/ (index.html, app.mjs, style.css)
-    /lib/<file>       serve/node/core.mjs, manifest.mjs and onnx_info.mjs (the checks the Node CLI runs)
+    /lib/<file>       serve/node's runtime-agnostic modules (the checks the Node CLI runs) and
+                      contract.json (the limits, dtypes and fixes Python and JavaScript share)
     /ort/<file>       onnxruntime-web's WASM build, from node_modules (never a CDN)
-    /artifacts/<file> manifest.json, model.sig and the ONNX files the manifest lists (re-read on
-                      every request, so a re-export shows up without a restart)
+    /artifacts/<file> manifest.json, model.sig, the ONNX files the manifest lists and their probe
+                      files (the self-test of a model too large to embed; re-read on every request,
+                      so a re-export shows up without a restart)
     /trust/public.pem the key given with --trust-key (read once at start), when there is one
 """
 
@@ -55,8 +57,21 @@ ORT_DIST = _find_ort_dist()
 # The page imports ort.wasm.min.mjs, which loads this WASM build (numThreads = 1: no workers,
 # no SharedArrayBuffer, so no cross-origin-isolation headers are needed).
 ORT_FILES = frozenset({"ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"})
-LIB_FILES = frozenset({"core.mjs", "manifest.mjs", "onnx_info.mjs", "signature_core.mjs", "tensors.mjs"})
-PAGE_FILES = frozenset({"index.html", "app.mjs", "general.mjs", "signature.mjs", "style.css"})
+LIB_FILES = frozenset(
+    {
+        "contract.json",
+        "contract.mjs",
+        "core.mjs",
+        "errors.mjs",
+        "manifest.mjs",
+        "npz.mjs",
+        "onnx_info.mjs",
+        "selftest.mjs",
+        "signature_core.mjs",
+        "tensors.mjs",
+    }
+)
+PAGE_FILES = frozenset({"index.html", "app.mjs", "form.mjs", "signature.mjs", "style.css"})
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,7 @@ class AllowlistFiles(StaticFiles):
 
 
 def onnx_files(artifacts: Path) -> frozenset[str]:
-    """manifest.json plus the stored versions and aliases of the ONNX models it lists.
+    """manifest.json plus the stored versions and aliases of the ONNX models it lists, and their probe files.
 
     The manifest is parsed with `oneneuron.schema` (names and paths validated); every name is then
     resolved inside the directory (symlinks followed) and must be a regular file; a stable name is
@@ -105,6 +120,10 @@ def onnx_files(artifacts: Path) -> frozenset[str]:
         except ToolkitError:
             continue  # a FIFO, a symlink leaving the directory, missing: neither name is served
         names.add(entry.path)
+        if entry.probe is not None:  # the self-test's rows; the page checks its sha256 before use
+            with contextlib.suppress(ToolkitError):
+                root.existing(entry.probe.path)
+                names.add(entry.probe.path)
         with contextlib.suppress(ToolkitError, OSError):
             if os.path.samefile(root.existing(entry.alias), stored):  # the stable name is a hard link to it
                 names.add(entry.alias)

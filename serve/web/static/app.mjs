@@ -1,6 +1,12 @@
 // The page: load every ONNX model listed in manifest.json with onnxruntime-web (WASM), verify
-// each one (sha256 against the manifest, embedded self-test: the same core.mjs the Node CLI
-// uses), then predict whatever x the person types, beside the analytic reference.
+// each one (sha256 against the manifest, its self-test, embedded or in its probe file: the same
+// core.mjs the Node CLI uses), then run it on what the person types.
+//
+// One model kind, two views: the article's models (one float32 input of the training run's n
+// features, one output per row, in a directory that has the training run's `reference`) keep the
+// article's table, beside the analytic reference; every other model gets a section with a form
+// built from its signature and its outputs as tables (form.mjs). A directory of only your own
+// models shows only sections; a mixed one shows both.
 //
 // While a model loads its column says so (data-state="loading"); once every model has loaded
 // or failed, x starts at the manifest's headline input (probe.headline_x: the article's x = 10)
@@ -11,9 +17,10 @@
 // empty, failed), data-value (full precision) and data-x (the input it is for).
 
 import * as ort from "/ort/ort.wasm.min.mjs";
-import { createModel, EXPORT_FIX, parseRow } from "/lib/core.mjs";
+import { CONTRACT } from "/lib/contract.mjs";
+import { createModel, EXPORT_FIX, IntegrityError, parseRow, serialQueue } from "/lib/core.mjs";
 import { parseManifest } from "/lib/manifest.mjs";
-import { isGeneral, showGeneral } from "./general.mjs";
+import { showModels } from "./form.mjs";
 import { verifySignature } from "./signature.mjs";
 
 // WASM files come from this server (never a CDN); one thread needs no cross-origin isolation.
@@ -79,6 +86,24 @@ async function sha256Hex(bytes) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+const MAX_PROBE_BYTES = CONTRACT.selftest.max_probe_bytes;
+const queue = serialQueue(); // one WASM heap: sessions are created and run one at a time (core.mjs)
+
+// A model's probe file (its self-test rows, when too large to embed): fetched, bounded, hashed.
+async function readProbe(probe) {
+  const url = `/artifacts/${probe.path}`;
+  const response = await fetch(url);
+  if (!response.ok) throw new IntegrityError(`${url}: HTTP ${response.status}; re-run ${EXPORT_FIX}`);
+  if (Number(response.headers.get("content-length") ?? 0) > MAX_PROBE_BYTES) {
+    throw new IntegrityError(`${url}: more than ${MAX_PROBE_BYTES} bytes; re-run ${EXPORT_FIX}`);
+  }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (bytes.length > MAX_PROBE_BYTES) throw new IntegrityError(`${url}: more than ${MAX_PROBE_BYTES} bytes; re-run ${EXPORT_FIX}`);
+  const sha256 = await sha256Hex(bytes);
+  if (sha256 === null) throw new IntegrityError(`${url}: cannot check its sha256 here (WebCrypto needs https or loopback)`);
+  return { bytes, sha256, source: url };
+}
+
 async function loadModel(entry, trust) {
   const url = `/artifacts/${entry.path}`;
   const response = await fetch(url);
@@ -89,7 +114,8 @@ async function loadModel(entry, trust) {
   if (sha !== null && sha !== entry.sha256) {
     throw new Error(`${url}: sha256 ${sha.slice(0, 12)}… != manifest ${entry.sha256.slice(0, 12)}…; re-run ${EXPORT_FIX}`);
   }
-  const model = await createModel(ort, bytes, url, { sessionOptions: { executionProviders: ["wasm"] } });
+  const model = await createModel(ort, bytes, url, { sessionOptions: { executionProviders: ["wasm"] }, entry, readProbe,
+    queue });
   return { model, sha, signedBy };
 }
 
@@ -114,6 +140,20 @@ function showFailure(key, error) {
   setCell(`pred-${key}`, "unavailable", "error");
   setCell(`selftest-${key}`, `failed to load: ${error.message}`, "error");
   $(`pred-${key}`).dataset.state = "failed";
+}
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/** True for a model the article's table shows: the training run's n features in, one value per row out
+ * (not a variant of it). */
+function isArticle(entry, manifest) {
+  const sig = entry.signature;
+  if (!isObject(manifest.reference) || !Array.isArray(manifest.reference.weights)) return false;
+  if (entry.variant) return false; // a variant (export.optimize) is one more model: its own section
+  const [x] = sig.inputs;
+  const [y] = sig.outputs;
+  return sig.inputs.length === 1 && sig.outputs.length === 1 && x.dtype === "float32" && x.shape.length === 2 &&
+    x.shape[1] === manifest.reference.weights.length && y.shape.length === 2 && y.shape[1] === 1;
 }
 
 function reference(manifest) {
@@ -205,15 +245,22 @@ async function start() {
     document.body.dataset.ready = "true";
     return;
   }
-  // Models of any other signature get a section each, with a form built from the signature (general.mjs).
-  const general = manifest.artifacts.filter((a) => a.format === "onnx" && isGeneral(a));
-  const generalDone = showGeneral(general, (entry) => loadModel(entry, trust));
-  if (general.length && !manifest.artifacts.some((a) => a.format === "onnx" && !isGeneral(a))) {
+  // Every model that is not the article's gets a section, with a form built from its signature (form.mjs).
+  const onnx = manifest.artifacts.filter((a) => a.format === "onnx");
+  const others = onnx.filter((a) => !isArticle(a, manifest));
+  const othersDone = showModels(others, (entry) => loadModel(entry, trust));
+  if (!onnx.some((a) => isArticle(a, manifest))) {
     for (const id of ["form", "results"]) $(id).hidden = true;
     document.querySelector(".note").hidden = true; // it explains the article's table
-    $("status").textContent = `Loading ${general.length} model(s)…`;
-    await generalDone;
-    $("status").textContent = `${general.length} model(s) of their own signature; each section says whether it loaded.`;
+    document.querySelector("h1").textContent = "Your exported models, in your browser";
+    $("lede").textContent = "Each exported ONNX model runs here with onnxruntime-web (WebAssembly); nothing is sent " +
+      "to a server. Change an input, or draw a random example, and read its outputs.";
+    $("status").textContent = `Loading ${others.length} model(s)…`;
+    if (!others.length) $("page-error").textContent = `manifest.json lists no ONNX model; run ${EXPORT_FIX}`;
+    await othersDone;
+    const failed = others.filter((a) => $(`status-${a.model ?? a.name}`)?.classList.contains("error")).length;
+    $("status").textContent = failed ? `${others.length - failed} of ${others.length} models ready; ${failed} failed to ` +
+      "load (its section says why)." : `${others.length} models loaded and verified.`;
     $("results").setAttribute("aria-busy", "false");
     document.body.dataset.ready = "true";
     return;
@@ -222,7 +269,7 @@ async function start() {
   const headline = manifest.probe?.headline_x;
   const start = Array.isArray(headline) && headline.length === ref.nFeatures ? headline : Array(ref.nFeatures).fill(10);
   const readX = featureBoxes(ref, manifest.data?.features ?? [], start);
-  const entries = manifest.artifacts.filter((a) => a.format === "onnx" && !isGeneral(a));
+  const entries = onnx.filter((a) => isArticle(a, manifest));
   const columns = entries.map((entry) => ({ entry, key: entry.model ?? entry.name, model: null }));
   for (const c of columns) {
     addColumn(c.key, `${LABELS[c.entry.framework] ?? c.entry.framework} (${c.entry.name})`);
@@ -254,11 +301,12 @@ async function start() {
     progress();
     if (c.model) await update(columns, ref, readX);
   }));
-  await generalDone;
+  await othersDone;
   const failed = columns.filter((c) => !c.model).length;
-  $("status").textContent = failed
+  $("status").textContent = (failed
     ? `${columns.length - failed} of ${columns.length} models ready; ${failed} failed to load (its column says why).`
-    : `${columns.length} models loaded and verified.`;
+    : `${columns.length} models loaded and verified.`) +
+    (others.length ? ` ${others.length} more model(s) below, each in its own section.` : "");
   $("results").setAttribute("aria-busy", "false");
   document.body.dataset.ready = "true";
 }
