@@ -22,7 +22,7 @@ import uvicorn
 # and the training record; "export" reads training.json and the trained models; "report" reads
 # training.json (and the manifest); "reader" reads manifest.json and the files it names; "sign" is a
 # reader given a valid --key; "keys" only writes --out DIR; "batch" is a reader also given a valid
-# Parquet --input and a new --output directory.
+# Parquet --input and a new --output directory; "optimize" is a reader also given --model and a method.
 CLIS = {
     "train.all": ("train", "--epochs"),
     "train.keras": ("train", "--epochs"),
@@ -36,6 +36,7 @@ CLIS = {
     "export.triton": ("reader", "--max-batch-size"),
     "export.sign": ("sign", None),
     "export.keys": ("keys", None),
+    "export.optimize": ("optimize", "--data-rows"),
     "serve.check": ("reader", "--atol"),
     "serve": ("reader", "--max-rows"),
     "serve.web": ("reader", "--port"),
@@ -47,7 +48,7 @@ CASES = ["unknown_flag", "missing_dir", "not_a_dir", "non_numeric", "negative", 
 def applies(kind: str, flag: str | None, case: str) -> bool:
     if kind == "keys":
         return case in ("unknown_flag", "not_a_dir")  # it reads nothing and creates its directory
-    if kind == "batch":
+    if kind in ("batch", "optimize"):
         return applies("reader", flag, case)
     if case == "missing_dir":
         return kind != "train"  # training creates its output directory
@@ -80,6 +81,8 @@ def argv_for(case: str, kind: str, flag: str | None, exported_dir, tmp_path) -> 
             str(tmp_path / "o"),
         ]
         return [*argv_for(case, "reader", flag, exported_dir, tmp_path), *io]
+    if kind == "optimize":  # a model and a method, so that the case itself is what is refused
+        return [*argv_for(case, "reader", flag, exported_dir, tmp_path), "--model", "keras_linear", "--fp16"]
     if kind == "keys" and case == "not_a_dir":
         (tmp_path / "file").write_text("x")
         return ["--out", str(tmp_path / "file")]
