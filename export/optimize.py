@@ -100,6 +100,7 @@ class Outcome:
     judged_on: str
     rows: dict[str, int]
     entry: ArtifactEntry | None = None
+    parent_outputs: dict = field(default_factory=dict)  # "probe"/"data" -> the parent's outputs
 
 
 def find_parent(root: Root, model: str) -> tuple[Manifest, ArtifactEntry]:
@@ -219,7 +220,7 @@ def optimize(cfg: OptimizeConfig, seal: Seal | None = None) -> Outcome:
     for method in cfg.methods:
         logger.info("trying %s on %s ...", method, parent.model)
         trials.append(try_method(method, cfg, ctx))
-    outcome = Outcome(parent, trials, ctx["judged_on"], ctx["rows"])
+    outcome = Outcome(parent, trials, ctx["judged_on"], ctx["rows"], parent_outputs=ctx["parent_outputs"])
     chosen = choose(trials)
     if chosen is not None:
         entry = variant_entry(chosen, parent, cfg, ctx)
