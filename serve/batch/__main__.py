@@ -117,6 +117,8 @@ def make_job(args) -> tuple[BatchJob, object]:
         on_error=args.on_error,
         threads=args.threads,
         signed_by=signed_by,
+        variant_of=entry.variant.parent if entry is not None and entry.variant is not None else None,
+        variant_method=entry.variant.method if entry is not None and entry.variant is not None else None,
     )
     return job, model
 
