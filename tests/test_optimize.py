@@ -227,3 +227,43 @@ def test_the_verdict_calls_a_variant_faster_only_when_it_is(method, b1, b8, said
     sentence = speed_sentence(trial)
     assert sentence.startswith("0.25x the size; ") and said in sentence, sentence
     assert sentence.endswith(": faster") == (max(b1, b8) <= 0.8), sentence  # faster at both, or not said
+
+
+def test_variant_of_a_model_with_rows_too_large_to_embed_self_tests_on_the_probe(tmp_path):
+    """A 3x32x32 image is ~60 KiB of JSON a row: the parent's self-test is its probe file's first
+    rows (`selftest_probe`), and the variant's is the same rows against its own outputs
+    (`selftest_probe_outputs`), run at load; its outputs changed, the self-test fails."""
+    import torch
+
+    from export.byom import ByomConfig, export_byom
+    from serve import load
+    from serve.selftest import PROBE_OUTPUTS_KEY, probe_values, run
+    from tests.test_byom import save_program
+
+    class Conv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Linear(8, CLASSES)
+
+        def forward(self, image):
+            return {"logits": self.head(torch.relu(self.conv(image)).mean((2, 3)))}
+
+    torch.manual_seed(0)
+    save_program(Conv().eval(), tmp_path / "conv.pt2", {"image": torch.randn(2, 3, 32, 32)})
+    artifacts = tmp_path / "artifacts"
+    export_byom(artifacts, ByomConfig("torch", tmp_path / "conv.pt2", "conv"))
+    cfg = OptimizeConfig(artifacts, "conv", ("int8-dynamic",), GENEROUS, latency_seconds=0.01)
+    outcome = optimize(cfg)
+    assert outcome.entry is not None, [t.why for t in outcome.trials]
+    entry = Manifest.load(artifacts).find("conv.int8", "onnx")
+    assert "selftest" not in entry.metadata and entry.metadata["selftest_probe"] == entry.probe.sha256
+    model = load("conv.int8", artifacts)  # runs the self-test
+    assert model.verified and json.loads(model.metadata[PROBE_OUTPUTS_KEY])["atol"] == 1e-3
+    doc = json.loads(model.metadata[PROBE_OUTPUTS_KEY])
+    doc["outputs"]["logits"][0][0] += 0.5
+    model.metadata[PROBE_OUTPUTS_KEY] = json.dumps(doc)
+    from oneneuron.errors import IntegrityError
+    from oneneuron.fsio import Root
+
+    with pytest.raises(IntegrityError, match="self-test output 'logits' expected"):
+        run(model, probe_values(model, Root(artifacts), entry))
