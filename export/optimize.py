@@ -34,6 +34,7 @@ import numpy as np
 from export import budget as budgets
 from export import variant_eval, variant_methods
 from export._core import Run, export_formats, store
+from export.byom import MAX_SELFTEST_CHARS, SELFTEST_PROBE
 from export.probe import MAX_PROBE_BYTES, Probe
 from export.probe import load as load_probe
 from oneneuron import cli
@@ -46,6 +47,7 @@ from oneneuron.schema import ArtifactEntry, Manifest, Variant
 logger = logging.getLogger(__name__)
 FLAGS = {"dynamic": "int8-dynamic", "static": "int8-static"}  # --int8 KIND -> method
 SELFTEST_ROWS, SELFTEST_TOL = 2, 1e-3  # the variant's embedded self-test: its own outputs
+SELFTEST_PROBE_OUTPUTS = "selftest_probe_outputs"  # its outputs on probe rows too large to embed
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Outcome:
     judged_on: str
     rows: dict[str, int]
     entry: ArtifactEntry | None = None
+    parent_outputs: dict = field(default_factory=dict)  # "probe"/"data" -> the parent's outputs
 
 
 def find_parent(root: Root, model: str) -> tuple[Manifest, ArtifactEntry]:
@@ -134,24 +137,37 @@ def read_parent(root: Root, parent: ArtifactEntry) -> tuple[bytes, Probe]:
 
 def with_metadata(data: bytes, parent: ArtifactEntry, name: str, method: str, probe: Probe) -> bytes:
     """The variant's bytes with its own metadata: its name, its parent, and a self-test of its own
-    outputs on the probe's first rows (the parent's self-test holds the parent's outputs)."""
+    outputs on the probe's first rows (the parent's self-test holds the parent's outputs). Rows too
+    large to embed (an image at 224 px) stay in the probe file, which `selftest_probe` names as the
+    parent's does; the variant embeds only its outputs on them (`selftest_probe_outputs`)."""
     import onnx
 
     proto = onnx.load_from_string(data)
     head = probe.head(SELFTEST_ROWS)
     got = variant_methods.session(data).run(None, dict(head.inputs))
     names = [o.name for o in proto.graph.output]
-    selftest = {
-        "inputs": {k: v.tolist() for k, v in head.inputs.items()},
-        "outputs": {n: np.asarray(g).tolist() for n, g in zip(names, got, strict=True)},
-        "atol": SELFTEST_TOL,
-        "rtol": SELFTEST_TOL,
-    }
-    props = {k: v for k, v in parent.metadata.items() if k != "selftest"}
+    outputs = {n: np.asarray(g).tolist() for n, g in zip(names, got, strict=True)}
+    tolerance = {"atol": SELFTEST_TOL, "rtol": SELFTEST_TOL}
+    props = {k: v for k, v in parent.metadata.items() if k not in ("selftest", SELFTEST_PROBE)}
     props |= {"model": name, "variant_of": parent.model, "variant_method": method}
-    props["selftest"] = json.dumps(selftest, allow_nan=False, separators=(",", ":"))
+    inputs = {k: v.tolist() for k, v in head.inputs.items()}
+    embedded = _json({"inputs": inputs, "outputs": outputs} | tolerance)
+    if len(embedded) <= MAX_SELFTEST_CHARS:
+        props["selftest"] = embedded
+    else:
+        props[SELFTEST_PROBE] = parent.probe.sha256
+        props[SELFTEST_PROBE_OUTPUTS] = _json({"outputs": outputs} | tolerance)
+        if len(props[SELFTEST_PROBE_OUTPUTS]) > MAX_SELFTEST_CHARS:
+            raise InputError(
+                f"--model {parent.model}: its outputs on {SELFTEST_ROWS} probe rows are more than "
+                f"{MAX_SELFTEST_CHARS:,} characters of JSON; a variant's self-test cannot hold them"
+            )
     onnx.helper.set_model_props(proto, props)
     return proto.SerializeToString()
+
+
+def _json(doc: dict) -> str:
+    return json.dumps(doc, allow_nan=False, separators=(",", ":"))
 
 
 def try_method(method: str, cfg: OptimizeConfig, ctx: dict) -> Trial:
@@ -219,7 +235,7 @@ def optimize(cfg: OptimizeConfig, seal: Seal | None = None) -> Outcome:
     for method in cfg.methods:
         logger.info("trying %s on %s ...", method, parent.model)
         trials.append(try_method(method, cfg, ctx))
-    outcome = Outcome(parent, trials, ctx["judged_on"], ctx["rows"])
+    outcome = Outcome(parent, trials, ctx["judged_on"], ctx["rows"], parent_outputs=ctx["parent_outputs"])
     chosen = choose(trials)
     if chosen is not None:
         entry = variant_entry(chosen, parent, cfg, ctx)

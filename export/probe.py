@@ -115,18 +115,19 @@ def generate(
     return out
 
 
-def read_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray]:
-    """`--probe-inputs inputs.npz`: one array per input name, checked against the signature."""
+def read_inputs(path: Path, signature: Signature, max_bytes: int = MAX_PROBE_BYTES) -> dict[str, np.ndarray]:
+    """`--probe-inputs inputs.npz`: one array per input name, checked against the signature; a file
+    (and its arrays uncompressed) of at most `max_bytes` (export.optimize's --data takes more)."""
     path = Path(path)
     fix = "pass an .npz with one array per input name (numpy.savez), e.g. " + ", ".join(
         f"{s.name}={s.dtype}[{', '.join(map(str, s.shape))}]" for s in signature.inputs
     )
     if not path.is_file():
         raise InputError(f"{path}: no such file; {fix}")
-    if path.stat().st_size > MAX_PROBE_BYTES:
-        raise InputError(f"{path}: more than {MAX_PROBE_BYTES >> 20} MiB; {fix} with fewer rows")
+    if path.stat().st_size > max_bytes:
+        raise InputError(f"{path}: more than {max_bytes >> 20} MiB; {fix} with fewer rows")
     try:
-        unpacked_size(path)
+        unpacked_size(path, max(max_bytes, MAX_UNPACKED))
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in list(npz.files)[:64]}
     except Exception as exc:  # numpy raises ValueError, OSError, zipfile errors, pickle refusals
@@ -159,13 +160,13 @@ def read_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray]:
     return out
 
 
-def unpacked_size(path: Path | io.BytesIO) -> int:
-    """The uncompressed size of a zip's members; ValueError beyond MAX_UNPACKED or 256 members."""
+def unpacked_size(path: Path | io.BytesIO, limit: int = MAX_UNPACKED) -> int:
+    """The uncompressed size of a zip's members; ValueError beyond `limit` bytes or 256 members."""
     with zipfile.ZipFile(path) as zf:
         members = zf.infolist()
     size = sum(m.file_size for m in members)
-    if size > MAX_UNPACKED or len(members) > MAX_MEMBERS:
-        raise ValueError(f"{len(members)} arrays, {size:,} bytes uncompressed; the limit is {MAX_UNPACKED:,}")
+    if size > limit or len(members) > MAX_MEMBERS:
+        raise ValueError(f"{len(members)} arrays, {size:,} bytes uncompressed; the limit is {limit:,}")
     return size
 
 

@@ -1,8 +1,9 @@
 """Write a Triton model repository: `python -m export.triton [--artifacts DIR] [--out DIR]`.
 
 For every ONNX model in the manifest: `<out>/<model>/config.pbtxt` and `<out>/<model>/1/model.onnx`
-(default out: `<artifacts>/triton`). Triton (and KServe's Triton runtime) then serves the same
-V2 protocol as `python -m serve`:
+(default out: `<artifacts>/triton`); a variant (export.optimize, `N.int8`) is a model directory of its
+own whose config's `parameters` name its parent (`variant_of`). Triton (and KServe's Triton runtime)
+then serves the same V2 protocol as `python -m serve`:
 
     tritonserver --model-repository=artifacts/triton
 
@@ -29,7 +30,7 @@ from oneneuron.errors import IntegrityError, MissingArtifactError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root, removing_new_dirs_on_error
 from oneneuron.manifest import read_verified
-from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest, check_name
+from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest, Variant, check_name
 from oneneuron.selftest import linear_selftest
 
 logger = logging.getLogger(__name__)
@@ -66,9 +67,12 @@ def _tensors(values: Any) -> list[tuple[str, str, list[int]]]:
     return out
 
 
-def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
+def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig, variant: Variant | None = None) -> str:
     """The config.pbtxt text for one ONNX model, built as Triton's `ModelConfig` protobuf and printed
-    with protobuf's text format (no string pasting: no name can inject a field)."""
+    with protobuf's text format (no string pasting: no name can inject a field). A variant
+    (export.optimize) says so in `parameters` (`variant_of`, `variant_method`, `variant_parent_sha256`):
+    Triton returns them with the model's configuration and its onnxruntime backend ignores keys it
+    does not know."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -81,6 +85,13 @@ def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig) -> str:
         config.output.add(name=tensor_name, data_type=mc.DataType.Value(dtype), dims=dims)
     config.dynamic_batching.max_queue_delay_microseconds = cfg.max_queue_delay_us
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=cfg.instances)
+    if variant is not None:
+        for key, value in (
+            ("variant_of", variant.parent),
+            ("variant_method", variant.method),
+            ("variant_parent_sha256", variant.parent_sha256),
+        ):
+            config.parameters[key].string_value = value
     return text_format.MessageToString(config)
 
 
@@ -128,7 +139,7 @@ def export_triton(artifacts: Path, out: Path | None = None, cfg: TritonConfig = 
             data = read_verified(source, entry)  # read once: the bytes hashed are the bytes written
             model = onnx.load_from_string(data)
             _check_selftest(source.dir / entry.path, model, entry)
-            config = config_pbtxt(entry.model, model, cfg)
+            config = config_pbtxt(entry.model, model, cfg, entry.variant)
             repo.path(entry.model).mkdir(exist_ok=True)
             repo.path(f"{entry.model}/1").mkdir(exist_ok=True)
             repo.write_bytes(f"{entry.model}/1/model.onnx", data)

@@ -4,7 +4,7 @@ rows' outputs, and median latency. serve.check's variant rows (serve/variants.py
 A data file is an `.npz` with one array per input name (as `--probe-inputs`), or a CSV / Parquet
 table: one column per input named like it (inputs of shape [batch] or [batch, 1]), or, for a model
 with one 2-D input [batch, n], n numeric columns in the input's order. At most `rows` rows are read:
-a seeded sample when the file has more.
+a seeded sample when the file has more. An .npz may be up to MAX_DATA_BYTES (a probe file: 64 MiB).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from oneneuron.errors import InputError
 from oneneuron.schema import Signature
 
 SEED = 0  # the sample of a file longer than --calibration-rows / --data-rows
+# An .npz of --data / --calibration rows: larger than a probe (1,000 images at 224 px are 602 MB);
+# read whole, then sampled, so this bounds the memory it takes.
+MAX_DATA_BYTES = 2 << 30
 
 
 def read_rows(path: Path, signature: Signature, rows: int, flag: str) -> dict[str, np.ndarray]:
@@ -28,7 +31,7 @@ def read_rows(path: Path, signature: Signature, rows: int, flag: str) -> dict[st
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        arrays = read_inputs(path, signature)
+        arrays = read_inputs(path, signature, MAX_DATA_BYTES)
     elif suffix in (".csv", ".parquet", ".pq"):
         arrays = _table(path, signature, suffix, flag)
     else:

@@ -10,7 +10,10 @@ Node and the page run the same test (serve/node/selftest.mjs).
 Rows too large for metadata (a 224x224 image is ~600 KiB of JSON) are not embedded: ONNX metadata
 key `selftest_probe` names the model's probe file (export/probe.py) by sha256, and the loader runs
 that file's first rows (`probe_values`): read through the artifacts directory's `Root` (bounded by
-MAX_PROBE_BYTES), its sha256 checked against the metadata and the manifest entry before use.
+MAX_PROBE_BYTES), its sha256 checked against the metadata and the manifest entry before use. A
+variant (export/optimize.py) runs those rows too, against its own outputs on them, which it embeds
+(`selftest_probe_outputs`: {"outputs": {name: rows}, "atol", "rtol"}): an int8 variant does not
+reproduce the source's outputs to 1e-4, but must reproduce its own.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 _S = CONTRACT.selftest
 KEY = _S["key"]
 PROBE_KEY = _S["probe_key"]  # export/byom.py SELFTEST_PROBE
+PROBE_OUTPUTS_KEY = "selftest_probe_outputs"  # a variant's own outputs on them (export/optimize.py)
 PROBE_TOL, PROBE_TOL_FLOAT16 = _S["probe_tol"], _S["probe_tol_float16"]  # export/byom.py SELFTEST_TOL
 MAX_CHARS = _S["max_chars"]
 MAX_TOL = _S["max_tol"]
@@ -66,6 +70,15 @@ def values(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray], float, 
         raise bad(f"inputs {sorted(doc['inputs'])[:8]} are not the model's {in_names}")
     if not doc["outputs"] or not set(doc["outputs"]) <= out_names:
         raise bad(f"outputs {sorted(doc['outputs'])[:8]} are not among the model's {sorted(out_names)}")
+    expected, atol, rtol = _expected(doc, bad)
+    for name, rows in doc["inputs"].items():
+        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ROWS:
+            raise bad(f"input {name!r} must be a list of 1 to {MAX_ROWS} rows")
+    return doc["inputs"], expected, atol, rtol
+
+
+def _expected(doc: dict, bad) -> tuple[dict[str, np.ndarray], float, float]:
+    """The expected outputs and tolerances of a self-test document, each bounded and finite."""
     atol, rtol = doc.get("atol"), doc.get("rtol")
     for tol in (atol, rtol):
         if type(tol) not in (int, float) or not 0 <= tol <= MAX_TOL:
@@ -79,10 +92,34 @@ def values(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray], float, 
         if arr.ndim == 0 or not 1 <= arr.shape[0] <= MAX_ROWS or not np.isfinite(arr).all():
             raise bad(f"output {name!r} must be {MAX_ROWS} row(s) at most of finite numbers")
         expected[name] = arr
-    for name, rows in doc["inputs"].items():
-        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ROWS:
-            raise bad(f"input {name!r} must be a list of 1 to {MAX_ROWS} rows")
-    return doc["inputs"], expected, float(atol), float(rtol)
+    return expected, float(atol), float(rtol)
+
+
+def own_outputs(model: Model, rows: int) -> tuple[dict[str, np.ndarray], float, float]:
+    """A variant's `selftest_probe_outputs`: its own expected outputs on the probe's first `rows` rows."""
+    from serve.loader import EXPORT_FIX
+
+    def bad(why: str) -> IntegrityError:
+        return IntegrityError(
+            f"{model.path}: metadata {PROBE_OUTPUTS_KEY!r} is not usable ({why}); {EXPORT_FIX}"
+        )
+
+    text = model.metadata[PROBE_OUTPUTS_KEY]
+    if len(text) > MAX_CHARS:
+        raise bad(f"{len(text):,} characters, more than {MAX_CHARS:,}")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"not JSON: {str(exc)[:80]}") from None
+    outputs = {a["name"] for a in model.signature["outputs"]}
+    if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), dict) or not doc["outputs"]:
+        raise bad('expected {"outputs": {name: rows}, "atol", "rtol"}')
+    if not set(doc["outputs"]) <= outputs:
+        raise bad(f"outputs {sorted(doc['outputs'])[:8]} are not among the model's {sorted(outputs)}")
+    expected, atol, rtol = _expected(doc, bad)
+    if any(v.shape[0] != rows for v in expected.values()):
+        raise bad(f"expected {rows} row(s) per output, the probe rows it runs")
+    return expected, atol, rtol
 
 
 def probe_values(
@@ -114,6 +151,9 @@ def probe_values(
             f"was changed after export; {EXPORT_FIX}"
         )
     probe = load_probe(root.dir / entry.probe.path, entry.signature, data).head(MAX_ROWS)
+    if PROBE_OUTPUTS_KEY in model.metadata:  # a variant: its own outputs on these rows
+        expected, atol, rtol = own_outputs(model, probe.rows)
+        return dict(probe.inputs), expected, atol, rtol
     half = any(s.dtype == "float16" for s in entry.signature.outputs)
     tol = PROBE_TOL_FLOAT16 if half else PROBE_TOL
     expected = {k: np.asarray(v, dtype=np.float64) for k, v in probe.outputs.items()}

@@ -11,7 +11,7 @@ def test_quick_bench_produces_every_row(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = {r["row"].split()[0] for r in report["rows"]}
-    assert rows == {"1", "2", "3", "4", "5", "6", "7", "8"}
+    assert rows == {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
     for r in report["rows"]:
         assert r["subject_values"] and r["baseline_values"] and r["ratio"] > 0
     assert report["machine"]["cores"] >= 1 and "onnxruntime" in report["machine"]["versions"]
@@ -21,3 +21,33 @@ def test_quick_bench_produces_every_row(tmp_path):
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
     assert len(table) == len(report["rows"]) and all(line.endswith("| quick: not judged |") for line in table)
     assert "load average" in result.stdout and len(report["machine"]["load_average"]) == 3
+
+
+def test_optimize_rows_at_tiny_width(tmp_path):
+    """Row 9's code path (bench/optimize.py) end to end at tiny widths: both models built with torch,
+    brought in with export_byom, optimized with export.optimize (int8 and fp16), every row measured
+    with its target. The figures are not judged (tiny widths are where int8 does not pay)."""
+    from bench import optimize
+
+    rows = [r.to_json() for r in optimize.run(tmp_path / "artifacts", quick=True)]
+    names = [r["row"] for r in rows]
+    for tag, shapes in (
+        ("bert-32x2", ["b=1 s=32", "b=8 s=32", "b=1 s=64", "b=8 s=64"]),
+        ("resnet18x0.125-32px", ["b=1", "b=8"]),
+    ):
+        assert [n for n in names if n.startswith(f"9 optimize {tag} ")] == [
+            f"9 optimize {tag} {s}" for s in [*shapes, "size", "top-1", "fp16 size"]
+        ]
+    by = {r["row"]: r for r in rows}
+    targets = {what: by[f"9 optimize bert-32x2 {what}"]["target"] for what in ("b=8 s=64", "size", "top-1")}
+    assert targets == {"b=8 s=64": "<= 0.5x", "size": "<= 0.3x", "top-1": ">= 0.99"}
+    assert by["9 optimize resnet18x0.125-32px fp16 size"]["target"] == "<= 0.55x"
+    assert all(r["ratio"] > 0 and r["met"] in (True, False) for r in rows)
+    size = by["9 optimize bert-32x2 size"]
+    assert 0 < size["ratio"] < 0.6 and by["9 optimize bert-32x2 fp16 size"]["ratio"] < 0.8
+    top1 = by["9 optimize resnet18x0.125-32px top-1"]
+    assert 0 < top1["ratio"] <= 1 and top1["higher_is_better"] and "held-out rows" in top1["subject"]
+    assert top1["extra"]["parent_distinct_classes"] >= 1
+    # the cache of brought-in models is reused by a second run (no second build)
+    stamp = tmp_path / "real_width" / "widths.json"
+    assert stamp.is_file() and (tmp_path / "real_width" / "artifacts" / "manifest.json").is_file()

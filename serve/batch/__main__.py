@@ -100,6 +100,7 @@ def make_job(args) -> tuple[BatchJob, VerifiedModel]:
     once: what was verified is what runs."""
     verified = open_job_model(args.model, args.artifacts, args.trust_key, args.threads, args.min_generation)
     model = verified.model
+    variant = verified.entry.variant if verified.entry is not None else None
     files = resolve_inputs(args.input)
     types = [column_types(f) for f in files]
     columns = list(types[0])
@@ -124,6 +125,8 @@ def make_job(args) -> tuple[BatchJob, VerifiedModel]:
         on_error=args.on_error,
         threads=args.threads,
         signed_by=verified.signed_by,
+        variant_of=variant.parent if variant is not None else None,
+        variant_method=variant.method if variant is not None else None,
     )
     return job, verified
 

@@ -67,6 +67,8 @@ class BatchJob:
     threads: int = 1
     selftest: bool = True
     signed_by: str | None = None  # --trust-key: the key's fingerprint; model_sha256 is the signed digest
+    variant_of: str | None = None  # the model is a variant (export.optimize, N.int8) of this parent
+    variant_method: str | None = None  # and was made so (int8-dynamic, int8-static, fp16, graph-opt)
 
     def identity(self) -> dict:
         """The fields a resumed run must match (not threads or where the work runs)."""

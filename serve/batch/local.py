@@ -109,7 +109,11 @@ def progress_bar(total: int | None, desc: str, quiet: bool):
 
 
 def model_facts(job: BatchJob) -> dict:
+    """What the final manifest says about the model (a variant names its parent: whose scores these
+    approximate)."""
     facts = {"name": job.model_name, "path": job.model_path, "sha256": job.model_sha256}
+    if job.variant_of is not None:
+        facts |= {"variant_of": job.variant_of, "variant_method": job.variant_method}
     return facts | ({"signed_by": job.signed_by} if job.signed_by else {})
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
 from oneneuron.fsio import read_regular
-from oneneuron.schema import Manifest
+from oneneuron.schema import ArtifactEntry, Manifest
 from oneneuron.signing import SignatureError
 from serve.loader import LoadOptions, Model, check_floor, resolve
 
@@ -37,6 +37,7 @@ class VerifiedModel:
     signed_by: str | None  # --trust-key: the key's fingerprint
     model: Model
     data: bytes = field(repr=False)
+    entry: ArtifactEntry | None = None  # the manifest's entry (None: a lone file)
 
 
 def check_bytes(data: bytes, sha256: str, signed_by: str | None, what: str) -> None:
@@ -116,4 +117,4 @@ def open_job_model(
     elif min_generation is not None and root is not None:
         manifest = Manifest.load(root.dir)
     check_floor(where, min_generation, manifest)
-    return read_verified(path, sha256, signed_by, threads)
+    return replace(read_verified(path, sha256, signed_by, threads), entry=entry)

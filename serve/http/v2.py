@@ -238,6 +238,14 @@ def encode_response(
     return binary.encode(header, buffers)
 
 
+def _variant_parameters(entry) -> dict[str, str]:
+    """A variant (export.optimize) says what it is a variant of in its model metadata's parameters."""
+    v = entry.variant
+    if v is None:
+        return {}
+    return {"variant_of": v.parent, "variant_method": v.method, "variant_parent_sha256": v.parent_sha256}
+
+
 def ready_versions(registry: Registry, name: str) -> list[str]:
     """The version labels `name` serves (ready), oldest first."""
     return [v.label for v in registry.state(name).versions.values() if v.model is not None]
@@ -308,7 +316,8 @@ class V2:
                     if model.signed_by
                     else {"signature": "unsigned"}
                 )
-                | {"version": served.label, "sha256": served.entry.sha256},
+                | {"version": served.label, "sha256": served.entry.sha256}
+                | _variant_parameters(served.entry),
                 "version_status": version_status(self.registry, name),
             }
         )
