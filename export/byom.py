@@ -38,13 +38,13 @@ from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import size_of
 from oneneuron.manifest import KEEP_VERSIONS, Seal
 from oneneuron.schema import ArtifactEntry, ProbeRef
+from oneneuron.selftest import MAX_SELFTEST_CHARS
+from oneneuron.selftest import PROBE_KEY as SELFTEST_PROBE  # the probe file's sha256
 
 logger = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dots: stored versions are <name>.<sha12>.*
 MAX_SOURCE_BYTES = 2 << 30
 SIGNATURE_NAME = "serving_default"
-MAX_SELFTEST_CHARS = 65536
-SELFTEST_PROBE = "selftest_probe"  # metadata: the probe file's sha256 (serve/selftest.py reads it)
 SELFTEST_TOL = 1e-4  # embedded self-test: |a - b| <= atol + rtol·|b| (1e-3 with a float16 output)
 
 

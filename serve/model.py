@@ -23,7 +23,6 @@ from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as _Run
 from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
 from oneneuron.schema import ArtifactEntry
-from oneneuron.selftest import linear_selftest
 from serve.inputs import ORT_DTYPES as _ORT_DTYPES
 from serve.inputs import SMALL as _SMALL
 from serve.inputs import PredictInputError
@@ -39,7 +38,6 @@ from serve.inputs import shape_text as _shape_text
 # node (an index beyond a Gather's data, sizes it cannot broadcast): the caller's error (issue 20)
 _REFUSALS = (_InvalidArgument, _Fail, _RuntimeException)
 EXPORT_FIX = fix("onnx")
-_FLOAT32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class LoadOptions:
     """How `load` opens a model; every check is on unless turned off explicitly."""
 
     verify_sha256: bool = True  # compare the file's sha256 with the manifest entry
-    selftest: bool = True  # predict selftest_x and compare with the stored selftest_y
+    selftest: bool = True  # run the stored self-test (serve/selftest.py) and compare its outputs
     threads: int = 1  # onnxruntime intra-op threads; 1 is fastest for small batches
     trust_key: str | Path | None = None  # a PEM public key: the directory's model.sig must verify
     min_generation: int | None = None  # refuse a manifest of a lower generation (a rolled-back one)
@@ -343,53 +341,18 @@ class Model:
         return arr
 
     def selftest(self, root: Any = None, entry: ArtifactEntry | None = None) -> tuple[float, float]:
-        """Predict the stored self-test input; raise IntegrityError beyond tolerance.
+        """Run the stored self-test (serve/selftest.py, any signature); raise IntegrityError beyond
+        tolerance, or naming what is missing when the model has none. Returns (expected, actual).
 
-        The input, expected output and tolerance come from the ONNX metadata (the exporter writes
-        them from `oneneuron.schema`'s constants; Node and the page read the same keys), each finite
-        and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
-        dtype, shape or row count fails here, at load. Returns (expected, actual).
-        A model with the general `selftest` metadata key (any signature) runs serve/selftest.py;
-        one with `selftest_probe` (rows too large to embed) runs its probe file's first rows, read
-        through `root` (the artifacts directory) as `entry` (its manifest entry) names it.
+        The test comes from the ONNX metadata (`selftest`, or the article's older `selftest_x` /
+        `selftest_y`, parsed by oneneuron/selftest.py: finite, bounded); a model whose rows are too
+        large to embed (`selftest_probe`) runs its probe file's first rows, read through `root` (the
+        artifacts directory) as `entry` (its manifest entry) names it. The inputs run as they are
+        and as a doubled batch, so an output of the wrong shape or row count fails here, at load.
         """
-        if "selftest" in self.metadata or "selftest_probe" in self.metadata:
-            from serve import selftest
+        from serve import selftest
 
-            if "selftest" in self.metadata:
-                return selftest.run(self)
-            return selftest.run(self, selftest.probe_values(self, root, entry))
-        if self.n_features is None:
-            raise IntegrityError(
-                f"{self.path}: no self-test: its ONNX metadata has no 'selftest' (rows as JSON), no "
-                "'selftest_probe' (a probe file's sha256) and no 'selftest_x'/'selftest_y' (one float32 "
-                f"input [batch, n]; this model has inputs {[name for name, _, _ in self._run_inputs]}); "
-                f"{EXPORT_FIX}, or load it with selftest=False"
-            )
-        x, expected, atol, rtol = self._selftest_values()
-        actual_y = self.predict(x)
-        batch_y = self.predict(np.vstack([x, x]))
-        if actual_y.dtype != _FLOAT32 or batch_y.shape != (2, 1):
-            raise IntegrityError(
-                f"{self.path}: self-test output is {actual_y.dtype} {batch_y.shape} for 2 rows; "
-                f"expected float32 (2, 1); {EXPORT_FIX}"
-            )
-        actual = float(actual_y[0, 0])
-        if not abs(actual - expected) <= atol + rtol * abs(expected) or float(batch_y[1, 0]) != actual:
-            raise IntegrityError(
-                f"{self.path}: self-test at x = {x.ravel().tolist()} expected {expected!r}, got {actual!r} "
-                f"(tolerance {atol} + {rtol}·|y|); {EXPORT_FIX}"
-            )
-        return expected, actual
-
-    def _selftest_values(self) -> tuple[np.ndarray, float, float, float]:
-        try:
-            st = linear_selftest(self.metadata, self.n_features)
-        except ValueError as exc:
-            raise IntegrityError(
-                f"{self.path}: metadata has no usable self-test ({exc}); {EXPORT_FIX}"
-            ) from None
-        return np.asarray([st.x], dtype=np.float32), st.y, st.atol, st.rtol
+        return selftest.run(self, root, entry)
 
     def __repr__(self) -> str:
         return (

@@ -75,6 +75,13 @@ def test_onnx_contract(exported_dir, name):
     assert float(meta["selftest_y"]) == pytest.approx(
         source_predictions(exported_dir, name[:-5])[6], abs=1e-6
     )
+    # the general self-test every model has, describing the same test as the keys Node reads
+    assert json.loads(meta["selftest"]) == {
+        "inputs": {"x": [[10.0]]},
+        "outputs": {"y": [[float(meta["selftest_y"])]]},
+        "atol": float(meta["selftest_atol"]),
+        "rtol": float(meta["selftest_rtol"]),
+    }
 
 
 def test_savedmodel_signature(exported_dir):

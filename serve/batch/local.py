@@ -19,20 +19,20 @@ from typing import Any
 
 from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import sha256_file
+from oneneuron.selftest import has_selftest
 from serve.batch import parts
 from serve.batch.job import BatchJob
 from serve.batch.score import score
 from serve.batch.source import iter_batches, parquet_rows
-from serve.loader import Model, load
+from serve.loader import Model, load, resolve
 
 logger = logging.getLogger(__name__)
 
 
 def open_model(path: str | Path, sha256: str | None, threads: int, selftest: bool = True) -> Model:
-    """Load and verify a model: sha256 always; the self-test when the signature has one.
-
-    The loader's self-test covers one float32 input [batch, n]; a model with another signature
-    has no stored self-test yet (the any-model issue), which is logged, not ignored silently.
+    """Load and verify a model: sha256 always; the self-test of any signature when the model has one
+    (embedded, or its probe file as the manifest beside it names it). A model with none is logged,
+    not ignored silently.
     """
     model = load(path, selftest=False, verify_sha256=True, threads=threads)
     if sha256 is not None and (actual := sha256_file(Path(path))) != sha256:
@@ -40,8 +40,9 @@ def open_model(path: str | Path, sha256: str | None, threads: int, selftest: boo
             f"{path}: sha256 {actual} != the job's {sha256}; the model changed after the "
             "job started; re-run the job"
         )
-    if selftest and model.n_features is not None:
-        model.selftest()
+    if selftest and has_selftest(model.metadata):
+        _, entry, root = resolve(path, None)  # a probe self-test is read through its manifest
+        model.selftest(root, entry)
     elif selftest:
         logger.warning(
             "%s: no self-test for a model with inputs %s; sha256 verified only",

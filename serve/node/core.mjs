@@ -136,7 +136,8 @@ export class Model {
    * give float32 with one value per row.
    */
   async selftest() {
-    if (this.metadata.selftest !== undefined) return generalSelftest(this);
+    // the article's keys when present (its exports write them beside the same test in `selftest`)
+    if (this.metadata.selftest !== undefined && this.metadata.selftest_x === undefined) return generalSelftest(this);
     const { x, expected, atol, rtol } = selftestValues(this.metadata, this.nFeatures, this.source);
     const out = await this.runRows(Float32Array.from(x), 1);
     const batch = await this.runRows(Float32Array.from([...x, ...x]), 2);
