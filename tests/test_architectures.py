@@ -132,8 +132,8 @@ def test_a_reference_that_cannot_run_the_graph_is_skipped_unless_strict(
     def broken(path, names):
         raise ValueError("GatherElements: index out of bounds in the reference implementation")
 
-    table = [(n, broken if n == "onnx.reference" else f) for n, f in runtimes.RUN_RUNTIMES["onnx"]]
-    monkeypatch.setitem(runtimes.RUN_RUNTIMES, "onnx", table)
+    table = [(n, broken if n == "onnx.reference" else f) for n, f in runtimes.RUNTIMES["onnx"]]
+    monkeypatch.setitem(runtimes.RUNTIMES, "onnx", table)
     artifacts = architectures_dir / "artifacts"
     manifest = Manifest.load(artifacts)
     entry = next(e for e in manifest.artifacts if e.model == "transformer" and e.format == "onnx")
