@@ -39,14 +39,14 @@ from oneneuron.errors import InputError, IntegrityError
 from oneneuron.fsio import size_of
 from oneneuron.manifest import KEEP_VERSIONS, Seal
 from oneneuron.schema import ArtifactEntry, ProbeRef
+from oneneuron.selftest import MAX_SELFTEST_CHARS
+from oneneuron.selftest import PROBE_KEY as SELFTEST_PROBE  # the probe file's sha256
 
 logger = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dots: stored versions are <name>.<sha12>.*
 MAX_SOURCE_BYTES = 2 << 30
 SIGNATURE_NAME = "serving_default"
 # The self-test bounds are the shared contract's (oneneuron/contract.py; Node and the page read them too).
-MAX_SELFTEST_CHARS = CONTRACT.selftest["max_chars"]
-SELFTEST_PROBE = CONTRACT.selftest["probe_key"]  # metadata: the probe file's sha256 (serve/selftest.py)
 SELFTEST_TOL = CONTRACT.selftest["probe_tol"]  # embedded: |a - b| <= atol + rtol·|b|
 SELFTEST_TOL_FLOAT16 = CONTRACT.selftest["probe_tol_float16"]  # with a float16 output
 

@@ -23,7 +23,8 @@ from export._core import Run, Source, entry, export_formats, load_source, main_f
 from oneneuron.errors import IntegrityError
 from oneneuron.frameworks import quiet_tensorflow
 from oneneuron.manifest import KEEP_VERSIONS, Seal
-from oneneuron.schema import SELFTEST_ATOL, SELFTEST_RTOL, ArtifactEntry
+from oneneuron.schema import ArtifactEntry
+from oneneuron.selftest import article_metadata
 
 FORMAT = "onnx"
 # Opset 18: the newest both converters emit natively (tf2onnx 1.17 tops out at 18; torch's
@@ -177,10 +178,8 @@ def finish(proto: onnx.ModelProto, source: Source, record_sha256: str) -> onnx.M
         "source_framework_version": " ".join(f"{k} {v}" for k, v in source.versions.items()),
         "training_record_sha256": record_sha256,
         "n_features": str(source.n_features),
-        "selftest_x": json.dumps([[float(v) for v in [10.0] * source.n_features]]),
-        "selftest_y": repr(source.headline_y),
-        "selftest_atol": repr(SELFTEST_ATOL),  # the tolerance Python and JavaScript both apply
-        "selftest_rtol": repr(SELFTEST_RTOL),
+        # the general self-test, and the same test in the keys the JavaScript loaders read
+        **article_metadata([10.0] * source.n_features, source.headline_y),
     }
     if not source.architecture.is_linear:  # the article's models keep their metadata as it was
         metadata["architecture"] = json.dumps(source.architecture.to_json())

@@ -31,7 +31,7 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root, removing_new_dirs_on_error
 from oneneuron.manifest import read_verified
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest, Variant, check_name
-from oneneuron.selftest import linear_selftest
+from oneneuron.selftest import PROBE_KEY, embedded, missing
 
 logger = logging.getLogger(__name__)
 
@@ -96,18 +96,25 @@ def config_pbtxt(name: str, model: onnx.ModelProto, cfg: TritonConfig, variant: 
 
 
 def _check_selftest(path: Path, model: onnx.ModelProto, entry: ArtifactEntry) -> None:
-    """Refuse to publish a file whose embedded self-test is unusable (the loader would refuse to serve
-    it): the same rules as serve/loader.py, from oneneuron.selftest. Running it is the server's job.
-    A brought-in model's self-test is its general `selftest` / `selftest_probe` (serve/selftest.py)."""
-    inputs = entry.signature.inputs
-    if entry.probe is not None:
+    """Refuse to publish a file whose self-test is unusable or missing (the loader would refuse to serve
+    it), by the loader's own rules (oneneuron/selftest.py), for every model: an embedded test, or a
+    probe file the manifest names with the sha256 the metadata records. Running it is the server's job."""
+    metadata = {p.key: p.value for p in model.metadata_props}
+    inputs = [s.name for s in entry.signature.inputs]
+    try:
+        test = embedded(metadata, inputs, [s.name for s in entry.signature.outputs])
+    except ValueError as exc:
+        raise IntegrityError(f"{path}: metadata has no usable self-test ({exc}); {fix('onnx')}") from None
+    digest = metadata.get(PROBE_KEY)
+    if test is not None:
         return
-    if len(inputs) == 1 and inputs[0].dtype == "float32" and len(inputs[0].shape) == 2:
-        metadata = {p.key: p.value for p in model.metadata_props}
-        try:
-            linear_selftest(metadata, int(inputs[0].shape[1]))
-        except ValueError as exc:
-            raise IntegrityError(f"{path}: metadata has no usable self-test ({exc}); {fix('onnx')}") from None
+    if digest is None:
+        raise IntegrityError(f"{path}: {missing(inputs)}; {fix('onnx')}")
+    if entry.probe is None or entry.probe.sha256 != digest:
+        raise IntegrityError(
+            f"{path}: metadata '{PROBE_KEY}' {digest[:12]}... is not the manifest's probe "
+            f"({entry.probe.sha256[:12] + '...' if entry.probe else 'none'}); {fix('export')}"
+        )
 
 
 def _refuse(problem: str) -> None:

@@ -10,9 +10,12 @@ squares over the probe batch. The headline bound (b) is --analytic-tol times the
 article's data. A Triton repository in ARTIFACTS/triton gets a row too: current, or which models
 are stale and the command that refreshes them (export/triton_state.py). Models brought in with
 export.all --from-keras / --from-torch are compared with their probe file, per output
-(serve/parity.py). `--runtimes onnxruntime,torch` runs only those runtimes; `--strict` fails a
-runtime that cannot run a model (onnx.reference's rows are `[skip]` otherwise). `--min-generation
-N` refuses an older manifest (a rolled-back directory) before anything runs. Exit 0 all pass,
+(serve/parity.py). Every row, the article's included, comes from one sequence (parity.run_each
+over serve/runtimes.py's one table) and one rule (oneneuron/tolerance.py `compare`, with the
+article's scale `magnitudes`); this module formats the article's table. `--runtimes
+onnxruntime,torch` runs only those runtimes; `--strict` fails a runtime that cannot run a model
+(onnx.reference's rows are `[skip]` otherwise). `--min-generation N` refuses an older manifest (a
+rolled-back directory) before anything runs. Exit 0 all pass,
 1 any fails, 2 usage error or missing artifacts.
 """
 
@@ -33,6 +36,7 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root
 from oneneuron.manifest import require_generation
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
+from oneneuron.tolerance import compare
 from serve import parity, variants
 from serve.runtimes import RUNTIMES, VerifiedArtifact, verified
 
@@ -61,12 +65,13 @@ class Row:
     ok: bool
     headline_y: float | None = None
     max_diff_source: float | None = None  # over the probe batch
-    worst_excess: float | None = None  # max(|a - b| - bound) over the probe; <= 0 passes
+    worst_excess: float | None = None  # minimum passing atol - atol over the probe; <= 0 passes
     diff_analytic: float | None = None
     max_diff_reference: float | None = None  # max |prediction - least squares| over the probe batch
     error: str | None = None
     note: str | None = None  # a row that is a sentence, not numbers (the Triton repository)
     architecture: str = "linear"  # "mlp:16,16 relu": diff_analytic is reported, not bounded
+    skipped: bool = False  # onnx.reference could not run it: [skip], ok unless --strict
 
 
 def is_linear(entry: ArtifactEntry) -> bool:
@@ -111,7 +116,7 @@ def check_artifact(
     except IntegrityError as exc:
         return [Row(entry.name, rt, False, error=str(exc), architecture=described) for rt, _ in runtimes]
     with verified_artifact:
-        return _runtime_rows(root, manifest, entry, tol, (artifact, runtimes))
+        return _runtime_rows(root, manifest, entry, tol, (artifact, runtimes, choice))
 
 
 def _runtime_rows(
@@ -119,10 +124,12 @@ def _runtime_rows(
     manifest: Manifest,
     entry: ArtifactEntry,
     tol: Tolerances,
-    run_with: tuple[VerifiedArtifact, list],
+    run_with: tuple[VerifiedArtifact, list, parity.Choice],
 ) -> list[Row]:
-    """One row per chosen runtime of `entry`'s format, each loading the verified artifact."""
-    artifact, runtimes = run_with
+    """One row per chosen runtime of `entry`'s format: the probe rows and the headline point run by
+    parity's `run_each` (every model's sequence), compared by the one tolerance rule (`compare`) with
+    the article's scale (`magnitudes`), and against the analytic answer."""
+    artifact, runtimes, choice = run_with
     path = artifact.path
     described = entry.architecture.describe() if entry.architecture else "linear"
     if not entry.source_probe_y:
@@ -144,52 +151,60 @@ def _runtime_rows(
     reference = manifest.probe.headline_reference_y
     reference_y = np.asarray(manifest.probe.reference_y, dtype=np.float64)
     linear = is_linear(entry)
-    bound = tol.atol + tol.rtol * magnitudes(manifest, probe, source, linear, entry.source_probe_magnitude)
+    scale = magnitudes(manifest, probe, source, linear, entry.source_probe_magnitude)
+    (x,), (y,) = [s.name for s in entry.signature.inputs], [s.name for s in entry.signature.outputs]
     rows = []
-    for name, factory in runtimes:
-        try:
-            predict = factory(artifact)
-            y = np.asarray(predict(probe), dtype=np.float64)
-            y10 = float(predict(headline)[0])
-        except Exception as exc:  # any runtime failure is this row's failure, not the check's
+    for ran in parity.run_each(artifact, [y], runtimes, [{x: probe}, {x: headline}], choice):
+        name = ran.runtime
+        if ran.outputs is None:
+            error = (
+                None
+                if ran.skipped
+                else f"{path}: {name} cannot run it ({ran.error}); {fix('export', root.dir)}"
+            )
+            ok = ran.skipped and not choice.strict
             rows.append(
                 Row(
                     entry.name,
                     name,
-                    False,
-                    error=f"{path}: {name} cannot run it ({type(exc).__name__}: "
-                    f"{str(exc)[:200]}); {fix('export', root.dir)}",
+                    ok,
+                    error=error,
+                    note=ran.note,
+                    skipped=ran.skipped,
                     architecture=described,
                 )
             )
             continue
-        if y.shape != source.shape:
+        out, out10 = (np.asarray(o[y], dtype=np.float64) for o in ran.outputs)
+        if out.shape != (len(source), 1) or out10.shape != (1, 1) or ran.rows != len(source):
             rows.append(
                 Row(
                     entry.name,
                     name,
                     False,
-                    error=f"{path}: {name} returned {y.shape[0]} values for "
+                    error=f"{path}: {name} returned shape {out.shape} for "
                     f"{len(source)} probe rows; {fix('export', root.dir)}",
                     architecture=described,
                 )
             )
             continue
-        diff = np.abs(y - source)
-        excess = float(np.max(diff - bound))
+        y_probe, y10 = out[:, 0], float(out10[0, 0])
+        max_diff, _, min_atol = compare(y_probe, source, tol.atol, tol.rtol, scale)
         analytic = abs(y10 - reference)
         ok = bool(
-            excess <= 0 and (analytic <= analytic_bound(manifest, tol) or not linear) and math.isfinite(y10)
+            min_atol <= tol.atol
+            and (analytic <= analytic_bound(manifest, tol) or not linear)
+            and math.isfinite(y10)
         )
-        vs_reference = float(np.max(np.abs(y - reference_y)))  # reported, not a pass/fail bound
+        vs_reference = float(np.max(np.abs(y_probe - reference_y)))  # reported, not a pass/fail bound
         rows.append(
             Row(
                 entry.name,
                 name,
                 ok,
                 y10,
-                float(diff.max()),
-                excess,
+                max_diff,
+                min_atol - tol.atol,
                 analytic,
                 vs_reference,
                 architecture=described,
@@ -251,7 +266,7 @@ def format_rows(rows: list[Row], manifest: Manifest, tol: Tolerances) -> str:
         f"{'max|Δ lstsq|':>14}"
     ]
     for r in rows:
-        mark = "[ok]  " if r.ok else "[FAIL]"
+        mark = "[skip]" if r.skipped else "[ok]  " if r.ok else "[FAIL]"
         if r.error or r.note:
             lines.append(f"{mark} {r.artifact:30}{r.runtime:16}{r.error or r.note}")
             continue

@@ -23,7 +23,6 @@ from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as _Run
 from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
 from oneneuron.schema import ArtifactEntry
-from oneneuron.selftest import linear_selftest
 from serve.inputs import ORT_DTYPES as _ORT_DTYPES
 from serve.inputs import SMALL as _SMALL
 from serve.inputs import PredictInputError
@@ -35,7 +34,6 @@ from serve.inputs import ran as _ran
 from serve.inputs import refused as _refused
 from serve.inputs import shape_text as _shape_text
 
-_FLOAT32 = np.dtype(np.float32)
 # what onnxruntime raises when it refuses feeds, before running (dtype, rank, a static dim) or in a
 # node (an index beyond a Gather's data, sizes it cannot broadcast): the caller's error (issue 20)
 _REFUSALS = (_InvalidArgument, _Fail, _RuntimeException)
@@ -47,7 +45,7 @@ class LoadOptions:
     """How `load` opens a model; every check is on unless turned off explicitly."""
 
     verify_sha256: bool = True  # compare the file's sha256 with the manifest entry
-    selftest: bool = True  # predict selftest_x and compare with the stored selftest_y
+    selftest: bool = True  # run the stored self-test (serve/selftest.py) and compare its outputs
     threads: int = 1  # onnxruntime intra-op threads; 1 is fastest for small batches
     trust_key: str | Path | None = None  # a PEM public key: the directory's model.sig must verify
     min_generation: int | None = None  # refuse a manifest of a lower generation (a rolled-back one)
@@ -87,25 +85,27 @@ class Model:
                 f"{self.path}: tensor types {[(a.name, a.type) for a in unsupported]} are not supported; "
                 f"expected numeric or bool tensors ({', '.join(sorted(_ORT_DTYPES))})"
             )
-        # `predict` (and the self-test) need the classic signature: one float32 input [batch, n]
-        # and one output; any other signature loads for `run(feeds)` only.
-        single = (
-            len(inputs) == 1
-            and len(outputs) == 1
+        # `predict` takes any model with one input; `n_features` is the width of the article's own
+        # signature (one float32 input [batch, n], one output [batch, 1]), None for any other: the
+        # server's classic routes (serve/http/v2.py, tfserving.py, serve/grpc/service.py) read it.
+        self.input_name = inputs[0].name if len(inputs) == 1 else None
+        self.output_name = outputs[0].name if len(outputs) == 1 else None
+        article = (
+            self.input_name is not None
+            and self.output_name is not None
             and inputs[0].type == "tensor(float)"
             and len(inputs[0].shape) == 2
             and isinstance(inputs[0].shape[1], int)
+            and list(outputs[0].shape[1:]) == [1]
         )
-        self.input_name = inputs[0].name if single else None
-        self.output_name = outputs[0].name if single else None
-        self.n_features = int(inputs[0].shape[1]) if single else None
-        self._outputs = [self.output_name]
+        self.n_features = int(inputs[0].shape[1]) if article else None
         self._run_inputs = [(a.name, np.dtype(_ORT_DTYPES[a.type]), list(a.shape)) for a in inputs]
         self._run_outputs = [a.name for a in outputs]
         # `run`'s fast paths (bench row 4): feeds of arrays exactly as the model takes them skip the
         # conversions. Per input: (name, dtype, dims after the batch, its shape when those are all
         # static (else falsy), rows up to which the Python-sum finiteness test applies; -1: not
-        # floating, nothing to test). One float input with static dims: `_fast_run`; else `_fast_many`.
+        # floating, nothing to test). One float input with static dims: `_fast_run` (`run` and `predict`);
+        # else `_fast_many`.
         fast = []
         for a in inputs:
             dtype, dims = np.dtype(_ORT_DTYPES[a.type]), tuple(a.shape[1:])
@@ -153,36 +153,44 @@ class Model:
             "outputs": describe(self._session.get_outputs()),
         }
 
-    def predict(self, x: Any) -> np.ndarray:
-        """Predict for a number, list or array of rows; returns float32 of shape (rows, 1).
+    def predict(self, x: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """`run` for a model with one input, given `x` alone; returns its output (a dict of outputs
+        for a model with several), one row per input row, at whatever width the model has.
 
-        With one feature, `x` may be a number, shape (rows,) or (rows, 1); with n features,
-        shape (n,) for one row or (rows, n). Any real dtype; raises `PredictInputError`
-        (a ValueError) for anything else, including NaN/inf and empty input.
+        `x` is a batch of the input's shape, or one row without the batch dimension; with one
+        feature ([batch, 1], the article's models) a number, a list or shape (rows,) is rows of one.
+        A float input takes any real dtype (converted; beyond its range is non-finite), any other
+        input exact conversions only (`run`'s rule). The article's models return float32 (rows, 1).
+        Raises `PredictInputError` (a ValueError) for anything else, including NaN/inf and empty input.
         """
-        # Inline fast path for the model's own input (bench row 4: per-call overhead vs a bare
-        # InferenceSession.run); everything else goes through the full conversion.
+        fast = self._fast_run  # bench row 4: an array exactly as the model takes it runs as it is
         if (
-            type(x) is np.ndarray
-            and x.dtype == _FLOAT32
-            and x.ndim == 2
-            and x.shape[1] == self.n_features
+            fast is not None
+            and type(x) is np.ndarray
+            and x.dtype is fast[1]
+            and x.ndim == fast[3]
+            and x.shape[1:] == fast[2]
             and x.shape[0]
         ):
             if not (math.isfinite(x.item()) if x.size == 1 else _all_finite(x)):
                 raise _non_finite(x)
         else:
             x = self.as_batch(x)
+        feeds = {self.input_name: x}
         try:
-            y = self._run(self._outputs, {self.input_name: x}, None)[0]
+            outputs = self._run(self._run_outputs, feeds, None)
         except _REFUSALS as exc:
-            raise _refused(exc, {self.input_name: x}) from None
-        if y.shape != (x.shape[0], 1):  # a model that changed under us, or was never what it claims
-            raise IntegrityError(
-                f"{self.path}: output shape {y.shape} for {x.shape[0]} row(s); expected "
-                f"({x.shape[0]}, 1); {EXPORT_FIX}"
-            )
-        return y
+            raise _refused(exc, feeds) from None
+        first = outputs[0]
+        if len(outputs) == 1 and first.ndim and first.shape[0] == x.shape[0]:  # bench row 4: the usual case
+            return first
+        for name, out in zip(self._run_outputs, outputs, strict=True):
+            if not out.ndim or out.shape[0] != x.shape[0]:  # a model that is not what it claims
+                raise IntegrityError(
+                    f"{self.path}: output {name!r} has shape {out.shape} for {x.shape[0]} input row(s); "
+                    f"expected one output row per input row; {EXPORT_FIX}"
+                )
+        return self._as_dict(outputs)
 
     def run(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
         """Run the model on named inputs (any signature); returns {output name: array}.
@@ -305,104 +313,73 @@ class Model:
         return self._as_dict(outputs)
 
     def as_batch(self, x: Any) -> np.ndarray:
-        """Validate and convert `x` to the model's float32 (rows, n) input."""
-        batch = self._convert(x)
-        if not _all_finite(batch):
-            raise _non_finite(x)
-        return batch
-
-    def _convert(self, x: Any) -> np.ndarray:
-        n = self.n_features
-        if n is None:
+        """Validate and convert `x` to the model's one input, batch first (see `predict`)."""
+        if self.input_name is None:
             raise PredictInputError(
-                f"predict needs one float32 input [batch, n]; this model's inputs are "
+                f"predict takes a model with one input; this model's inputs are "
                 f"{[name for name, _, _ in self._run_inputs]}: use model.run({{name: array, ...}})"
             )
-        expected = (
-            "a number, a list or an array of shape (rows,) or (rows, 1)"
-            if n == 1
-            else f"an array of shape ({n},) for one row or (rows, {n})"
-        )
-        if isinstance(x, (str, bytes)) or (isinstance(x, numbers.Number) and not isinstance(x, numbers.Real)):
-            raise PredictInputError(
-                f"got {type(x).__name__} {_preview(x)}; expected {expected} of real numbers"
-            )
-        try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise PredictInputError(
-                f"got {_preview(x)}, which is not a rectangular array ({exc}); expected {expected}"
-            ) from None
-        if arr.dtype.kind not in "iuf":
-            raise PredictInputError(
-                f"got dtype {arr.dtype} from {_preview(x)}; expected {expected} "
-                "of real numbers (int or float)"
-            )
-        if arr.ndim == 0:
-            arr = arr.reshape(1, 1) if n == 1 else arr.reshape(0, n)
-        elif arr.ndim == 1:
-            arr = arr.reshape(-1, 1) if n == 1 else arr.reshape(1, -1)
-        if arr.ndim != 2 or arr.shape[1] != n:
+        name, dtype, shape = self._run_inputs[0]
+        dims = shape[1:]
+        width_one = dims == [1]  # the article's [batch, 1]: a number, or a list of rows of one
+        if width_one:
+            expected = "a number, a list or an array of shape (rows,) or (rows, 1)"
+        else:
+            text = [str(d) if isinstance(d, int) else "any" for d in dims]
+            one = f"({', '.join(text)}{',' if len(text) == 1 else ''})"
+            expected = f"an array of shape {one} for one row or ({', '.join(['rows', *text])})"
+        arr = _as_float(x, dtype, expected) if dtype.kind == "f" else _exact(name, x, dtype)
+        if width_one and arr.ndim <= 1:
+            arr = arr.reshape(-1, 1)  # a number: one row; shape (rows,): rows of one
+        elif arr.ndim == len(dims):
+            arr = arr[np.newaxis]  # one row without its batch dimension
+        if arr.ndim != len(shape) or any(
+            isinstance(d, int) and d != n for d, n in zip(dims, arr.shape[1:], strict=True)
+        ):
             raise PredictInputError(f"got shape {np.shape(x)}; expected {expected}")
         if arr.shape[0] == 0:
             raise PredictInputError(f"got an empty input of shape {np.shape(x)}; expected at least one row")
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as non-finite below
-            return np.ascontiguousarray(arr, dtype=np.float32)
+        if dtype.kind == "f" and not _all_finite(arr):
+            raise _non_finite(x)
+        return arr
 
     def selftest(self, root: Any = None, entry: ArtifactEntry | None = None) -> tuple[float, float]:
-        """Predict the stored self-test input; raise IntegrityError beyond tolerance.
+        """Run the stored self-test (serve/selftest.py, any signature); raise IntegrityError beyond
+        tolerance, or naming what is missing when the model has none. Returns (expected, actual).
 
-        The input, expected output and tolerance come from the ONNX metadata (the exporter writes
-        them from `oneneuron.schema`'s constants; Node and the page read the same keys), each finite
-        and bounded. The input runs as one row and as a two-row batch, so an output of the wrong
-        dtype, shape or row count fails here, at load. Returns (expected, actual).
-        A model with the general `selftest` metadata key (any signature) runs serve/selftest.py;
-        one with `selftest_probe` (rows too large to embed) runs its probe file's first rows, read
-        through `root` (the artifacts directory) as `entry` (its manifest entry) names it.
+        The test comes from the ONNX metadata (`selftest`, or the article's older `selftest_x` /
+        `selftest_y`, parsed by oneneuron/selftest.py: finite, bounded); a model whose rows are too
+        large to embed (`selftest_probe`) runs its probe file's first rows, read through `root` (the
+        artifacts directory) as `entry` (its manifest entry) names it. The inputs run as they are
+        and as a doubled batch, so an output of the wrong shape or row count fails here, at load.
         """
-        if "selftest" in self.metadata or "selftest_probe" in self.metadata:
-            from serve import selftest
+        from serve import selftest
 
-            if "selftest" in self.metadata:
-                return selftest.run(self)
-            return selftest.run(self, selftest.probe_values(self, root, entry))
-        if self.n_features is None:
-            raise IntegrityError(
-                f"{self.path}: no self-test: its ONNX metadata has no 'selftest' (rows as JSON), no "
-                "'selftest_probe' (a probe file's sha256) and no 'selftest_x'/'selftest_y' (one float32 "
-                f"input [batch, n]; this model has inputs {[name for name, _, _ in self._run_inputs]}); "
-                f"{EXPORT_FIX}, or load it with selftest=False"
-            )
-        x, expected, atol, rtol = self._selftest_values()
-        actual_y = self.predict(x)
-        batch_y = self.predict(np.vstack([x, x]))
-        if actual_y.dtype != _FLOAT32 or batch_y.shape != (2, 1):
-            raise IntegrityError(
-                f"{self.path}: self-test output is {actual_y.dtype} {batch_y.shape} for 2 rows; "
-                f"expected float32 (2, 1); {EXPORT_FIX}"
-            )
-        actual = float(actual_y[0, 0])
-        if not abs(actual - expected) <= atol + rtol * abs(expected) or float(batch_y[1, 0]) != actual:
-            raise IntegrityError(
-                f"{self.path}: self-test at x = {x.ravel().tolist()} expected {expected!r}, got {actual!r} "
-                f"(tolerance {atol} + {rtol}·|y|); {EXPORT_FIX}"
-            )
-        return expected, actual
-
-    def _selftest_values(self) -> tuple[np.ndarray, float, float, float]:
-        try:
-            st = linear_selftest(self.metadata, self.n_features)
-        except ValueError as exc:
-            raise IntegrityError(
-                f"{self.path}: metadata has no usable self-test ({exc}); {EXPORT_FIX}"
-            ) from None
-        return np.asarray([st.x], dtype=np.float32), st.y, st.atol, st.rtol
+        return selftest.run(self, root, entry)
 
     def __repr__(self) -> str:
         return (
             f"Model({self.name!r}, path={str(self.path)!r}, n_features={self.n_features}, "
             f"verified={self.verified})"
         )
+
+
+def _as_float(x: Any, dtype: np.dtype, expected: str) -> np.ndarray:
+    """`x` as a contiguous array of the float `dtype`, from any real numbers (beyond its range: inf)."""
+    if isinstance(x, (str, bytes)) or (isinstance(x, numbers.Number) and not isinstance(x, numbers.Real)):
+        raise PredictInputError(f"got {type(x).__name__} {_preview(x)}; expected {expected} of real numbers")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise PredictInputError(
+            f"got {_preview(x)}, which is not a rectangular array ({exc}); expected {expected}"
+        ) from None
+    if arr.dtype.kind not in "iuf":
+        raise PredictInputError(
+            f"got dtype {arr.dtype} from {_preview(x)}; expected {expected} of real numbers (int or float)"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as non-finite
+        return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _direct_run(

@@ -41,7 +41,7 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root, read_regular
 from oneneuron.schema import ArtifactEntry, Manifest, TensorSpec
 from oneneuron.tolerance import DEFAULTS, EXACT, compare
-from serve.runtimes import RUN_RUNTIMES, VerifiedArtifact, verified
+from serve.runtimes import RUNTIMES, VerifiedArtifact, verified
 
 REFERENCE_BUDGET = 20.0  # seconds onnx.reference may spend on one artifact's probe
 REFERENCE = "onnx.reference"  # the runtime whose failures are skips (unless strict)
@@ -60,10 +60,7 @@ class Choice:
 
 def runtime_names() -> list[str]:
     """Every runtime name a check can run (serve/runtimes.py), for `--runtimes` and its error."""
-    from serve.runtimes import RUNTIMES
-
-    tables = (*RUN_RUNTIMES.values(), *RUNTIMES.values())
-    return sorted({name for table in tables for name, _ in table})
+    return sorted({name for table in RUNTIMES.values() for name, _ in table})
 
 
 def runtimes_arg(text: str) -> frozenset[str]:
@@ -148,7 +145,7 @@ class Row:
 
 def check_entry(root: Root, entry: ArtifactEntry, tol: Tolerances, choice: Choice = Choice()) -> list[Row]:
     """Verify `entry` and its probe, then one row per chosen runtime and output."""
-    runtimes = [(name, f) for name, f in RUN_RUNTIMES[entry.format] if choice.runs(name)]
+    runtimes = [(name, f) for name, f in RUNTIMES[entry.format] if choice.runs(name)]
     if not runtimes:
         return []
     verified_artifact = contextlib.ExitStack()
@@ -169,6 +166,44 @@ def check_entry(root: Root, entry: ArtifactEntry, tol: Tolerances, choice: Choic
         return _runtime_rows(entry, tol, (artifact, probe), (runtimes, choice))
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What one runtime computed on the feeds: outputs per batch, or why not."""
+
+    runtime: str
+    outputs: list[dict[str, np.ndarray]] | None  # per batch of feeds; None: an error, or skipped
+    rows: int = 0  # rows of the first batch that ran (onnx.reference: those within its budget)
+    note: str | None = None  # onnx.reference ran a subset, or was skipped, and why
+    error: str | None = None  # "ExceptionType: message": the runtime could not run the artifact
+    skipped: bool = False  # onnx.reference could not run it, or not within budget: ok unless strict
+
+
+def run_each(artifact: VerifiedArtifact, names: list[str], runtimes: list, batches: list, choice: Choice):
+    """The one sequence every check row comes from: load the verified artifact in each runtime and run
+    each batch of feeds (the first within onnx.reference's budget). A runtime's failure is its own
+    `Ran`, not the check's: onnx.reference's a skip (its limits, not the conversion's; `--strict`
+    fails it), any other's an error."""
+    for runtime, factory in runtimes:
+        try:
+            run = factory(artifact, names)
+            first, note = batches[0], None
+            if runtime == REFERENCE:
+                first, note = _within_budget(run, first)
+            if not first:
+                yield Ran(runtime, None, note=note, skipped=True)
+                continue
+            outputs = [run(first), *(run(b) for b in batches[1:])]
+        except Exception as exc:  # any runtime failure is this row's, not the check's
+            text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            if runtime == REFERENCE:
+                why = f"cannot run it ({text})" + ("; --strict fails it" if choice.strict else "")
+                yield Ran(runtime, None, note=why, skipped=True)
+            else:
+                yield Ran(runtime, None, error=text)
+            continue
+        yield Ran(runtime, outputs, len(next(iter(first.values()))), note)
+
+
 def _runtime_rows(
     entry: ArtifactEntry,
     tol: Tolerances,
@@ -177,30 +212,18 @@ def _runtime_rows(
 ) -> list[Row]:
     """Rows per chosen runtime and output of `entry`'s format, each loading the verified artifact."""
     (artifact, probe), (runtimes, choice) = inputs, chosen
-    path = artifact.path
     names = [s.name for s in entry.signature.outputs]
     rows = []
-    for runtime, factory in runtimes:
-        feeds, note = dict(probe.inputs), None
-        try:
-            run = factory(artifact, names)
-            if runtime == REFERENCE:
-                feeds, note = _within_budget(run, feeds)
-            got = run(feeds) if feeds else None
-        except Exception as exc:  # any runtime failure is this row's, not the check's
-            text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            if runtime == REFERENCE:  # its limits, not the conversion's: onnxruntime's rows decide
-                why = f"cannot run it ({text})" + ("; --strict fails it" if choice.strict else "")
-                rows.append(Row(entry.name, runtime, None, not choice.strict, note=why, skipped=True))
+    for ran in run_each(artifact, names, runtimes, [dict(probe.inputs)], choice):
+        runtime, n, note = ran.runtime, ran.rows, ran.note
+        if ran.outputs is None:
+            if ran.skipped:
+                rows.append(Row(entry.name, runtime, None, not choice.strict, note=note, skipped=True))
             else:
-                rows.append(
-                    Row(entry.name, runtime, None, False, error=f"{path}: {runtime} cannot run it ({text})")
-                )
+                error = f"{artifact.path}: {runtime} cannot run it ({ran.error})"
+                rows.append(Row(entry.name, runtime, None, False, error=error))
             continue
-        if got is None:
-            rows.append(Row(entry.name, runtime, None, not choice.strict, note=note, skipped=True))
-            continue
-        n = len(next(iter(feeds.values())))
+        got = ran.outputs[0]
         for spec in entry.signature.outputs:
             atol, rtol = tol.for_output(spec)
             expected, actual = probe.outputs[spec.name][:n], np.asarray(got.get(spec.name))
@@ -256,8 +279,9 @@ def _within_budget(run, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
 
 
 def run_parity(root: Root, manifest: Manifest, tol: Tolerances, choice: Choice = Choice()) -> list[Row]:
-    """Rows for every entry with a probe file (the article's entries are serve.check's own; variants,
-    compared with their parent rather than the source, serve/variants.py's)."""
+    """Rows for every entry with a probe file (the article's entries, compared on the manifest's probe
+    rows by the same `run_each` and `compare`, are serve/check.py's table; variants, compared with
+    their parent rather than the source, serve/variants.py's)."""
     return [
         row
         for e in manifest.artifacts

@@ -1,8 +1,10 @@
-"""Runtimes the check runs each artifact in. Each returns `predict(x float32 (rows, n)) -> (rows,)`.
+"""Runtimes the check runs each artifact in, for every model: `RUNTIMES[format]` is a list of
+(runtime name, factory); a factory takes the verified artifact and its output names in signature
+order and returns `run(feeds {input name: array}) -> {output name: array}`.
 
 TensorFlow and torch are imported inside their functions only: the ONNX rows never pay for
-them. Code-bearing formats (SavedModel, TorchScript) are loaded here, by the check, and
-never by the loader or the server.
+them. Code-bearing formats (SavedModel, TorchScript, the ExportedProgram) are loaded here, by the
+check, and never by the loader or the server.
 
 Every runtime loads a `VerifiedArtifact` (made by `verified`): a file's bytes, read once and checked
 against the manifest's sha256, or a directory's private copy, checked after copying. No runtime
@@ -23,7 +25,7 @@ from oneneuron.fsio import Root
 from oneneuron.manifest import read_verified, verified_copy
 from oneneuron.schema import FORMATS, ArtifactEntry
 
-Predict = Callable[[np.ndarray], np.ndarray]
+Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -47,65 +49,10 @@ def verified(root: Root, entry: ArtifactEntry) -> Iterator[VerifiedArtifact]:
         yield VerifiedArtifact(path, data=read_verified(root, entry))
 
 
-def onnxruntime_cpu(artifact: VerifiedArtifact) -> Predict:
-    """onnxruntime's CPU provider through the project's loader: the check has verified the sha256; the
-    embedded self-test runs as in every loader (a model they all refuse must not pass the check)."""
-    from serve.loader import LoadOptions, open_model
-
-    model = open_model(artifact.path, None, None, LoadOptions(verify_sha256=False), data=artifact.data)
-    return lambda x: model.predict(x)[:, 0]
-
-
-def onnx_reference(artifact: VerifiedArtifact) -> Predict:
-    """`onnx.reference.ReferenceEvaluator`: an independent, pure-numpy ONNX implementation."""
-    from onnx.reference import ReferenceEvaluator
-
-    evaluator = ReferenceEvaluator(artifact.data)
-    return lambda x: np.asarray(evaluator.run(["y"], {"x": x})[0])[:, 0]
-
-
-def tensorflow_savedmodel(artifact: VerifiedArtifact) -> Predict:
-    """The SavedModel's `serving_default` signature in TensorFlow."""
-    from oneneuron.frameworks import quiet_tensorflow
-
-    tf = quiet_tensorflow()
-
-    fn = tf.saved_model.load(str(artifact.copy)).signatures["serving_default"]
-    return lambda x: fn(x=tf.constant(x))["y"].numpy()[:, 0]
-
-
-def torch_torchscript(artifact: VerifiedArtifact) -> Predict:
-    """The TorchScript file in torch."""
-    import torch
-
-    from oneneuron.frameworks import torch_jit_quiet
-
-    with torch_jit_quiet():  # torch 2.13 deprecates torch.jit; see oneneuron/frameworks.py
-        module = torch.jit.load(io.BytesIO(artifact.data), map_location="cpu").eval()
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()[:, 0]
-
-    return predict
-
-
-# format -> [(runtime name, factory)]
-RUNTIMES: dict[str, list[tuple[str, Callable[[VerifiedArtifact], Predict]]]] = {
-    "onnx": [("onnxruntime", onnxruntime_cpu), ("onnx.reference", onnx_reference)],
-    "savedmodel": [("tensorflow", tensorflow_savedmodel)],
-    "torchscript": [("torch", torch_torchscript)],
-}
-
-
-# -- any signature (models brought in with export.all --from-keras/--from-torch; serve/parity.py) ----
-# Each factory takes the verified artifact and its output names in signature order, and returns
-# `run(feeds {input name: array}) -> {output name: array}`.
-Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
 def run_onnxruntime(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
-    """onnxruntime's CPU provider through the loader's `Model.run` (checks off: the check reports them)."""
+    """onnxruntime's CPU provider through the loader's `Model.run`. The check has verified the sha256;
+    the self-test is off: the check compares every probe row with the source's outputs instead, at
+    the tolerance asked for (`--atol` may accept what the self-test's fixed tolerance would refuse)."""
     from serve.loader import LoadOptions, open_model
 
     options = LoadOptions(verify_sha256=False, selftest=False)
@@ -171,8 +118,8 @@ def run_exportedprogram(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     return run
 
 
-# format -> [(runtime name, factory)] for models checked against a probe file
-RUN_RUNTIMES: dict[str, list[tuple[str, Callable[[VerifiedArtifact, list[str]], Run]]]] = {
+# format -> [(runtime name, factory)]
+RUNTIMES: dict[str, list[tuple[str, Callable[[VerifiedArtifact, list[str]], Run]]]] = {
     "onnx": [("onnxruntime", run_onnxruntime), ("onnx.reference", run_onnx_reference)],
     "savedmodel": [("tensorflow", run_savedmodel)],
     "torchscript": [("torch", run_torchscript)],

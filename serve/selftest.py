@@ -1,19 +1,15 @@
-"""The general embedded self-test: `Model.selftest()` for a model with any signature.
+"""The self-test: `Model.selftest()` for a model with any signature, the article's included.
 
-ONNX metadata key `selftest` = JSON {"inputs": {name: nested list}, "outputs": {name: nested
-list}, "atol": float, "rtol": float}: at most 65,536 characters, one or two rows, finite values
-(bools as true/false, ints exact). The inputs run through `Model.run` (the same dtype-exact
-conversion as any caller's feeds), alone and as a doubled batch, and every output must match
-within atol + rtol·|expected|. The article's linear models keep the legacy `selftest_x` keys.
-Node and the page run the same test (serve/node/selftest.mjs).
+The test is parsed by oneneuron/selftest.py (`embedded`): ONNX metadata key `selftest`, or the
+article's older `selftest_x`/`selftest_y` keys read as the same document. Its inputs run through
+`Model.run` (the same dtype-exact conversion as any caller's feeds), alone and as a doubled batch,
+and every output must match within atol + rtol·|expected|, the doubled batch giving the same rows.
+Node and the page run the same test (serve/node/tensors.mjs, serve/node/core.mjs).
 
 Rows too large for metadata (a 224x224 image is ~600 KiB of JSON) are not embedded: ONNX metadata
 key `selftest_probe` names the model's probe file (export/probe.py) by sha256, and the loader runs
 that file's first rows (`probe_values`): read through the artifacts directory's `Root` (bounded by
-MAX_PROBE_BYTES), its sha256 checked against the metadata and the manifest entry before use. A
-variant (export/optimize.py) runs those rows too, against its own outputs on them, which it embeds
-(`selftest_probe_outputs`: {"outputs": {name: rows}, "atol", "rtol"}): an int8 variant does not
-reproduce the source's outputs to 1e-4, but must reproduce its own.
+MAX_PROBE_BYTES), its sha256 checked against the metadata and the manifest entry before use.
 """
 
 from __future__ import annotations
@@ -26,6 +22,7 @@ import numpy as np
 
 from oneneuron.contract import CONTRACT
 from oneneuron.errors import IntegrityError
+from oneneuron.selftest import MAX_ROWS, PROBE_KEY, embedded, missing
 
 if TYPE_CHECKING:
     from oneneuron.fsio import Root
@@ -33,66 +30,37 @@ if TYPE_CHECKING:
     from serve.loader import Model
 
 # The bounds are the shared contract's (oneneuron/contract.py): Node and the page apply the same.
-_S = CONTRACT.selftest
-KEY = _S["key"]
-PROBE_KEY = _S["probe_key"]  # export/byom.py SELFTEST_PROBE
+PROBE_TOL = CONTRACT.selftest["probe_tol"]  # export/byom.py SELFTEST_TOL
+PROBE_TOL_FLOAT16 = CONTRACT.selftest["probe_tol_float16"]
 PROBE_OUTPUTS_KEY = "selftest_probe_outputs"  # a variant's own outputs on them (export/optimize.py)
-PROBE_TOL, PROBE_TOL_FLOAT16 = _S["probe_tol"], _S["probe_tol_float16"]  # export/byom.py SELFTEST_TOL
-MAX_CHARS = _S["max_chars"]
-MAX_TOL = _S["max_tol"]
-MAX_ROWS = _S["max_rows"]
+MAX_CHARS = CONTRACT.selftest["max_chars"]
+MAX_TOL = CONTRACT.selftest["max_tol"]
+Values = tuple[dict[str, Any], dict[str, np.ndarray], float, float]  # inputs, expected, atol, rtol
 
 
-def values(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray], float, float]:
-    """The parsed, bounded `selftest` metadata: (inputs, expected outputs, atol, rtol)."""
+def values(model: Model) -> Values | None:
+    """The parsed, bounded embedded self-test (None: the model has none embedded)."""
     from serve.loader import EXPORT_FIX
 
-    def bad(why: str) -> IntegrityError:
-        return IntegrityError(f"{model.path}: metadata 'selftest' is not usable ({why}); {EXPORT_FIX}")
-
-    text = model.metadata.get(KEY, "")
-    if len(text) > MAX_CHARS:
-        raise bad(f"{len(text):,} characters, more than {MAX_CHARS:,}")
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise bad(f"not JSON: {str(exc)[:80]}") from None
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("inputs"), dict)
-        or not isinstance(doc.get("outputs"), dict)
-    ):
-        raise bad('expected {"inputs": {name: rows}, "outputs": {name: rows}, "atol", "rtol"}')
     sig = model.signature
-    in_names = [a["name"] for a in sig["inputs"]]
-    out_names = {a["name"] for a in sig["outputs"]}
-    if sorted(doc["inputs"]) != sorted(in_names):
-        raise bad(f"inputs {sorted(doc['inputs'])[:8]} are not the model's {in_names}")
-    if not doc["outputs"] or not set(doc["outputs"]) <= out_names:
-        raise bad(f"outputs {sorted(doc['outputs'])[:8]} are not among the model's {sorted(out_names)}")
-    expected, atol, rtol = _expected(doc, bad)
-    for name, rows in doc["inputs"].items():
-        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ROWS:
-            raise bad(f"input {name!r} must be a list of 1 to {MAX_ROWS} rows")
-    return doc["inputs"], expected, atol, rtol
-
-
-def _expected(doc: dict, bad) -> tuple[dict[str, np.ndarray], float, float]:
-    """The expected outputs and tolerances of a self-test document, each bounded and finite."""
-    atol, rtol = doc.get("atol"), doc.get("rtol")
-    for tol in (atol, rtol):
-        if type(tol) not in (int, float) or not 0 <= tol <= MAX_TOL:
-            raise bad(f"tolerance {atol!r} + {rtol!r}·|y| is outside [0, {MAX_TOL}]")
-    expected = {}
-    for name, rows in doc["outputs"].items():
-        try:
-            arr = np.asarray(rows, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise bad(f"output {name!r} is not a rectangular list of numbers") from None
-        if arr.ndim == 0 or not 1 <= arr.shape[0] <= MAX_ROWS or not np.isfinite(arr).all():
-            raise bad(f"output {name!r} must be {MAX_ROWS} row(s) at most of finite numbers")
-        expected[name] = arr
-    return expected, float(atol), float(rtol)
+    try:
+        test = embedded(
+            model.metadata, [a["name"] for a in sig["inputs"]], [a["name"] for a in sig["outputs"]]
+        )
+    except ValueError as exc:
+        raise IntegrityError(
+            f"{model.path}: metadata has no usable self-test ({exc}); {EXPORT_FIX}"
+        ) from None
+    if test is None:
+        return None
+    expected = {name: np.asarray(rows, dtype=np.float64) for name, rows in test.outputs.items()}
+    for name, arr in expected.items():
+        if arr.dtype == object or arr.ndim == 0:  # ragged rows
+            raise IntegrityError(
+                f"{model.path}: metadata 'selftest' output {name!r} is not a rectangular list of numbers; "
+                f"{EXPORT_FIX}"
+            )
+    return dict(test.inputs), expected, test.atol, test.rtol
 
 
 def own_outputs(model: Model, rows: int) -> tuple[dict[str, np.ndarray], float, float]:
@@ -120,6 +88,24 @@ def own_outputs(model: Model, rows: int) -> tuple[dict[str, np.ndarray], float, 
     if any(v.shape[0] != rows for v in expected.values()):
         raise bad(f"expected {rows} row(s) per output, the probe rows it runs")
     return expected, atol, rtol
+
+
+def _expected(doc: dict, bad) -> tuple[dict[str, np.ndarray], float, float]:
+    """The expected outputs and tolerances of a self-test document, each bounded and finite."""
+    atol, rtol = doc.get("atol"), doc.get("rtol")
+    for tol in (atol, rtol):
+        if type(tol) not in (int, float) or not 0 <= tol <= MAX_TOL:
+            raise bad(f"tolerance {atol!r} + {rtol!r}·|y| is outside [0, {MAX_TOL}]")
+    expected = {}
+    for name, rows in doc["outputs"].items():
+        try:
+            arr = np.asarray(rows, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise bad(f"output {name!r} is not a rectangular list of numbers") from None
+        if arr.ndim == 0 or not 1 <= arr.shape[0] <= MAX_ROWS or not np.isfinite(arr).all():
+            raise bad(f"output {name!r} must be {MAX_ROWS} row(s) at most of finite numbers")
+        expected[name] = arr
+    return expected, float(atol), float(rtol)
 
 
 def probe_values(
@@ -160,12 +146,21 @@ def probe_values(
     return dict(probe.inputs), expected, tol, tol
 
 
-def run(model: Model, given: tuple | None = None) -> tuple[float, float]:
-    """Run the general self-test (`given` values, else the embedded ones); raise IntegrityError beyond
-    tolerance. Returns (expected, actual) of the element farthest from its expected value."""
+def run(model: Model, root: Root | None = None, entry: ArtifactEntry | None = None) -> tuple[float, float]:
+    """Run the model's self-test (embedded, else its probe file's first rows, read through `root` as
+    `entry` names it); raise IntegrityError beyond tolerance or when there is none. Returns
+    (expected, actual) of the element farthest from its expected value."""
     from serve.loader import EXPORT_FIX, PredictInputError
 
-    inputs, expected, atol, rtol = given if given is not None else values(model)
+    given = values(model)
+    if given is None and PROBE_KEY in model.metadata:
+        given = probe_values(model, root, entry)
+    if given is None:
+        raise IntegrityError(
+            f"{model.path}: {missing([a['name'] for a in model.signature['inputs']])}; "
+            f"{EXPORT_FIX}, or load it with selftest=False"
+        )
+    inputs, expected, atol, rtol = given
     try:
         once = model.run(inputs)
         twice = model.run({k: np.concatenate([np.asarray(v)] * 2) for k, v in model_inputs(model, inputs)})

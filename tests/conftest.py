@@ -164,15 +164,19 @@ def evil_onnx(genuine: bytes) -> bytes:
     import onnxruntime as ort
     from onnx import numpy_helper
 
+    from oneneuron.selftest import article_metadata
+
     model = onnx.load_from_string(genuine)
     for i, init in enumerate(model.graph.initializer):
         arr = numpy_helper.to_array(init)
         if arr.dtype.kind == "f":
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(arr + 5, init.name))
-    meta = {p.key: p for p in model.metadata_props}
+    meta = {p.key: p.value for p in model.metadata_props}
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.asarray(json.loads(meta["selftest_x"].value), dtype=np.float32)
-    meta["selftest_y"].value = repr(float(session.run(None, {session.get_inputs()[0].name: x})[0][0, 0]))
+    x = json.loads(meta["selftest_x"])[0]
+    y = float(session.run(None, {"x": np.asarray([x], dtype=np.float32)})[0][0, 0])
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, meta | article_metadata(x, y))
     return model.SerializeToString()
 
 

@@ -44,6 +44,33 @@ def test_loader_run_equals_the_source(architectures_dir, name):
             np.testing.assert_array_equal(got[k], w)
 
 
+@pytest.mark.parametrize("name", ["cnn", "classifier_torch", "classifier_keras", "labels"])
+def test_predict_is_run_for_any_single_input_model(architectures_dir, name):
+    """`predict(x)` is `run({input: x})` for a one-input model: the output at its width (3 classes,
+    a 96x96 CNN's logits), a dict for several outputs, one row given without its batch dimension,
+    float64 rows converted; a two-input model is told to use `run`."""
+    from serve.loader import PredictInputError, load
+
+    model = load(name, artifacts=architectures_dir / "artifacts")
+    ((input_name, x),) = architectures.inputs(name).items()
+    want = model.run({input_name: x})
+    got = model.predict(x)
+    got = got if isinstance(got, dict) else {next(iter(want)): got}
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        assert got[k].dtype == w.dtype and got[k].shape == w.shape and w.shape[0] == len(x), k
+        np.testing.assert_array_equal(got[k], w)
+    one = model.predict(x[0].astype(np.float64))  # one row, no batch dimension, another float dtype
+    first = one if isinstance(one, dict) else {next(iter(want)): one}
+    for k, w in want.items():
+        np.testing.assert_allclose(first[k], w[:1], rtol=1e-6, atol=1e-6)
+    with pytest.raises(PredictInputError, match=r"got shape \(2, 5\); expected an array of shape"):
+        model.predict(np.zeros((2, 5)))
+    two = load("transformer", artifacts=architectures_dir / "artifacts", selftest=False)
+    with pytest.raises(PredictInputError, match=r"one input; .*'input_ids'.*use model.run"):
+        two.predict(np.zeros((1, 4), np.int64))
+
+
 def perturbed(artifacts, target, name: str, fraction: float = 0.01):
     """A directory holding `name`'s ONNX file with one weight changed (element 0 of its largest float
     initializer, by `fraction` of that tensor's largest |w|), its probe, and a manifest whose sha256
@@ -105,8 +132,8 @@ def test_a_reference_that_cannot_run_the_graph_is_skipped_unless_strict(
     def broken(path, names):
         raise ValueError("GatherElements: index out of bounds in the reference implementation")
 
-    table = [(n, broken if n == "onnx.reference" else f) for n, f in runtimes.RUN_RUNTIMES["onnx"]]
-    monkeypatch.setitem(runtimes.RUN_RUNTIMES, "onnx", table)
+    table = [(n, broken if n == "onnx.reference" else f) for n, f in runtimes.RUNTIMES["onnx"]]
+    monkeypatch.setitem(runtimes.RUNTIMES, "onnx", table)
     artifacts = architectures_dir / "artifacts"
     manifest = Manifest.load(artifacts)
     entry = next(e for e in manifest.artifacts if e.model == "transformer" and e.format == "onnx")

@@ -145,3 +145,22 @@ def test_config_for_two_inputs_and_two_outputs(tmp_path):
         ("pair", model_config_pb2.TYPE_FP32, [2]),
     ]
     assert (model_dir / "1" / "model.onnx").read_bytes() == (artifacts / f"{NAME}.onnx").read_bytes()
+
+
+def test_every_model_is_published_only_with_a_usable_selftest(tmp_path):
+    """One rule for every signature (oneneuron/selftest.py, the loader's): a two-input model whose
+    `selftest` is unusable, or that has no self-test at all, is refused like the article's would be."""
+    from tests.anysig_helpers import NAME, SIGNATURE, anysig_dir, build, onnx_entry, write_manifest
+
+    loose = {"inputs": {"features": [[1.0, 2.0, 3.0]], "ids": [[1]]}, "outputs": {"score": [[0.0]]}}
+    bad = anysig_dir(tmp_path / "bad", loose | {"atol": 0.5, "rtol": 0.0})
+    with pytest.raises(IntegrityError, match=r"no usable self-test \(tolerance 0.5 \+ 0.0·\|y\| is outside"):
+        export_triton(bad, tmp_path / "triton_bad")
+    none = tmp_path / "none"
+    none.mkdir()
+    proto = build()
+    del proto.metadata_props[:]
+    (none / f"{NAME}.onnx").write_bytes(proto.SerializeToString())
+    write_manifest(none, [onnx_entry(none, NAME, SIGNATURE)])
+    with pytest.raises(IntegrityError, match=r"no self-test: .*model inputs \['features', 'ids'\]"):
+        export_triton(none, tmp_path / "triton_none")

@@ -185,11 +185,6 @@ def test_served_over_http_v2(sequence_dir):
     assert api.post("/v2/models/seq/infer", json=body).status_code == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 20 item 1: one float32 input [batch, n] and one output is routed to the article's "
-    "x -> y path, which expects width 1 (the 3-class classifier's 500 in the issue's table)",
-)
 def test_a_classifier_served_over_http_v2(handmade):
     from tests.serve_app import client
 

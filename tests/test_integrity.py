@@ -71,6 +71,11 @@ def test_check_refuses(exported_copy, kind):
     expected, actual = damage(exported_copy, kind)
     rows, _ = run_check(exported_copy)
     bad = [r for r in rows if r.artifact == TARGET]
+    # onnx.reference failing to read a rehashed file is [skip] (its failures are its limits, as for
+    # any model: serve/parity.py); onnxruntime's row still fails it
+    skipped = [r for r in bad if r.skipped]
+    assert all(r.runtime == "onnx.reference" and "cannot run it" in r.note for r in skipped)
+    bad = [r for r in bad if not r.skipped]
     assert bad and not any(r.ok for r in bad)
     for r in bad:
         assert_names_everything(r.error, kind, expected, actual)

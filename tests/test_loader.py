@@ -119,15 +119,43 @@ def test_tampered_file_is_refused_naming_both_hashes(exported_copy):
         load("keras_linear", exported_copy, verify_sha256=False)
 
 
+def _with_metadata(source, target, **changes):
+    proto = onnx.load(source)
+    meta = {p.key: p.value for p in proto.metadata_props} | changes
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {k: v for k, v in meta.items() if v is not None})
+    onnx.save(proto, target)  # no manifest beside it: hash check not possible
+    return target
+
+
 def test_failed_selftest_is_an_integrity_error(exported_dir, tmp_path):
-    proto = onnx.load(exported_dir / "torch_linear.onnx")
-    for prop in proto.metadata_props:
-        if prop.key == "selftest_y":
-            prop.value = "21.5"
-    onnx.save(proto, tmp_path / "lying.onnx")  # no manifest beside it: hash check not possible
-    with pytest.raises(IntegrityError, match=r"self-test at x = \[10.0\] expected 21.5"):
-        load(tmp_path / "lying.onnx")
-    assert load(tmp_path / "lying.onnx", selftest=False).predict(10).shape == (1, 1)
+    from oneneuron.selftest import article_metadata
+
+    lying = _with_metadata(
+        exported_dir / "torch_linear.onnx", tmp_path / "lying.onnx", **article_metadata([10.0], 21.5)
+    )
+    with pytest.raises(IntegrityError, match=r"self-test output 'y' expected 21.5, got 18.9"):
+        load(lying)
+    assert load(lying, selftest=False).predict(10).shape == (1, 1)
+    # the keys Node reads changed alone: Python refuses it too (both must describe one test)
+    only_y = _with_metadata(exported_dir / "torch_linear.onnx", tmp_path / "only_y.onnx", selftest_y="21.5")
+    with pytest.raises(IntegrityError, match=r"'selftest' and 'selftest_x'/'selftest_y' describe different"):
+        load(only_y)
+
+
+def test_a_file_exported_before_the_general_selftest_runs_its_old_keys(exported_dir, tmp_path):
+    """A file with only selftest_x / selftest_y (exported before `selftest`) runs them as the same
+    general test: it loads, and a wrong selftest_y fails it."""
+    old = _with_metadata(exported_dir / "keras_linear.onnx", tmp_path / "old.onnx", selftest=None)
+    model = load(old)
+    expected, actual = model.selftest()
+    assert "selftest" not in model.metadata and expected == float(model.metadata["selftest_y"]) == actual
+    wrong = _with_metadata(old, tmp_path / "wrong.onnx", selftest_y="21.5")
+    with pytest.raises(IntegrityError, match=r"self-test output 'y' expected 21.5"):
+        load(wrong)
+    neither = _with_metadata(old, tmp_path / "none.onnx", selftest_x=None, selftest_y=None)
+    with pytest.raises(IntegrityError, match=r"no self-test: .*no 'selftest'.*model inputs \['x'\]"):
+        load(neither)
 
 
 def test_non_onnx_and_missing_files(tmp_path, exported_dir):

@@ -15,6 +15,7 @@ from oneneuron.fsio import Root, sha256_file, size_of
 from oneneuron.manifest import commit, refresh_aliases
 from oneneuron.record import TrainingRecord
 from oneneuron.schema import TRAINING_RECORD, Manifest
+from oneneuron.selftest import article_metadata
 
 
 def variant(onnx_bytes: bytes, weight: float, bias: float) -> bytes:
@@ -24,12 +25,10 @@ def variant(onnx_bytes: bytes, weight: float, bias: float) -> bytes:
         value = {"weight": weight, "bias": bias}[init.name]
         init.CopyFrom(numpy_helper.from_array(np.full((1, 1), value, np.float32), init.name))
     meta = {p.key: p.value for p in proto.metadata_props}
-    meta["selftest_y"] = "0"
-    onnx.helper.set_model_props(proto, meta)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    meta["selftest_y"] = repr(float(session.run(None, {"x": np.array([[10.0]], np.float32)})[0][0, 0]))
+    y = float(session.run(None, {"x": np.array([[10.0]], np.float32)})[0][0, 0])
     del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, meta)
+    onnx.helper.set_model_props(proto, meta | article_metadata([10.0], y))
     return proto.SerializeToString()
 
 
