@@ -54,9 +54,12 @@ def run_onnxruntime(artifact: VerifiedArtifact, outputs: list[str]) -> Run:
     the self-test is off: the check compares every probe row with the source's outputs instead, at
     the tolerance asked for (`--atol` may accept what the self-test's fixed tolerance would refuse)."""
     from serve.loader import LoadOptions, open_model
+    from serve.selftest import values
 
     options = LoadOptions(verify_sha256=False, selftest=False)
-    return open_model(artifact.path, None, None, options, data=artifact.data).run
+    model = open_model(artifact.path, None, None, options, data=artifact.data)
+    values(model)  # the embedded self-test must be well-formed (finite, bounded), though it is not run
+    return model.run
 
 
 def run_onnx_reference(artifact: VerifiedArtifact, outputs: list[str]) -> Run:

@@ -146,13 +146,16 @@ def probe_values(
     return dict(probe.inputs), expected, tol, tol
 
 
-def run(model: Model, root: Root | None = None, entry: ArtifactEntry | None = None) -> tuple[float, float]:
+def run(
+    model: Model, root: Root | None = None, entry: ArtifactEntry | None = None, given: Values | None = None
+) -> tuple[float, float]:
     """Run the model's self-test (embedded, else its probe file's first rows, read through `root` as
-    `entry` names it); raise IntegrityError beyond tolerance or when there is none. Returns
+    `entry` names it; or `given`, parsed values); raise IntegrityError beyond tolerance or when there
+    is none. Returns
     (expected, actual) of the element farthest from its expected value."""
     from serve.loader import EXPORT_FIX, PredictInputError
 
-    given = values(model)
+    given = given if given is not None else values(model)
     if given is None and PROBE_KEY in model.metadata:
         given = probe_values(model, root, entry)
     if given is None:

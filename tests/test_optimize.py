@@ -266,4 +266,4 @@ def test_variant_of_a_model_with_rows_too_large_to_embed_self_tests_on_the_probe
     from oneneuron.fsio import Root
 
     with pytest.raises(IntegrityError, match="self-test output 'logits' expected"):
-        run(model, probe_values(model, Root(artifacts), entry))
+        run(model, given=probe_values(model, Root(artifacts), entry))
