@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-# The dtype tables are the server's (serve/loader.py, serve/http/tensors.py), copied rather than
+# The dtype tables are the server's (serve/loader.py, serve/engine/tensors.py), copied rather than
 # imported: the bare route loads none of the server's modules, so its process stays as lean as it is.
 # V2 datatype -> numpy dtype, for the inputs (the loader's dtypes; BYTES and BF16 are not served)
 DTYPES = {
