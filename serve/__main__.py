@@ -16,10 +16,10 @@ import uvicorn
 
 from oneneuron import cli
 from oneneuron.errors import InputError
+from serve.engine.registry import Registry
 from serve.http.app import create_app
 from serve.http.config import MODEL_CONTROL, ServeConfig
 from serve.http.protocol import protocol_class
-from serve.http.registry import Registry
 from serve.listen import bind, bound_port
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def serve(config: ServeConfig) -> None:
         config,
         registry,
     )
+    server.engine = app.state.engine
     try:
         server.run(sockets=sockets)
     except SystemExit as exc:  # uvicorn's own start-up failure (it logged why), exit 3 otherwise
@@ -79,7 +80,7 @@ class _Server(uvicorn.Server):
             from serve.grpc.server import start  # grpcio loads only when gRPC is on
 
             try:
-                self.grpc = await start(self.serve_config, self.registry)
+                self.grpc = await start(self.serve_config, self.engine)
             except RuntimeError as exc:
                 self.failure = str(exc)  # serve() reports it, exit 2
                 self.should_exit = True

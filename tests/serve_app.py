@@ -13,9 +13,9 @@ with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClie
     from starlette.testclient import TestClient
 
 from serve import load
+from serve.engine.registry import Registry
 from serve.http.app import create_app
 from serve.http.config import ServeConfig
-from serve.http.registry import Registry
 
 MODELS = ["keras_linear", "torch_linear"]
 LEAK_MARKERS = ("Traceback", "/tmp", 'File "')  # plus the artifacts path of the server at hand

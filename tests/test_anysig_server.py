@@ -151,7 +151,13 @@ def v2(features=None, ids=None, **over):
     "body, status, fragment",
     [
         (v2(ids={"datatype": "FP32", "data": [4.0]}), 400, "input 'ids': datatype FP32 does not map exactly"),
-        (v2(features={"datatype": "INT64", "data": [1, 2, 3]}), 400, "input 'features': datatype INT64"),
+        (
+            v2(features={"datatype": "BOOL", "data": [True, False, True]}),
+            400,
+            "input 'features': datatype BOOL",
+        ),
+        # a floating input takes any real datatype, rounded (one rule for every model, issue 23)
+        (v2(features={"datatype": "INT64", "data": [1, 2, 3]}), 200, ""),
         (v2(ids={"datatype": "BOOL", "data": [True]}), 400, "input 'ids': datatype BOOL"),
         (v2(ids={"datatype": "INT8", "data": [300]}), 400, "input 'ids': value 300 is outside INT8's range"),
         (v2(features={"datatype": "FP16", "data": [1e6, 0, 0]}), 400, "input 'features'"),
@@ -163,7 +169,7 @@ def v2(features=None, ids=None, **over):
         (v2(outputs=[{"name": "y"}]), 400, "unknown output 'y'; the model's outputs are ['pair', 'score']"),
         (v2(outputs=[{"name": "pair"}, {"name": "pair"}]), 400, "output 'pair' is requested twice"),
         (v2(features={"data": [1e38, 1e38, 1e38]}), 400, "overflows float32"),
-        # the common plain request's fast decoding (serve/http/tensors.py) refuses as the general path
+        # the common plain request's fast decoding (serve/engine/tensors.py) refuses as the general path
         (v2(features={"shape": [True, 3]}), 400, "input 'features': shape [True, 3]"),
         (v2(features={"shape": [1, True, 3]}), 400, "input 'features': shape [1, True, 3]"),
         (v2(features={"data": [1e39, 0.0, 0.0]}), 400, "input contains NaN or infinity"),

@@ -268,9 +268,9 @@ def test_http_and_grpc_answer_400_and_invalid_argument(architectures_dir, counte
     import grpc
     from tritonclient.grpc import service_pb2 as pb
 
+    from serve.engine.registry import Registry
     from serve.grpc.service import InferenceService
     from serve.http.config import ServeConfig
-    from serve.http.registry import Registry
     from tests.serve_app import client
 
     artifacts = architectures_dir / "artifacts"
@@ -297,7 +297,10 @@ def test_http_and_grpc_answer_400_and_invalid_argument(architectures_dir, counte
 
     registry = Registry(artifacts)
     registry.load_all()
-    service = InferenceService(registry, ServeConfig(artifacts=artifacts))
+    from serve.engine import Engine
+
+    config = ServeConfig(artifacts=artifacts)
+    service = InferenceService(Engine(registry, config.row_limit), config)
     typed = {"int64": ("INT64", "int64_contents"), "float32": ("FP32", "fp32_contents")}
     for model_name, feeds, named in BAD_REQUESTS:
         tensors = [

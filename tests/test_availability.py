@@ -15,7 +15,7 @@ import time
 import pytest
 
 from oneneuron.errors import ToolkitError
-from serve.http.registry import Registry
+from serve.engine.registry import Registry
 from serve.loader import load
 from tests.conftest import ROOT, run_cli
 

@@ -186,11 +186,21 @@ def test_served_over_http_v2(sequence_dir):
 
 
 def test_a_classifier_served_over_http_v2(handmade):
+    """One float32 input [batch, 4] and one [batch, 3] output: the one path for every signature
+    (issue 20 item 1, issue 23 item 1), over V2, TF Serving and the gRPC adapter."""
+    from serve import load
     from tests.serve_app import client
 
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}
-    r = client(handmade[0]).post("/v2/models/clf/infer", json=body)
-    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 3], r.text
+    api = client(handmade[0])
+    rows = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]]
+    want = load("clf", handmade[0]).run({"x": np.asarray(rows, np.float32)})["probs"]
+    body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": rows}]}
+    r = api.post("/v2/models/clf/infer", json=body)
+    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [2, 3], r.text
+    np.testing.assert_array_equal(np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(2, 3), want)
+    r = api.post("/v1/models/clf:predict", json={"instances": rows})
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32), want)
 
 
 def test_a_classifier_batch_scored(handmade, tmp_path):

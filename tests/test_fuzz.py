@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
+from serve.engine.registry import Registry
 from serve.http.app import create_app
 from serve.http.config import ServeConfig
 from serve.http.openapi import document
-from serve.http.registry import Registry
 from tests.anysig_helpers import NAME as ANY_NAME
 from tests.anysig_helpers import anysig_dir
 from tests.serve_app import MODELS, assert_no_leak
@@ -78,7 +78,7 @@ def test_cases_were_tried():
 
 
 # The same fuzzing for a model with two inputs (float32 [batch, 3], int64 [batch, 1]) and two outputs:
-# the infer, predict and metadata routes, where the general tensor handling lives (serve/http/tensors.py).
+# the infer, predict and metadata routes, where the general tensor handling lives (serve/engine/tensors.py).
 ANY_OPERATIONS = [
     (path, method.upper(), mode)
     for path, item in document([ANY_NAME])["paths"].items()

@@ -96,7 +96,7 @@ def run_check(art, damage):
 
 
 def run_server(art, damage):
-    from serve.http.registry import Registry
+    from serve.engine.registry import Registry
 
     registry = Registry(art)
     registry.load_all()

@@ -85,7 +85,7 @@ def test_check_refuses(exported_copy, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_server_refuses_logs_why_and_serves_the_rest(exported_copy, kind, caplog):
     expected, actual = damage(exported_copy, kind)
-    with caplog.at_level(logging.ERROR, logger="serve.http.registry"):
+    with caplog.at_level(logging.ERROR, logger="serve.engine.registry"):
         api = client(exported_copy)
     assert_names_everything(caplog.text, kind, expected, actual)  # the operator's log says it all
     r = api.post(

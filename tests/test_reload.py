@@ -253,7 +253,7 @@ def test_a_model_the_manifest_drops_is_unloaded_and_an_unreadable_manifest_chang
 
     from oneneuron.fsio import Root
     from oneneuron.schema import Manifest
-    from serve.http.registry import Registry
+    from serve.engine.registry import Registry
 
     registry = Registry(exported_copy)
     assert registry.load_all()

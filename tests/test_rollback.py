@@ -274,7 +274,7 @@ def test_cli_flag_refuses_what_is_not_a_generation():
 
 
 def _registry(artifacts: Path, public: Path | None, **kwargs):
-    from serve.http.registry import Registry
+    from serve.engine.registry import Registry
 
     registry = Registry(artifacts, trust_key=public, **kwargs)
     assert registry.load_all()
@@ -293,7 +293,7 @@ def test_server_never_goes_back_to_an_older_generation(two_exports, keys, signed
     assert registry.generation == 2 and registry.served(MODEL).label == "2"
     api = CheckedClient(create_app(ServeConfig(artifacts=artifacts, trust_key=public), registry))
     roll_back(artifacts, first)
-    with caplog.at_level(logging.INFO, logger="serve.http.registry"):
+    with caplog.at_level(logging.INFO, logger="serve.engine.registry"):
         assert registry.reload() is False
         assert registry.reload() is False  # a poll that sees it again: counted, not logged again
     refused = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -342,7 +342,7 @@ def test_with_a_key_the_server_compares_the_signed_generation(two_exports, keys,
     """The registry's own read of the manifest can only refuse; what admits a version is the
     generation of the manifest its load verified. Here every read claims generation 5 (as an
     edited manifest would), but the signed one is generation 1: below the floor, refused."""
-    from serve.http import registry as registry_module
+    from serve.engine import registry as registry_module
 
     artifacts, first = two_exports
     roll_back(artifacts, first)
@@ -354,7 +354,7 @@ def test_with_a_key_the_server_compares_the_signed_generation(two_exports, keys,
 
     monkeypatch.setattr(registry_module, "Manifest", Claims)
     registry = registry_module.Registry(artifacts, trust_key=keys[1], min_generation=2)
-    with caplog.at_level(logging.ERROR, logger="serve.http.registry"):
+    with caplog.at_level(logging.ERROR, logger="serve.engine.registry"):
         assert registry.load_all() is False
     assert registry.states[MODEL].versions[1].state == "FAILED"
     assert len(caplog.records) == 1 and not caplog.records[0].exc_info

@@ -131,7 +131,7 @@ def test_failed_model_keeps_server_unready_without_leaking_paths(exported_copy):
 def test_internal_fault_is_500_logged_not_returned(exported_dir, caplog):
     api = client(exported_dir)
     model = api.app.state.registry.states["torch_linear"].model
-    model.predict = lambda x: (_ for _ in ()).throw(RuntimeError("boom at /secret/path"))
+    model.run = model.run_exact = lambda *a: (_ for _ in ()).throw(RuntimeError("boom at /secret/path"))
     r = api.post(
         "/v2/models/torch_linear/infer",
         json={"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]},

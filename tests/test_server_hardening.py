@@ -16,8 +16,8 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
+from serve.engine.registry import Registry
 from serve.http.config import ServeConfig
-from serve.http.registry import Registry
 from tests.serve_app import MODELS, assert_no_leak, client, reference
 
 V2, V1 = "/v2/models/keras_linear/infer", "/v1/models/keras_linear:predict"

@@ -17,9 +17,9 @@ import pytest
 
 from oneneuron.schema import Manifest
 from oneneuron.signing import load_public_key
+from serve.engine.registry import Registry
 from serve.http.app import create_app
 from serve.http.config import ServeConfig
-from serve.http.registry import Registry
 from tests.conftest import ROOT
 from tests.serve_app import CheckedClient
 from tests.signed import CASES, damage
@@ -57,7 +57,7 @@ def test_signed_models_serve_and_say_so(signed_dir, signing_keys):
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_refused_model_stays_unready_and_the_log_says_why(signed_copy, signing_keys, kind, caplog):
     pattern = damage(signed_copy, signing_keys, kind)
-    with caplog.at_level(logging.ERROR, logger="serve.http.registry"):
+    with caplog.at_level(logging.ERROR, logger="serve.engine.registry"):
         api = signed_client(signed_copy, signing_keys["trusted"] / "public.pem")
     assert re.search(r"model keras_linear version 1: .*" + pattern, caplog.text), caplog.text
     assert api.get("/v2/health/ready").status_code == 503
@@ -116,7 +116,7 @@ def test_reload_never_swaps_in_a_version_the_trusted_key_did_not_sign(signed_cop
     """Issue 15 with the server's reload: a new version exported but not signed (model.sig still
     from the previous export) is never served; once the directory is signed again, it is."""
     from export.sign import sign_artifacts
-    from serve.http.registry import Registry
+    from serve.engine.registry import Registry
     from tests.version_helpers import land, variant
 
     registry = Registry(signed_copy, trust_key=signing_keys["trusted"] / "public.pem")
@@ -147,7 +147,7 @@ def test_a_refused_new_version_logs_one_line_and_shows_in_metrics_and_status(
     api = CheckedClient(create_app(config, registry), raise_server_exceptions=False)
     data = (signed_copy / "keras_linear.onnx").read_bytes()
     new = land(signed_copy, "keras_linear", variant(data, 3.0, 1.0))
-    with caplog.at_level(logging.INFO, logger="serve.http.registry"):
+    with caplog.at_level(logging.INFO, logger="serve.engine.registry"):
         registry.reload()
     refusals = [r for r in caplog.records if r.levelno >= logging.ERROR and f"version {new}:" in r.message]
     assert len(refusals) == 1 and not refusals[0].exc_info, caplog.text
@@ -164,6 +164,6 @@ def test_a_refused_new_version_logs_one_line_and_shows_in_metrics_and_status(
 
     caplog.clear()
     land(signed_copy, "keras_linear", variant(data, 4.0, 1.0))
-    with caplog.at_level(logging.DEBUG, logger="serve.http.registry"):  # -v
+    with caplog.at_level(logging.DEBUG, logger="serve.engine.registry"):  # -v
         registry.reload()
     assert [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info], caplog.text

@@ -167,8 +167,11 @@ def test_binary_errors(api, body_headers, message):
         ({"id": 5, "inputs": [tensor([1], [1, 1])]}, "'id' must be a string"),
         ({"inputs": [{**tensor([1], [1, 1]), "name": "q"}]}, "unknown input 'q'"),
         ({"inputs": [tensor(["a"], [1, 1], "BYTES")]}, "datatype 'BYTES' is not supported"),
-        ({"inputs": [tensor([True], [1, 1], "BOOL")]}, "datatype 'BOOL' is not supported"),
-        ({"inputs": [tensor([1, 2], [1, 1])]}, "shape needs 1 values, 'data' has 2"),
+        (
+            {"inputs": [tensor([True], [1, 1], "BOOL")]},
+            "datatype BOOL does not map exactly onto the model's FP32",
+        ),
+        ({"inputs": [tensor([1, 2], [1, 1])]}, "shape [1, 1] needs 1 values, 'data' has 2"),
         ({"inputs": [tensor([1, 2], [2, 2])]}, "expected [rows, 1]"),
         ({"inputs": [tensor([1], [1])]}, "expected [rows, 1]"),
         ({"inputs": [tensor([1], [1, "1"])]}, "expected [rows, 1]"),

@@ -101,7 +101,7 @@ def test_loader_trust_key_race(signed_copy, signing_keys, tmp_path):
 
 @pytest.mark.parametrize("signed", [False, True], ids=["sha256", "trust_key"])
 def test_server_loading_race(signed, exported_copy, signed_copy, signing_keys, tmp_path):
-    from serve.http.registry import Registry
+    from serve.engine.registry import Registry
 
     artifacts = signed_copy if signed else exported_copy
     key = signing_keys["trusted"] / "public.pem" if signed else None

@@ -79,7 +79,7 @@ def test_a_signature_covers_every_kept_version_in_python_node_and_the_server(
 ):
     from export.sign import sign_artifacts
     from oneneuron.signing import verify_dir
-    from serve.http.registry import Registry
+    from serve.engine.registry import Registry
     from tests.test_node import NODE, node_eval
 
     land(exported_copy, "keras_linear", variant(base, 2.0, 1.0))

@@ -16,14 +16,14 @@ import grpc
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
+from serve.engine import Engine
 from serve.grpc.service import InferenceService
 from serve.http.config import ServeConfig
-from serve.http.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 
-async def start(config: ServeConfig, registry: Registry) -> grpc.aio.Server:
+async def start(config: ServeConfig, engine: Engine) -> grpc.aio.Server:
     """Start serving; RuntimeError naming the address when it cannot be bound."""
     server = grpc.aio.server(
         options=[
@@ -38,7 +38,7 @@ async def start(config: ServeConfig, registry: Registry) -> grpc.aio.Server:
             ("grpc.max_allowed_incoming_connections", config.grpc_max_connections),
         ]
     )
-    server.add_generic_rpc_handlers((handlers(InferenceService(registry, config)),))
+    server.add_generic_rpc_handlers((handlers(InferenceService(engine, config)),))
     host = f"[{config.host}]" if ":" in config.host else config.host
     address = f"{host}:{config.grpc_port}"
     try:

@@ -1,10 +1,12 @@
-"""`InferenceService`: the GRPCInferenceService methods over a `Registry`, with HTTP's validation.
+"""`InferenceService`: the GRPCInferenceService methods over the engine (serve/engine/).
 
-Errors are the HTTP server's `ApiError`s with their messages, mapped to gRPC status codes:
-400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED, 503 -> UNAVAILABLE;
-anything unexpected is logged and answered INTERNAL with a fixed message.
-Inputs come as `raw_input_contents` (what tritonclient sends) or typed `contents`; the output
-is always `raw_output_contents` (FP32, little-endian), as Triton answers.
+An adapter: a ModelInferRequest becomes the engine's `Request` (each input as raw contents, one
+per input in the order of `inputs`, what tritonclient sends, or typed `contents`; BOOL in
+bool_contents; FP16 and BF16 only raw) and its `Result` a ModelInferResponse with the requested
+outputs (all when none are named) as raw little-endian bytes in their own datatype, as Triton
+answers. The engine's errors map to status codes by their `code` (INVALID_ARGUMENT, NOT_FOUND,
+RESOURCE_EXHAUSTED, UNAVAILABLE); anything unexpected is logged and answered INTERNAL with a
+fixed message.
 """
 
 from __future__ import annotations
@@ -19,87 +21,64 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serve.grpc import tensors as any_signature
-from serve.http import binary, repository, stats, tensors
+from serve.engine import Engine, Input
+from serve.engine import Request as InferRequest
+from serve.engine.dtypes import TYPED_FIELDS, datatype
+from serve.engine.errors import InputError, ServeError, preview
+from serve.engine.registry import READY
+from serve.engine.tensors import dims, to_bytes
+from serve.http import repository
 from serve.http.config import ServeConfig
-from serve.http.httpio import INTERNAL, ApiError, preview
-from serve.http.registry import READY, Registry
-from serve.http.v2 import EXTENSIONS, PLATFORM, SERVER_NAME, SERVER_VERSION, check_input, check_prediction
-from serve.loader import Model, PredictInputError
+from serve.http.httpio import INTERNAL
+from serve.http.v2 import EXTENSIONS, PLATFORM, SERVER_NAME, SERVER_VERSION
 
 logger = logging.getLogger(__name__)
 
-CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    408: grpc.StatusCode.DEADLINE_EXCEEDED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-# V2 datatype -> (InferTensorContents field, numpy dtype); FP16 and BF16 have no typed field.
-TYPED = {
-    "FP32": ("fp32_contents", np.float32),
-    "FP64": ("fp64_contents", np.float64),
-    "INT8": ("int_contents", np.int32),
-    "INT16": ("int_contents", np.int32),
-    "INT32": ("int_contents", np.int32),
-    "INT64": ("int64_contents", np.int64),
-    "UINT8": ("uint_contents", np.uint32),
-    "UINT16": ("uint_contents", np.uint32),
-    "UINT32": ("uint_contents", np.uint32),
-    "UINT64": ("uint64_contents", np.uint64),
-}
 
-
-def decode_infer(model: Model, request: pb.ModelInferRequest, max_rows: int) -> np.ndarray:
-    """The float32 (rows, n) batch of a ModelInferRequest, validated like an HTTP V2 request."""
-    if len(request.inputs) != 1:
-        raise ApiError(
-            400,
-            f"'inputs' must hold exactly one tensor named {model.input_name!r}, got {len(request.inputs)}",
+def decode(request: pb.ModelInferRequest) -> InferRequest:
+    """A ModelInferRequest as the engine's `Request`."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InputError(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input, in order"
         )
-    tensor = request.inputs[0]
-    name, datatype = tensor.name, tensor.datatype
-    rows = check_input(model, name, datatype, list(tensor.shape), max_rows)
-    count = rows * model.n_features
-    typed = tensor.HasField("contents")
-    if request.raw_input_contents:
-        if typed:
-            raise ApiError(400, f"input {name!r} has both contents and raw_input_contents; send one of them")
-        if len(request.raw_input_contents) != 1:
-            raise ApiError(
-                400, f"{len(request.raw_input_contents)} raw_input_contents for 1 input; send one per input"
+    inputs = []
+    for i, tensor in enumerate(request.inputs):
+        typed = tensor.HasField("contents")
+        if raw:
+            if typed:
+                raise InputError(
+                    f"input {preview(tensor.name)} has both contents and raw_input_contents; send one"
+                )
+            inputs.append(Input(tensor.name, tensor.datatype, list(tensor.shape), raw=memoryview(raw[i])))
+            continue
+        field = TYPED_FIELDS.get(tensor.datatype)
+        if field is None:
+            raise InputError(
+                f"input {preview(tensor.name)}: datatype {preview(tensor.datatype)} has no typed contents; "
+                "send raw_input_contents"
             )
-        flat = binary.decode(memoryview(request.raw_input_contents[0]), datatype, count, name)
-    else:
-        if datatype not in TYPED:
-            raise ApiError(400, f"input {name!r}: datatype {datatype} has no typed contents; send raw bytes")
-        field, dtype = TYPED[datatype]
         values = getattr(tensor.contents, field)
-        if len(values) != count:
-            raise ApiError(
-                400, f"input {name!r}: shape needs {count} values, contents.{field} has {len(values)}"
-            )
-        flat = np.array(values, dtype=dtype)
-        tensors.check_range(flat, name, datatype)
-    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 -> inf, refused by predict
-        return flat.astype(np.float32, copy=False).reshape(rows, model.n_features)
-
-
-def _outputs(model: Model, request: pb.ModelInferRequest) -> None:
+        flat = np.array(values, dtype=np.bool_ if field == "bool_contents" else None)
+        if not len(values):
+            flat = np.array([], dtype=np.int64)
+        inputs.append(Input(tensor.name, tensor.datatype, list(tensor.shape), flat))
+    requested = []
     for out in request.outputs:
-        if out.name != model.output_name:
-            raise ApiError(
-                400, f"unknown output {preview(out.name)}; the model's output is {model.output_name!r}"
-            )
         if "classification" in out.parameters:
-            raise ApiError(400, "the classification extension is not supported: the model is a regression")
+            raise InputError("the classification extension is not supported")
+        requested.append((out.name, False))
+    return InferRequest(inputs, request.id, requested)
+
+
+async def _decoded(request: pb.ModelInferRequest) -> InferRequest:
+    return decode(request)  # awaited by the engine: a refused request counts in its statistics
 
 
 def _tensors(args: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
     return [
         pb.ModelMetadataResponse.TensorMetadata(
-            name=a["name"], datatype=tensors.datatype(a["dtype"]), shape=tensors.dims(a["shape"])
+            name=a["name"], datatype=datatype(a["dtype"]), shape=dims(a["shape"])
         )
         for a in args
     ]
@@ -108,17 +87,19 @@ def _tensors(args: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.Tensor
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The service; methods not listed here answer UNIMPLEMENTED (shared memory, trace, logs)."""
 
-    def __init__(self, registry: Registry, config: ServeConfig):
-        self.registry, self.config, self.max_rows = registry, config, config.row_limit
+    def __init__(self, engine: Engine, config: ServeConfig):
+        self.engine, self.registry, self.config = engine, engine.registry, config
 
     async def _call(self, context: grpc.aio.ServicerContext, method: str, fn, *args):
+        """Run `fn` (a coroutine function or a plain one); the engine's errors -> status codes."""
         start = time.perf_counter()
         status = 200
         try:
-            return fn(*args)
-        except ApiError as exc:
+            out = fn(*args)
+            return (await out) if asyncio.iscoroutine(out) else out
+        except ServeError as exc:
             status = exc.status
-            await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
+            await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
         except Exception:
             status = 500
             logger.exception("internal error in gRPC %s", method)
@@ -159,43 +140,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         return await self._call(context, "ModelInfer", self._infer, request)
 
-    def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        start = time.perf_counter_ns()
-        name = request.model_name
-        served = self.registry.served(name, request.model_version or None)  # held to the end
-        model = served.model
-        if model.n_features is None:  # any other signature: serve/grpc/tensors.py
-            try:
-                outputs = tensors.run(model, any_signature.decode(model, request, self.max_rows))
-                response = any_signature.encode(model, request, outputs)
-            except ApiError:
-                stats.fail(served.counts, start)
-                raise
-            rows = len(next(iter(outputs.values())))
-            self.registry.metrics.rows(name, "grpc", rows)
-            stats.ok(served.counts, rows, start)
-            response.model_version = served.label
-            return response
-        try:
-            batch = decode_infer(model, request, self.max_rows)
-            _outputs(model, request)
-            try:
-                y = model.predict(batch)
-            except PredictInputError as exc:
-                raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
-            check_prediction(y)
-        except ApiError:
-            stats.fail(served.counts, start)  # counted per version, with HTTP's
-            raise
-        self.registry.metrics.rows(name, "grpc", len(y))
-        stats.ok(served.counts, len(y), start)
-        out = pb.ModelInferResponse.InferOutputTensor(name=model.output_name, datatype="FP32", shape=y.shape)
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        served = self.engine.served(request.model_name, request.model_version or None)  # held to the end
+        result = await self.engine.infer(served, _decoded(request), "grpc")
         return pb.ModelInferResponse(
-            model_name=name,
+            model_name=request.model_name,
             model_version=served.label,
             id=request.id,
-            outputs=[out],
-            raw_output_contents=[y.astype("<f4", copy=False).tobytes()],
+            outputs=[
+                pb.ModelInferResponse.InferOutputTensor(name=o.name, datatype=o.datatype, shape=o.array.shape)
+                for o in result.outputs
+            ],
+            raw_output_contents=[to_bytes(o.array) for o in result.outputs],
         )
 
     async def ModelStatistics(self, request, context):
@@ -222,16 +178,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await asyncio.get_running_loop().run_in_executor(
                 None, repository.control, self.registry, self.config, name, action
             )
-        except ApiError as exc:
+        except ServeError as exc:
             status = exc.status
-            await context.abort(CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
+            await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
         finally:
             self.registry.metrics.observe(f"grpc {method}", "GRPC", status, time.perf_counter() - start)
         return pb.RepositoryModelLoadResponse() if action == "load" else pb.RepositoryModelUnloadResponse()
 
 
 def _model_stats(s: dict[str, Any]) -> pb.ModelStatistics:
-    """Triton's JSON statistics entry (serve.http.stats) as the protobuf message."""
+    """Triton's JSON statistics entry (serve.engine.stats) as the protobuf message."""
     i = s["inference_stats"]
 
     def duration(key: str) -> pb.StatisticDuration:

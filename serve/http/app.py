@@ -21,10 +21,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from serve.engine import Engine
+from serve.engine.registry import Registry
 from serve.http import openapi
 from serve.http.config import ServeConfig
 from serve.http.httpio import INTERNAL, clip, error_response, instrumented, json_response
-from serve.http.registry import Registry
 from serve.http.repository import Repository, watch
 from serve.http.tfserving import TFServing
 from serve.http.v2 import V2
@@ -39,7 +40,8 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> InferFa
         config.artifacts, config.threads, trust_key=config.trust_key, min_generation=config.min_generation
     )
     metrics = registry.metrics
-    table = V2(registry, config).routes() + TFServing(registry, config).routes()
+    engine = Engine(registry, config.row_limit)
+    table = V2(engine, config).routes() + TFServing(engine, config).routes()
     table += Repository(registry, config).routes()
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -93,7 +95,7 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> InferFa
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
-    app.state.registry, app.state.config = registry, config
+    app.state.registry, app.state.config, app.state.engine = registry, config, engine
     infer = {path: route.endpoint for path, route in zip((r[0] for r in table), routes, strict=True)}
     return InferFastLane(
         app, infer["/v2/models/{name}/infer"], infer["/v2/models/{name}/versions/{version}/infer"]

@@ -11,29 +11,11 @@ outputs are requested). The response then carries the same header and the raw by
 
 from __future__ import annotations
 
-import numpy as np
-
-from serve.http.httpio import ApiError, dumps, preview
+from serve.engine.errors import InputError, preview
+from serve.http.httpio import dumps
 
 HEADER = "inference-header-content-length"
 HEADER_RAW = HEADER.encode()  # ASGI header names are lower-case bytes
-
-# V2 datatype -> little-endian numpy dtype; BF16 is decoded by hand below. BOOL and BYTES are
-# not numbers the model can take.
-DTYPES = {
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-    "BF16": "<u2",
-    "INT8": "i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-}
 
 
 def split(body: bytes, header_length: str | None) -> tuple[memoryview | bytes, memoryview]:
@@ -45,8 +27,7 @@ def split(body: bytes, header_length: str | None) -> tuple[memoryview | bytes, m
     except ValueError:
         n = -1
     if not 0 <= n <= len(body):
-        raise ApiError(
-            400,
+        raise InputError(
             f"Inference-Header-Content-Length {preview(header_length)} is not a byte count between 0 "
             f"and the body size {len(body)}; it must give the size of the JSON header",
         )
@@ -62,14 +43,12 @@ class Chunks:
 
     def take(self, size: object, name: str) -> memoryview:
         if type(size) is not int or size < 0:
-            raise ApiError(
-                400,
+            raise InputError(
                 f"input {name!r}: binary_data_size {preview(size)} is not a byte count; "
                 "expected a non-negative integer",
             )
         if self.offset + size > len(self.blob):
-            raise ApiError(
-                400,
+            raise InputError(
                 f"input {name!r}: binary_data_size {preview(size)} but only {len(self.blob) - self.offset} "
                 "bytes of binary data follow the JSON header (Inference-Header-Content-Length)",
             )
@@ -79,27 +58,10 @@ class Chunks:
 
     def finish(self) -> None:
         if self.offset != len(self.blob):
-            raise ApiError(
-                400,
+            raise InputError(
                 f"{len(self.blob) - self.offset} bytes of binary data after the JSON header "
                 "belong to no input; check binary_data_size and Inference-Header-Content-Length",
             )
-
-
-def decode(raw: memoryview, datatype: str, count: int, name: str) -> np.ndarray:
-    """Raw little-endian bytes of `count` elements of `datatype` -> a flat numpy array."""
-    dtype = np.dtype(DTYPES[datatype])
-    if len(raw) != count * dtype.itemsize:
-        raise ApiError(
-            400,
-            f"input {name!r}: {len(raw)} bytes of binary data, but {count} {datatype} elements "
-            f"take {count * dtype.itemsize}; binary_data_size must equal elements x "
-            f"{dtype.itemsize} bytes",
-        )
-    arr = np.frombuffer(raw, dtype=dtype)
-    if datatype == "BF16":  # bfloat16 is the top half of a float32
-        arr = (arr.astype(np.uint32) << 16).view(np.float32)
-    return arr
 
 
 def encode(header: dict, buffers: list[bytes]) -> tuple[bytes, dict[str, str]]:

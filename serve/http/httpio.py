@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import reprlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,32 +17,13 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from serve.engine.errors import InputError, ServeError, TimedOut, TooLarge
+
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
 INTERNAL = "internal server error; the server log has the details"
 MAX_DEPTH = 1024  # JSON nesting limit (orjson's own): deeper bodies are refused with 400
-
-_repr = reprlib.Repr()  # bounded in length and depth, however large or deep the client's value
-_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 40, 40
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = 6
-
-
-def preview(x: Any, limit: int = 60) -> str:
-    """A short repr of client input for an error message: at most `limit` characters, never
-    recursing into deep structures or walking a whole list (`repr` would do both)."""
-    text = _repr.repr(x)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class ApiError(Exception):
-    """A request the server refuses, with the HTTP status and a message for the client."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
 
 
 def clip(text: str, limit: int = 80) -> str:
@@ -131,14 +111,13 @@ async def read_body(
         if not entry[1]:
             raise  # cancelled by someone else (shutdown): not ours to swallow
         task.uncancel()
-        raise ApiError(
-            408,
+        raise TimedOut(
             f"request body not received within {timeout:g} s (--body-timeout); send the whole body promptly",
             headers={"Connection": "close"},
         ) from None
     except ClientDisconnect:  # nobody is left to read the answer; counted as a bad request
-        raise ApiError(
-            400, "client disconnected before sending the whole body", headers={"Connection": "close"}
+        raise InputError(
+            "client disconnected before sending the whole body", headers={"Connection": "close"}
         ) from None
     finally:
         del deadlines.reads[task]
@@ -152,8 +131,7 @@ async def _read_body(request: Request, limit: int, header: bytes | None) -> tupl
         elif k == header:
             value = v.decode("latin-1")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413,
+        raise TooLarge(
             f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
             "(--max-body-bytes); send fewer rows per request",
         )
@@ -167,8 +145,7 @@ async def _read_body(request: Request, limit: int, header: bytes | None) -> tupl
     chunks, total = [body], len(body)
     while True:
         if total > limit:
-            raise ApiError(
-                413,
+            raise TooLarge(
                 f"request body exceeds the limit of {limit} bytes (--max-body-bytes); "
                 "send fewer rows per request",
             )
@@ -193,24 +170,22 @@ def parse_json_object(data: bytes | memoryview, what: str = "request body") -> d
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc):
-            raise ApiError(
-                400,
+            raise InputError(
                 f"{what} nests JSON deeper than {MAX_DEPTH} levels; expected a JSON object "
                 "with flat or [rows, n] nested tensors",
             ) from None
         try:
             obj = json.loads(bytes(data))
         except RecursionError:
-            raise ApiError(
-                400,
+            raise InputError(
                 f"{what} nests JSON deeper than the server allows; expected a JSON object "
                 "with flat or [rows, n] nested tensors",
             ) from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"{what} is not valid JSON ({exc}); expected a JSON object") from None
+            raise InputError(f"{what} is not valid JSON ({exc}); expected a JSON object") from None
         _refuse_lone_surrogates(obj, what)
     if not isinstance(obj, dict):
-        raise ApiError(400, f"{what} is a JSON {type(obj).__name__}; expected a JSON object")
+        raise InputError(f"{what} is a JSON {type(obj).__name__}; expected a JSON object")
     return obj
 
 
@@ -222,8 +197,7 @@ def _refuse_lone_surrogates(obj: Any, what: str) -> None:
         json.dumps(obj, ensure_ascii=False, allow_nan=True).encode("utf-8")
     except UnicodeEncodeError as exc:
         bad = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode("ascii")
-        raise ApiError(
-            400,
+        raise InputError(
             f"{what} holds the escaped lone surrogate {bad}, which is not Unicode text; "
             "escape a character outside the BMP as a surrogate pair",
         ) from None
@@ -233,7 +207,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def instrumented(route: str, handler: Endpoint, observe: Callable[[str, str, int, float], None]) -> Endpoint:
-    """Wrap `handler`: ApiError -> its JSON error, anything else -> logged 500; time and count it.
+    """Wrap `handler`: a ServeError (serve/engine/errors.py) -> its status and JSON error (the one
+    place HTTP maps the engine's errors), anything else -> logged 500; time and count it.
 
     A wrapper per route instead of a middleware keeps the hot path short and labels metrics
     by the route template (bounded cardinality) rather than the raw path.
@@ -243,7 +218,7 @@ def instrumented(route: str, handler: Endpoint, observe: Callable[[str, str, int
         start = time.perf_counter()
         try:
             response = await handler(request)
-        except ApiError as exc:
+        except ServeError as exc:
             response = error_response(exc.status, exc.message, exc.headers)
         except Exception:
             logger.exception("internal error in %s %s", request.method, route)

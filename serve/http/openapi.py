@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve.http.binary import DTYPES
+from serve.engine.dtypes import WIRE_TYPES as DTYPES
 
 JSON = "application/json"
 ERROR_CODES = {
@@ -105,7 +105,7 @@ def _schemas() -> dict[str, Any]:
             ["name", "shape", "datatype"],
             name={"type": "string"},
             shape=shape,
-            datatype={"type": "string", "enum": [*DTYPES, "BOOL"]},
+            datatype={"type": "string", "enum": list(DTYPES)},
             parameters={**params, "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
             data=number_data,
         ),

@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from oneneuron.schema import MANIFEST
-from serve.http import stats as statistics
+from serve.engine import stats as statistics
+from serve.engine.errors import InputError, preview
+from serve.engine.registry import FAILED, READY, UNLOADED, Registry
 from serve.http.config import ServeConfig
-from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
-from serve.http.registry import FAILED, READY, UNLOADED, Registry
+from serve.http.httpio import json_response, parse_json_object, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,7 @@ def control(registry: Registry, config: ServeConfig, name: str, action: str) -> 
     Blocking: call it from a worker thread."""
     if config.model_control != "explicit":
         registry.state(name)  # 404 for a model the server does not know
-        raise ApiError(
-            400,
+        raise InputError(
             f"cannot {action} {preview(name)}: the server runs with --model-control {config.model_control} "
             "(models follow the manifest); start it with --model-control explicit to load and unload",
         )
@@ -100,10 +100,10 @@ def control(registry: Registry, config: ServeConfig, name: str, action: str) -> 
         return
     registry.reload(only=name)
     if registry.refusal is not None:  # a rolled-back manifest: nothing changed
-        raise ApiError(400, registry.refusal)
+        raise InputError(registry.refusal)
     state = registry.state(name)
     if state.default is None:
-        raise ApiError(400, state.error or f"model {name!r} has no version that passed its checks")
+        raise InputError(state.error or f"model {name!r} has no version that passed its checks")
 
 
 def stats(registry: Registry, name: str | None, version: str | None) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class Repository:
         if body.strip():
             ready = parse_json_object(body, "repository index request").get("ready", False)
             if not isinstance(ready, bool):
-                raise ApiError(400, f"'ready' must be true or false, got {preview(ready)}")
+                raise InputError(f"'ready' must be true or false, got {preview(ready)}")
         return json_response(index(self.registry, ready))
 
     async def _control(self, request: Request, action: str) -> Response:

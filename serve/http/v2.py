@@ -3,238 +3,125 @@
 Spec: kserve.github.io/website (V2 protocol) and Triton's docs/protocol. Routes:
 GET /v2/health/live, /v2/health/ready, /v2; GET /v2/models/{name}[/versions/{v}][/ready];
 POST /v2/models/{name}[/versions/{v}]/infer.
+
+An adapter: infer converts the V2 JSON (+ binary) body into the engine's `Request` and its
+`Result` back; validation, the run, checks and statistics are the engine's (serve/engine/).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve.http import binary, stats
-from serve.http import tensors as any_signature
+from serve.engine import Engine, Input
+from serve.engine import Request as InferRequest
+from serve.engine.core import Result
+from serve.engine.dtypes import datatype
+from serve.engine.errors import InputError, Unavailable, preview
+from serve.engine.registry import Registry
+from serve.engine.tensors import dims, to_bytes
+from serve.http import binary
 from serve.http.config import ServeConfig
-from serve.http.httpio import ApiError, json_response, parse_json_object, preview, read_body
-from serve.http.registry import Registry
-from serve.inputs import SMALL, clamp_float32, small_float32
-from serve.loader import Model, PredictInputError
+from serve.http.httpio import json_response, parse_json_object, read_body
 
 SERVER_NAME = "one-neuron-serve"
 SERVER_VERSION = "1.0.0"
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "onnxruntime_onnx"
-INTEGER_TYPES = {t for t in binary.DTYPES if "INT" in t}
 
 
-@dataclass(slots=True)
-class InferRequest:
-    """A decoded V2 infer request."""
-
-    batch: np.ndarray  # float32 (rows, n)
-    id: str | None
-    outputs: list[tuple[str, bool]]  # (output name, as binary)
-
-
-def decode_request(model: Model, body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
-    """Parse and validate a V2 infer request (JSON, or JSON + binary tensor data) for `model`."""
-    head, blob = binary.split(body, header_length)
-    req = parse_json_object(head, "inference request")
-    rid = req.get("id")
-    if rid is not None and not isinstance(rid, str):
-        raise ApiError(400, f"'id' must be a string, got {type(rid).__name__}")
-    params = req.get("parameters", {})
-    if not isinstance(params, dict):
-        raise ApiError(400, "'parameters' must be a JSON object")
-    inputs = req.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        raise ApiError(
-            400,
-            f"'inputs' must be a list of exactly one tensor named {model.input_name!r}, "
-            f"got {preview(inputs)}",
-        )
-    chunks = binary.Chunks(blob) if header_length is not None else None
-    batch = _input(model, inputs[0], chunks, max_rows)
-    if chunks is not None:
-        chunks.finish()
-    outputs = req.get("outputs")
-    if outputs is None and not params:  # the common case: every output, as JSON
-        return InferRequest(batch, rid, [(model.output_name, False)])
-    return InferRequest(batch, rid, _outputs(model, outputs, params))
-
-
-def _input(model: Model, tensor: Any, chunks: binary.Chunks | None, max_rows: int) -> np.ndarray:
-    n = model.n_features
-    if not isinstance(tensor, dict):
-        raise ApiError(
-            400,
-            f"an input tensor must be a JSON object with name, shape, datatype and data; "
-            f"got {preview(tensor)}",
-        )
-    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
-    if (
-        type(shape) is list
-        and shape
-        and type(shape[0]) is float
-        and shape[0] >= 2**63
-        and shape[0].is_integer()
-    ):
-        shape = [int(shape[0]), *shape[1:]]  # orjson reads integers beyond 64 bits as floats: too many rows
-    rows = check_input(model, name, datatype, shape, max_rows)
-    params = tensor.get("parameters", {})
-    if not isinstance(params, dict):
-        raise ApiError(400, f"input {name!r}: 'parameters' must be a JSON object")
-    size = params.get("binary_data_size")
-    if size is not None:
-        if "data" in tensor:
-            raise ApiError(400, f"input {name!r} has both 'data' and binary_data_size; send one of them")
-        chunks = chunks or binary.Chunks(memoryview(b""))  # binary_data_size without the header
-        flat = binary.decode(chunks.take(size, name), datatype, rows * n, name)
+def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+    """A V2 infer request (JSON, or JSON + binary tensor data) as the engine's `Request`."""
+    if header_length is None:  # JSON only
+        req = parse_json_object(body, "inference request")
+        tensors = req.get("inputs")
+        if len(req) == 1 and type(tensors) is list:  # the common request: only inputs, plain tensors
+            inputs = []
+            for t in tensors:
+                if type(t) is not dict or len(t) != 4 or "data" not in t:
+                    break
+                inputs.append(Input(t.get("name"), t.get("datatype"), t.get("shape"), t["data"]))
+            else:
+                return InferRequest(inputs)
+        blob = memoryview(b"")
     else:
-        data = tensor.get("data")
-        count = rows * n
-        if type(data) is list and len(data) == count <= SMALL and datatype in ("FP32", "FP64"):
-            small = small_float32(data)  # a few rows: skip numpy's parse and the errstate cast
-            if small is not None:
-                return small[0].reshape(rows, n)
-        flat = _json_data(data, datatype, count, name)
-    return _float32(flat).reshape(rows, n)
-
-
-def check_input(model: Model, name: Any, datatype: Any, shape: Any, max_rows: int) -> int:
-    """Validate an input tensor's name, datatype and shape (HTTP and gRPC alike); its row count."""
-    n = model.n_features
-    if name != model.input_name:
-        raise ApiError(400, f"unknown input {preview(name)}; the model's input is {model.input_name!r}")
-    if datatype not in binary.DTYPES:
-        raise ApiError(
-            400,
-            f"input {name!r}: datatype {preview(datatype)} is not supported; expected one of "
-            f"{', '.join(binary.DTYPES)} (converted to FP32)",
-        )
-    if (
-        type(shape) is not list
-        or len(shape) != 2
-        or type(shape[0]) is not int
-        or type(shape[1]) is not int
-        or shape[0] < 0
-        or shape[1] != n
-    ):
-        raise ApiError(400, f"input {name!r}: shape {preview(shape)}; expected [rows, {n}]")
-    rows = shape[0]
-    if rows == 0:
-        raise ApiError(400, f"input {name!r}: shape {shape} has no rows; expected at least one")
-    if rows > max_rows:
-        raise ApiError(
-            413,
-            f"input {name!r}: {preview(rows)} rows exceed the limit of {max_rows} per request "
-            "(--max-rows); split the batch",
-        )
-    return rows
-
-
-def check_prediction(y: np.ndarray) -> None:
-    """400 when the prediction overflowed float32 (HTTP and gRPC alike)."""
-    if not (math.isfinite(y.item()) if y.size == 1 else np.isfinite(y).all()):
-        raise ApiError(
-            400,
-            "the prediction overflows float32 for this input; send values within about ±1e38 / |weight|",
-        )
-
-
-def _float32(flat: np.ndarray) -> np.ndarray:
-    """Cast to float32; values beyond its range become ±inf (rejected by `Model.predict`)."""
-    if flat.dtype == np.float32:
-        return flat
-    if flat.size == 1:  # the common batch-1 case, without np.errstate's cost
-        return np.array(clamp_float32(flat.item()), dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return flat.astype(np.float32)
-
-
-def _json_data(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
-    if not isinstance(data, list):
-        raise ApiError(
-            400,
-            f"input {name!r}: 'data' must be a list of numbers (flat or nested), got "
-            f"{preview(data)}; or send binary_data_size with binary data",
-        )
-    try:
-        arr = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):
-        raise ApiError(
-            400,
-            f"input {name!r}: nested 'data' is not rectangular; give a flat list of "
-            f"{count} numbers or nested lists matching the shape",
-        ) from None
-    if (
-        arr.dtype.kind not in "iuf"
-        or (datatype in INTEGER_TYPES and arr.dtype.kind == "f")
-        or any_signature.has_bool(data)
-    ):
-        kinds = "integers" if datatype in INTEGER_TYPES else "numbers"
-        raise ApiError(
-            400,
-            f"input {name!r}: 'data' {preview(data)} holds values that are not {kinds} "
-            f"for datatype {datatype}",
-        )
-    if arr.size != count:
-        raise ApiError(400, f"input {name!r}: shape needs {count} values, 'data' has {arr.size}")
-    flat = arr.reshape(-1)
-    any_signature.check_range(flat, name, datatype)
-    return flat
-
-
-def _outputs(model: Model, outputs: Any, params: dict[str, Any]) -> list[tuple[str, bool]]:
+        head, blob = binary.split(body, header_length)
+        req = parse_json_object(head, "inference request")
+    rid, params = req.get("id"), req.get("parameters", {})
+    if rid is not None and not isinstance(rid, str):
+        raise InputError(f"'id' must be a string, got {type(rid).__name__}")
+    if not isinstance(params, dict):
+        raise InputError("'parameters' must be a JSON object")
+    tensors = req.get("inputs")
+    if not isinstance(tensors, list):
+        return InferRequest(tensors)  # the engine says what the model's inputs are
+    chunks = binary.Chunks(blob)
+    inputs = []
+    for tensor in tensors:
+        if not isinstance(tensor, dict):
+            raise InputError(
+                "an input tensor must be a JSON object with name, shape, datatype and data; "
+                f"got {preview(tensor)}"
+            )
+        name = tensor.get("name")
+        tparams = tensor.get("parameters", {})
+        if not isinstance(tparams, dict):
+            raise InputError(f"input {preview(name)}: 'parameters' must be a JSON object")
+        size = tparams.get("binary_data_size")
+        raw = None
+        if size is not None:
+            if "data" in tensor:
+                raise InputError(
+                    f"input {preview(name)} has both 'data' and binary_data_size; send one of them"
+                )
+            raw = chunks.take(size, name)
+        inputs.append(Input(name, tensor.get("datatype"), tensor.get("shape"), tensor.get("data"), raw))
+    chunks.finish()
     default = params.get("binary_data_output", False)
     if not isinstance(default, bool):
-        raise ApiError(400, f"parameter binary_data_output must be true or false, got {preview(default)}")
-    if outputs is None or outputs == []:
-        return [(model.output_name, default)]
-    if not isinstance(outputs, list):
-        raise ApiError(400, f"'outputs' must be a list of {{\"name\": ...}} objects, got {preview(outputs)}")
-    chosen = []
-    for out in outputs:
-        name = out.get("name") if isinstance(out, dict) else None
-        if name != model.output_name:
-            raise ApiError(
-                400, f"unknown output {preview(name)}; the model's output is {model.output_name!r}"
-            )
-        p = out.get("parameters", {})
+        raise InputError(f"parameter binary_data_output must be true or false, got {preview(default)}")
+    requested = req.get("outputs") or []
+    if not isinstance(requested, list):
+        raise InputError(f"'outputs' must be a list of {{\"name\": ...}} objects, got {preview(requested)}")
+    pairs = []
+    for out in requested:
+        p = out.get("parameters", {}) if isinstance(out, dict) else None
         if not isinstance(p, dict):
-            raise ApiError(400, f"output {name!r}: 'parameters' must be a JSON object")
-        if p.get("classification"):
-            raise ApiError(400, "the classification extension is not supported: the model is a regression")
-        as_binary = p.get("binary_data", default)
-        if not isinstance(as_binary, bool):
-            raise ApiError(
-                400, f"output {name!r}: binary_data must be true or false, got {preview(as_binary)}"
+            raise InputError(
+                f'each of \'outputs\' must be {{"name": ..., "parameters": {{...}}}}, got {preview(out)}'
             )
-        chosen.append((name, as_binary))
-    return chosen
+        if p.get("classification"):
+            raise InputError("the classification extension is not supported")
+        pairs.append((out.get("name"), p.get("binary_data")))
+    return InferRequest(inputs, rid, pairs, default)
 
 
-def encode_response(
-    model_name: str, req: InferRequest, y: np.ndarray, version: str
-) -> tuple[bytes, dict[str, str]]:
-    """The V2 infer response for prediction `y` (float32 rows x 1), JSON or JSON + binary."""
-    outputs, buffers = [], []
-    for name, as_binary in req.outputs:
-        tensor: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(y.shape)}
-        if as_binary:
-            raw = y.astype("<f4", copy=False).tobytes()
+def encode_response(model_name: str, result: Result) -> tuple[bytes, dict[str, str]]:
+    """The V2 infer response: each requested output as JSON or binary, in its own datatype."""
+    tensors, buffers = [], []
+    for out in result.outputs:
+        arr = out.array
+        tensor: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(arr.shape)}
+        if out.binary:
+            raw = to_bytes(arr)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             buffers.append(raw)
+        elif out.values is not None:  # Python numbers: a float32 becomes the same double as below
+            tensor["data"] = out.values
         else:
-            tensor["data"] = y.reshape(-1).astype(np.float64)  # orjson writes it at C speed
-        outputs.append(tensor)
-    header: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": outputs}
-    if req.id is not None:
-        header["id"] = req.id
+            flat = arr.reshape(-1)
+            tensor["data"] = flat.astype(np.float64) if arr.dtype.kind == "f" else flat  # orjson writes numpy
+        tensors.append(tensor)
+    header: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": result.version.label,
+        "outputs": tensors,
+    }
+    if result.id is not None:
+        header["id"] = result.id
     return binary.encode(header, buffers)
 
 
@@ -269,10 +156,10 @@ def version_status(registry: Registry, name: str) -> list[dict[str, Any]]:
 
 
 class V2:
-    """The V2 route handlers over a registry."""
+    """The V2 route handlers over the engine."""
 
-    def __init__(self, registry: Registry, config: ServeConfig):
-        self.registry, self.config = registry, config
+    def __init__(self, engine: Engine, config: ServeConfig):
+        self.engine, self.registry, self.config = engine, engine.registry, config
 
     async def live(self, request: Request) -> Response:
         return json_response({"live": True})
@@ -282,7 +169,7 @@ class V2:
             waiting = [
                 f"{s.name} ({s.state.lower()})" for s in self.registry.states.values() if s.state != "READY"
             ]
-            raise ApiError(503, f"not ready: {', '.join(waiting)}")
+            raise Unavailable(f"not ready: {', '.join(waiting)}")
         return json_response({"ready": True})
 
     async def server_metadata(self, request: Request) -> Response:
@@ -298,8 +185,8 @@ class V2:
             return [
                 {
                     "name": a["name"],
-                    "datatype": any_signature.datatype(a["dtype"]),
-                    "shape": any_signature.dims(a["shape"]),
+                    "datatype": datatype(a["dtype"]),
+                    "shape": dims(a["shape"]),
                 }
                 for a in args
             ]
@@ -329,46 +216,18 @@ class V2:
 
     async def infer(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        start = time.perf_counter_ns()
-        served = self.registry.served(name, version)  # held to the end: a reload does not change it
-        model = served.model
-        if model.n_features is None:  # any other signature: serve/http/tensors.py
-            try:
-                body, header_length = await read_body(
-                    request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
-                )
-                general = any_signature.decode_v2(model, body, header_length, self.config.row_limit)
-                outputs = any_signature.run(
-                    model, general.feeds, small_checked_later=True, exact_rows=general.exact and general.rows
-                )
-                content, headers = any_signature.encode_v2(name, general, outputs, served.label)
-            except ApiError:
-                stats.fail(served.counts, start)
-                raise
-            rows = general.rows
-            self.registry.metrics.rows(name, "v2", rows)
-            stats.ok(served.counts, rows, start)
-            media = "application/octet-stream" if headers else "application/json"
-            return Response(content, media_type=media, headers=headers or None)
-        try:
-            body, header_length = await read_body(
-                request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
-            )
-            req = decode_request(model, body, header_length, self.config.row_limit)
-            try:
-                y = model.predict(req.batch)  # validates: finite float32 (rows, n)
-            except PredictInputError as exc:
-                raise ApiError(400, f"input {model.input_name!r}: {exc}") from None
-            check_prediction(y)
-        except ApiError:
-            stats.fail(served.counts, start)  # Triton's fail count, per version
-            raise
-        self.registry.metrics.rows(name, "v2", len(y))
-        stats.ok(served.counts, len(y), start)
-        content, headers = encode_response(name, req, y, served.label)
+        served = self.engine.served(name, version)  # held to the end: a reload does not change it
+        result = await self.engine.infer(served, self._decode(request), "v2")
+        content, headers = encode_response(name, result)
         if headers:
             return Response(content, media_type="application/octet-stream", headers=headers)
         return Response(content, media_type="application/json")
+
+    async def _decode(self, request: Request) -> InferRequest:
+        body, header_length = await read_body(
+            request, self.config.max_body_bytes, binary.HEADER_RAW, timeout=self.config.body_timeout
+        )
+        return decode_request(body, header_length)
 
     def routes(self) -> list[tuple[str, str, Any]]:
         """(path template, method, handler) for every V2 route."""

@@ -35,9 +35,9 @@ from oneneuron.fixes import fix
 from oneneuron.fsio import Root
 from oneneuron.manifest import require_generation
 from oneneuron.schema import MANIFEST, ArtifactEntry, Manifest
-from serve.http.httpio import ApiError, preview
-from serve.http.metrics import Metrics
-from serve.http.stats import new_counts
+from serve.engine.errors import NotFound, Unavailable, preview
+from serve.engine.metrics import Metrics
+from serve.engine.stats import new_counts
 from serve.loader import LoadOptions, Model, load_entry
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Version:
     model: Model | None = None
     error: str | None = None
     label: str = ""  # str(number): what responses carry as model_version
-    counts: list[int] = field(default_factory=new_counts)  # serve.http.stats: Triton's statistics
+    counts: list[int] = field(default_factory=new_counts)  # serve.engine.stats: Triton's statistics
 
     def __post_init__(self) -> None:
         self.label = str(self.number)
@@ -158,15 +158,13 @@ class Registry:
         """The named model's state; 404 for an unknown model or version."""
         state = self.states.get(name)
         if state is None:
-            raise ApiError(404, f"unknown model {preview(name)}; this server serves {', '.join(self.states)}")
+            raise NotFound(f"unknown model {preview(name)}; this server serves {', '.join(self.states)}")
         if version is not None and state.unloaded and VERSION_LABEL.fullmatch(version):
-            raise ApiError(
-                503,
+            raise Unavailable(
                 f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load",
             )
         if version is not None and self._version(state, version) is None:
-            raise ApiError(
-                404,
+            raise NotFound(
                 f"model {name!r} has no version {preview(version)}; available versions: "
                 f"{', '.join(v.label for v in state.versions.values()) or 'none'}",
             )
@@ -185,8 +183,7 @@ class Registry:
         state = self.state(name, version)
         chosen = state.default if version is None else self._version(state, version)
         if chosen is None or chosen.model is None:
-            raise ApiError(
-                503,
+            raise Unavailable(
                 (chosen.error if chosen is not None else state.error)
                 or f"model {name!r} is still loading; retry when GET /v2/models/{name}/ready returns 200",
             )
@@ -234,7 +231,7 @@ class Registry:
             self.manifest = manifest
             wanted = {e.model: manifest.versions(e.model) for e in manifest.entries("onnx")}
             if only is not None and only not in wanted:
-                raise ApiError(404, f"unknown model {preview(only)}: {MANIFEST} does not list it")
+                raise NotFound(f"unknown model {preview(only)}: {MANIFEST} does not list it")
             states = dict(self.states)  # copy on write: request handlers iterate self.states
             for name in [only] if only is not None else sorted(set(wanted) | set(states)):
                 state = states.get(name)
