@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import numpy as np
 
-# numpy name, V2 datatype, TF Serving dtype, gRPC typed contents field (None: raw bytes only)
-TABLE = (
-    ("bool", "BOOL", "DT_BOOL", "bool_contents"),
-    ("int8", "INT8", "DT_INT8", "int_contents"),
-    ("int16", "INT16", "DT_INT16", "int_contents"),
-    ("int32", "INT32", "DT_INT32", "int_contents"),
-    ("int64", "INT64", "DT_INT64", "int64_contents"),
-    ("uint8", "UINT8", "DT_UINT8", "uint_contents"),
-    ("uint16", "UINT16", "DT_UINT16", "uint_contents"),
-    ("uint32", "UINT32", "DT_UINT32", "uint_contents"),
-    ("uint64", "UINT64", "DT_UINT64", "uint64_contents"),
-    ("float16", "FP16", "DT_HALF", None),
-    ("float32", "FP32", "DT_FLOAT", "fp32_contents"),
-    ("float64", "FP64", "DT_DOUBLE", "fp64_contents"),
-)
+from oneneuron.dtypes import DTYPES as CONTRACT_DTYPES
+
+# gRPC `InferTensorContents` field per V2 datatype (None: raw bytes only); the rest of each row is
+# the shared contract's (oneneuron/dtypes.py, which Node and the page read too)
+_FIELDS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+# numpy name, V2 datatype, TF Serving dtype, gRPC typed contents field, for every served dtype
+TABLE = tuple((d.name, d.v2, d.tf, _FIELDS.get(d.v2)) for d in CONTRACT_DTYPES)
 V2_TYPES = {numpy: v2 for numpy, v2, _, _ in TABLE}  # numpy dtype name -> V2 datatype
 TF_TYPES = {numpy: tf for numpy, _, tf, _ in TABLE}  # numpy dtype name -> TF Serving dtype
 TYPED_FIELDS = {v2: field for _, v2, _, field in TABLE if field}  # V2 datatype -> gRPC contents field
