@@ -128,7 +128,7 @@ class Model:
         else:
             self._as_dict = lambda outs: dict(zip(names, outs, strict=True))
         self._run = _direct_run(self._session)
-        # Values other modules derive from this model once (serve/http/tensors.py: its tensor specs),
+        # Values other modules derive from this model once (serve/engine/tensors.py: its tensor specs),
         # kept here rather than in a side table keyed by the model: one dict lookup per request.
         self.derived: dict[str, Any] = {}
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -297,7 +297,7 @@ class Model:
         return dict(zip(self._run_outputs, outputs, strict=True))
 
     def run_exact(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        """`run` for feeds a decoder has already made exact (serve/http/tensors.py's plain V2
+        """`run` for feeds a decoder has already made exact (serve/engine/tensors.py's plain V2
         request): every input named once, of its own dtype and static dims, `rows` rows each,
         floats finite. Only the outputs' rows are checked here; anything unexpected goes through
         `run`, which checks everything and says what is wrong."""

@@ -100,9 +100,9 @@ def test_sign_key_commits_a_variant_that_verifies(models, signing_keys, tmp_path
 
     from export.sign import sign_artifacts
     from serve import load
+    from serve.engine.registry import Registry
     from serve.http.app import create_app
     from serve.http.config import ServeConfig
-    from serve.http.registry import Registry
     from tests.serve_app import CheckedClient
 
     artifacts = copy_artifacts(models / "artifacts", tmp_path / "artifacts")
