@@ -126,10 +126,13 @@ def binary_rows(artifacts: Path, quick: bool = False) -> list[Row]:
                 got = subjects[name]()
                 for k, v in want.items():
                     np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-6, err_msg=f"{name}: output {k}")
-            timed = {
-                name: _versus(fn, lambda: bare.run(names, feeds), per_sample, reps)
-                for name, fn in subjects.items()
-            }
+            timed = {}
+            for name, fn in subjects.items():
+                # http.client does not reconnect by itself when the server has closed an idle
+                # connection (uvicorn's keep-alive timeout, 5 s, passes while another subject runs):
+                # each subject starts on a fresh one, opened by its untimed warm-up sample
+                conn.close()
+                timed[name] = _versus(fn, lambda: bare.run(names, feeds), per_sample, reps)
             conn.close()
     finally:
         stop_server(proc)
