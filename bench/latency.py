@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from bench import architectures
 from bench._core import Row, interleave
 from bench.mlp_artifacts import example_row, mlp_artifacts
 from bench.two_input_artifacts import example_feeds, onnx_path, two_input_artifacts
@@ -67,6 +68,7 @@ def run(artifacts: Path, quick: bool = False) -> list[Row]:
     rows.append(Row("4 latency b=1", "numpy x*w+b (floor)", "bare InferenceSession.run", "us/call", s, base))
     rows += mlp_rows(artifacts.parent / "mlp", calls, reps, quick)
     rows += two_input_rows(artifacts.parent / "two_input", calls, reps)
+    rows += architecture_rows(artifacts.parent / "architectures", quick)
 
     import torch
 
@@ -150,3 +152,73 @@ def two_input_rows(artifacts: Path, calls: int, reps: int) -> list[Row]:
             target_ratio=1.1,
         )
     ]
+
+
+# (seconds of calls per sample, samples) of the architectures' rows for the full run and --quick:
+# short samples, many of them, so that load drifting on a shared machine hits both sides alike
+ARCH_TIMING = {False: (0.05, 31), True: (0.02, 3)}
+
+
+def calls_for(fn, seconds: float) -> int:
+    """How many calls of `fn` fill about `seconds` (at least 3), from the fastest of 3 timed calls."""
+    fastest = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        fn()
+        fastest = min(fastest, time.perf_counter() - start)
+    return max(3, round(seconds / fastest))
+
+
+def bare_session(path: Path) -> ort.InferenceSession:
+    """A plain session on `path` with the loader's options (serve/model.py: 1 intra-op thread by
+    default, 1 inter-op thread, the CPU provider)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def architecture_rows(artifacts: Path, quick: bool = False) -> list[Row]:
+    """The loader's `run` per call vs a bare session's, on the CNN and the transformer at batch 1 and 8
+    (issue 20: <= 1.05x). Both return every output; the outputs are compared once before timing."""
+    artifacts = architectures.architecture_artifacts(artifacts)
+    seconds, reps = ARCH_TIMING[quick]
+    rows = []
+    for name in architectures.MODELS:
+        model = load(name, artifacts)
+        bare = bare_session(architectures.onnx_path(artifacts, name))
+        names = [o.name for o in bare.get_outputs()]
+        for batch in (1, 8):
+            feeds = architectures.example_feeds(name, batch)
+            got, want = model.run(feeds), dict(zip(names, bare.run(names, feeds), strict=True))
+            for k, v in want.items():  # the same work on both sides, or the ratio means nothing
+                np.testing.assert_array_equal(got[k], v, err_msg=f"{name} b={batch} output {k}")
+            s, base, calls = _interleave_run(model, bare, feeds, reps, seconds)
+            rows.append(
+                Row(
+                    f"4 latency {name} b={batch}",
+                    f"loader run ({name}, {_shapes(feeds)})",
+                    "bare InferenceSession.run",
+                    "us/call",
+                    s,
+                    base,
+                    target="<= 1.05x",
+                    target_ratio=1.05,
+                    extra={"calls_per_sample": calls},
+                )
+            )
+    return rows
+
+
+def _interleave_run(model, bare, feeds: dict, reps: int, seconds: float) -> tuple[list, list, int]:
+    """`model.run(feeds)` and `bare.run(every output, feeds)` per call, interleaved `reps` times, each
+    sample as many calls as fill `seconds` of the bare call; returns both series and the calls."""
+    names = [o.name for o in bare.get_outputs()]
+    calls = calls_for(lambda: bare.run(names, feeds), seconds)
+    s, base = interleave(
+        per_call(lambda: model.run(feeds), calls), per_call(lambda: bare.run(names, feeds), calls), reps
+    )
+    return s, base, calls
+
+
+def _shapes(feeds: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {'x'.join(map(str, v.shape))} {v.dtype}" for k, v in feeds.items())

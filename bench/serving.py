@@ -8,7 +8,9 @@ baseline, after a warm-up of each. Targets (issue 4): server >= 0.9x the baselin
 and p50 <= 0.5 ms at concurrency 1. Row "6 serving MLP c=1": the same at concurrency 1 for
 `--model mlp:16,16` (bench/mlp_artifacts.py; target >= 0.9x). Row "6 serving two-input c=1": the
 same for a two-input, two-output model brought in from torch (bench/two_input_artifacts.py), the
-server's any-signature path against the bare route's several-tensor one.
+server's any-signature path against the bare route's several-tensor one. Row "6 serving cnn binary
+b=1" (bench/serving_binary.py, issue 20): one V2 round trip with binary tensors for the CNN at batch 1
+against the bare onnxruntime call (<= 1.1x), with two unjudged rows saying where the time goes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import mlp_artifacts as mlp_bench
+from bench import serving_binary
 from bench import two_input_artifacts as two_input_bench
+from bench._core import format_table, not_judged
 from bench._server import answers, free_port, spawn, stop_server
 from oneneuron import cli
 from oneneuron.schema import Manifest
@@ -104,8 +108,8 @@ def _artifacts(given: Path | None, scratch: Path) -> Path:
 
 
 def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
-    """Measure the server against the bare baseline; one dict per concurrency level (and the MLP and
-    the two-input model)."""
+    """Measure the server against the bare baseline; one dict per concurrency level (and the MLP, the
+    two-input model, and the CNN's binary round trip)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not found; install it with: apt-get install -y wrk")
     timing = (1, 2, 1) if quick else (5, 5, 2)
@@ -119,6 +123,8 @@ def run(quick: bool = False, artifacts: Path | None = None) -> list[dict]:
         rows += compare(
             two, two_input_bench.MODEL, two_input_bench.BODY, (1,), timing, tmp, "6 serving two-input"
         )
+        # the CNN row 4 exported in this process, if it ran (bench/architectures.py), else one here
+        rows += [r.to_json() for r in serving_binary.binary_rows(tmp / "architectures", quick)]
     return rows
 
 
@@ -207,11 +213,15 @@ def main() -> None:
         f" {'bare p50':>9s}  target"
     )
     for r in rows:
+        if r["metric"] != "req/s":  # the binary round trip's rows: us per call, as python -m bench shows them
+            continue
         print(
             f"{r['row']:14s} {r['subject_median']:13.0f} {r['baseline_median']:11.0f} {r['ratio']:6.3f} "
             f"{r['p50_ms']:7.3f} {r['p99_ms']:7.3f} {r['baseline_p50_ms']:9.3f}  "
             + ("[quick: not judged]" if args.quick else f"[{'met' if r['met'] else 'MISSED'}] {r['target']}")
         )
+    binary = [r for r in rows if r["metric"] != "req/s"]
+    print(format_table(not_judged(binary) if args.quick else binary))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -51,3 +51,37 @@ def test_optimize_rows_at_tiny_width(tmp_path):
     # the cache of brought-in models is reused by a second run (no second build)
     stamp = tmp_path / "real_width" / "widths.json"
     assert stamp.is_file() and (tmp_path / "real_width" / "artifacts" / "manifest.json").is_file()
+
+
+def test_architecture_rows_at_quick_sizes(architectures_dir):
+    """Issue 20's rows (bench/latency.py `architecture_rows`, bench/serving_binary.py): the loader's
+    `run` against a bare session on the CNN and the transformer at batch 1 and 8, and a real
+    `python -m serve` answering V2 binary-tensor requests for the CNN, each with its target, on the
+    suite's own exports (bench/architectures.py builds them for both). No timing assertions."""
+    from bench import latency, serving_binary
+
+    artifacts = architectures_dir / "artifacts"
+    rows = [r.to_json() for r in latency.architecture_rows(artifacts, quick=True)]
+    assert [r["row"] for r in rows] == [
+        "4 latency cnn b=1",
+        "4 latency cnn b=8",
+        "4 latency transformer b=1",
+        "4 latency transformer b=8",
+    ]
+    assert all(r["target"] == "<= 1.05x" and r["met"] in (True, False) for r in rows)
+    assert "image 8x3x96x96 float32" in rows[1]["subject"] and "input_ids 8x16 int64" in rows[3]["subject"]
+    assert all(len(r["subject_values"]) == len(r["baseline_values"]) == 3 for r in rows)
+    assert all(r["extra"]["calls_per_sample"] >= 3 and r["ratio"] > 0 for r in rows)
+
+    served = [r.to_json() for r in serving_binary.binary_rows(artifacts, quick=True)]
+    assert [r["row"] for r in served] == [
+        "6 serving cnn binary b=1",
+        "6 serving cnn binary b=1 stdlib client",
+        "6 serving cnn GET ready",
+    ]
+    assert served[0]["target"] == "<= 1.1x" and served[0]["met"] in (True, False)
+    assert [r["met"] for r in served[1:]] == [None, None]  # where the time goes: not judged
+    for r in served:
+        assert r["subject_values"] and r["baseline_values"] and r["ratio"] > 0
+        assert r["extra"]["calls_per_sample"] == serving_binary.TIMING[True][0]
+        assert r["extra"]["p50_us"] > 0 and r["extra"]["baseline_p50_us"] > 0
