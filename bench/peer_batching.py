@@ -187,7 +187,12 @@ def run(
                 logger.info("%s, repetition %d/%d: %s", name, rep + 1, reps, column)
                 server_name, options = CONFIGS[column]
                 server = command(server_name, bins, served, scratch, options)
-                samples[column].append(measure(server, seconds, script, name))
+                try:
+                    samples[column].append(measure(server, seconds, script, name))
+                except (RuntimeError, httpx.HTTPError, subprocess.SubprocessError) as exc:
+                    # a server that does not start, or breaks under load, is a result, not the end
+                    logger.warning("%s on %s: %s", column, name, str(exc)[:500])
+                    samples[column].append({c: {"rps": None, "errors": str(exc)[:500]} for c in CONNECTIONS})
         medians = {column: _medians(rows) for column, rows in samples.items()}
         bare = {}
         for c, got in medians.get("ours_batching", {}).items():
@@ -202,7 +207,7 @@ def run(
 def _medians(rows: list[dict]) -> dict:
     out: dict = {}
     for c in rows[0]:
-        keys = [k for k in rows[0][c] if k != "errors"]
+        keys = sorted({k for r in rows for k in r[c] if k != "errors"})
         out[c] = {
             k: statistics.median(v) if (v := [r[c][k] for r in rows if r[c].get(k) is not None]) else None
             for k in keys

@@ -180,6 +180,11 @@ def models_table(result: dict, labels: dict[str, str]) -> str:
         f"{labels[col]} {r['health_p99_ms']:,.1f} ms" for col, r in probed.items() if r.get("health_p99_ms")
     ]
     lines.append(f"\n/v2/health/ready p99 while the {model} runs at c={c}: " + ", ".join(health))
+    for name, got in result["models"].items():  # what wrk or a server reported as failed
+        for col, per_c in got["medians"].items():
+            for conc, r in per_c.items():
+                if r.get("errors"):
+                    lines.append(f"errors, {name} c={conc}, {labels[col]}: {'; '.join(r['errors'])[:300]}")
     for key, t in result["targets"].items():
         verdict = {None: "not available", True: "met", False: "MISSED"}[t["met"]]
         figure = f"{t['value_ms']:.1f} ms" if "value_ms" in t and t["value_ms"] is not None else ""
