@@ -2,9 +2,10 @@
 
 A grpc.aio server on uvloop (as `python -m serve` runs gRPC) whose `ModelInfer` returns one
 canned `ModelInferResponse` (the answer `keras_linear` gives for x = 10) without reading the
-request or running anything. bench/peers.py drives it with the same tritonclient.grpc client as
-the servers it compares: what it reaches is what that client can send on this machine, so a
-server's gRPC req/s can be read against it.
+request or running anything; it counts its answers and reports them as `ModelStatistics`' success
+count (how bench/grpc_h2load.py verifies h2load's answers). bench/peers.py drives it with the same
+clients (tritonclient.grpc, h2load) as the servers it compares: what it reaches is what that
+client can send on this machine, so a server's gRPC req/s can be read against it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Canned(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[out],
             raw_output_contents=[np.array([[18.981693]], "<f4").tobytes()],
         )
+        self.answered = 0  # ModelInfer calls answered (one event loop: no lock)
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
@@ -40,7 +42,15 @@ class Canned(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=True)
 
     async def ModelInfer(self, request, context):
+        self.answered += 1
         return self.response
+
+    async def ModelStatistics(self, request, context):
+        success = pb.StatisticDuration(count=self.answered)
+        stats = pb.ModelStatistics(
+            name="keras_linear", version="1", inference_stats=pb.InferStatistics(success=success)
+        )
+        return pb.ModelStatisticsResponse(model_stats=[stats])
 
 
 async def serve(port: int) -> None:

@@ -10,174 +10,50 @@ Each repetition starts every server fresh, in a rotating order (interleaved), an
 from spawn to the model's ready route answering 200; wrk V2 JSON batch 1 at 1 and 16 connections;
 one 100k-row request as JSON (all) and with Triton's binary tensor extension (where supported);
 tritonclient.grpc batch 1 from one client and from 16 (threads of one client process, each with
-its own channel); RSS of the server's process tree after all that.
-Medians over the repetitions; every ratio comes from this one run. Results go to
-bench/results/peers.json.
+its own channel); gRPC batch 1 with h2load at c=1 and c=16, counting only the successes the
+server's own statistics confirm (bench/grpc_h2load.py); RSS of the server's process tree after all
+that. Both gRPC clients also measure bench/grpc_ceiling.py, a servicer that does no work: the
+client's ceiling. Then the real models (bench/peer_batching.py: a wide MLP and the CNN, with and
+without batching, at c=1, 16 and 64; `--protocols-only` skips them). Medians over the
+repetitions; every ratio comes from this one run; targets and verdicts: bench/peer_table.py.
+Servers: bench/peer_servers.py. Results go to bench/results/peers.json.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench._server import answers, free_port, spawn, stop_server
+from bench import grpc_h2load, peer_batching, peer_table
+from bench._server import free_port, spawn, stop_server
+from bench.peer_servers import (
+    ORT,
+    PEERS,
+    Served,
+    Server,
+    command,
+    ensure_peer,
+    ours_flags,
+    process_tree_rss_mib,
+    running,
+)
 from bench.serving import LUA, _artifacts, wrk
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIMES = ROOT / "bench" / "peer_runtimes"
 MODEL = "keras_linear"
 ROWS = 100_000
-ORT = "onnxruntime==1.32.0"  # the same runtime as ours (requirements.txt)
-PEERS = {
-    "kserve": ("KServe 0.21.0", ["kserve==0.21.0", ORT]),
-    "mlserver": ("MLServer 1.7.1", ["mlserver==1.7.1", "uvloop<0.22", ORT]),
-}
-QUIET_LOGS = {  # per-request log lines off for the peers, as ours runs by default
-    "version": 1,
-    "disable_existing_loggers": False,
-    "loggers": {
-        name: {"level": "WARNING"} for name in ("uvicorn", "uvicorn.access", "kserve", "kserve.trace")
-    },
-}
-TARGETS = {
-    "http_c1_rps": "ours >= 2x the best peer",
-    "http_c16_rps": "ours >= 2x the best peer",
-    "grpc_rps": "ours >= 2x the best peer",
-    "grpc_c16_rps": "ours >= 2x the best peer",
-    "json_100k_ms": "ours <= the best peer",
-    "binary_100k_ms": "ours <= best peer / 10",
-    "rss_mib": "ours <= the smallest peer",
-    "ready_s": "ours <= 0.5 s",
-}
-
-
-def ensure_peer(cache: Path, name: str) -> Path:
-    """The peer's virtual environment (created and installed pinned once); returns its bin dir."""
-    label, packages = PEERS[name]
-    venv = cache / name
-    marker = venv / ".installed"
-    if marker.is_file() and marker.read_text() == "\n".join(packages):
-        return venv / "bin"
-    logger.info("installing %s into %s (pip, once)", label, venv)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", *packages],
-        check=True,
-        timeout=1800,
-    )
-    marker.write_text("\n".join(packages))
-    return venv / "bin"
-
-
-@dataclass
-class Server:
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    http: int
-    grpc: int
-    ready_path: str
-
-
-def command(name: str, bins: dict[str, Path], model: Path, scratch: Path) -> Server:
-    """How to start `name` on free ports, serving `model`."""
-    http, grpc = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(RUNTIMES)}
-    ready = f"/v2/models/{MODEL}/ready"
-    if name == "ours":
-        env["PYTHONPATH"] = str(ROOT)
-        args = ["--artifacts", str(model.parent), "--port", str(http), "--grpc-port", str(grpc)]
-        return Server(name, [sys.executable, "-m", "serve", *args], env, http, grpc, ready)
-    logs = scratch / "logging.json"
-    logs.write_text(json.dumps(QUIET_LOGS))
-    if name == "kserve":
-        args = [
-            *("--model_name", MODEL, "--model_path", str(model)),
-            *("--http_port", str(http), "--grpc_port", str(grpc)),
-            *("--enable_latency_logging", "false", "--log_config_file", str(logs)),
-        ]
-        return Server(
-            name,
-            [str(bins[name] / "python"), str(RUNTIMES / "kserve_onnx.py"), *args],
-            env,
-            http,
-            grpc,
-            ready,
-        )
-    repo = scratch / f"mlserver-{http}"
-    (repo / MODEL).mkdir(parents=True)
-    settings = {
-        "host": "127.0.0.1",
-        "http_port": http,
-        "grpc_port": grpc,
-        "metrics_port": free_port(),
-        "parallel_workers": 0,  # in-process inference, as the issue's measurements
-        "debug": False,
-        "logging_settings": str(logs),
-    }
-    (repo / "settings.json").write_text(json.dumps(settings))
-    model_settings = {
-        "name": MODEL,
-        "implementation": "mlserver_onnx.OnnxRuntime",
-        "parameters": {"uri": str(model)},
-    }
-    (repo / MODEL / "model-settings.json").write_text(json.dumps(model_settings))
-    return Server(name, [str(bins[name] / "mlserver"), "start", str(repo)], env, http, grpc, ready)
-
-
-def process_tree_rss_mib(pid: int) -> float:
-    """RSS of `pid` and its descendants (a server's workers count), MiB."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
-
-
-@contextlib.contextmanager
-def running(server: Server) -> Iterator[tuple[subprocess.Popen, float]]:
-    """Start `server`; yields (process, seconds from spawn to its model's ready route answering 200)."""
-    url = f"http://127.0.0.1:{server.http}{server.ready_path}"
-    start = time.perf_counter()
-    with httpx.Client() as client:
-        proc = spawn(
-            server.command,
-            lambda: answers(url, client=client),
-            server.name,
-            timeout=120,
-            poll=0.01,  # time to ready is measured: poll often
-            cwd=Path(tempfile.gettempdir()),
-            env=server.env,
-        )
-    try:
-        yield proc, time.perf_counter() - start
-    finally:
-        stop_server(proc)
 
 
 def big_requests(n_features: int) -> tuple[bytes, bytes, int]:
@@ -245,9 +121,19 @@ def grpc_rps(port: int, seconds: float, connections: int = 1) -> float:
     return sum(counts) / (time.perf_counter() - start)
 
 
-def measure(server: Server, seconds: int, bodies: tuple[bytes, bytes, int], script: Path) -> dict:
+def h2load_rows(port: int, body: Path, seconds: float, successes) -> dict[str, float]:
+    """gRPC with h2load at c=1 and c=16 (one stream per connection), verified by the server's own
+    count of successes (bench/grpc_h2load.py); a 1 s warm-up first."""
+    grpc_h2load.measure(port, body, 1, 1, successes)
+    runs = {c: grpc_h2load.measure(port, body, c, seconds, successes) for c in (1, 16)}
+    # h2load's 2xx and the server's count beside the verified figure, in the samples
+    return {f"h2load_c{c}_rps": got["rps"] for c, got in runs.items()} | {"h2load_runs": runs}
+
+
+def measure(server: Server, seconds: int, bodies: tuple[bytes, bytes, int], scratch: Path) -> dict:
     with running(server) as (proc, ready_s):
         infer = f"http://127.0.0.1:{server.http}/v2/models/{MODEL}/infer"
+        script = scratch / "infer.lua"
         wrk(infer, 1, 1, script)  # warm-up
         row = {"ready_s": ready_s}
         row["http_c1_rps"] = wrk(infer, 1, seconds, script)["rps"]
@@ -266,43 +152,29 @@ def measure(server: Server, seconds: int, bodies: tuple[bytes, bytes, int], scri
         )
         row["grpc_rps"] = grpc_rps(server.grpc, seconds)
         row["grpc_c16_rps"] = grpc_rps(server.grpc, seconds, 16)
+        row |= h2load_rows(server.grpc, scratch / "infer.grpc", seconds, server.successes)
         row["rss_mib"] = process_tree_rss_mib(proc.pid)
     return row
 
 
-def judge(medians: dict[str, dict]) -> dict[str, dict]:
-    """Each target: ours, the best peer's figure, the ratio, met or not."""
-    ours, peers = medians["ours"], {k: v for k, v in medians.items() if k != "ours"}
-    out = {}
-    for key, text in TARGETS.items():
-        values = {k: v[key] for k, v in peers.items() if v.get(key) is not None}
-        mine = ours.get(key)
-        if key == "ready_s":
-            out[key] = {"ours": mine, "target": text, "met": mine is not None and mine <= 0.5}
-            continue
-        if mine is None or not values:
-            out[key] = {"ours": mine, "target": text, "met": False}
-            continue
-        higher_better = key.endswith("rps")
-        best = max(values.values()) if higher_better else min(values.values())
-        ratio = mine / best if higher_better else best / mine
-        need = {"binary_100k_ms": 10.0}.get(key, 2.0 if higher_better else 1.0)
-        out[key] = {"ours": mine, "best_peer": best, "ratio": ratio, "target": text, "met": ratio >= need}
-    return out
-
-
 def run(
-    reps: int = 3, seconds: float = 3.0, artifacts: Path | None = None, cache: Path | None = None
+    reps: int = 3,
+    seconds: float = 3.0,
+    artifacts: Path | None = None,
+    cache: Path | None = None,
+    models: bool = True,
 ) -> dict:
+    """The protocol table on keras_linear (and, with `models`, bench/peer_batching.py's real models)."""
     cache = cache or Path.home() / ".cache" / "oneneuron-peers"
     bins = {name: ensure_peer(cache, name) for name in PEERS}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        model = _artifacts(artifacts, scratch / "artifacts") / f"{MODEL}.onnx"
-        script = scratch / "infer.lua"
-        script.write_text(LUA)
-        n_features = 1
-        bodies = big_requests(n_features)
+        directory = _artifacts(artifacts, scratch / "artifacts")
+        served = Served(MODEL, directory / f"{MODEL}.onnx", directory)
+        (scratch / "infer.lua").write_text(LUA)
+        x = np.array([[10.0]], np.float32)
+        (scratch / "infer.grpc").write_bytes(grpc_h2load.infer_body(MODEL, {"x": x}))
+        bodies = big_requests(n_features=1)
         names = ["ours", *PEERS]
         samples: dict[str, list[dict]] = {n: [] for n in names}
         ceiling: list[dict] = []
@@ -310,37 +182,45 @@ def run(
             order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate who goes first
             for name in order:
                 logger.info("repetition %d/%d: %s", rep + 1, reps, name)
-                row = measure(command(name, bins, model, scratch), seconds, bodies, script)
+                row = measure(command(name, bins, served, scratch), seconds, bodies, scratch)
                 samples[name].append(row)
-            ceiling.append(grpc_ceiling(seconds))
-    medians = {
-        name: {
-            key: (statistics.median(vals) if (vals := [r[key] for r in rows if r[key] is not None]) else None)
-            for key in rows[0]
-        }
-        for name, rows in samples.items()
-    }
-    return {
+            ceiling.append(grpc_ceiling(seconds, scratch / "infer.grpc"))
+        flags = ours_flags()
+        real = peer_batching.run(bins, cache, scratch, reps, seconds, flags) if models else None
+    medians = {name: _medians(rows) for name, rows in samples.items()}
+    top = _medians(ceiling)
+    result = {
         "versions": {"ours": "python -m serve", **{k: v[0] for k, v in PEERS.items()}, "onnxruntime": ORT},
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_average": os.getloadavg(),
         },
-        "settings": {"repetitions": reps, "seconds": seconds, "rows": ROWS},
+        "settings": {"repetitions": reps, "seconds": seconds, "rows": ROWS, "h2load": "-c C -m 1"},
         "medians": medians,
         "samples": samples,
-        "targets": judge(medians),
-        "grpc_client_ceiling": {
-            key: statistics.median(r[key] for r in ceiling) for key in ("grpc_rps", "grpc_c16_rps")
-        }
-        | {"samples": ceiling},
+        "targets": peer_table.judge(medians, top),
+        "grpc_client_ceiling": top | {"samples": ceiling},
+    }
+    if real is not None:
+        real["targets"] = peer_table.judge_models(real)
+        result["real_models"] = real
+    return result
+
+
+def _medians(rows: list[dict]) -> dict[str, float | None]:
+    """Each figure's median over the repetitions (details such as `h2load_runs` stay in the samples)."""
+    keys = [k for k, v in rows[0].items() if not isinstance(v, dict)]
+    return {
+        key: (statistics.median(vals) if (vals := [r[key] for r in rows if r[key] is not None]) else None)
+        for key in keys
     }
 
 
-def grpc_ceiling(seconds: float) -> dict[str, float]:
-    """The same gRPC measurements against bench/grpc_ceiling.py, which answers without any work:
-    how many requests the client itself can send here."""
+def grpc_ceiling(seconds: float, body: Path) -> dict[str, float]:
+    """The same gRPC measurements (tritonclient and h2load) against bench/grpc_ceiling.py, which
+    answers without any work: how many requests each client itself can send here."""
     import tritonclient.grpc as grpcclient
 
     port = free_port()
@@ -357,57 +237,43 @@ def grpc_ceiling(seconds: float) -> dict[str, float]:
     )
     client.close()
     try:
-        return {"grpc_rps": grpc_rps(port, seconds), "grpc_c16_rps": grpc_rps(port, seconds, 16)}
+        row = {"grpc_rps": grpc_rps(port, seconds), "grpc_c16_rps": grpc_rps(port, seconds, 16)}
+        return row | h2load_rows(port, body, seconds, lambda: grpc_h2load.grpc_stats_count(port, MODEL))
     finally:
         stop_server(proc)
 
 
 def format_table(result: dict) -> str:
-    m = result["medians"]
-    names = list(m)
-    labels = ["ours"] + [PEERS[n][0] for n in names[1:]]
-    rows = [
-        ("V2 JSON batch 1, c=1 req/s", "http_c1_rps", "{:,.0f}"),
-        ("V2 JSON batch 1, c=16 req/s", "http_c16_rps", "{:,.0f}"),
-        ("gRPC batch 1 (tritonclient), c=1 req/s", "grpc_rps", "{:,.0f}"),
-        ("gRPC batch 1 (tritonclient), c=16 req/s", "grpc_c16_rps", "{:,.0f}"),
-        ("100k-row request, JSON ms", "json_100k_ms", "{:,.1f}"),
-        ("100k-row request, binary ms", "binary_100k_ms", "{:,.1f}"),
-        ("RSS MiB", "rss_mib", "{:,.0f}"),
-        ("time to ready s", "ready_s", "{:.2f}"),
-    ]
-    lines = ["| | " + " | ".join(labels) + " | target |", "|---" * (len(labels) + 2) + "|"]
-    for title, key, fmt in rows:
-        cells = ["n/a" if m[n][key] is None else fmt.format(m[n][key]) for n in names]
-        t = result["targets"][key]
-        ratio = f" ({t['ratio']:.2f}x)" if t.get("ratio") else ""
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | {'met' if t['met'] else 'MISSED'}{ratio} |")
-    ceiling = result["grpc_client_ceiling"]
-    lines.append(
-        f"\ngRPC client ceiling (bench/grpc_ceiling.py, a servicer that answers without any work, same "
-        f"client): c=1 {ceiling['grpc_rps']:,.0f} req/s, c=16 {ceiling['grpc_c16_rps']:,.0f} req/s"
-    )
-    return "\n".join(lines)
+    labels = {"ours": "ours", **{k: v[0] for k, v in PEERS.items()}}
+    out = peer_table.protocol_table(result, labels)
+    if "real_models" in result:
+        out += "\n\nReal models, the same ONNX file on every server:\n"
+        out += peer_table.models_table(result["real_models"], peer_batching.LABELS)
+    load = " ".join(f"{v:.2f}" for v in result["machine"]["load_average"])
+    return out + f"\nload average at the end: {load}"
 
 
 def main() -> None:
     from oneneuron import cli
 
     p = cli.parser(
-        "Benchmark python -m serve against KServe and MLServer on the same ONNX model.",
+        "Benchmark python -m serve against KServe and MLServer on the same ONNX models.",
         "python -m bench.peers --reps 3",
         command="bench.peers",
     )
     p.add_argument("--reps", type=cli.positive_int, default=3, help="fresh servers per repetition")
     p.add_argument(
-        "--seconds", type=cli.positive_int, default=3, help="each wrk and gRPC run (whole seconds)"
+        "--seconds", type=cli.positive_int, default=3, help="each wrk, gRPC and h2load run (whole seconds)"
     )
     p.add_argument("--artifacts", type=Path, default=None, help="exported artifacts (default: artifacts/)")
-    p.add_argument("--cache", type=Path, default=None, help="where the peers' venvs live")
+    p.add_argument("--cache", type=Path, default=None, help="where the peers' venvs and the real models live")
+    p.add_argument(
+        "--protocols-only", action="store_true", help="skip the real models (wide MLP, CNN; batching)"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peers.json")
 
     def _main(args) -> int:
-        result = run(args.reps, args.seconds, args.artifacts, args.cache)
+        result = run(args.reps, args.seconds, args.artifacts, args.cache, not args.protocols_only)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(format_table(result))

@@ -1,6 +1,10 @@
 """Smoke test of the benchmark suite: `--quick` produces every row. No timing assertions."""
 
 import json
+import shutil
+
+import numpy as np
+import pytest
 
 from tests.conftest import run_cli
 
@@ -85,3 +89,33 @@ def test_architecture_rows_at_quick_sizes(architectures_dir):
         assert r["subject_values"] and r["baseline_values"] and r["ratio"] > 0
         assert r["extra"]["calls_per_sample"] == serving_binary.TIMING[True][0]
         assert r["extra"]["p50_us"] > 0 and r["extra"]["baseline_p50_us"] > 0
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load: apt-get install -y nghttp2-client")
+def test_h2load_grpc_frames_and_counts_only_verified_successes(exported_dir, tmp_path):
+    """bench/grpc_h2load.py (make bench-peers' gRPC rows) against a real server: 50 framed
+    ModelInferRequests all succeed by the server's own statistics; 50 for a model it does not serve
+    are HTTP 200 to h2load (gRPC's status is in the trailers) and count as no success."""
+    from bench import grpc_h2load
+    from bench._server import free_port, start_server, stop_server
+
+    x = {"x": np.array([[10.0]], np.float32)}
+    good, bad = tmp_path / "good.grpc", tmp_path / "bad.grpc"
+    good.write_bytes(grpc_h2load.infer_body("keras_linear", x))
+    bad.write_bytes(grpc_h2load.infer_body("no_such_model", x))
+    framed = good.read_bytes()  # compressed flag 0, then the message's length, 4 bytes big-endian
+    assert framed[0] == 0 and int.from_bytes(framed[1:5], "big") == len(framed) - 5
+    grpc_port = free_port()
+    proc, http_port = start_server(exported_dir, "--grpc-port", str(grpc_port))
+    try:
+
+        def successes() -> int:
+            return grpc_h2load.ours_count(http_port, "keras_linear")
+
+        ok = grpc_h2load.measure(grpc_port, good, 2, 0, successes, requests=50)
+        assert (ok["ok_2xx"], ok["counted"], ok["verified"]) == (50, 50, 50) and ok["rps"] > 0
+        refused = grpc_h2load.measure(grpc_port, bad, 2, 0, successes, requests=50)
+        assert refused["ok_2xx"] == 50 and refused["counted"] == 0 and refused["verified"] == 0
+        assert refused["rps"] == 0
+    finally:
+        stop_server(proc)

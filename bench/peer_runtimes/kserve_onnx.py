@@ -11,7 +11,8 @@ from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer,
 
 
 class OnnxModel(Model):
-    """x float32 [batch, n] -> y, in one onnxruntime session (one intra-op thread, like ours)."""
+    """The request's first tensor (float32 [batch, ...]) as the model's input -> every output, in one
+    onnxruntime session (one intra-op thread, like ours)."""
 
     def __init__(self, name: str, path: str):
         super().__init__(name)
@@ -22,18 +23,23 @@ class OnnxModel(Model):
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        first = self.session.get_inputs()[0]
+        self.input_name, self.row_shape = first.name, first.shape[1:]
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.ready = True
         return True
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
         x = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
-        y = self.session.run(None, {"x": x.reshape(-1, x.shape[-1])})[0]
+        ys = self.session.run(None, {self.input_name: x.reshape(-1, *self.row_shape)})
         binary = payload.use_binary_outputs
-        out = InferOutput(name="y", shape=list(y.shape), datatype="FP32")
-        out.set_data_from_numpy(y, binary_data=binary)
+        outs = []
+        for name, y in zip(self.output_names, ys, strict=True):
+            outs.append(InferOutput(name=name, shape=list(y.shape), datatype="FP32"))
+            outs[-1].set_data_from_numpy(y, binary_data=binary)
         return InferResponse(
             model_name=self.name,
-            infer_outputs=[out],
+            infer_outputs=outs,
             response_id=payload.id or str(uuid.uuid4()),  # the response model requires one
             from_grpc=payload.from_grpc,
             use_binary_outputs=binary,
