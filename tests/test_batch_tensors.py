@@ -186,6 +186,11 @@ def _write_bad(kind: str, path):
         want = ("row 1" if kind == "wrong-size" else "row 2", "shape (3, 64, 64), expected (3, 96, 96)")
         want = want if kind == "wrong-size" else (want[0], "ragged nested list: lengths 95 to 96 at depth 3")
         return path / "in.parquet", "image", ("--model", "cnn"), want
+    if kind == "nan":  # a value the input cannot take, at [0, 0, 5] of row 2 (a nested list)
+        x = images(3)
+        x[2, 0, 0, 5] = np.nan
+        pq.write_table(pa.table({"image": nested(x, 3)}), path / "in.parquet")
+        return path / "in.parquet", "image", ("--model", "cnn"), ("row 2", "value 5 (row-major): nan is not")
     if kind == "flat-size":  # a flattened column of the wrong size: refused before any row is read
         flat = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(200, np.float32)), 100)
         pq.write_table(pa.table({"image": flat}), path / "in.parquet")
@@ -205,7 +210,7 @@ def _write_bad(kind: str, path):
     return path / "in.csv", "input_ids", args, want
 
 
-@pytest.mark.parametrize("kind", ["wrong-size", "ragged", "flat-size", "long-csv-cell", "bad-json"])
+@pytest.mark.parametrize("kind", ["wrong-size", "ragged", "nan", "flat-size", "long-csv-cell", "bad-json"])
 def test_a_bad_cell_is_one_error_naming_file_row_and_column(artifacts, tmp_path, kind):
     source, column, args, want = _write_bad(kind, tmp_path)
     result = batch(
@@ -226,3 +231,72 @@ def test_a_bad_cell_is_one_error_naming_file_row_and_column(artifacts, tmp_path,
         assert [(s["row"], s["column"]) for s in skipped] == [(bad_row, column)] + (
             [(2, column)] if kind == "wrong-size" else []
         )
+
+
+def sequence_model_dir(directory):
+    """`seq2`: x float32 [batch, seq, 2] -> y = 2x [batch, seq, 2] (an output with a dynamic dimension)
+    and total = sum(x) [batch], with its self-test in the metadata, named in a manifest."""
+    from onnx import TensorProto, helper
+
+    from oneneuron.schema import Signature
+    from tests.manifest_helpers import onnx_entry, spec, write_manifest
+
+    directory.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "two"], ["y"]),
+            helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
+        ],
+        "seq2",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 2])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 2]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"]),
+        ],
+        initializer=[
+            helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+            helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    selftest = {"inputs": {"x": [[[1.0, 2.0]]]}, "outputs": {"y": [[[2.0, 4.0]]], "total": [3.0]}}
+    helper.set_model_props(
+        model, {"model": "seq2", "selftest": json.dumps(selftest | {"atol": 0, "rtol": 0})}
+    )
+    (directory / "seq2.onnx").write_bytes(model.SerializeToString())
+    outputs = (spec("y", "float32", "batch", "seq", 2), spec("total", "float32", "batch"))
+    signature = Signature((spec("x", "float32", "batch", "seq", 2),), outputs)
+    write_manifest(directory, [onnx_entry(directory, "seq2", signature)])
+    return directory
+
+
+def test_outputs_with_a_dynamic_dimension_come_back_as_nested_lists_in_input_order(tmp_path):
+    """Rows of 1 and 3 steps, interleaved: `y` [batch, seq, 2] differs in shape between the two groups,
+    and is written as list<list<float>> (Parquet) or JSON text (CSV), each row its own shape."""
+    art = sequence_model_dir(tmp_path / "art")
+    rows = [[[1.0, 2.0]], [[1.0, -1.0], [0.5, 0.25], [3.0, 4.0]], [[-2.0, 8.0]], [[0.0, 1.0]] * 3]
+    pq.write_table(pa.table({"x": nested(rows, 2)}), tmp_path / "in.parquet")
+    pacsv.write_csv(pa.table({"x": [json.dumps(r) for r in rows]}), tmp_path / "in.csv")
+    for source, fmt in (("in.parquet", "parquet"), ("in.csv", "csv")):
+        out = tmp_path / f"out-{source}"
+        args = ("--model", "seq2", "--artifacts", str(art), "--format", fmt, "--keep", "")
+        result = batch(*args, "--input", str(tmp_path / source), "--output", str(out))
+        assert result.returncode == 0, result.stderr
+        table = read_output(out)
+        y = table["y"].to_pylist()
+        if fmt == "csv":
+            assert table.schema.field("y").type == pa.string()
+            y = [json.loads(cell) for cell in y]
+        else:
+            assert table.schema.field("y").type == pa.list_(pa.list_(pa.float32()))
+        assert y == [(2 * np.asarray(r)).tolist() for r in rows]
+        assert table["total"].to_pylist() == [float(np.sum(r)) for r in rows]
+
+
+def test_a_static_output_of_rank_three_is_nested_fixed_size_lists():
+    from serve.batch.tensors import to_arrow, to_json
+
+    y = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    arr = to_arrow(y, (2, 3))
+    assert arr.type == pa.list_(pa.list_(pa.float32(), 3), 2) and arr.to_pylist() == y.tolist()
+    assert [json.loads(cell) for cell in to_json(arr).to_pylist()] == y.tolist()

@@ -115,7 +115,10 @@ def parse(
                 reasons[int(r)] = f"ragged nested list: lengths {low[r]} to {high[r]} at depth {k + 1}"
             bad[ragged] = True
             shapes[:, k] = low
-        owner = np.repeat(owner, lens)
+        if k == depth - 1:  # values per row: no owner array as long as the values themselves
+            sizes = np.bincount(owner, weights=lens, minlength=rows).astype(np.int64)
+        else:
+            owner = np.repeat(owner, lens)
         level = level.flatten()
     if depth != len(dims):  # one flat list per row for a static shape: its length is the whole size
         whole = shapes[:, 0] == math.prod(dims)
@@ -135,23 +138,23 @@ def parse(
             np.flatnonzero(wrong),
             lambda r: f"shape {shape_text(shapes[r])}, expected {shape_text(dims)}",
         )
-    counts = np.bincount(owner, minlength=rows)
-    return _leaf(level, (np.cumsum(counts) - counts, owner), shapes, dtype, bad, reasons, parse_leaf)
+    return _leaf(level, np.cumsum(sizes) - sizes, shapes, dtype, bad, reasons, parse_leaf)
 
 
-def _leaf(level, where, shapes, dtype, bad, reasons, parse_leaf) -> Cells:
+def _leaf(level, starts, shapes, dtype, bad, reasons, parse_leaf) -> Cells:
     """Parse the leaf values; a row with a bad value is bad (its first one named)."""
     values, bad_values, why = parse_leaf(level, dtype)
     if bad_values.any():
         at = np.flatnonzero(bad_values)
         size = max(math.prod(shapes[0]), 1) if len(shapes) else 1
-        rows = at // size if where is None else where[1][at]
-        starts = rows * size if where is None else where[0][rows]
-        for r, i, text in zip(rows.tolist(), (at - starts).tolist(), why, strict=True):
+        # the row of each bad value: the last row starting at or before it (empty rows start there too)
+        rows = at // size if starts is None else np.searchsorted(starts, at, side="right") - 1
+        first = rows * size if starts is None else starts[rows]
+        for r, i, text in zip(rows.tolist(), (at - first).tolist(), why, strict=True):
             if not bad[r]:
                 bad[r] = True
                 reasons[r] = f"value {i} (row-major): {text}"
-    return Cells(values, shapes, None if where is None else where[0], bad, reasons)
+    return Cells(values, shapes, starts, bad, reasons)
 
 
 def _fixed(arr: pa.Array, dims: tuple) -> pa.Array | None:
