@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,11 @@ def two_io_model_dir(directory: Path) -> Path:
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    helper.set_model_props(model, {"model": "two_io"})
+    # its self-test, as an exporter writes it for any signature (serve/selftest.py): 1.5 - 4 + 3
+    selftest = {"inputs": {"a": [[1.0, 2.0]], "b": [[3]]}, "outputs": {"s": [[0.5]], "v": [[2.0, 4.0]]}}
+    helper.set_model_props(
+        model, {"model": "two_io", "selftest": json.dumps(selftest | {"atol": 0, "rtol": 0})}
+    )
     onnx.checker.check_model(model)
     data = model.SerializeToString()
     (directory / "two_io.onnx").write_bytes(data)
@@ -66,10 +71,13 @@ def read_output(directory: Path) -> pa.Table:
 
 def one_input_model_bytes(dtype: str = "float32", scale: float | None = 2.0) -> bytes:
     """`x` [N, 1] of `dtype` -> `y`: x * scale (float32, with its own self-test in the metadata,
-    as an exporter writes it), or x itself when `scale` is None (any dtype, no self-test)."""
+    as an exporter writes it), or x itself when `scale` is None (any dtype, the general self-test)."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     if scale is None:
-        nodes, inits, out, props = [helper.make_node("Identity", ["x"], ["y"])], [], elem, {}
+        one = [[True]] if dtype == "bool" else [[1]]
+        selftest = {"inputs": {"x": one}, "outputs": {"y": [[1]]}, "atol": 0, "rtol": 0}
+        nodes, inits, out = [helper.make_node("Identity", ["x"], ["y"])], [], elem
+        props = {"selftest": json.dumps(selftest)}
     else:
         nodes = [helper.make_node("Mul", ["x", "w"], ["y"])]
         inits, out = [helper.make_tensor("w", TensorProto.FLOAT, [1, 1], [scale])], TensorProto.FLOAT

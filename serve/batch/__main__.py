@@ -3,6 +3,12 @@
 Local by default (one streaming process); `--scheduler tls://HOST:PORT` (with the cluster's CA and
 a client certificate) runs the same job on a Dask cluster, `--workers N` on a local one that
 speaks TLS with a throwaway CA. See README "Batch scoring" and docs/batch.md.
+
+Inputs of any shape: an input [rows] or [rows, n] reads one column per value; any other (an image
+[rows, 3, 96, 96], token ids [rows, seq]) reads one column holding each row's tensor as nested
+lists (Parquet list / fixed_size_list, CSV JSON text). Rows whose sequences differ in length (a
+dimension the model declares dynamic) are grouped by length within each batch, each group run as
+one batch, the output in input order: nothing is padded.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from oneneuron import cli
 from oneneuron.errors import InputError
 from serve.batch import parts
 from serve.batch.cluster import TLS_FLAGS, ClusterConfig, run_cluster
-from serve.batch.job import FORMATS, ON_ERROR, PART_ROWS, BatchJob, parse_map, plan
+from serve.batch.job import FORMATS, MAX_CELL_CHARS, ON_ERROR, PART_ROWS, BatchJob, parse_map, plan
 from serve.batch.local import run_local
 from serve.batch.score import check_types
 from serve.batch.source import column_types, resolve_inputs
@@ -41,16 +47,27 @@ def build_parser():
         action="append",
         default=[],
         metavar="INPUT=COL[,COL...]",
-        help="feed model input INPUT from these columns (repeat per input)",
+        help="feed model input INPUT from these columns (repeat per input); an input of rank above 2 "
+        "or with a dynamic dimension (images, sequences) from one column of nested lists",
     )
     p.add_argument(
-        "--batch-rows", type=cli.positive_int, default=65536, help="rows per model run and row group (memory)"
+        "--batch-rows",
+        type=cli.positive_int,
+        default=65536,
+        help="rows per model run and row group (memory); rows whose tensors differ in a dynamic "
+        "dimension (sequences of different lengths) run as one batch per length, nothing padded",
     )
     p.add_argument(
         "--part-rows",
         type=cli.positive_int,
         default=PART_ROWS,
         help="rows per output part: the unit of --resume and of Dask tasks (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-cell-chars",
+        type=cli.positive_int,
+        default=MAX_CELL_CHARS,
+        help="CSV: a tensor cell (JSON nested lists) longer than this is a bad cell",
     )
     p.add_argument("--threads", type=cli.positive_int, default=1, help="onnxruntime intra-op threads")
     p.add_argument(
@@ -124,9 +141,11 @@ def make_job(args) -> tuple[BatchJob, VerifiedModel]:
         part_rows=args.part_rows,
         on_error=args.on_error,
         threads=args.threads,
+        max_cell_chars=args.max_cell_chars,
         signed_by=verified.signed_by,
         variant_of=variant.parent if variant is not None else None,
         variant_method=variant.method if variant is not None else None,
+        selftest_rows=verified.selftest_rows,
     )
     return job, verified
 

@@ -114,7 +114,9 @@ def worker_model(model_bytes: bytes, job: BatchJob) -> Model:
     if model is not None:
         return model
     check_bytes(model_bytes, job.model_sha256, job.signed_by, f"{job.model_path} (on a Dask worker)")
-    model = session(model_bytes, job.model_sha256, job.model_path, job.threads, job.selftest)
+    model = session(
+        model_bytes, job.model_sha256, job.model_path, job.threads, job.selftest, job.selftest_rows
+    )
     _SESSIONS[job.model_sha256] = model
     return model
 
@@ -210,9 +212,10 @@ def run_cluster(
         if on_ready is not None:
             on_ready(address, security)
         shared = client.scatter(model_bytes, broadcast=True, hash=False)
+        shared_job = client.scatter(job, broadcast=True, hash=False)  # with its self-test rows: once
         tasks = partitions(job)
         futures = [
-            client.submit(score_partition, shared, job, i, first, stop, pure=False, retries=2)
+            client.submit(score_partition, shared, shared_job, i, first, stop, pure=False, retries=2)
             for i, first, stop in tasks
         ]
         metas, rows, by_worker = [], {}, {}

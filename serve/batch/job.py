@@ -1,14 +1,17 @@
 """What a batch job is: the frozen `BatchJob` and the column plan checked against the model.
 
-`plan(...)` maps the model's inputs to input columns (by name, `name_0..name_{n-1}` for an
-input of width n, or `--map input=col1,col2`) and its outputs to output columns, and refuses
-any mismatch before a row is read.
+`plan(...)` maps the model's inputs to input columns and its outputs to output columns, and
+refuses any mismatch before a row is read. An input of shape [rows] or [rows, n] reads one column
+per value (the column of its name when n is 1, `name_0..name_{n-1}`, or `--map input=col1,col2`);
+any other input (an image [rows, 3, 96, 96], a sequence [rows, seq]) reads one *tensor column*
+(the column of its name, or `--map input=col`) holding each row's tensor as nested lists
+(serve/batch/tensors.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oneneuron.errors import InputError
@@ -16,22 +19,35 @@ from oneneuron.errors import InputError
 FORMATS = ("parquet", "csv")
 ON_ERROR = ("fail", "skip")
 PART_ROWS = 1 << 20  # 16 batches of the default 65,536 rows: ~20 parts for 20M rows, not ~300
+# a CSV cell holding a tensor as JSON text longer than this is a bad cell (--max-cell-chars): 4 MiB
+# holds a 3x224x224 float image printed with 8 significant digits (~1.6 MB)
+MAX_CELL_CHARS = 1 << 22
 
 
 @dataclass(frozen=True)
 class ModelInput:
-    """One model input fed from `columns` (in order) as `dtype`, shape [rows] or [rows, width]."""
+    """One model input fed from `columns` (in order) as `dtype`: shape [rows] or [rows, width] from
+    one column per value, or (`tensor`) any shape from one column of nested lists."""
 
     name: str
     dtype: str
     columns: tuple[str, ...]
     flat: bool  # the input is 1-D: [rows]
+    dims: tuple[int | None, ...] = ()  # the shape of one row (None: a dimension the model leaves dynamic)
+    tensor: bool = False  # one column holding each row's tensor (nested lists; CSV: JSON text)
 
 
 @dataclass(frozen=True)
 class ModelOutput:
     name: str
     width: int | None  # values per row; None when the model leaves it dynamic
+    dims: tuple[int | None, ...] = (1,)  # the shape of one row, as the model declares it
+    dtype: str = "float32"
+
+    @property
+    def tensor(self) -> bool:
+        """Written as one nested-list column (CSV: JSON text): any rank above 2, or a dynamic dim."""
+        return len(self.dims) > 1 or self.width is None
 
 
 @dataclass(frozen=True)
@@ -66,18 +82,23 @@ class BatchJob:
     on_error: str = "fail"
     threads: int = 1
     selftest: bool = True
+    max_cell_chars: int = MAX_CELL_CHARS  # a longer CSV cell of a tensor column is a bad cell
     signed_by: str | None = None  # --trust-key: the key's fingerprint; model_sha256 is the signed digest
     variant_of: str | None = None  # the model is a variant (export.optimize, N.int8) of this parent
     variant_method: str | None = None  # and was made so (int8-dynamic, int8-static, fp16, graph-opt)
+    # the probe rows the model's self-test runs on when they are not embedded in its metadata, read
+    # and checked by the job (serve/batch/verify.py): Dask workers have no artifacts directory
+    selftest_rows: tuple | None = field(default=None, repr=False, compare=False)
 
     def identity(self) -> dict:
         """The fields a resumed run must match (not threads or where the work runs)."""
-        return {
+        tensors = any(i.tensor for i in self.plan.inputs)
+        return ({"max_cell_chars": self.max_cell_chars} if tensors else {}) | {
             "model_sha256": self.model_sha256,
             "inputs": [f.identity() for f in self.files],
             "plan": {
-                "inputs": [vars(i) | {"columns": list(i.columns)} for i in self.plan.inputs],
-                "outputs": [vars(o) for o in self.plan.outputs],
+                "inputs": [_plain(vars(i)) for i in self.plan.inputs],
+                "outputs": [_plain(vars(o)) for o in self.plan.outputs],
                 "keep": list(self.plan.keep),
             },
             "format": self.fmt,
@@ -85,6 +106,11 @@ class BatchJob:
             "part_rows": self.part_rows,
             "on_error": self.on_error,
         }
+
+
+def _plain(fields: dict) -> dict:
+    """A plan entry as JSON has it (tuples as lists), so a resumed job compares equal."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
 
 def parse_map(items: list[str]) -> dict[str, tuple[str, ...]]:
@@ -109,35 +135,12 @@ def plan(
     unknown = sorted(set(mapping) - set(names))
     if unknown:
         raise InputError(f"--map names {unknown}, which the model does not have; its inputs are {names}")
-    inputs = []
-    for spec in signature["inputs"]:
-        name, shape = spec["name"], spec["shape"]
-        if len(shape) not in (1, 2) or (len(shape) == 2 and not isinstance(shape[1], int)):
-            raise InputError(
-                f"model input {name!r} has shape {shape}; batch scoring feeds [rows] or [rows, n] inputs "
-                "from columns"
-            )
-        width = 1 if len(shape) == 1 else shape[1]
-        if name in mapping:
-            cols = mapping[name]
-        elif width == 1 and name in columns:
-            cols = (name,)
-        else:
-            cols = tuple(f"{name}_{i}" for i in range(width))
-        missing = [c for c in cols if c not in columns]
-        if missing or len(cols) != width:
-            raise InputError(
-                f"model input {name!r} needs {width} column(s); "
-                + (f"columns {missing} are not in the input" if missing else f"--map gives {len(cols)}")
-                + f" (input columns: {_preview(columns)}); pass --map {name}="
-                + ",".join(f"COL{i}" for i in range(width))
-            )
-        inputs.append(ModelInput(name, spec["dtype"], cols, len(shape) == 1))
+    inputs = [_model_input(spec, columns, mapping.get(spec["name"])) for spec in signature["inputs"]]
     outputs = []
     for spec in signature["outputs"]:
-        dims = spec["shape"][1:]
+        dims = tuple(spec["shape"][1:])
         width = math.prod(dims) if all(isinstance(d, int) for d in dims) else None
-        outputs.append(ModelOutput(spec["name"], width))
+        outputs.append(ModelOutput(spec["name"], width, dims, spec["dtype"]))
     if keep is None:
         keep = list(columns)
     else:
@@ -154,12 +157,63 @@ def plan(
     return Plan(tuple(inputs), tuple(outputs), tuple(keep))
 
 
+def _model_input(spec: dict, columns: list[str], mapped: tuple[str, ...] | None) -> ModelInput:
+    """Which column(s) feed one model input; InputError naming the fix when they are not there."""
+    name, shape = spec["name"], spec["shape"]
+    dims = tuple(shape[1:])
+    width = 1 if not dims else dims[0] if len(dims) == 1 and isinstance(dims[0], int) else None
+    if width is not None:  # [rows] or [rows, n]: one column per value, or one list column `name`
+        if mapped is not None:
+            cols = mapped
+        elif width == 1 and name in columns:
+            cols = (name,)
+        else:
+            cols = tuple(f"{name}_{i}" for i in range(width))
+            if width > 1 and name in columns and not any(c in columns for c in cols):
+                cols = (name,)  # a list column of n values per row
+        if len(cols) == 1 and width > 1:
+            return _tensor_input(spec, cols, columns)
+        missing = [c for c in cols if c not in columns]
+        if missing or len(cols) != width:
+            raise InputError(
+                f"model input {name!r} needs {width} column(s); "
+                + (f"columns {missing} are not in the input" if missing else f"--map gives {len(cols)}")
+                + f" (input columns: {_preview(columns)}); pass --map {name}="
+                + ",".join(f"COL{i}" for i in range(width))
+                + f" (or --map {name}=COLUMN, a column of {width}-value lists)"
+            )
+        return ModelInput(name, spec["dtype"], cols, len(shape) == 1, dims)
+    if mapped is not None and len(mapped) != 1:
+        raise InputError(
+            f"model input {name!r} takes a tensor of shape {shape_text(dims)} per row, from one column; "
+            f"--map gives {len(mapped)} ({', '.join(mapped)}): pass --map {name}=COLUMN"
+        )
+    return _tensor_input(spec, mapped or (name,), columns)
+
+
+def _tensor_input(spec: dict, cols: tuple[str, ...], columns: list[str]) -> ModelInput:
+    name, dims = spec["name"], tuple(spec["shape"][1:])
+    if cols[0] not in columns:
+        raise InputError(
+            f"model input {name!r} takes a tensor of shape {shape_text(dims)} per row, from one column of "
+            f"nested lists (Parquet list or fixed_size_list, CSV JSON text); column {cols[0]!r} is not in "
+            f"the input (input columns: {_preview(columns)}); pass --map {name}=COLUMN"
+        )
+    return ModelInput(name, spec["dtype"], cols, False, dims, tensor=True)
+
+
+def shape_text(dims: tuple) -> str:
+    """(3, 96, 96) or (seq,) with 'any' for a dynamic dimension."""
+    return (
+        "(" + ", ".join("any" if d is None else str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+    )
+
+
 def output_columns(output: ModelOutput, fmt: str) -> list[str]:
-    """Parquet: one column per output (a list column when wider than 1); CSV: name_0.. when wider."""
-    if output.width == 1 or fmt == "parquet":
+    """Parquet: one column per output (a list column when wider than 1, nested lists for a rank above
+    2 or a dynamic dimension); CSV: name_0.. when wider, one JSON text column for a tensor output."""
+    if output.width == 1 or fmt == "parquet" or output.tensor:
         return [output.name]
-    if output.width is None:
-        raise InputError(f"output {output.name!r} has a dynamic width; write it with --format parquet")
     return [f"{output.name}_{i}" for i in range(output.width)]
 
 

@@ -60,7 +60,7 @@ def process_file(
                     ragged.clear()
                 if meta is None:
                     writer = writer or parts.open_part(out, file_index, part, job.fmt)
-                    result, bad = score(model, job.plan, table, job.fmt, job.on_error, file.path, row)
+                    result, bad = score(model, job, table, file.path, row)
                     writer.write(result)
                     skipped += bad
                 rows_in += table.num_rows
@@ -119,9 +119,9 @@ def model_facts(job: BatchJob) -> dict:
 
 def run_local(job: BatchJob, model: Model | None = None, quiet: bool = False) -> dict:
     """Score every file in order in this process; returns the final manifest."""
-    if model is None:
+    if model is None:  # self-tested on the probe rows the job read, if any
         model = read_verified(
-            job.model_path, job.model_sha256, job.signed_by, job.threads, job.selftest
+            job.model_path, job.model_sha256, job.signed_by, job.threads, rows=job.selftest_rows
         ).model
     known = [parquet_rows(f) if f.kind == "parquet" else None for f in job.files]
     total = None if None in known else sum(known)

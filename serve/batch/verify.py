@@ -6,6 +6,13 @@ The job reads the model file once (a regular file opened without following a sym
 those bytes, in this process and on every Dask worker (which receives the same bytes and checks
 them again). Nothing re-opens the file by path after it was hashed, so a file swapped between
 the check and the load is never run (issue 19); no worker writes a copy of it anywhere.
+
+Every model runs its self-test before any row is scored, whatever its signature (the loader's
+`Model.selftest`): rows embedded in its metadata, or, for rows too large to embed (an image), the
+first rows of its probe file, which the job reads through the artifacts directory and checks
+against the model's metadata (serve/selftest.py `probe_values`), then hands to each Dask worker
+with the job (`BatchJob.selftest_rows`): workers have no artifacts directory. A model without any
+self-test is refused.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from pathlib import Path
 
 from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
-from oneneuron.fsio import read_regular
+from oneneuron.fsio import Root, read_regular
 from oneneuron.schema import ArtifactEntry, Manifest
 from oneneuron.signing import SignatureError
 from serve.loader import LoadOptions, Model, check_floor, resolve
+from serve.selftest import KEY, PROBE_KEY, probe_values
+from serve.selftest import run as run_general
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,8 @@ class VerifiedModel:
     model: Model
     data: bytes = field(repr=False)
     entry: ArtifactEntry | None = None  # the manifest's entry (None: a lone file)
+    # the probe rows its self-test ran on (None: rows embedded in its metadata): what workers run
+    selftest_rows: tuple | None = field(default=None, repr=False)
 
 
 def check_bytes(data: bytes, sha256: str, signed_by: str | None, what: str) -> None:
@@ -56,38 +67,64 @@ def check_bytes(data: bytes, sha256: str, signed_by: str | None, what: str) -> N
     )
 
 
-def session(data: bytes, sha256: str, path: str, threads: int, selftest: bool = True) -> Model:
-    """An onnxruntime session built from `data` (verified by the caller), self-tested when it can be.
-
-    The loader's self-test covers one float32 input [batch, n]; a model with another signature
-    has no stored self-test yet (the any-model issue), which is logged, not ignored silently.
-    """
+def session(
+    data: bytes, sha256: str, path: str, threads: int, selftest: bool = True, rows: tuple | None = None
+) -> Model:
+    """An onnxruntime session built from `data` (verified by the caller), self-tested (on `rows`,
+    the probe rows `selftest_rows` read, when the self-test is not embedded in the metadata)."""
     model = Model(Path(path), None, LoadOptions(verify_sha256=False, selftest=False, threads=threads), data)
     model.verified, model.sha256 = True, sha256  # checked against `sha256` by our caller
-    if selftest and model.n_features is not None:
-        model.selftest()
-    elif selftest:
-        logger.warning(
-            "%s: no self-test for a model with inputs %s; sha256 verified only",
-            path,
-            [i["name"] for i in model.signature["inputs"]],
-        )
+    if selftest:
+        run_selftest(model, rows)
     return model
 
 
+def selftest_rows(model: Model, root: Root | None, entry: ArtifactEntry | None) -> tuple | None:
+    """The probe rows `model`'s self-test runs on when its metadata only names its probe file (read
+    through `root` as `entry` names it, its sha256 checked against the metadata); None when the
+    rows are embedded or there is no probe (`run_selftest` says what is missing)."""
+    if KEY in model.metadata or PROBE_KEY not in model.metadata:
+        return None
+    return probe_values(model, root, entry)
+
+
+def run_selftest(model: Model, rows: tuple | None = None) -> None:
+    """The loader's self-test of `model` (on `rows` when given); IntegrityError when it fails or
+    when the model has none, before any row is scored."""
+    if rows is not None:
+        run_general(model, rows)
+        return
+    if not any(k in model.metadata for k in (KEY, PROBE_KEY, "selftest_x")):
+        raise IntegrityError(
+            f"{model.path}: no self-test (its ONNX metadata has no 'selftest', 'selftest_probe' or "
+            "'selftest_x'), and serve.batch scores only a model that passes its self-test; "
+            f"{fix('onnx')}, or bring the file in with python -m export.all --from-onnx FILE --name NAME"
+        )
+    model.selftest()
+
+
 def read_verified(
-    path: str | Path, sha256: str | None, signed_by: str | None, threads: int, selftest: bool = True
+    path: str | Path,
+    sha256: str | None,
+    signed_by: str | None,
+    threads: int,
+    where: tuple[Root | None, ArtifactEntry | None] = (None, None),
+    *,
+    rows: tuple | None = None,
 ) -> VerifiedModel:
     """Read `path` once, check the bytes against `sha256` (None: a lone file, nothing to check
-    against) and build the session from them."""
+    against), build the session from them and self-test it (`where`: the artifacts directory and
+    the manifest entry its probe file is read through; `rows`: the probe rows already read)."""
     real = Path(os.path.realpath(path))  # a lone file may be a symlink; the last step is never followed
     data = read_regular(real, MAX_MODEL_BYTES, fix("onnx"))
     if sha256 is not None:
         check_bytes(data, sha256, signed_by, str(path))
     digest = sha256 or hashlib.sha256(data).hexdigest()
-    model = session(data, digest, str(path), threads, selftest)
+    model = session(data, digest, str(path), threads, selftest=False)
+    rows = rows if rows is not None else selftest_rows(model, *where)
+    run_selftest(model, rows)
     model.verified = sha256 is not None
-    return VerifiedModel(str(path), digest, signed_by, model, data)
+    return VerifiedModel(str(path), digest, signed_by, model, data, rows)
 
 
 def open_job_model(
@@ -117,4 +154,4 @@ def open_job_model(
     elif min_generation is not None and root is not None:
         manifest = Manifest.load(root.dir)
     check_floor(where, min_generation, manifest)
-    return replace(read_verified(path, sha256, signed_by, threads), entry=entry)
+    return replace(read_verified(path, sha256, signed_by, threads, (root, entry)), entry=entry)
