@@ -27,9 +27,10 @@ from oneneuron.errors import IntegrityError
 from oneneuron.fixes import fix
 from oneneuron.fsio import Root, read_regular
 from oneneuron.schema import ArtifactEntry, Manifest
+from oneneuron.selftest import KEY, PROBE_KEY
 from oneneuron.signing import SignatureError
 from serve.loader import LoadOptions, Model, check_floor, resolve
-from serve.selftest import KEY, PROBE_KEY, probe_values
+from serve.selftest import probe_values
 from serve.selftest import run as run_general
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def run_selftest(model: Model, rows: tuple | None = None) -> None:
     """The loader's self-test of `model` (on `rows` when given); IntegrityError when it fails or
     when the model has none, before any row is scored."""
     if rows is not None:
-        run_general(model, rows)
+        run_general(model, given=rows)
         return
     if not any(k in model.metadata for k in (KEY, PROBE_KEY, "selftest_x")):
         raise IntegrityError(
@@ -124,7 +125,7 @@ def read_verified(
     rows = rows if rows is not None else selftest_rows(model, *where)
     run_selftest(model, rows)
     model.verified = sha256 is not None
-    return VerifiedModel(str(path), digest, signed_by, model, data, rows)
+    return VerifiedModel(str(path), digest, signed_by, model, data, selftest_rows=rows)
 
 
 def open_job_model(
