@@ -98,33 +98,36 @@ def test_a_full_queue_is_503_with_retry_after(architectures_dir):
 
 
 def test_concurrent_requests_are_batched_and_equal_single_runs(exported_dir):
-    xs = [float(i) for i in range(-12, 12)]
-    with client(exported_dir, max_batch_size=64, max_queue_delay_us=50_000, instances=1) as api:
+    """Requests of 70 rows each (a request of at most 64 values to a model this cheap runs inline,
+    unbatched: serve/engine/scheduler.py)."""
+    xs = [[float(i * 100 + j) for j in range(70)] for i in range(12)]
+    with client(exported_dir, max_batch_size=1024, max_queue_delay_us=50_000, instances=1) as api:
 
-        def one(x: float):
-            body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [x]}]}
+        def one(x: list):
+            body = {"inputs": [{"name": "x", "shape": [70, 1], "datatype": "FP32", "data": x}]}
             return api.post("/v2/models/keras_linear/infer", json=body)
 
         with ThreadPoolExecutor(len(xs)) as pool:
             responses = list(pool.map(one, xs))
         stats = api.get("/v2/models/keras_linear/stats").json()["model_stats"][0]
-    got = [r.json()["outputs"][0]["data"][0] for r in responses]
-    want = reference(exported_dir, "keras_linear", xs).ravel()
-    np.testing.assert_array_equal(np.float32(got), want)  # each request gets its own rows back
+    for x, r in zip(xs, responses, strict=True):  # each request gets its own rows back
+        want = reference(exported_dir, "keras_linear", x).ravel()
+        np.testing.assert_array_equal(np.float32(r.json()["outputs"][0]["data"]), want)
     sizes = {b["batch_size"]: b["compute_infer"]["count"] for b in stats["batch_stats"]}
-    assert max(sizes) > 1, sizes
-    assert sum(size * n for size, n in sizes.items()) == len(xs)  # every row ran exactly once
-    assert stats["execution_count"] < len(xs) and stats["inference_count"] == len(xs)
+    assert max(sizes) > 70, sizes
+    assert sum(size * n for size, n in sizes.items()) == 70 * len(xs)  # every row ran exactly once
+    assert stats["execution_count"] < len(xs) and stats["inference_count"] == 70 * len(xs)
 
 
 def test_a_bad_request_in_a_batch_fails_alone(exported_dir):
-    """1e39 is beyond float32: it passes decoding (an infinity) and the run refuses it; merged with
+    """FP64 1e39 is beyond float32: it passes decoding (an infinity) and the run refuses it; merged with
     good requests, the batch runs again request by request, and only the bad one fails."""
     xs = [1.0, 2.0, 1e39, 3.0, 4.0, 5.0]
-    with client(exported_dir, max_batch_size=64, max_queue_delay_us=50_000, instances=1) as api:
+    with client(exported_dir, max_batch_size=1024, max_queue_delay_us=50_000, instances=1) as api:
 
         def one(x: float):
-            body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [x]}]}
+            kind = "FP64" if x == 1e39 else "FP32"  # FP64 1e39 is valid, and infinite as float32
+            body = {"inputs": [{"name": "x", "shape": [70, 1], "datatype": kind, "data": [x] * 70}]}
             return api.post("/v2/models/torch_linear/infer", json=body)
 
         with ThreadPoolExecutor(len(xs)) as pool:
@@ -135,7 +138,7 @@ def test_a_bad_request_in_a_batch_fails_alone(exported_dir):
             assert r.status_code == 400 and "NaN or infinity" in r.json()["error"], r.text
         else:
             assert r.status_code == 200, r.text
-            want = reference(exported_dir, "torch_linear", [x]).ravel()
+            want = reference(exported_dir, "torch_linear", [x] * 70).ravel()
             np.testing.assert_array_equal(np.float32(r.json()["outputs"][0]["data"]), want)
     assert stats["inference_stats"]["fail"]["count"] == 1
 
