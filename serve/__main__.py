@@ -178,6 +178,43 @@ def main() -> None:
         "--threads", type=cli.positive_int, default=d.threads, help="onnxruntime intra-op threads per model"
     )
     p.add_argument(
+        "--instances",
+        type=cli.positive_int,
+        default=None,
+        metavar="N",
+        help="worker threads running each model (Triton's instance_group; default: the model's "
+        "triton/<model>/config.pbtxt, else 1)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=cli.positive_int,
+        default=d.max_queue,
+        metavar="N",
+        help="requests queued per model beyond those running; more are answered 503 with Retry-After",
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        metavar="ROWS",
+        help="dynamic batching: merge concurrent requests into runs of up to ROWS rows; 0 turns it off "
+        "(default: the dynamic_batching block of triton/<model>/config.pbtxt, else off)",
+    )
+    p.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=None,
+        metavar="US",
+        help="dynamic batching: longest wait for more rows, only while requests arrive concurrently",
+    )
+    p.add_argument(
+        "--preferred-batch-sizes",
+        type=lambda v: tuple(sorted(int(x) for x in v.split(","))),
+        default=None,
+        metavar="N,N",
+        help="dynamic batching: batch sizes worth waiting (up to --max-queue-delay-us) for",
+    )
+    p.add_argument(
         "--model-control",
         choices=MODEL_CONTROL,
         default=d.model_control,
@@ -208,6 +245,11 @@ def main() -> None:
             max_body_bytes=args.max_body_bytes,
             max_rows=args.max_rows,
             threads=args.threads,
+            instances=args.instances,
+            max_queue=args.max_queue,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_us=args.max_queue_delay_us,
+            preferred_batch_sizes=args.preferred_batch_sizes,
             body_timeout=args.body_timeout,
             header_timeout=args.header_timeout,
             max_header_bytes=args.max_header_bytes,

@@ -20,6 +20,7 @@ from serve.engine import stats
 from serve.engine.dtypes import datatype
 from serve.engine.errors import InputError
 from serve.engine.registry import Registry, Version
+from serve.engine.scheduler import Limits, runner_for, triton_limits
 from serve.engine.tensors import Input, Plan, Spec, feeds, plain_feeds, plan, select_outputs
 from serve.inputs import SMALL, PredictInputError, all_finite
 
@@ -60,8 +61,11 @@ class Engine:
     """The protocol-neutral server core over a `Registry`: every protocol's infer goes through
     `infer`, every lookup through `served`."""
 
-    def __init__(self, registry: Registry, max_rows: int):
+    def __init__(self, registry: Registry, max_rows: int, limits: Limits | None = None):
+        """`limits`: how every model's runs are scheduled (serve/engine/scheduler.py); fields left
+        None come from the model's Triton config.pbtxt when the repository has one, else defaults."""
         self.registry, self.metrics, self.max_rows = registry, registry.metrics, max_rows
+        self.limits = limits or Limits()
 
     def served(self, name: str, version: str | None = None) -> Version:
         """The version a request runs on (default: the newest ready); NotFound, Unavailable."""
@@ -77,7 +81,7 @@ class Engine:
             model = served.model
             p = plan(model)
             chosen = select_outputs(p, request.outputs, request.binary)
-            rows, outputs = self._run(model, p, request.inputs)
+            rows, outputs = await self._run(served, p, request.inputs)
             result = Result(served, request.id, _checked(chosen, outputs), rows)
         except Exception:
             stats.fail(served.counts, start)  # Triton's fail count, per version
@@ -86,15 +90,24 @@ class Engine:
         stats.ok(served.counts, rows, start)
         return result
 
-    def _run(self, model: Any, p: Plan, inputs: list[Input]) -> tuple[int, dict[str, np.ndarray]]:
+    async def _run(self, served: Version, p: Plan, inputs: list[Input]) -> tuple[int, dict[str, np.ndarray]]:
+        model = served.model
+        runner = served.runner or runner_for(served, self.limits_for(served.entry.model))
         plain = plain_feeds(p, inputs, self.max_rows)
         try:
             if plain is not None:
-                return plain[1], model.run_exact(plain[0], plain[1])
-            outputs = model.run(feeds(p, inputs, self.max_rows))
+                rows = plain[1]
+                return rows, await runner.run(lambda f: model.run_exact(f, rows), plain[0], rows)
+            converted = feeds(p, inputs, self.max_rows)
+            outputs = await runner.run(model.run, converted, 0)
         except PredictInputError as exc:
             raise InputError(str(exc)) from None
         return len(next(iter(outputs.values()))), outputs
+
+    def limits_for(self, name: str) -> Limits:
+        """The scheduling limits of model `name`: the server's, with what they leave open (None)
+        taken from `triton/<name>/config.pbtxt` (export.triton) when it exists."""
+        return triton_limits(self.limits, self.registry.artifacts / "triton" / name / "config.pbtxt")
 
 
 def _checked(chosen: list[tuple[Spec, bool]], outputs: dict[str, np.ndarray]) -> list[Output]:

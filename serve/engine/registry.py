@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from oneneuron.errors import IntegrityError, MissingArtifactError, ToolkitError
 from oneneuron.fixes import fix
@@ -59,6 +60,8 @@ class Version:
     error: str | None = None
     label: str = ""  # str(number): what responses carry as model_version
     counts: list[int] = field(default_factory=new_counts)  # serve.engine.stats: Triton's statistics
+    batch_stats: dict[int, list[int]] = field(default_factory=dict)  # rows per run -> [runs, ns]
+    runner: Any = None  # serve.engine.scheduler.Runner: its workers, queue and batcher (first request)
 
     def __post_init__(self) -> None:
         self.label = str(self.number)

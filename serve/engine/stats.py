@@ -1,7 +1,8 @@
 """Per-version inference statistics in Triton's shape (`GET /v2/models/{m}[/versions/{v}]/stats`,
 gRPC `ModelStatistics`), counted by the HTTP (V2, TF Serving) and gRPC infer paths alike.
 
-Each loaded version carries its own counters (`Version.counts`, a list: no dict lookup and no
+Each loaded version carries its own counters (and `batch_stats`: rows per model run, counted by
+serve/engine/scheduler.py) (`Version.counts`, a list: no dict lookup and no
 lock on the request path; one event-loop thread writes them), so a reload that keeps a version
 keeps its counts, and an unloaded version's counts go with it, as in Triton. Triton's fields we
 do not measure separately (queue, compute input/output, cache) are zero; `compute_infer` is the
@@ -35,8 +36,10 @@ def fail(counts: list[int], start_ns: int) -> None:
     counts[FAIL_NS] += time.perf_counter_ns() - start_ns
 
 
-def triton(model: str, version: str, counts: list[int]) -> dict[str, Any]:
-    """One entry of Triton's `model_stats` list (HTTP JSON shape)."""
+def triton(model: str, version: str, counts: list[int], batches: dict[int, list[int]]) -> dict[str, Any]:
+    """One entry of Triton's `model_stats` list (HTTP JSON shape). `batches`: rows per model run ->
+    [runs, ns] (serve/engine/scheduler.py): `batch_stats` and `execution_count` (model runs; with
+    dynamic batching fewer than the requests)."""
     s = counts
 
     def duration(count: int, ns: int) -> dict[str, int]:
@@ -48,7 +51,7 @@ def triton(model: str, version: str, counts: list[int]) -> dict[str, Any]:
         "version": version,
         "last_inference": (s[LAST_NS] + _EPOCH_NS) // 1_000_000 if s[LAST_NS] else 0,
         "inference_count": s[ROWS],
-        "execution_count": s[OK_COUNT],
+        "execution_count": sum(n for n, _ in batches.values()),
         "inference_stats": {
             "success": duration(s[OK_COUNT], s[OK_NS]),
             "fail": duration(s[FAIL_COUNT], s[FAIL_NS]),
@@ -59,5 +62,13 @@ def triton(model: str, version: str, counts: list[int]) -> dict[str, Any]:
             "cache_hit": zero,
             "cache_miss": zero,
         },
-        "batch_stats": [],
+        "batch_stats": [
+            {
+                "batch_size": size,
+                "compute_input": zero,
+                "compute_infer": duration(n, ns),
+                "compute_output": zero,
+            }
+            for size, (n, ns) in sorted(batches.items())
+        ],
     }

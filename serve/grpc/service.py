@@ -202,4 +202,11 @@ def _model_stats(s: dict[str, Any]) -> pb.ModelStatistics:
         inference_stats=pb.InferStatistics(
             success=duration("success"), fail=duration("fail"), compute_infer=duration("compute_infer")
         ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=b["batch_size"],
+                compute_infer=pb.StatisticDuration(**b["compute_infer"]),
+            )
+            for b in s["batch_stats"]
+        ],
     )

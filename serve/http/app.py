@@ -40,7 +40,7 @@ def create_app(config: ServeConfig, registry: Registry | None = None) -> InferFa
         config.artifacts, config.threads, trust_key=config.trust_key, min_generation=config.min_generation
     )
     metrics = registry.metrics
-    engine = Engine(registry, config.row_limit)
+    engine = Engine(registry, config.row_limit, config.limits)
     table = V2(engine, config).routes() + TFServing(engine, config).routes()
     table += Repository(registry, config).routes()
 

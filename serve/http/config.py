@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from serve.engine.scheduler import Limits
+
 MiB = 1 << 20
 MODEL_CONTROL = ("poll", "explicit", "none")
 
@@ -26,6 +28,12 @@ class ServeConfig:
     grpc_idle_seconds: float = 60.0  # a gRPC connection with no call for this long is closed
     grpc_max_connections: int = 512  # further gRPC connections are refused (under the file limit)
     threads: int = 1  # onnxruntime intra-op threads per model; 1 is fastest for small batches
+    # scheduling per model (serve/engine/scheduler.py); None: from triton/<model>/config.pbtxt, else off/1
+    instances: int | None = None  # worker threads running the model (Triton's instance_group)
+    max_queue: int = 256  # requests queued per model beyond those running; more get 503 + Retry-After
+    max_batch_size: int | None = None  # dynamic batching: rows per merged run (0 or 1: off)
+    max_queue_delay_us: int | None = None  # dynamic batching: longest wait to fill a batch
+    preferred_batch_sizes: tuple[int, ...] | None = None  # dynamic batching: sizes worth waiting for
     access_log: bool = False  # uvicorn's per-request log line (costs ~5% throughput)
     trust_key: Path | None = None  # PEM public key: serve only models whose signature it verifies
     min_generation: int | None = None  # refuse a manifest of a lower generation (a rolled-back one)
@@ -38,6 +46,16 @@ class ServeConfig:
         (one UINT8 feature in binary), so the body limit already bounds the rows; a request as
         large as --max-body-bytes allows (1M FP32 rows in 4 MiB) is never refused for its rows."""
         return self.max_rows if self.max_rows is not None else self.max_body_bytes
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            self.instances,
+            self.max_queue,
+            self.max_batch_size,
+            self.max_queue_delay_us,
+            self.preferred_batch_sizes,
+        )
 
     def describe(self) -> dict[str, Any]:
         """The resolved config as JSON-able values, printed at start."""

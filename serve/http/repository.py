@@ -112,7 +112,7 @@ def stats(registry: Registry, name: str | None, version: str | None) -> dict[str
     for model in [name] if name else registry.names:
         state = registry.state(model, version)  # 404 for an unknown model or version
         versions = [v for v in state.versions.values() if version is None or v.label == version]
-        out += [statistics.triton(model, v.label, v.counts) for v in versions]
+        out += [statistics.triton(model, v.label, v.counts, v.batch_stats) for v in versions]
     return {"model_stats": out}
 
 
