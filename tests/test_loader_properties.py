@@ -40,7 +40,9 @@ def pair(exported_dir):
 def arrays():
     def build(dtype):
         if dtype in (np.str_, np.object_):
-            return hnp.arrays(dtype, SHAPES, elements=st.text(max_size=3) if dtype is np.str_ else st.none())
+            # no NUL: numpy's str dtype cannot hold a trailing '\x00' (hypothesis refuses such elements)
+            text = st.text(st.characters(exclude_characters="\x00"), max_size=3)
+            return hnp.arrays(dtype, SHAPES, elements=text if dtype is np.str_ else st.none())
         return hnp.arrays(dtype, SHAPES)
 
     return DTYPES.flatmap(build)
